@@ -1,0 +1,1 @@
+"""lmscope: neuron-, feature- and circuit-level interpretability for Hugging Face causal LMs."""

@@ -1,0 +1,53 @@
+"""Atomic, non-clobbering file output shared by every writer in lmscope.
+
+Everything lmscope writes goes to a temporary file in the target directory and is renamed into place
+when complete, so an interrupted run never leaves a half-written file under its final name, and a file
+the user already has is never replaced unless they asked for it (`overwrite=True`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from lmscope.errors import InputError
+
+
+def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Return `path` as a Path, refusing an existing file unless `overwrite` is set."""
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: already exists; pass --overwrite (overwrite=True) to replace it")
+    if target.exists() and target.is_dir():
+        raise InputError(f"{target}: is a directory, expected a file path")
+    return target
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: bool = False) -> Path:
+    """Write `data` to `path` through a temporary file and a rename."""
+    target = check_writable(path, overwrite=overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:
+    """Write UTF-8 `text` to `path` atomically."""
+    return atomic_write_bytes(path, text.encode("utf-8"), overwrite=overwrite)
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, overwrite: bool = False) -> Path:
+    """Write `obj` as indented JSON to `path` atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", overwrite=overwrite)
