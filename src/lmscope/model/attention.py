@@ -1,0 +1,102 @@
+"""Attention patterns on demand, without leaving the fast attention path.
+
+HF models call their attention function through `transformers.AttentionInterface`, by the name in
+`config._attn_implementation`. While a pattern hook is active, lmscope switches that name to a wrapper
+registered under `lmscope+<base>` whose mask function is the base one. The wrapper runs the base
+implementation unchanged (so logits stay bit-identical when the hook only reads), computes the pattern
+`[batch, head, q, k]` from the same queries, keys and mask, and hands it to the hook. Only a hook that
+returns a new pattern makes the wrapper recompute the output as `pattern @ V`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from transformers import AttentionInterface
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+PatternHook = Callable[[Tensor], Tensor | None]
+_HOOK_ATTR = "_lmscope_pattern_hook"
+_PREFIX = "lmscope+"
+
+
+def _repeat_kv(t: Tensor, n_heads: int) -> Tensor:
+    return t if t.shape[1] == n_heads else t.repeat_interleave(n_heads // t.shape[1], dim=1)
+
+
+def attention_pattern(query: Tensor, key: Tensor, mask: Tensor | None, scaling: float) -> Tensor:
+    """Softmax attention weights `[batch, head, q, k]` as eager attention computes them (fp32 softmax)."""
+    key = _repeat_kv(key, query.shape[1])
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scaling
+    if mask is None:
+        q_len, k_len = scores.shape[-2:]
+        causal = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+        scores = scores.masked_fill(~causal, float("-inf"))
+    elif mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    else:
+        scores = scores + mask
+    return torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+
+
+def _wrapped(base_name: str) -> Callable[..., tuple[Tensor, Tensor | None]]:
+    def attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None,
+                  **kwargs: Any) -> tuple[Tensor, Tensor | None]:
+        base = ALL_ATTENTION_FUNCTIONS.get_interface(base_name, _eager)
+        hook: PatternHook | None = getattr(module, _HOOK_ATTR, None)
+        if hook is None:
+            return base(module, query, key, value, mask, **kwargs)
+        scaling = kwargs.get("scaling")
+        if scaling is None:
+            scaling = query.shape[-1] ** -0.5
+        pattern = attention_pattern(query, key, mask, scaling)
+        replaced = hook(pattern)
+        if replaced is None:
+            return base(module, query, key, value, mask, **kwargs)
+        out = torch.matmul(replaced.to(value.dtype), _repeat_kv(value, query.shape[1]))
+        return out.transpose(1, 2).contiguous(), replaced
+
+    return attention
+
+
+def _eager(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None,
+           scaling: float | None = None, **_: Any) -> tuple[Tensor, Tensor]:
+    pattern = attention_pattern(query, key, mask, scaling if scaling is not None else query.shape[-1] ** -0.5)
+    out = torch.matmul(pattern, _repeat_kv(value, query.shape[1]))
+    return out.transpose(1, 2).contiguous(), pattern
+
+
+def _ensure_registered(base_name: str) -> str:
+    name = _PREFIX + base_name
+    if name not in ALL_ATTENTION_FUNCTIONS._global_mapping:
+        AttentionInterface.register(name, _wrapped(base_name))
+        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(base_name)
+        if mask_fn is None:
+            mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping["eager"]
+        ALL_MASK_ATTENTION_FUNCTIONS.register(name, mask_fn)
+    return name
+
+
+@contextmanager
+def pattern_hooks(hf_model: nn.Module, hooks: dict[nn.Module, PatternHook]) -> Iterator[None]:
+    """Route the attention of `hf_model` through the pattern wrapper while `hooks` are attached."""
+    if not hooks:
+        yield
+        return
+    config = hf_model.config
+    base = config._attn_implementation or "eager"
+    for module, hook in hooks.items():
+        setattr(module, _HOOK_ATTR, hook)
+    config._attn_implementation = _ensure_registered(base)
+    try:
+        yield
+    finally:
+        config._attn_implementation = base
+        for module in hooks:
+            if hasattr(module, _HOOK_ATTR):
+                delattr(module, _HOOK_ATTR)

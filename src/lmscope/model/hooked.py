@@ -1,0 +1,300 @@
+"""HookedModel: read and change the internals of an unmodified HF causal LM by TransformerLens hook names.
+
+Hooks are plain PyTorch forward / pre-forward hooks attached for one call and removed on exit, also
+when the call raises. Nothing is reimplemented, so with no hook changing anything the logits are the HF
+model's, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lmscope.errors import InputError
+from lmscope.model.adapters import Adapter, adapter_for
+from lmscope.model.attention import PatternHook, pattern_hooks
+from lmscope.model.config import ModelConfig
+from lmscope.model.hookpoints import HookPoint, Site, layer_of, refuse_unknown
+from lmscope.model.inputs import Inputs, TokenBatch, to_token_batch
+
+HookFn = Callable[..., Tensor | None]
+"""`fn(tensor, *, hook: HookPoint) -> Tensor | None`; a returned tensor replaces the activation."""
+
+
+class _StopForward(Exception):
+    """Raised by the stop hook to end a forward pass early."""
+
+
+class HookedModel:
+    """An HF causal LM whose activations can be cached and changed by name.
+
+    >>> m = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    >>> logits, cache = m.run_with_cache("Monday Tuesday", names=["blocks.0.mlp.hook_post"])
+    """
+
+    def __init__(self, hf_model: nn.Module, tokenizer: Any = None, *, prepend_bos: bool | None = None,
+                 name: str | None = None) -> None:
+        self.hf = hf_model.eval()
+        self.tokenizer = tokenizer
+        self.adapter: Adapter = adapter_for(hf_model)
+        self.cfg: ModelConfig = self.adapter.cfg
+        self.name = name or getattr(hf_model.config, "name_or_path", "") or self.cfg.model_type
+        self._sites: dict[str, Site] = self.adapter.sites()
+        self.prepend_bos = prepend_bos if prepend_bos is not None else _default_prepend_bos(tokenizer)
+
+    @classmethod
+    def from_pretrained(cls, model: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                        trust_remote_code: bool = False, progress: Callable[[int, int], None] | None = None,
+                        ) -> HookedModel:
+        """Load `zoo:NAME`, a local HF directory, or a Hugging Face hub id."""
+        from lmscope.model.loading import load_hf
+
+        hf_model, tokenizer, name = load_hf(model, dtype=dtype, device=device,
+                                            trust_remote_code=trust_remote_code, progress=progress)
+        return cls(hf_model, tokenizer, name=name)
+
+    # --- names --------------------------------------------------------------------------------
+    @property
+    def hook_names(self) -> list[str]:
+        """Every hook point of this model, in forward order."""
+        return list(self._sites)
+
+    def check_names(self, names: Sequence[str]) -> list[str]:
+        """Return `names` as a list, refusing any the architecture lacks (naming the closest valid ones)."""
+        if isinstance(names, str):
+            names = [names]
+        for name in names:
+            if name not in self._sites:
+                raise refuse_unknown(name, self.hook_names)
+        return list(names)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    # --- inputs -------------------------------------------------------------------------------
+    def to_tokens(self, inputs: Inputs, *, prepend_bos: bool | None = None) -> TokenBatch:
+        """Tokenize a string, a list of strings (right-padded, with a mask) or pass a token tensor through."""
+        bos = self.prepend_bos if prepend_bos is None else prepend_bos
+        return to_token_batch(inputs, self.tokenizer, prepend_bos=bos, device=self.device)
+
+    def to_str_tokens(self, text: str, *, prepend_bos: bool | None = None) -> list[str]:
+        ids = self.to_tokens(text, prepend_bos=prepend_bos).input_ids[0].tolist()
+        return [self.tokenizer.decode([i]) for i in ids]
+
+    # --- running ------------------------------------------------------------------------------
+    def forward(self, inputs: Inputs, *, prepend_bos: bool | None = None) -> Tensor:
+        """Plain logits `[batch, pos, d_vocab]`, no hooks."""
+        return self.run_with_hooks(inputs, hooks=[], prepend_bos=prepend_bos)  # type: ignore[return-value]
+
+    __call__ = forward
+
+    def run_with_hooks(self, inputs: Inputs, hooks: Sequence[tuple[str, HookFn]] = (), *,
+                       stop_at_layer: int | None = None, prepend_bos: bool | None = None) -> Tensor | None:
+        """Run with `hooks` attached; several hooks on one name run in the order given.
+
+        Returns logits `[batch, pos, d_vocab]`, or None when `stop_at_layer` ends the pass before them.
+        Gradients flow unless the caller disables them.
+        """
+        batch = self.to_tokens(inputs, prepend_bos=prepend_bos)
+        with self.hooks(hooks, stop_at_layer=stop_at_layer):
+            return self._forward(batch, stop_at_layer)
+
+    def run_with_cache(self, inputs: Inputs, names: Sequence[str] | None = None, *,
+                       stop_at_layer: int | None = None, return_logits: bool = True,
+                       hooks: Sequence[tuple[str, HookFn]] = (), grad: bool = False,
+                       prepend_bos: bool | None = None) -> tuple[Tensor | None, dict[str, Tensor]]:
+        """Run once and return `(logits, cache)`; the cache holds only `names` (all hook points if None).
+
+        `return_logits=False` ends the forward pass right after the last block a name needs. Captured
+        tensors are detached unless `grad=True`; `hooks` run before capture, so the cache sees their edits.
+        """
+        names = self.hook_names if names is None else self.check_names(names)
+        if not return_logits and stop_at_layer is None:
+            stop_at_layer = _last_needed_layer(names, self.cfg.n_layers)
+        cache: dict[str, Tensor] = {}
+
+        def capture(t: Tensor, *, hook: HookPoint) -> None:
+            cache[hook.name] = t if grad else t.detach()
+
+        batch = self.to_tokens(inputs, prepend_bos=prepend_bos)
+        all_hooks = [*hooks, *((n, capture) for n in names)]
+        with torch.inference_mode(not grad), self.hooks(all_hooks, stop_at_layer=stop_at_layer):
+            logits = self._forward(batch, stop_at_layer)
+        return (logits if return_logits else None), cache
+
+    def _forward(self, batch: TokenBatch, stop_at_layer: int | None) -> Tensor | None:
+        try:
+            out = self.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+        except _StopForward:
+            return None
+        return out.logits
+
+    # --- hooks --------------------------------------------------------------------------------
+    @contextmanager
+    def hooks(self, hooks: Sequence[tuple[str, HookFn]] = (), *,
+              stop_at_layer: int | None = None) -> Iterator[HookedModel]:
+        """Attach `hooks` for the duration of the block; always removed on exit."""
+        if isinstance(hooks, tuple) and len(hooks) == 2 and isinstance(hooks[0], str):
+            hooks = [hooks]  # a single (name, fn) pair
+        by_name: dict[str, list[HookFn]] = {}
+        for entry in hooks:
+            if not (isinstance(entry, tuple | list) and len(entry) == 2 and callable(entry[1])):
+                raise InputError(f"hooks: expected (name, fn) pairs, got {entry!r}")
+            name, fn = entry
+            self.check_names([name])
+            by_name.setdefault(name, []).append(fn)
+        if stop_at_layer is not None:
+            self._check_stop(stop_at_layer, by_name)
+        with ExitStack() as stack:
+            patterns: dict[nn.Module, PatternHook] = {}
+            for name, fns in by_name.items():
+                site, point = self._sites[name], HookPoint(name, layer_of(name))
+                chained = _chain(fns, point, site)
+                if site.kind == "pattern":
+                    patterns[site.module] = chained
+                else:
+                    stack.callback(_attach(site, chained).remove)
+            if stop_at_layer is not None and stop_at_layer < self.cfg.n_layers:
+                block = self.adapter.blocks()[stop_at_layer]
+                stack.callback(block.register_forward_pre_hook(_raise_stop).remove)
+            stack.enter_context(pattern_hooks(self.hf, patterns))
+            yield self
+
+    def _check_stop(self, stop_at_layer: int, by_name: dict[str, list[HookFn]]) -> None:
+        if not isinstance(stop_at_layer, int) or not 0 <= stop_at_layer <= self.cfg.n_layers:
+            raise InputError(f"stop_at_layer: expected an int in 0..{self.cfg.n_layers}, got {stop_at_layer!r}")
+        late = [n for n in by_name if (layer_of(n) if layer_of(n) is not None else
+                                       (-1 if n.startswith("hook_") else self.cfg.n_layers)) >= stop_at_layer]
+        if late:
+            raise InputError(f"stop_at_layer={stop_at_layer}: hook point {late[0]!r} is never reached")
+
+    # --- weights ------------------------------------------------------------------------------
+    def _stack(self, fn: Callable[[int], Tensor]) -> Tensor:
+        return torch.stack([fn(layer) for layer in range(self.cfg.n_layers)])
+
+    @property
+    def W_E(self) -> Tensor:
+        """Token embedding `[d_vocab, d_model]`."""
+        return self.adapter.W_E
+
+    @property
+    def W_U(self) -> Tensor:
+        """Unembedding `[d_model, d_vocab]`."""
+        return self.adapter.W_U
+
+    @property
+    def W_Q(self) -> Tensor:
+        """`[layer, head, d_model, d_head]`."""
+        return self._stack(lambda layer: self.adapter.qkv_weights(layer)[0])
+
+    @property
+    def W_K(self) -> Tensor:
+        """`[layer, head, d_model, d_head]` (grouped K heads repeated per query head)."""
+        return self._stack(lambda layer: self.adapter.qkv_weights(layer)[1])
+
+    @property
+    def W_V(self) -> Tensor:
+        """`[layer, head, d_model, d_head]` (grouped V heads repeated per query head)."""
+        return self._stack(lambda layer: self.adapter.qkv_weights(layer)[2])
+
+    @property
+    def W_O(self) -> Tensor:
+        """`[layer, head, d_head, d_model]`."""
+        return self._stack(self.adapter.o_weight)
+
+    @property
+    def b_O(self) -> Tensor:
+        """`[layer, d_model]` (zeros where the model has no bias)."""
+        return self._stack(self.adapter.b_O)
+
+    @property
+    def W_in(self) -> Tensor:
+        """`[layer, d_model, d_mlp]` (the up projection of gated MLPs)."""
+        return self._stack(lambda layer: self.adapter.mlp_in_weight(layer)[0])
+
+    @property
+    def b_in(self) -> Tensor:
+        return self._stack(lambda layer: self.adapter.mlp_in_weight(layer)[1])
+
+    @property
+    def W_out(self) -> Tensor:
+        """`[layer, d_mlp, d_model]`."""
+        return self._stack(lambda layer: self.adapter.mlp_out_weight(layer)[0])
+
+    @property
+    def b_out(self) -> Tensor:
+        return self._stack(lambda layer: self.adapter.mlp_out_weight(layer)[1])
+
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.hf.parameters())
+
+    def __repr__(self) -> str:
+        c = self.cfg
+        return (f"HookedModel({self.name!r}, family={c.family}, n_layers={c.n_layers}, d_model={c.d_model}, "
+                f"n_heads={c.n_heads}, d_mlp={c.d_mlp}, d_vocab={c.d_vocab})")
+
+
+def _default_prepend_bos(tokenizer: Any) -> bool:
+    return tokenizer is not None and getattr(tokenizer, "bos_token_id", None) is not None
+
+
+def _last_needed_layer(names: Sequence[str], n_layers: int) -> int | None:
+    layers = [layer_of(n) for n in names]
+    if any(layer is None and not n.startswith("hook_") for n, layer in zip(names, layers, strict=True)):
+        return None  # ln_final is needed: run the whole model
+    needed = max((layer for layer in layers if layer is not None), default=-1) + 1
+    return needed if needed < n_layers else None
+
+
+def _raise_stop(module: nn.Module, args: Any) -> None:
+    raise _StopForward
+
+
+def _chain(fns: list[HookFn], point: HookPoint, site: Site) -> Callable[[Tensor], Tensor | None]:
+    """Run `fns` in order on the hook point's view of a tensor; return the replacement or None."""
+
+    def run(raw: Tensor) -> Tensor | None:
+        t = site.view(raw) if site.view else raw
+        changed = False
+        for fn in fns:
+            out = fn(t, hook=point)
+            if out is not None:
+                if not isinstance(out, Tensor) or out.shape != t.shape:
+                    raise InputError(f"hook on {point.name!r} returned {_describe(out)}; expected a tensor of "
+                                     f"shape {tuple(t.shape)} or None")
+                t, changed = out, True
+        if not changed:
+            return None
+        return site.unview(t) if site.unview else t
+
+    return run
+
+
+def _describe(obj: object) -> str:
+    return f"a tensor of shape {tuple(obj.shape)}" if isinstance(obj, Tensor) else type(obj).__name__
+
+
+def _attach(site: Site, run: Callable[[Tensor], Tensor | None]) -> torch.utils.hooks.RemovableHandle:
+    if site.kind == "output":
+        def on_output(module: nn.Module, args: Any, output: Any) -> Any:
+            first = output[0] if isinstance(output, tuple) else output
+            new = run(first)
+            if new is None:
+                return None
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+
+        return site.module.register_forward_hook(on_output)
+
+    def on_input(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            new = run(args[0])
+            return None if new is None else ((new, *args[1:]), kwargs)
+        new = run(kwargs["hidden_states"])
+        return None if new is None else (args, {**kwargs, "hidden_states": new})
+
+    return site.module.register_forward_pre_hook(on_input, with_kwargs=True)
