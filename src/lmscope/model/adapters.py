@@ -37,8 +37,8 @@ class Adapter(ABC):
     @abstractmethod
     def read_config(self, hf_cfg: object) -> ModelConfig: ...
 
-    @abstractmethod
-    def embed(self) -> nn.Module: ...
+    def embed(self) -> nn.Module:
+        return self.hf.get_input_embeddings()
 
     @abstractmethod
     def blocks(self) -> nn.ModuleList: ...
@@ -46,8 +46,8 @@ class Adapter(ABC):
     @abstractmethod
     def ln_final(self) -> nn.Module: ...
 
-    @abstractmethod
-    def unembed(self) -> nn.Linear: ...
+    def unembed(self) -> nn.Linear:
+        return self.hf.get_output_embeddings()
 
     @abstractmethod
     def attn(self, layer: int) -> nn.Module: ...
@@ -145,9 +145,6 @@ class GPT2Adapter(Adapter):
             n_ctx=c.n_positions, act_fn=c.activation_function, parallel_attn_mlp=False,  # type: ignore[attr-defined]
         )
 
-    def embed(self) -> nn.Module:
-        return self.hf.transformer.wte
-
     def extra_sites(self) -> dict[str, Site]:
         return {"hook_pos_embed": Site("output", self.hf.transformer.wpe)}
 
@@ -156,9 +153,6 @@ class GPT2Adapter(Adapter):
 
     def ln_final(self) -> nn.Module:
         return self.hf.transformer.ln_f
-
-    def unembed(self) -> nn.Linear:
-        return self.hf.lm_head
 
     def attn(self, layer: int) -> nn.Module:
         return self.blocks()[layer].attn
@@ -214,17 +208,11 @@ class NeoXAdapter(Adapter):
             parallel_attn_mlp=bool(c.use_parallel_residual),  # type: ignore[attr-defined]
         )
 
-    def embed(self) -> nn.Module:
-        return self.hf.gpt_neox.embed_in
-
     def blocks(self) -> nn.ModuleList:
         return self.hf.gpt_neox.layers
 
     def ln_final(self) -> nn.Module:
         return self.hf.gpt_neox.final_layer_norm
-
-    def unembed(self) -> nn.Linear:
-        return self.hf.embed_out
 
     def attn(self, layer: int) -> nn.Module:
         return self.blocks()[layer].attention
@@ -276,17 +264,11 @@ class LlamaAdapter(Adapter):
             act_fn=c.hidden_act, parallel_attn_mlp=False,  # type: ignore[attr-defined]
         )
 
-    def embed(self) -> nn.Module:
-        return self.hf.model.embed_tokens
-
     def blocks(self) -> nn.ModuleList:
         return self.hf.model.layers
 
     def ln_final(self) -> nn.Module:
         return self.hf.model.norm
-
-    def unembed(self) -> nn.Linear:
-        return self.hf.lm_head
 
     def attn(self, layer: int) -> nn.Module:
         return self.blocks()[layer].self_attn

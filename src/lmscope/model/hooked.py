@@ -123,7 +123,7 @@ class HookedModel:
 
         batch = self.to_tokens(inputs, prepend_bos=prepend_bos)
         all_hooks = [*hooks, *((n, capture) for n in names)]
-        with torch.inference_mode(not grad), self.hooks(all_hooks, stop_at_layer=stop_at_layer):
+        with torch.set_grad_enabled(grad), self.hooks(all_hooks, stop_at_layer=stop_at_layer):
             logits = self._forward(batch, stop_at_layer)
         return (logits if return_logits else None), cache
 

@@ -6,6 +6,7 @@ Every block renders itself to an HTML fragment, escaping everything it was given
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 import math
@@ -118,8 +119,7 @@ class Table:
             for j in range(len(self.columns))
         ]
         head = "".join(
-            f"<th{' class=num' if num else ''}>{esc(c)}</th>"
-            for c, num in zip(self.columns, numeric, strict=True)
+            f"<th{' class=num' if num else ''}>{esc(c)}</th>" for c, num in zip(self.columns, numeric, strict=True)
         )
         body = "".join(
             "<tr>"
@@ -148,9 +148,7 @@ class KeyValues:
 
     def to_html(self, block_id: str) -> str:
         """Render as a two-column definition grid."""
-        rows = "".join(
-            f"<dt>{esc(key)}</dt><dd>{esc(format_value(value))}</dd>" for key, value in self.items.items()
-        )
+        rows = "".join(f"<dt>{esc(key)}</dt><dd>{esc(format_value(value))}</dd>" for key, value in self.items.items())
         caption = f"<figcaption>{_inline(self.caption)}</figcaption>" if self.caption else ""
         return f'<figure class="kv" id="{esc(block_id)}"><dl>{rows}</dl>{caption}</figure>'
 
@@ -172,7 +170,7 @@ class Figure:
             fig = json.loads(fig.to_json())
         if not isinstance(fig, Mapping):
             raise TypeError(f"Figure expects a plotly figure or its dict, got {type(fig).__name__}")
-        self.figure = json_safe(json.loads(json.dumps(fig, cls=_plotly_encoder())))
+        self.figure = json_safe(_decode_typed_arrays(json.loads(json.dumps(fig, cls=_plotly_encoder()))))
 
     def to_html(self, block_id: str) -> str:
         """Render a placeholder div plus the figure JSON; the page script calls `Plotly.newPlot`."""
@@ -185,8 +183,22 @@ class Figure:
         )
 
 
+def _decode_typed_arrays(obj: Any) -> Any:
+    """Turn plotly's base64 typed arrays ({"dtype", "bdata", "shape"}) back into plain lists."""
+    if isinstance(obj, dict):
+        if isinstance(obj.get("bdata"), str) and isinstance(obj.get("dtype"), str):
+            arr = np.frombuffer(base64.b64decode(obj["bdata"]), dtype=np.dtype(obj["dtype"]))
+            if obj.get("shape"):
+                arr = arr.reshape([int(n) for n in str(obj["shape"]).split(",")])
+            return arr.tolist()
+        return {key: _decode_typed_arrays(value) for key, value in obj.items()}
+    if isinstance(obj, list):
+        return [_decode_typed_arrays(value) for value in obj]
+    return obj
+
+
 def _plotly_encoder() -> type[json.JSONEncoder]:
     """Plotly's encoder handles numpy and pandas values inside a hand-built figure dict."""
-    from plotly.utils import PlotlyJSONEncoder
+    from plotly.utils import PlotlyJSONEncoder  # type: ignore[import-untyped]
 
     return PlotlyJSONEncoder

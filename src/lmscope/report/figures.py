@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
+import plotly.graph_objects as go  # type: ignore[import-untyped]
 
 from lmscope.errors import InputError
 from lmscope.report._json import to_list
@@ -66,9 +66,7 @@ def heatmap(
     xs = [str(v) for v in to_list(x_labels)] if x_labels is not None else [str(i) for i in range(cols)]
     ys = [str(v) for v in to_list(y_labels)] if y_labels is not None else [str(i) for i in range(rows)]
     if len(xs) != cols or len(ys) != rows:
-        raise InputError(
-            f"heatmap labels: got {len(xs)} x labels and {len(ys)} y labels for z of shape {rows}x{cols}"
-        )
+        raise InputError(f"heatmap labels: got {len(xs)} x labels and {len(ys)} y labels for z of shape {rows}x{cols}")
     finite = arr[np.isfinite(arr)]
     diverging = finite.size > 0 and finite.min() < 0 < finite.max()
     if colorscale is None:
@@ -133,11 +131,8 @@ def bar_chart(
     value_list = to_list(_as_array(values, "bar_chart values"))
     if len(label_list) != len(value_list):
         raise InputError(f"bar_chart: {len(label_list)} labels but {len(value_list)} values")
-    if horizontal:
-        bar = go.Bar(x=value_list, y=label_list, orientation="h")
-    else:
-        bar = go.Bar(x=label_list, y=value_list)
-    fig = go.Figure(bar)
+    axes = {"x": value_list, "y": label_list, "orientation": "h"} if horizontal else {"x": label_list, "y": value_list}
+    fig = go.Figure(go.Bar(**axes))
     height = max(320, min(1200, 60 + 22 * len(label_list))) if horizontal else 420
     _layout(fig, title, x_title, y_title, height=height)
     if horizontal:
@@ -168,9 +163,7 @@ def histogram(
         raise InputError(f"histogram {title!r}: no finite values to bin (got {arr.size} values)")
     counts, edges = np.histogram(finite, bins=bins)
     centers = (edges[:-1] + edges[1:]) / 2
-    fig = go.Figure(
-        go.Bar(x=to_list(centers), y=to_list(counts), width=to_list(np.diff(edges)), marker_line_width=0)
-    )
+    fig = go.Figure(go.Bar(x=to_list(centers), y=to_list(counts), width=to_list(np.diff(edges)), marker_line_width=0))
     _layout(fig, title, x_title, y_title)
     fig.update_layout(bargap=0.02)
     if log_y:

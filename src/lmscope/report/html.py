@@ -79,7 +79,7 @@ DRAW_JS = """
 @lru_cache(maxsize=1)
 def plotly_js() -> str:
     """The plotly.js bundle shipped with the plotly package (read once per process)."""
-    from plotly.offline import get_plotlyjs
+    from plotly.offline import get_plotlyjs  # type: ignore[import-untyped]
 
     return get_plotlyjs()
 

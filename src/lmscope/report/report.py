@@ -47,9 +47,7 @@ class Section:
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not _KEY.match(self.key):
-            raise InputError(
-                f"section key {self.key!r}: expected letters, digits, '_', '.' or '-' (e.g. 'model_card')"
-            )
+            raise InputError(f"section key {self.key!r}: expected letters, digits, '_', '.' or '-' (e.g. 'model_card')")
         for i, block in enumerate(self.blocks):
             if not isinstance(block, Block):
                 raise TypeError(f"section {self.key!r} block {i}: {type(block).__name__} has no to_html")
@@ -62,9 +60,7 @@ class Section:
 class Report:
     """A titled, ordered collection of sections, rendered to one self-contained HTML page."""
 
-    def __init__(
-        self, title: str, *, meta: dict[str, Any] | None = None, created: datetime | None = None
-    ) -> None:
+    def __init__(self, title: str, *, meta: dict[str, Any] | None = None, created: datetime | None = None) -> None:
         """`meta` (model id, command, ...) is shown in the header and stored in result.json."""
         self.title = title
         self.meta: dict[str, Any] = dict(meta or {})

@@ -1,0 +1,200 @@
+"""The model zoo: tiny models of each supported family, trained on lmscope's synthetic corpus.
+
+`zoo:NAME` resolves, in order, to `$LMSCOPE_HOME/zoo/NAME` (default `~/.cache/lmscope`), then to the
+weights shipped inside the package, and otherwise trains the model into the cache (a few minutes on
+2 cores). Training is deterministic from the spec's seed: `lmscope zoo train NAME` reproduces the
+shipped weights' recipe. Every zoo directory is a standard HF directory plus `zoo_card.json`
+(parameters, training curve, held-out loss vs a unigram baseline, ordinal accuracy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lmscope.errors import InputError
+from lmscope.model.training import TrainConfig, TrainLog, heldout_loss, pack_tokens, train_causal_lm, unigram_loss
+
+Progress = Callable[[int, int], None]
+PACKAGED = Path(__file__).parent / "zoo_weights"
+CORPUS_SEED = 0
+TRAIN_SAMPLES = 120_000
+HELDOUT_SAMPLES = 4_000
+
+
+@dataclass(frozen=True)
+class ZooSpec:
+    """How one zoo model is built and trained."""
+
+    name: str
+    family: str
+    arch: dict[str, Any]
+    train: TrainConfig = field(default_factory=TrainConfig)
+    description: str = ""
+
+
+SPECS: dict[str, ZooSpec] = {
+    spec.name: spec
+    for spec in (
+        ZooSpec("gpt2-tiny", "gpt2", {"n_layer": 4, "n_embd": 128, "n_head": 4, "n_inner": 512,
+                                      "n_positions": 128, "activation_function": "gelu_new"},
+                TrainConfig(steps=1800, batch_size=32, seq_len=64, lr=3e-3, seed=0),
+                "GPT-2 architecture, 4 layers, d_model 128, 4 heads, GELU MLP of 512"),
+        ZooSpec("neox-tiny", "gpt_neox", {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+                                          "intermediate_size": 256, "max_position_embeddings": 128,
+                                          "use_parallel_residual": True},
+                TrainConfig(steps=600, batch_size=32, seq_len=64, lr=3e-3, seed=1),
+                "GPT-NeoX (Pythia) architecture, 2 layers, d_model 64, parallel attention and MLP, rotary"),
+        ZooSpec("llama-tiny", "llama", {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+                                        "num_key_value_heads": 2, "intermediate_size": 176,
+                                        "max_position_embeddings": 128, "tie_word_embeddings": False},
+                TrainConfig(steps=600, batch_size=32, seq_len=64, lr=3e-3, seed=2),
+                "Llama architecture, 2 layers, d_model 64, grouped-query attention (2 KV heads), SwiGLU MLP"),
+    )
+}
+
+
+def home() -> Path:
+    """lmscope's cache directory (`$LMSCOPE_HOME`, default `~/.cache/lmscope`)."""
+    return Path(os.environ.get("LMSCOPE_HOME", "~/.cache/lmscope")).expanduser()
+
+
+def spec(name: str) -> ZooSpec:
+    if name not in SPECS:
+        raise InputError(f"zoo model {name!r}: unknown; the zoo has {', '.join(SPECS)}")
+    return SPECS[name]
+
+
+def cached_dir(name: str) -> Path:
+    return home() / "zoo" / name
+
+
+def locate(name: str) -> Path | None:
+    """Where `zoo:NAME` is on disk (cache first, then the package), or None if it must be trained."""
+    spec(name)
+    for candidate in (cached_dir(name), PACKAGED / name):
+        if (candidate / "config.json").exists():
+            return candidate
+    return None
+
+
+def ensure(name: str, *, progress: Progress | None = None) -> Path:
+    """The directory of `zoo:NAME`, training it into the cache first if it is nowhere on disk."""
+    found = locate(name)
+    return found if found is not None else train(name, progress=progress)
+
+
+def build(s: ZooSpec, vocab_size: int, bos_id: int) -> nn.Module:
+    """A freshly initialised HF model of the spec's family (seeded by the spec)."""
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
+
+    torch.manual_seed(s.train.seed)
+    common = {"vocab_size": vocab_size, "bos_token_id": bos_id, "eos_token_id": bos_id, "pad_token_id": bos_id}
+    if s.family == "gpt2":
+        cfg = GPT2Config(**s.arch, **common, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        return GPT2LMHeadModel(cfg)
+    if s.family == "gpt_neox":
+        cfg = GPTNeoXConfig(**s.arch, **common, hidden_dropout=0.0, attention_dropout=0.0)
+        return GPTNeoXForCausalLM(cfg)
+    if s.family == "llama":
+        return LlamaForCausalLM(LlamaConfig(**s.arch, **common))
+    raise InputError(f"zoo family {s.family!r}: not buildable")
+
+
+def corpus_streams(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token streams of the training corpus and of a held-out corpus (a different seed and split)."""
+    from lmscope.data.synthetic import generate_corpus
+
+    def stream(samples: list[Any]) -> torch.Tensor:
+        ids = tokenizer([s.text for s in samples], add_special_tokens=False)["input_ids"]
+        return pack_tokens(ids, tokenizer.bos_token_id)
+
+    train_samples = generate_corpus(TRAIN_SAMPLES, seed=CORPUS_SEED, split="train")
+    held = generate_corpus(HELDOUT_SAMPLES, seed=CORPUS_SEED + 1000, split="heldout")
+    return stream(train_samples), stream(held)
+
+
+def zoo_tokenizer() -> Any:
+    """The zoo's shared tokenizer, trained deterministically on the training corpus."""
+    from lmscope.data.synthetic import generate_corpus
+    from lmscope.data.tokenizer import train_tokenizer
+
+    return train_tokenizer(generate_corpus(TRAIN_SAMPLES // 4, seed=CORPUS_SEED, split="train"))
+
+
+def train(name: str, *, out_dir: str | os.PathLike[str] | None = None, progress: Progress | None = None,
+          overwrite: bool = False) -> Path:
+    """Train `zoo:NAME` from its seed and save it (to the cache unless `out_dir`); returns the directory."""
+    from lmscope.data.tokenizer import save_tokenizer
+    from lmscope.model.zoo_eval import evaluate_zoo_model
+
+    s = spec(name)
+    target = Path(out_dir) if out_dir is not None else cached_dir(name)
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise InputError(f"{target}: already exists; pass --overwrite to train {name} again")
+    tokenizer = zoo_tokenizer()
+    train_stream, held_stream = corpus_streams(tokenizer)
+    model = build(s, len(tokenizer), tokenizer.bos_token_id)
+    log: TrainLog = train_causal_lm(model, train_stream, s.train, progress=progress)
+    card = {
+        "name": name, "family": s.family, "description": s.description,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "train": asdict(s.train), "corpus": {"seed": CORPUS_SEED, "train_samples": TRAIN_SAMPLES,
+                                             "train_tokens": int(train_stream.numel())},
+        "curve": log.to_dict(),
+        "heldout_loss": heldout_loss(model, held_stream, s.train.seq_len),
+        "unigram_loss": unigram_loss(train_stream, held_stream, len(tokenizer)),
+        **evaluate_zoo_model(model, tokenizer),
+    }
+    _save_atomically(target, model, tokenizer, card, save_tokenizer)
+    return target
+
+
+def _save_atomically(target: Path, model: nn.Module, tokenizer: Any, card: dict[str, Any],
+                     save_tokenizer: Callable[[Any, Path], Any]) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        save_tokenizer(tokenizer, tmp)
+        (tmp / "zoo_card.json").write_text(json.dumps(card, indent=2) + "\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def card(name: str) -> dict[str, Any] | None:
+    """The zoo card of a model on disk, or None if it has not been trained."""
+    found = locate(name)
+    if found is None or not (found / "zoo_card.json").exists():
+        return None
+    return json.loads((found / "zoo_card.json").read_text())
+
+
+def listing() -> list[dict[str, Any]]:
+    """One row per zoo model: name, family, description, where it is (or 'not trained')."""
+    rows = []
+    for name, s in SPECS.items():
+        found = locate(name)
+        where = "not trained" if found is None else ("packaged" if found.parent == PACKAGED else str(found))
+        rows.append({"name": name, "family": s.family, "description": s.description, "location": where})
+    return rows

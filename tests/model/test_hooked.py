@@ -1,0 +1,175 @@
+"""HookedModel over unmodified HF models: parity, shapes, hook lifetime, stop_at_layer, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmscope import HookedModel
+from lmscope.errors import InputError
+from lmscope.model.parity import check_parity
+from tiny_models import tiny_hf_model
+
+
+def test_parity_random_init(family: str, tokens: torch.Tensor) -> None:
+    report = check_parity(HookedModel(tiny_hf_model(family)), tokens)
+    assert report.logits_equal
+    assert report.ok(tol=1e-5), report
+
+
+def test_parity_sequential_neox(tokens: torch.Tensor) -> None:
+    model = HookedModel(tiny_hf_model("gpt_neox", use_parallel_residual=False))
+    assert "blocks.0.hook_resid_mid" in model.hook_names
+    assert check_parity(model, tokens).ok(tol=1e-5)
+
+
+def test_parallel_neox_refuses_resid_mid(tokens: torch.Tensor) -> None:
+    model = HookedModel(tiny_hf_model("gpt_neox"))
+    with pytest.raises(InputError, match="closest"):
+        model.run_with_cache(tokens, names=["blocks.0.hook_resid_mid"])
+
+
+def test_hook_shapes(family: str, tokens: torch.Tensor) -> None:
+    model = HookedModel(tiny_hf_model(family))
+    c = model.cfg
+    _, cache = model.run_with_cache(tokens)
+    b, p = tokens.shape
+    assert cache["blocks.1.attn.hook_z"].shape == (b, p, c.n_heads, c.d_head)
+    assert cache["blocks.1.attn.hook_pattern"].shape == (b, c.n_heads, p, p)
+    assert cache["blocks.0.mlp.hook_post"].shape == (b, p, c.d_mlp)
+    assert cache["blocks.0.ln2.hook_normalized"].shape == (b, p, c.d_model)
+    assert cache["ln_final.hook_normalized"].shape == (b, p, c.d_model)
+    assert model.W_Q.shape == (c.n_layers, c.n_heads, c.d_model, c.d_head)
+    assert model.W_O.shape == (c.n_layers, c.n_heads, c.d_head, c.d_model)
+    assert model.W_in.shape == (c.n_layers, c.d_model, c.d_mlp)
+    assert model.W_out.shape == (c.n_layers, c.d_mlp, c.d_model)
+    assert model.W_E.shape == (c.d_vocab, c.d_model) and model.W_U.shape == (c.d_model, c.d_vocab)
+
+
+def test_pattern_matches_eager_attentions(family: str, tokens: torch.Tensor) -> None:
+    hf = tiny_hf_model(family)
+    model = HookedModel(hf)
+    _, cache = model.run_with_cache(tokens, names=["blocks.1.attn.hook_pattern"])
+    hf.set_attn_implementation("eager")
+    expected = hf(input_ids=tokens, output_attentions=True).attentions[1]
+    torch.testing.assert_close(cache["blocks.1.attn.hook_pattern"], expected, atol=1e-6, rtol=1e-5)
+    assert hf.config._attn_implementation == "eager"
+
+
+def test_qk_weights_reproduce_pattern_scores(tokens: torch.Tensor) -> None:
+    """W_Q/W_K per head give the attention scores of a GPT-2 layer from its LayerNorm input."""
+    model = HookedModel(tiny_hf_model("gpt2"))
+    _, cache = model.run_with_cache(tokens, names=["blocks.0.hook_resid_pre", "blocks.0.attn.hook_pattern"])
+    x = model.hf.transformer.h[0].ln_1(cache["blocks.0.hook_resid_pre"])
+    attn = model.hf.transformer.h[0].attn.c_attn
+    b_q, b_k, _ = attn.bias.detach().split(model.cfg.d_model)
+    q = torch.einsum("bpm,hmd->bhpd", x, model.W_Q[0]) + b_q.view(model.cfg.n_heads, 1, -1)
+    k = torch.einsum("bpm,hmd->bhpd", x, model.W_K[0]) + b_k.view(model.cfg.n_heads, 1, -1)
+    scores = q @ k.transpose(-1, -2) / model.cfg.d_head**0.5
+    causal = torch.ones(tokens.shape[1], tokens.shape[1], dtype=torch.bool).tril()
+    pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+    torch.testing.assert_close(pattern, cache["blocks.0.attn.hook_pattern"], atol=1e-5, rtol=1e-4)
+
+
+def test_hooks_removed_on_exit_and_on_error(family: str, tokens: torch.Tensor) -> None:
+    model = HookedModel(tiny_hf_model(family))
+    impl = model.hf.config._attn_implementation
+
+    def boom(t: torch.Tensor, *, hook: object) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        model.run_with_hooks(tokens, hooks=[("blocks.1.hook_mlp_out", boom), ("blocks.0.attn.hook_pattern", boom)])
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.hf.modules())
+    assert model.hf.config._attn_implementation == impl
+    model.run_with_cache(tokens, names=["blocks.0.attn.hook_pattern", "blocks.1.attn.hook_z"])
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.hf.modules())
+
+
+def test_stop_at_layer_really_stops(family: str, tokens: torch.Tensor) -> None:
+    model = HookedModel(tiny_hf_model(family))
+    calls: list[int] = []
+    handles = [block.register_forward_hook(lambda *a, i=i: calls.append(i))
+               for i, block in enumerate(model.adapter.blocks())]
+    try:
+        logits, cache = model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"], stop_at_layer=1)
+        assert logits is None and calls == [0]
+        calls.clear()
+        _, cache2 = model.run_with_cache(tokens, names=["blocks.0.hook_mlp_out"], return_logits=False)
+        assert calls == [0]
+        full_logits, full = model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"])
+        assert calls == [0, 0, 1] and full_logits is not None
+    finally:
+        for h in handles:
+            h.remove()
+    torch.testing.assert_close(cache["blocks.0.hook_resid_post"], full["blocks.0.hook_resid_post"])
+    with pytest.raises(InputError, match="never reached"):
+        model.run_with_cache(tokens, names=["blocks.1.hook_resid_post"], stop_at_layer=1)
+
+
+def test_hook_replacement_changes_downstream(tokens: torch.Tensor) -> None:
+    model = HookedModel(tiny_hf_model("gpt2"))
+    base = model.run_with_hooks(tokens)
+    same = model.run_with_hooks(tokens, hooks=[("blocks.1.hook_resid_pre", lambda t, *, hook: t.clone())])
+    assert torch.equal(base, same)
+    changed = model.run_with_hooks(tokens, hooks=[("blocks.1.hook_resid_pre", lambda t, *, hook: t * 0)])
+    assert not torch.allclose(base, changed)
+
+
+def test_pattern_replacement_is_used(family: str, tokens: torch.Tensor) -> None:
+    """Replacing the pattern by itself keeps the logits; attending only to position 0 changes them exactly."""
+    model = HookedModel(tiny_hf_model(family))
+    base, cache = model.run_with_cache(tokens, names=["blocks.0.hook_resid_pre", "blocks.0.attn.hook_z"])
+    same = model.run_with_hooks(tokens, hooks=[("blocks.0.attn.hook_pattern", lambda t, *, hook: t.clone())])
+    torch.testing.assert_close(same, base, atol=1e-5, rtol=1e-5)
+
+    def first_only(t: torch.Tensor, *, hook: object) -> torch.Tensor:
+        out = torch.zeros_like(t)
+        out[..., 0] = 1
+        return out
+
+    _, edited = model.run_with_cache(tokens, names=["blocks.0.attn.hook_z"],
+                                     hooks=[("blocks.0.attn.hook_pattern", first_only)])
+    z = edited["blocks.0.attn.hook_z"]
+    assert torch.allclose(z, z[:, :1].expand_as(z), atol=1e-6)  # every position copies position 0's value
+
+
+def test_strings_are_padded_right_with_mask() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<|endoftext|>": 0, **{w: i + 1 for i, w in enumerate(["a", "b", "c", "d", "e"])}}
+    tok_model = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok_model.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tok_model, bos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    model = HookedModel(tiny_hf_model("gpt2"), tok)
+    batch = model.to_tokens(["a b c", "d"])
+    assert batch.input_ids.tolist() == [[0, 1, 2, 3], [0, 4, 0, 0]]
+    assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]
+    logits = model(["a b c", "d"])
+    alone = model("d")
+    torch.testing.assert_close(logits[1, :2], alone[0], atol=1e-5, rtol=1e-5)
+    assert model.to_str_tokens("a b") == ["<|endoftext|>", "a", "b"]
+
+
+@pytest.mark.parametrize("bad", [3.5, ["a", 1], torch.zeros(2, 3), torch.zeros(1, 2, 3, dtype=torch.long)])
+def test_bad_inputs_are_input_errors(bad: object) -> None:
+    model = HookedModel(tiny_hf_model("gpt2"))
+    with pytest.raises(InputError, match="inputs"):
+        model(bad)  # type: ignore[arg-type]
+
+
+def test_unknown_hook_name_lists_closest(tokens: torch.Tensor) -> None:
+    model = HookedModel(tiny_hf_model("gpt2"))
+    with pytest.raises(InputError, match=r"blocks\.0\.mlp\.hook_post"):
+        model.run_with_cache(tokens, names=["blocks.0.mlp.hook_pots"])
+    with pytest.raises(InputError, match="returned"):
+        model.run_with_hooks(tokens, hooks=[("blocks.0.hook_mlp_out", lambda t, *, hook: t[:, :2])])
+
+
+def test_unsupported_architecture_lists_supported() -> None:
+    from transformers import BertConfig, BertForMaskedLM
+
+    with pytest.raises(InputError, match="supported model types: gpt2, gpt_neox, llama"):
+        HookedModel(BertForMaskedLM(BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
+                                               intermediate_size=32, vocab_size=50)))

@@ -1,0 +1,41 @@
+"""Unit strings parse to what they name and print back unchanged."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmscope.errors import InputError
+from lmscope.model.units import Unit, UnitSet
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "hook", "index", "position"),
+    [
+        ("blocks.1.mlp.hook_post:7", "neuron", "blocks.1.mlp.hook_post", 7, None),
+        ("blocks.3.attn:2", "head", "blocks.3.attn.hook_z", 2, None),
+        ("blocks.3.attn:2@4", "head", "blocks.3.attn.hook_z", 2, 4),
+        ("blocks.2.hook_resid_post", "site", "blocks.2.hook_resid_post", None, None),
+        ("blocks.2.hook_resid_post@-1", "site", "blocks.2.hook_resid_post", None, -1),
+        ("dict:/tmp/tc/layer0:123", "feature", "", 123, None),
+    ],
+)
+def test_parse_and_roundtrip(text: str, kind: str, hook: str, index: int | None, position: int | None) -> None:
+    unit = Unit.parse(text)
+    assert (unit.kind, unit.hook, unit.index, unit.position) == (kind, hook, index, position)
+    assert str(unit) == text
+    if kind == "feature":
+        assert unit.dictionary == "/tmp/tc/layer0"
+
+
+@pytest.mark.parametrize("bad", ["", "blocks.1.mlp.hook_post:x", ":3", "dict:abc", "dict::4"])
+def test_bad_units(bad: str) -> None:
+    with pytest.raises(InputError, match="unit"):
+        Unit.parse(bad)
+
+
+def test_unitset_dedups_and_groups() -> None:
+    units = UnitSet(["blocks.0.attn:1", "blocks.0.attn:1", "blocks.1.mlp.hook_post:3", "blocks.0.attn:2"])
+    assert len(units) == 3
+    assert list(units.by_hook()) == ["blocks.0.attn.hook_z", "blocks.1.mlp.hook_post"]
+    assert Unit.parse("blocks.0.attn:2") in units
+    assert UnitSet.coerce("blocks.0.attn:2").units == (Unit("head", "blocks.0.attn.hook_z", 2),)

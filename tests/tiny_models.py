@@ -1,0 +1,32 @@
+"""Tiny random-init HF models of every supported family, for fast tests."""
+
+from __future__ import annotations
+
+import torch
+
+
+def tiny_hf_model(family: str, **overrides: object) -> torch.nn.Module:
+    """A random-init HF causal LM of `family` small enough for fast tests (vocab 61, 2 layers, d 32)."""
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        GPTNeoXConfig,
+        GPTNeoXForCausalLM,
+        LlamaConfig,
+        LlamaForCausalLM,
+    )
+
+    torch.manual_seed(0)
+    ids = {"bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+    if family == "gpt2":
+        cfg = GPT2Config(n_layer=2, n_embd=32, n_head=4, vocab_size=61, n_positions=64, **ids, **overrides)
+        return GPT2LMHeadModel(cfg).eval()
+    if family == "gpt_neox":
+        cfg = GPTNeoXConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, intermediate_size=64,
+                            vocab_size=61, max_position_embeddings=64, **ids, **overrides)
+        return GPTNeoXForCausalLM(cfg).eval()
+    if family == "llama":
+        cfg = LlamaConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
+                          intermediate_size=48, vocab_size=61, max_position_embeddings=64, **ids, **overrides)
+        return LlamaForCausalLM(cfg).eval()
+    raise ValueError(family)
