@@ -161,9 +161,10 @@ def generate_corpus(
     if split not in SPLITS:
         raise InputError(f"split: got {split!r}, expected one of {', '.join(SPLITS)}")
     kinds, weights = _check_mix(mix)
+    kind_rng = random.Random(f"lmscope-kinds:{seed}")
     rng = random.Random(f"lmscope-corpus:{seed}:{split}")
     cum = [sum(weights[: i + 1]) for i in range(len(weights))]
-    drawn = rng.choices(kinds, cum_weights=cum, k=n_samples)
+    drawn = kind_rng.choices(kinds, cum_weights=cum, k=n_samples)  # sequential draws: prefix-stable
     return [generate_one(rng, kind, split) for kind in drawn]
 
 

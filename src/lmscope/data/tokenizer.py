@@ -9,6 +9,7 @@ takes well under a second on the corpus sizes the model zoo uses.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -72,7 +73,7 @@ def _texts(samples_or_texts: Iterable[Sample | str]) -> Iterable[str]:
 def _required_block() -> str:
     """Each required string once with a leading space and once bare (after a newline)."""
     req = required_single_tokens()
-    return " ".join(req) + "\n" + "\n".join(req + year_tokens())
+    return "".join(" " + w for w in req) + "\n" + "\n".join(req + year_tokens())
 
 
 def check_tokenizer(tokenizer: PreTrainedTokenizerFast | Tokenizer) -> list[str]:
@@ -156,6 +157,11 @@ def save_tokenizer(
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".tokenizer.", dir=target) as tmp:
         tokenizer.save_pretrained(tmp)
+        config_path = Path(tmp) / "tokenizer_config.json"
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        # the generic class name also loads in transformers 4 (v5 writes its own "TokenizersBackend")
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         for name in sorted(os.listdir(tmp)):
             os.replace(Path(tmp) / name, target / name)
     return target
@@ -180,8 +186,9 @@ def _offsets(tokenizer: Any, text: str) -> list[tuple[int, int]]:
 def word_token_spans(tokenizer: Any, words: Sequence[str]) -> list[tuple[int, int]]:
     """Each word's token span `[start, end)` in the encoding of `" ".join(words)` (no special tokens).
 
-    Works from character offsets, so a leading space belongs to the word after it, and a word split
-    into several tokens ("1732" -> "17", "32") gets a span of several tokens.
+    Works from character offsets: a leading space belongs to the word after it (also when it is a
+    token of its own), so the spans are contiguous and cover every token; a word split into several
+    tokens ("1732" -> " 17", "32") gets a span of several tokens.
     """
     for i, w in enumerate(words):
         if not w or " " in w:
@@ -194,11 +201,10 @@ def word_token_spans(tokenizer: Any, words: Sequence[str]) -> list[tuple[int, in
     offsets = _offsets(tokenizer, " ".join(words))
     spans: list[list[int]] = [[-1, -1] for _ in words]
     wi = 0
-    for ti, (s, e) in enumerate(offsets):
-        while wi < len(words) and s >= bounds[wi][1]:
+    for ti, (s, _e) in enumerate(offsets):
+        while wi < len(words) - 1 and s >= bounds[wi][1]:
             wi += 1
-        if wi == len(words) or e <= bounds[wi][0]:
-            continue  # a token made only of separating whitespace
+        # a token made only of the separating space (" x" -> " ", "x") joins the word after it
         if spans[wi][0] < 0:
             spans[wi][0] = ti
         spans[wi][1] = ti + 1
