@@ -113,6 +113,7 @@ def _check_mix(mix: Mapping[str, float] | None) -> tuple[list[str], list[float]]
 def _sample(
     kind: str, words: Tagged, *, items: list[int] | None = None, **kwargs: object
 ) -> Sample:
+    """Wrap tagged words (and per-word item indices) into a `Sample`."""
     return Sample.from_words(
         (w for w, _ in words),
         kind,

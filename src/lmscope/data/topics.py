@@ -68,6 +68,7 @@ TOPICS: tuple[str, ...] = tuple(TOPIC_LEXICONS)
 
 
 def _topic_nouns(lex: Lexicon) -> set[str]:
+    """Singular and plural forms of a topic's own nouns."""
     return set(lex.nouns) | set(lex.nouns.values())
 
 

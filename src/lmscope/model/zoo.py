@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,7 +117,7 @@ def build(s: ZooSpec, vocab_size: int, bos_id: int) -> nn.Module:
     raise InputError(f"zoo family {s.family!r}: not buildable")
 
 
-def corpus_streams(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
+def corpus_streams(tokenizer: Any, n_samples: int = TRAIN_SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
     """Token streams of the training corpus and of a held-out corpus (a different seed and split)."""
     from lmscope.data.synthetic import generate_corpus
 
@@ -125,22 +125,25 @@ def corpus_streams(tokenizer: Any) -> tuple[torch.Tensor, torch.Tensor]:
         ids = tokenizer([s.text for s in samples], add_special_tokens=False)["input_ids"]
         return pack_tokens(ids, tokenizer.bos_token_id)
 
-    train_samples = generate_corpus(TRAIN_SAMPLES, seed=CORPUS_SEED, split="train")
+    train_samples = generate_corpus(n_samples, seed=CORPUS_SEED, split="train")
     held = generate_corpus(HELDOUT_SAMPLES, seed=CORPUS_SEED + 1000, split="heldout")
     return stream(train_samples), stream(held)
 
 
-def zoo_tokenizer() -> Any:
-    """The zoo's shared tokenizer, trained deterministically on the training corpus."""
+def zoo_tokenizer(n_samples: int = TRAIN_SAMPLES) -> Any:
+    """The zoo's shared tokenizer, trained deterministically on (a quarter of) the training corpus."""
     from lmscope.data.synthetic import generate_corpus
     from lmscope.data.tokenizer import train_tokenizer
 
-    return train_tokenizer(generate_corpus(TRAIN_SAMPLES // 4, seed=CORPUS_SEED, split="train"))
+    return train_tokenizer(generate_corpus(n_samples // 4, seed=CORPUS_SEED, split="train"))
 
 
 def train(name: str, *, out_dir: str | os.PathLike[str] | None = None, progress: Progress | None = None,
-          overwrite: bool = False) -> Path:
-    """Train `zoo:NAME` from its seed and save it (to the cache unless `out_dir`); returns the directory."""
+          overwrite: bool = False, steps: int | None = None, n_samples: int = TRAIN_SAMPLES) -> Path:
+    """Train `zoo:NAME` from its seed and save it (to the cache unless `out_dir`); returns the directory.
+
+    `steps` and `n_samples` shrink the recipe (for smoke tests); the defaults are the shipped recipe.
+    """
     from lmscope.data.tokenizer import save_tokenizer
     from lmscope.model.zoo_eval import evaluate_zoo_model
 
@@ -148,14 +151,15 @@ def train(name: str, *, out_dir: str | os.PathLike[str] | None = None, progress:
     target = Path(out_dir) if out_dir is not None else cached_dir(name)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise InputError(f"{target}: already exists; pass --overwrite to train {name} again")
-    tokenizer = zoo_tokenizer()
-    train_stream, held_stream = corpus_streams(tokenizer)
+    tokenizer = zoo_tokenizer(n_samples)
+    train_stream, held_stream = corpus_streams(tokenizer, n_samples)
     model = build(s, len(tokenizer), tokenizer.bos_token_id)
-    log: TrainLog = train_causal_lm(model, train_stream, s.train, progress=progress)
+    recipe = s.train if steps is None else replace(s.train, steps=steps)
+    log: TrainLog = train_causal_lm(model, train_stream, recipe, progress=progress)
     card = {
         "name": name, "family": s.family, "description": s.description,
         "n_params": sum(p.numel() for p in model.parameters()),
-        "train": asdict(s.train), "corpus": {"seed": CORPUS_SEED, "train_samples": TRAIN_SAMPLES,
+        "train": asdict(recipe), "corpus": {"seed": CORPUS_SEED, "train_samples": n_samples,
                                              "train_tokens": int(train_stream.numel())},
         "curve": log.to_dict(),
         "heldout_loss": heldout_loss(model, held_stream, s.train.seq_len),

@@ -1,0 +1,82 @@
+"""The CLI: every command's --json output, the demo end to end, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmscope.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "info", "zoo:gpt2-tiny", "--json")
+    info = json.loads(out)
+    assert code == 0 and info["family"] == "gpt2" and info["n_layers"] == 4
+    assert "blocks.3.mlp.hook_post" in info["hook_names"]
+
+
+def test_info_text(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "info", "zoo:llama-tiny")
+    assert code == 0 and "llama" in out and "mlp.hook_post" in out
+
+
+def test_zoo_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "zoo", "list", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["name"] for r in rows] == ["gpt2-tiny", "neox-tiny", "llama-tiny"]
+    assert all(r["location"] != "not trained" for r in rows)
+    code, out, _ = run(capsys, "zoo", "path", "gpt2-tiny", "--json")
+    assert code == 0 and (Path(json.loads(out)["path"]) / "config.json").exists()
+    code, out, _ = run(capsys, "zoo", "list")
+    assert code == 0 and "neox-tiny" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["info", "./no/such/model"], "no such directory"),
+        (["info", "zoo:nope"], "unknown; the zoo has"),
+        (["zoo", "path", "nope"], "unknown"),
+        (["zoo", "train", "nope"], "unknown"),
+    ],
+)
+def test_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and message in err
+    assert err.startswith("lmscope: error:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_option_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "info", "--bogus")
+    assert code == 2 and "No such option" in err
+
+
+def test_demo_writes_report_and_refuses_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "demo", "--out", str(tmp_path), "--json")
+    summary = json.loads(out)
+    assert code == 0 and summary["parity_ok"]
+    html = (tmp_path / "report.html").read_text()
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert set(result["sections"]) >= {"model_card", "hook_parity", "attention_pattern", "neuron_stats"}
+    assert result["sections"]["model_card"]["data"]["card"]["name"] == "gpt2-tiny"
+    assert all(r["ok"] for r in result["sections"]["hook_parity"]["data"]["models"].values())
+    assert "<script src=" not in html and "Model card" in html
+    before = (tmp_path / "result.json").read_bytes()
+    code, _, err = run(capsys, "demo", "--out", str(tmp_path))
+    assert code == 2 and "already exists" in err
+    assert (tmp_path / "result.json").read_bytes() == before
+    code, out, _ = run(capsys, "demo", "--out", str(tmp_path), "--overwrite")
+    assert code == 0 and "hook parity ok" in out

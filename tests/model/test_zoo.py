@@ -1,0 +1,67 @@
+"""The model zoo: shipped models load offline, pass parity, and have learned the corpus; training is seeded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmscope import HookedModel
+from lmscope.errors import InputError
+from lmscope.model import zoo
+from lmscope.model.parity import check_parity
+
+TEXTS = ["the day after Monday is Tuesday .", "from the year 1732 to the year 1789 .", "A B C D E F"]
+
+
+@pytest.mark.parametrize("name", list(zoo.SPECS))
+def test_zoo_model_loads_and_passes_parity(name: str) -> None:
+    model = HookedModel.from_pretrained(f"zoo:{name}")
+    assert model.cfg.family == zoo.SPECS[name].family
+    report = check_parity(model, TEXTS)
+    assert report.logits_equal and report.ok(tol=1e-4), report
+
+
+def test_gpt2_tiny_learned_the_corpus() -> None:
+    card = zoo.card("gpt2-tiny")
+    assert card is not None
+    assert card["heldout_loss"] < 0.6 * card["unigram_loss"]
+    assert card["ordinal"]["in_distribution"]["accuracy"] >= 0.9
+    assert card["ordinal"]["sequence"]["accuracy"] >= 0.9
+
+
+def test_gpt2_tiny_continues_sequences_now() -> None:
+    """Recompute (not read from the card): the shipped weights continue runs and complete templates."""
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    prompts = {"Monday Tuesday Wednesday": " Thursday", "5 6 7 8": " 9", "the letter after C is": " D"}
+    logits = model(list(prompts))
+    last = model.to_tokens(list(prompts)).last_positions()
+    predicted = [model.tokenizer.decode([int(logits[i, p].argmax())]) for i, p in enumerate(last)]
+    assert predicted == list(prompts.values())
+
+
+def test_zoo_lookup_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InputError, match="unknown; the zoo has gpt2-tiny"):
+        zoo.spec("gpt5-huge")
+    monkeypatch.setenv("LMSCOPE_HOME", str(tmp_path))
+    assert zoo.home() == tmp_path
+
+
+def test_training_is_reproducible_from_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LMSCOPE_HOME", str(tmp_path / "home"))
+    a = zoo.train("llama-tiny", out_dir=tmp_path / "a", steps=3, n_samples=600)
+    b = zoo.train("llama-tiny", out_dir=tmp_path / "b", steps=3, n_samples=600)
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    card = json.loads((a / "zoo_card.json").read_text())
+    assert card["train"]["steps"] == 3 and len(card["curve"]["losses"]) == 1
+    with pytest.raises(InputError, match="already exists"):
+        zoo.train("llama-tiny", out_dir=a, steps=1, n_samples=600)
+    # a model trained into the cache is found there first, before the packaged one
+    monkeypatch.setenv("LMSCOPE_HOME", str(tmp_path))
+    (tmp_path / "zoo").mkdir()
+    a.rename(tmp_path / "zoo" / "llama-tiny")
+    assert zoo.locate("llama-tiny") == tmp_path / "zoo" / "llama-tiny"
+    loaded = HookedModel.from_pretrained("zoo:llama-tiny")
+    assert torch.equal(loaded.W_E, HookedModel.from_pretrained(str(tmp_path / "zoo" / "llama-tiny")).W_E)
