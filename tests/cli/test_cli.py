@@ -53,7 +53,7 @@ def test_zoo_commands(capsys: pytest.CaptureFixture[str]) -> None:
     ],
 )
 def test_errors_are_one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
-    code, out, err = run(capsys, *argv)
+    code, _out, err = run(capsys, *argv)
     assert code == 2 and message in err
     assert err.startswith("lmscope: error:") and "Traceback" not in err
     assert len(err.strip().splitlines()) == 1

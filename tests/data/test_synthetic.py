@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lmscope.data.grammar import GENERAL, vocabulary
-from lmscope.data.sequences import CENTURIES, FRAME_POS, TASK_POS, TEMPLATE_FRAMES
+from lmscope.data.sequences import CENTURIES, FRAME_POS, RUN_LENGTHS, TASK_POS, TEMPLATE_FRAMES
 from lmscope.data.synthetic import (
     ALL_TASKS,
     CYCLIC_TASKS,
@@ -134,7 +134,7 @@ def test_sequence_runs_increment_by_one(corpus: list[Sample]) -> None:
         assert s.task in ALL_TASKS and s.item_positions is not None
         items = ALL_TASKS[s.task]
         idx = [p for p in s.item_positions if p >= 0]
-        assert 3 <= len(idx) <= 6
+        assert RUN_LENGTHS[0] <= len(idx) <= RUN_LENGTHS[1]
         for w, p, tag in zip(s.words, s.item_positions, s.pos or (), strict=True):
             if p >= 0:
                 assert items[p] == w and tag == TASK_POS[s.task]

@@ -95,7 +95,7 @@ def test_stop_at_layer_really_stops(family: str, tokens: torch.Tensor) -> None:
         logits, cache = model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"], stop_at_layer=1)
         assert logits is None and calls == [0]
         calls.clear()
-        _, cache2 = model.run_with_cache(tokens, names=["blocks.0.hook_mlp_out"], return_logits=False)
+        _, _cache2 = model.run_with_cache(tokens, names=["blocks.0.hook_mlp_out"], return_logits=False)
         assert calls == [0]
         full_logits, full = model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"])
         assert calls == [0, 0, 1] and full_logits is not None
@@ -119,7 +119,7 @@ def test_hook_replacement_changes_downstream(tokens: torch.Tensor) -> None:
 def test_pattern_replacement_is_used(family: str, tokens: torch.Tensor) -> None:
     """Replacing the pattern by itself keeps the logits; attending only to position 0 changes them exactly."""
     model = HookedModel(tiny_hf_model(family))
-    base, cache = model.run_with_cache(tokens, names=["blocks.0.hook_resid_pre", "blocks.0.attn.hook_z"])
+    base, _cache = model.run_with_cache(tokens, names=["blocks.0.hook_resid_pre", "blocks.0.attn.hook_z"])
     same = model.run_with_hooks(tokens, hooks=[("blocks.0.attn.hook_pattern", lambda t, *, hook: t.clone())])
     torch.testing.assert_close(same, base, atol=1e-5, rtol=1e-5)
 

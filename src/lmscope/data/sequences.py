@@ -57,6 +57,8 @@ TASK_WEIGHTS: dict[str, float] = {task: 1.0 for task in SUCCESSION_TASKS} | {"nu
 
 ROMAN_RUN_RATE = 0.01
 """Share of sequence (run) samples that use roman numerals."""
+RUN_LENGTHS: tuple[int, int] = (3, 8)
+"""Training runs have 3-8 items, so a run cut after 3-5 items (the eval prompts) most likely goes on."""
 
 HELDOUT_FRACTION = 0.1
 

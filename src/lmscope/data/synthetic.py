@@ -37,6 +37,7 @@ from lmscope.data.sequences import (
     ROMAN_NUMERALS,
     ROMAN_RUN_RATE,
     ROMAN_TASK,
+    RUN_LENGTHS,
     SUCCESSION_TASKS,
     choose_task,
     greater_than_sample,
@@ -133,7 +134,7 @@ def generate_one(rng: random.Random, kind: str, split: str = "train") -> Sample:
         return _sample("topic", words, topic=topic, toxic=toxic, meta={"toxic_word": toxic_word})
     if kind == "sequence":
         task = ROMAN_TASK if rng.random() < ROMAN_RUN_RATE else choose_task(rng)
-        words, items, meta = run_sample(rng, task, rng.randint(3, 6))
+        words, items, meta = run_sample(rng, task, rng.randint(*RUN_LENGTHS))
         return _sample("sequence", words, items=items, task=task, meta=meta)
     if kind == "template":
         task = choose_task(rng)

@@ -25,7 +25,7 @@ HookFn = Callable[..., Tensor | None]
 """`fn(tensor, *, hook: HookPoint) -> Tensor | None`; a returned tensor replaces the activation."""
 
 
-class _StopForward(Exception):
+class _StopForwardSignal(Exception):
     """Raised by the stop hook to end a forward pass early."""
 
 
@@ -130,7 +130,7 @@ class HookedModel:
     def _forward(self, batch: TokenBatch, stop_at_layer: int | None) -> Tensor | None:
         try:
             out = self.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
-        except _StopForward:
+        except _StopForwardSignal:
             return None
         return out.logits
 
@@ -168,8 +168,7 @@ class HookedModel:
     def _check_stop(self, stop_at_layer: int, by_name: dict[str, list[HookFn]]) -> None:
         if not isinstance(stop_at_layer, int) or not 0 <= stop_at_layer <= self.cfg.n_layers:
             raise InputError(f"stop_at_layer: expected an int in 0..{self.cfg.n_layers}, got {stop_at_layer!r}")
-        late = [n for n in by_name if (layer_of(n) if layer_of(n) is not None else
-                                       (-1 if n.startswith("hook_") else self.cfg.n_layers)) >= stop_at_layer]
+        late = [n for n in by_name if _reach_layer(n, self.cfg.n_layers) >= stop_at_layer]
         if late:
             raise InputError(f"stop_at_layer={stop_at_layer}: hook point {late[0]!r} is never reached")
 
@@ -244,15 +243,20 @@ def _default_prepend_bos(tokenizer: Any) -> bool:
 
 
 def _last_needed_layer(names: Sequence[str], n_layers: int) -> int | None:
-    layers = [layer_of(n) for n in names]
-    if any(layer is None and not n.startswith("hook_") for n, layer in zip(names, layers, strict=True)):
-        return None  # ln_final is needed: run the whole model
-    needed = max((layer for layer in layers if layer is not None), default=-1) + 1
-    return needed if needed < n_layers else None
+    needed = max((_reach_layer(n, n_layers) for n in names), default=-1) + 1
+    return needed if needed < n_layers else None  # None: ln_final or the last block is needed
+
+
+def _reach_layer(name: str, n_layers: int) -> int:
+    """The block a hook point belongs to: -1 before the blocks (embeddings), n_layers after (ln_final)."""
+    layer = layer_of(name)
+    if layer is not None:
+        return layer
+    return -1 if name.startswith("hook_") else n_layers
 
 
 def _raise_stop(module: nn.Module, args: Any) -> None:
-    raise _StopForward
+    raise _StopForwardSignal
 
 
 def _chain(fns: list[HookFn], point: HookPoint, site: Site) -> Callable[[Tensor], Tensor | None]:

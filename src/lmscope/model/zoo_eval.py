@@ -36,23 +36,31 @@ def single_token_id(tokenizer: Any, word: str) -> int:
 
 
 def ordinal_accuracy(model: nn.Module, tokenizer: Any, n_per_task: int = 40, seed: int = 1) -> dict[str, Any]:
-    """Top-1 accuracy at continuing runs and completing successor templates, overall and per group."""
-    from lmscope.data.synthetic import successor_eval_prompts
+    """Top-1 accuracy at continuing runs and completing successor templates, overall and per group.
+
+    `accuracy` is top-1 over the whole vocabulary; `accuracy_within_task` is top-1 among the task's items
+    (a run may also legitimately end, which only the first penalises).
+    """
+    from lmscope.data.synthetic import ALL_TASKS, successor_eval_prompts
 
     prompts = successor_eval_prompts(n_per_task, seed=seed)
     logits = _last_logits(model, tokenizer, [p.prompt for p in prompts])
     targets = torch.tensor([single_token_id(tokenizer, p.answer) for p in prompts])
     hits = (logits.argmax(-1) == targets).tolist()
-    groups: dict[str, list[bool]] = defaultdict(list)
-    for p, hit in zip(prompts, hits, strict=True):
+    task_ids = {task: torch.tensor([single_token_id(tokenizer, w) for w in dict.fromkeys(items)])
+                for task, items in ALL_TASKS.items()}
+    in_task = [bool(task_ids[p.task][logits[i, task_ids[p.task]].argmax()] == targets[i])
+               for i, p in enumerate(prompts)]
+    groups: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
+    for p, hit, hit_in_task in zip(prompts, hits, in_task, strict=True):
         ood = p.task == "roman_numerals"
-        groups["ood_roman" if ood else p.kind].append(hit)
-        if not ood:
-            groups["in_distribution"].append(hit)
-            groups[f"{p.kind}:{p.task}"].append(hit)
-            if p.kind == "template":
-                groups["template_heldout_items" if p.heldout_item else "template_seen_items"].append(hit)
-    return {k: {"accuracy": sum(v) / len(v), "n": len(v)} for k, v in sorted(groups.items())}
+        keys = ["ood_roman"] if ood else ["in_distribution", p.kind, f"{p.kind}:{p.task}"]
+        if not ood and p.kind == "template":
+            keys.append("template_heldout_items" if p.heldout_item else "template_seen_items")
+        for key in keys:
+            groups[key].append((hit, hit_in_task))
+    return {k: {"accuracy": sum(h for h, _ in v) / len(v), "accuracy_within_task": sum(t for _, t in v) / len(v),
+                "n": len(v)} for k, v in sorted(groups.items())}
 
 
 def greater_than_accuracy(model: nn.Module, tokenizer: Any, n: int = 200, seed: int = 2) -> dict[str, float]:

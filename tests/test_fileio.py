@@ -1,0 +1,38 @@
+"""Atomic writes: never clobber a user's file unless asked, never leave a temporary file behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from lmscope.errors import InputError
+from lmscope.fileio import atomic_write_json, atomic_write_text
+
+
+def test_refuses_existing_file_and_keeps_it(tmp_path: Path) -> None:
+    target = tmp_path / "out.json"
+    target.write_text("mine")
+    with pytest.raises(InputError, match="already exists"):
+        atomic_write_text(target, "theirs")
+    assert target.read_text() == "mine"
+    atomic_write_json(target, {"a": 1}, overwrite=True)
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(TypeError):
+        atomic_write_json(tmp_path / "x.json", {"bad": object()})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_directory_target_and_permissions(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="is a directory"):
+        atomic_write_text(tmp_path, "x", overwrite=True)
+    path = atomic_write_text(tmp_path / "sub" / "f.txt", "hi")
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    assert mode & stat.S_IRGRP  # readable by others, like any file the user creates (not mkstemp's 0600)
