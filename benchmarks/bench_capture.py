@@ -15,7 +15,8 @@ Run (an anchor that does not import is reported "not installed" and skipped):
 Size (a): GPT-2 architecture, 6 layers, d_model 384, vocab 8192, random init, batch 16 x 128.
 Size (b): the zoo's gpt2-tiny (a random-init model of its shape if it is not trained yet), batch 8 x 64.
 fp32, 2 threads, SDPA attention; every variant runs under torch.inference_mode. Runs are interleaved
-(order rotated each time) so drift hits all variants alike; figures are medians of the round medians.
+(order rotated each time) so drift hits all variants alike; tokens/s are medians of the round medians,
+ratios the medians of the per-round ratios.
 
 On a machine another job is using, run with OMP_WAIT_POLICY=PASSIVE: with libgomp's default spin-wait,
 2 threads that share their cores with another process ran the size (b) forward 30x slower (0.7 s), which
@@ -234,10 +235,9 @@ def bench_size(size: str, rounds: int, reps: int) -> Result:
     for name, per_round in seconds.items():
         res.tokens_per_s[name] = tokens / statistics.median(per_round)
         res.round_spread[name] = sorted(tokens / s for s in per_round)
-    tps = res.tokens_per_s
     for a, b in (("lmscope", "bare"), ("tl", "bare"), ("nnsight", "bare"), ("lmscope", "tl"), ("lmscope", "nnsight")):
-        if a in tps and b in tps:
-            res.ratios[f"{a}/{b}"] = tps[a] / tps[b]
+        if a in seconds and b in seconds:  # per-round ratios (same round, interleaved), then their median
+            res.ratios[f"{a}/{b}"] = statistics.median(sb / sa for sa, sb in zip(seconds[a], seconds[b], strict=True))
     goals = {"a": {"lmscope/bare": 0.95}, "b": {"lmscope/tl": 1.5, "lmscope/nnsight": 1.5}}[size]
     for ratio, target in goals.items():
         got = res.ratios.get(ratio)

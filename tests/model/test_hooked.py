@@ -88,21 +88,25 @@ def test_hooks_removed_on_exit_and_on_error(family: str, tokens: torch.Tensor) -
 
 def test_stop_at_layer_really_stops(family: str, tokens: torch.Tensor) -> None:
     model = HookedModel(tiny_hf_model(family))
-    calls: list[int] = []
-    handles = [block.register_forward_hook(lambda *a, i=i: calls.append(i))
-               for i, block in enumerate(model.adapter.blocks())]
+    entered: list[str] = []
+    watched = {"block0": model.adapter.blocks()[0], "attn1": model.adapter.attn(1),
+               "mlp_out_proj0": model.adapter.mlp_out_proj(0), "ln_final": model.adapter.ln_final()}
+    handles = [m.register_forward_pre_hook(lambda *a, k=k: entered.append(k)) for k, m in watched.items()]
     try:
         logits, cache = model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"], stop_at_layer=1)
-        assert logits is None and calls == [0]
-        calls.clear()
-        _, _cache2 = model.run_with_cache(tokens, names=["blocks.0.hook_mlp_out"], return_logits=False)
-        assert calls == [0]
-        full_logits, full = model.run_with_cache(tokens, names=["blocks.0.hook_resid_post"])
-        assert calls == [0, 0, 1] and full_logits is not None
+        assert logits is None and entered == ["block0", "mlp_out_proj0"]
+        entered.clear()
+        # return_logits=False stops right after the last capture: here inside block 0, before its MLP output
+        _, early = model.run_with_cache(tokens, names=["blocks.0.mlp.hook_pre"], return_logits=False)
+        assert entered == ["block0"] and list(early) == ["blocks.0.mlp.hook_pre"]
+        entered.clear()
+        full_logits, full = model.run_with_cache(tokens, names=["blocks.0.hook_resid_post", "blocks.0.mlp.hook_pre"])
+        assert entered == ["block0", "mlp_out_proj0", "attn1", "ln_final"] and full_logits is not None
     finally:
         for h in handles:
             h.remove()
     torch.testing.assert_close(cache["blocks.0.hook_resid_post"], full["blocks.0.hook_resid_post"])
+    torch.testing.assert_close(early["blocks.0.mlp.hook_pre"], full["blocks.0.mlp.hook_pre"])
     with pytest.raises(InputError, match="never reached"):
         model.run_with_cache(tokens, names=["blocks.1.hook_resid_post"], stop_at_layer=1)
 

@@ -110,16 +110,17 @@ class HookedModel:
                        prepend_bos: bool | None = None) -> tuple[Tensor | None, dict[str, Tensor]]:
         """Run once and return `(logits, cache)`; the cache holds only `names` (all hook points if None).
 
-        `return_logits=False` ends the forward pass right after the last block a name needs. Captured
+        `return_logits=False` ends the forward pass as soon as the last name is captured. Captured
         tensors are detached unless `grad=True`; `hooks` run before capture, so the cache sees their edits.
         """
         names = self.hook_names if names is None else self.check_names(names)
-        if not return_logits and stop_at_layer is None:
-            stop_at_layer = _last_needed_layer(names, self.cfg.n_layers)
         cache: dict[str, Tensor] = {}
+        n_wanted = len(set(names))
 
         def capture(t: Tensor, *, hook: HookPoint) -> None:
             cache[hook.name] = t if grad else t.detach()
+            if not return_logits and len(cache) == n_wanted:
+                raise _StopForwardSignal  # everything asked for is captured: skip the rest of the model
 
         batch = self.to_tokens(inputs, prepend_bos=prepend_bos)
         all_hooks = [*hooks, *((n, capture) for n in names)]
@@ -240,11 +241,6 @@ class HookedModel:
 
 def _default_prepend_bos(tokenizer: Any) -> bool:
     return tokenizer is not None and getattr(tokenizer, "bos_token_id", None) is not None
-
-
-def _last_needed_layer(names: Sequence[str], n_layers: int) -> int | None:
-    needed = max((_reach_layer(n, n_layers) for n in names), default=-1) + 1
-    return needed if needed < n_layers else None  # None: ln_final or the last block is needed
 
 
 def _reach_layer(name: str, n_layers: int) -> int:

@@ -1,0 +1,288 @@
+"""Streaming extraction into an ActivationStore: length-bucketed batches, sharded, resumable, distributed.
+
+The corpus is cut into shards of `shard_sentences` consecutive sentences. A shard is computed from its
+sentences alone (sorted by length, batched by a token budget), so its bytes do not depend on which
+process computes it or whether the run was interrupted: a resumed run skips finished shards and ends with
+the same store as an uninterrupted one. Shards are written by a background thread to a temporary name and
+renamed when complete. Under `torchrun`, rank r computes shards r, r + N, ...; rank 0 writes the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import queue
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from lmscope.activations.align import AGGREGATIONS, aggregate_words, encode_words
+from lmscope.activations.corpus import file_sha256
+from lmscope.activations.store import FORMAT, MANIFEST, ActivationStore, shard_name
+from lmscope.errors import InputError
+from lmscope.fileio import atomic_write_json
+from lmscope.model.hooked import HookedModel
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """What to extract and how; everything here must match when a run resumes."""
+
+    points: tuple[str, ...]
+    aggregate: str = "last"
+    dtype: str = "float32"
+    batch_tokens: int = 8192
+    shard_sentences: int = 2048
+
+
+def weights_sha256(model: HookedModel) -> str:
+    """A fingerprint of the model's weights (names, shapes, dtypes and bytes of every tensor)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.hf.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _corpus_sha256(sentences: Sequence[Sequence[str]]) -> str:
+    return hashlib.sha256(json.dumps(sentences, ensure_ascii=False).encode()).hexdigest()
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size), joining the torchrun process group (gloo) when launched under torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _validate(model: HookedModel, cfg: ExtractConfig) -> dict[str, int]:
+    if cfg.aggregate not in AGGREGATIONS:
+        raise InputError(f"--aggregate: expected one of {', '.join(AGGREGATIONS)}, got {cfg.aggregate!r}")
+    if cfg.dtype not in DTYPES:
+        raise InputError(f"--dtype: expected one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.batch_tokens < 1 or cfg.shard_sentences < 1:
+        raise InputError("--batch-tokens and --shard-sentences must be positive")
+    if not cfg.points:
+        raise InputError("--points: expected at least one hook name")
+    model.check_names(cfg.points)
+    dims = {}
+    c = model.cfg
+    for p in cfg.points:
+        if p.endswith("hook_pattern"):
+            raise InputError(f"--points: {p!r} is an attention pattern, not a per-token activation")
+        dims[p] = c.d_mlp if p.endswith(("mlp.hook_pre", "mlp.hook_post")) else (
+            c.n_heads * c.d_head if p.endswith("attn.hook_z") else c.d_model)
+    return dims
+
+
+def _header(model: HookedModel, model_id: str, sentences: Sequence[Sequence[str]], cfg: ExtractConfig,
+            dims: dict[str, int], corpus_path: str | None) -> dict[str, Any]:
+    return {
+        "format": FORMAT, "status": "incomplete",
+        "model": {"id": model_id, "family": model.cfg.family, "weights_sha256": weights_sha256(model)},
+        "points": list(cfg.points), "dims": dims, "dtype": cfg.dtype, "aggregation": cfg.aggregate,
+        "batch_tokens": cfg.batch_tokens, "shard_sentences": cfg.shard_sentences,
+        "n_sentences": len(sentences), "n_rows": sum(len(s) for s in sentences),
+        "corpus": {"path": corpus_path, "sha256": _corpus_sha256(sentences),
+                   "file_sha256": file_sha256(corpus_path) if corpus_path else None},
+    }
+
+
+_MUST_MATCH = (("model", "weights_sha256"), ("points",), ("dims",), ("dtype",), ("aggregation",),
+               ("batch_tokens",), ("shard_sentences",), ("corpus", "sha256"))
+
+
+def _check_resume(out: Path, header: dict[str, Any]) -> dict[str, Any] | None:
+    """The existing manifest if `out` is a store of this very extraction, None if `out` is new/empty."""
+    manifest = out / MANIFEST
+    if not manifest.exists():
+        if out.exists() and any(out.iterdir()):
+            raise InputError(f"{out}: exists and is not an activation store; choose a new --out directory")
+        return None
+    existing = ActivationStore(out).manifest
+    for path in _MUST_MATCH:
+        old, new = existing, header
+        for key in path:
+            old, new = old.get(key) if isinstance(old, dict) else None, new.get(key)
+        if old != new:
+            what = ".".join(path)
+            raise InputError(f"{out}: a store of a different extraction ({what} is {old!r}, this run's is "
+                             f"{new!r}); use a new --out directory")
+    return existing
+
+
+class _ShardWriter:
+    """Writes shards from a background thread (temporary name, then rename); at most one shard waits."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.queue = out, queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            index, tensors, metadata = item
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{shard_name(index)}.", suffix=".tmp", dir=self.out)
+                os.close(fd)
+                save_file(tensors, tmp, metadata=metadata)
+                os.replace(tmp, self.out / shard_name(index))
+            except BaseException as err:  # surfaced to the caller by put()/close()
+                Path(tmp).unlink(missing_ok=True)
+                self.error = err
+
+    def put(self, index: int, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+        if self.error:
+            raise self.error
+        self.queue.put((index, tensors, metadata))
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error:
+            raise self.error
+
+
+def _batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
+    """Sentence indices grouped into length-sorted batches whose padded size fits the token budget."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    batches, current, width = [], [], 0
+    for i in order:
+        new_width = max(width, lengths[i])
+        if current and new_width * (len(current) + 1) > batch_tokens:
+            batches.append(current)
+            current, new_width = [], lengths[i]
+        current.append(i)
+        width = new_width
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _extract_shard(model: HookedModel, sentences: Sequence[Sequence[str]], cfg: ExtractConfig,
+                   first: int, corpus_name: str) -> dict[str, torch.Tensor]:
+    """The `[rows, d]` tensor of every point for one shard's sentences, rows in corpus order."""
+    ids, word_ids = encode_words(model.tokenizer, sentences)
+    bos = [model.tokenizer.bos_token_id] if model.prepend_bos else []
+    rows = [bos + r for r in ids]
+    lengths = [len(r) for r in rows]
+    too_long = [i for i, n in enumerate(lengths) if n > model.cfg.n_ctx]
+    if too_long:
+        i = too_long[0]
+        raise InputError(f"{corpus_name}:{first + i + 1}: sentence has {lengths[i]} tokens; the model's context "
+                         f"is {model.cfg.n_ctx}")
+    word_counts = np.array([len(s) for s in sentences])
+    row_start = np.concatenate([[0], np.cumsum(word_counts)[:-1]])
+    dtype = DTYPES[cfg.dtype]
+    out = {p: torch.empty(int(word_counts.sum()), d, dtype=dtype) for p, d in
+           ((p, _dim_of(model, p)) for p in cfg.points)}
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    for batch in _batches(lengths, cfg.batch_tokens):
+        width = max(lengths[i] for i in batch)
+        tokens = torch.full((len(batch), width), pad, dtype=torch.long)
+        for j, i in enumerate(batch):
+            tokens[j, : lengths[i]] = torch.tensor(rows[i])
+        # right padding under causal attention: real positions never see the padding, so no mask is needed
+        _, cache = model.run_with_cache(tokens, names=list(cfg.points), return_logits=False)
+        # token -> global word id (offset per sentence so words of different sentences never merge)
+        offset = len(bos)
+        wid = torch.cat([torch.from_numpy(word_ids[i] + row_start[i]) for i in batch])
+        keep = torch.zeros(tokens.shape, dtype=torch.bool)
+        for j, i in enumerate(batch):
+            keep[j, offset: lengths[i]] = True
+        n_words = int(word_counts[batch].sum())
+        # global word ids in this batch are not contiguous: remap to 0..n_words-1, aggregate, scatter back
+        uniq, local = torch.unique(wid, return_inverse=True)
+        for p in cfg.points:
+            acts = cache[p][keep].reshape(int(keep.sum()), -1)
+            out[p][uniq] = aggregate_words(acts, local, n_words, cfg.aggregate).to(dtype)  # type: ignore[arg-type]
+    return out
+
+
+def _dim_of(model: HookedModel, point: str) -> int:
+    c = model.cfg
+    if point.endswith(("mlp.hook_pre", "mlp.hook_post")):
+        return c.d_mlp
+    return c.n_heads * c.d_head if point.endswith("attn.hook_z") else c.d_model
+
+
+def extract(model: HookedModel, sentences: Sequence[Sequence[str]], out_dir: str | Path, cfg: ExtractConfig, *,
+            model_id: str | None = None, corpus_path: str | None = None,
+            progress: Progress | None = None) -> ActivationStore:
+    """Extract `cfg.points` for every word of `sentences` into the store at `out_dir` (resuming if present)."""
+    dims = _validate(model, cfg)
+    if not sentences or any(len(s) == 0 for s in sentences):
+        raise InputError("corpus: expected non-empty sentences")
+    out = Path(out_dir)
+    rank, world = _dist()
+    header = _header(model, model_id or model.name, sentences, cfg, dims, corpus_path)
+    existing = _check_resume(out, header)
+    if existing is not None and existing.get("status") == "complete":
+        return ActivationStore(out)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / MANIFEST, header, overwrite=True)
+    _barrier(world)
+    n_shards = -(-len(sentences) // cfg.shard_sentences)
+    mine = [i for i in range(rank, n_shards, world) if not (out / shard_name(i)).exists()]
+    writer = _ShardWriter(out)
+    corpus_name = corpus_path or "corpus"
+    try:
+        with torch.inference_mode():
+            for done, index in enumerate(mine):
+                first = index * cfg.shard_sentences
+                chunk = sentences[first: first + cfg.shard_sentences]
+                tensors = _extract_shard(model, chunk, cfg, first, corpus_name)
+                counts = torch.tensor([len(s) for s in chunk])
+                tensors["sentence_index"] = torch.repeat_interleave(torch.arange(first, first + len(chunk)), counts)
+                tensors["word_index"] = torch.cat([torch.arange(n) for n in counts.tolist()])
+                meta = {"sentences": json.dumps(chunk, ensure_ascii=False), "first_sentence": str(first)}
+                writer.put(index, tensors, meta)
+                if progress is not None:
+                    progress(done + 1, len(mine))
+    finally:
+        writer.close()
+    _barrier(world)
+    if rank == 0:
+        _finalize(out, header, n_shards, cfg)
+    _barrier(world)
+    return ActivationStore(out)
+
+
+def _finalize(out: Path, header: dict[str, Any], n_shards: int, cfg: ExtractConfig) -> None:
+    shards = []
+    for i in range(n_shards):
+        path = out / shard_name(i)
+        if not path.exists():
+            raise InputError(f"{path}: missing after extraction; run the same command again to resume")
+        first = i * cfg.shard_sentences
+        shards.append({"index": i, "file": path.name, "sha256": file_sha256(path),
+                       "first_sentence": first,
+                       "n_sentences": min(cfg.shard_sentences, header["n_sentences"] - first)})
+    atomic_write_json(out / MANIFEST, {**header, "status": "complete", "shards": shards,
+                                       "config": asdict(cfg)}, overwrite=True)

@@ -1,0 +1,25 @@
+"""The `lmscope` command: parse arguments, call the library, print or write. No analysis logic here.
+
+Errors the user can fix (`InputError`) print one line on stderr and exit with code 2; anything else is a
+bug and exits with 1. Each command group lives in its own module and registers on the shared app.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from lmscope.cli import activations, core, zoo  # noqa: F401  (registers the commands)
+from lmscope.cli.common import app, err
+from lmscope.errors import InputError
+
+__all__ = ["app", "main"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the Typer app, turning InputError into one line on stderr and exit code 2."""
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    try:
+        app(args=argv, prog_name="lmscope")
+    except InputError as e:
+        err.print(f"lmscope: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,60 @@
+"""`lmscope demo` and `lmscope info`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lmscope.cli.common import JsonFlag, ModelArg, app, out, print_json, progress_bars
+
+
+@app.command()
+def demo(out_dir: Annotated[str, typer.Option("--out", help="Directory for report.html and result.json.")]
+         = "lmscope-demo",
+         overwrite: Annotated[bool, typer.Option(help="Replace report.html/result.json if they exist.")] = False,
+         as_json: JsonFlag = False) -> None:
+    """Load (or train, first time) the model zoo, check hook parity and write an HTML report.
+
+    Example: lmscope demo --out /tmp/demo && open /tmp/demo/report.html
+    """
+    from lmscope.demo import run_demo
+
+    with progress_bars(not as_json) as stage:
+        summary = run_demo(out_dir, overwrite=overwrite, stage=stage)
+    if as_json:
+        print_json(summary)
+        return
+    out.print(f"[bold]report[/]  {summary['report']}\n[bold]result[/]  {summary['result']}")
+    if summary["heldout_loss"] is not None:
+        out.print(f"gpt2-tiny held-out loss {summary['heldout_loss']:.3f} nats (unigram "
+                  f"{summary['unigram_loss']:.3f}); ordinal accuracy {summary['ordinal_accuracy']:.1%}")
+    out.print(f"hook parity {'ok' if summary['parity_ok'] else '[red]FAILED[/]'}; {summary['seconds']:.1f} s")
+
+
+@app.command()
+def info(model: ModelArg, as_json: JsonFlag = False) -> None:
+    """Print a model's family, sizes and hook names.
+
+    Example: lmscope info zoo:gpt2-tiny
+    """
+    from lmscope import HookedModel
+
+    with progress_bars(not as_json) as stage:
+        m = HookedModel.from_pretrained(model, progress=lambda i, n: stage(f"training {model}", i, n))
+    result = {"model": model, "n_params": m.n_params(), **m.cfg.to_dict(), "hook_names": m.hook_names}
+    if as_json:
+        print_json(result)
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("model", "family", "model_type", "n_params", "n_layers", "n_heads", "n_kv_heads", "d_model",
+                "d_head", "d_mlp", "d_vocab", "n_ctx", "act_fn", "parallel_attn_mlp"):
+        table.add_row(key, str(result[key]))
+    out.print(table)
+    per_block = [n.split(".", 2)[2] for n in m.hook_names if n.startswith("blocks.0.")]
+    outside = [n for n in m.hook_names if not n.startswith("blocks.")]
+    out.print(f"hook points ({len(m.hook_names)}): {', '.join(outside)}; per block blocks.{{l}}.: "
+              f"{', '.join(per_block)}")
+
+

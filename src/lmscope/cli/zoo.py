@@ -1,0 +1,69 @@
+"""`lmscope zoo list | train | path`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from lmscope.cli.common import JsonFlag, out, print_json, progress_bars, zoo_app
+from lmscope.errors import InputError
+
+
+@zoo_app.command("list")
+def zoo_list(as_json: JsonFlag = False) -> None:
+    """List the zoo's models and where each is (cache, package, or not trained)."""
+    from lmscope.model import zoo
+
+    rows = zoo.listing()
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("name", "family", "location", "description")
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["location"], r["description"])
+    out.print(table)
+
+
+@zoo_app.command("train")
+def zoo_train(name: Annotated[str, typer.Argument(help="Zoo model name, e.g. gpt2-tiny.")],
+              out_dir: Annotated[str | None, typer.Option("--out", help="Directory (default: the cache).")] = None,
+              overwrite: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
+              as_json: JsonFlag = False) -> None:
+    """Train a zoo model from its seed (reproducible) and save it as an HF directory with its zoo card.
+
+    Example: lmscope zoo train gpt2-tiny --out src/lmscope/model/zoo_weights/gpt2-tiny --overwrite
+    """
+    from lmscope.model import zoo
+
+    with progress_bars(not as_json) as stage:
+        path = zoo.train(name, out_dir=out_dir, overwrite=overwrite, progress=lambda i, n: stage(name, i, n))
+    card = json.loads((path / "zoo_card.json").read_text())
+    summary = {"name": name, "path": str(path), "n_params": card["n_params"],
+               "heldout_loss": card["heldout_loss"], "unigram_loss": card["unigram_loss"],
+               "train_seconds": card["curve"]["seconds"],
+               "ordinal_accuracy": card["ordinal"]["in_distribution"]["accuracy"]}
+    if as_json:
+        print_json(summary)
+        return
+    out.print(f"{name} -> {path}: {summary['n_params']:,} parameters, held-out loss {summary['heldout_loss']:.3f}"
+              f" (unigram {summary['unigram_loss']:.3f}), ordinal accuracy {summary['ordinal_accuracy']:.1%}, "
+              f"{summary['train_seconds']:.0f} s")
+
+
+@zoo_app.command("path")
+def zoo_path(name: Annotated[str, typer.Argument(help="Zoo model name.")], as_json: JsonFlag = False) -> None:
+    """Print where a zoo model lives on disk (nothing is trained)."""
+    from lmscope.model import zoo
+
+    found = zoo.locate(name)
+    if found is None:
+        raise InputError(f"zoo model {name!r} is not trained yet; run: lmscope zoo train {name}")
+    if as_json:
+        print_json({"name": name, "path": str(found)})
+    else:
+        out.print(str(found), soft_wrap=True)
+
+
