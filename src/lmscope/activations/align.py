@@ -37,7 +37,10 @@ def encode_words(tokenizer: Any, sentences: Sequence[Sequence[str]]) -> tuple[li
 
 
 def aggregate_words(acts: Tensor, word_ids: Tensor, n_words: int, how: Aggregation) -> Tensor:
-    """Aggregate `acts [tokens, d]` into `[n_words, d]` by `word_ids [tokens]` (sorted, 0..n_words-1)."""
+    """Aggregate `acts [tokens, d]` into `[n_words, d]` (row w = word w) by `word_ids [tokens]`.
+
+    Each word's tokens must be consecutive; words may come in any order (batches are length-sorted).
+    """
     if how == "mean":
         out = torch.zeros(n_words, acts.shape[1], dtype=torch.float32, device=acts.device)
         out.index_add_(0, word_ids, acts.float())
@@ -50,4 +53,6 @@ def aggregate_words(acts: Tensor, word_ids: Tensor, n_words: int, how: Aggregati
         change[:-1] = word_ids[1:] != word_ids[:-1]
     else:
         raise InputError(f"aggregate: expected one of {', '.join(AGGREGATIONS)}, got {how!r}")
-    return acts[change]
+    out = torch.empty(n_words, acts.shape[1], dtype=acts.dtype, device=acts.device)
+    out[word_ids[change]] = acts[change]
+    return out

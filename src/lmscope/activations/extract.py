@@ -246,6 +246,8 @@ def extract(model: HookedModel, sentences: Sequence[Sequence[str]], out_dir: str
         return ActivationStore(out)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        for stale in out.glob(".shard-*.tmp"):  # left by a killed run; never under a final name
+            stale.unlink()
         atomic_write_json(out / MANIFEST, header, overwrite=True)
     _barrier(world)
     n_shards = -(-len(sentences) // cfg.shard_sentences)
@@ -261,7 +263,8 @@ def extract(model: HookedModel, sentences: Sequence[Sequence[str]], out_dir: str
                 counts = torch.tensor([len(s) for s in chunk])
                 tensors["sentence_index"] = torch.repeat_interleave(torch.arange(first, first + len(chunk)), counts)
                 tensors["word_index"] = torch.cat([torch.arange(n) for n in counts.tolist()])
-                meta = {"sentences": json.dumps(chunk, ensure_ascii=False), "first_sentence": str(first)}
+                # one metadata key: safetensors writes its metadata map in no fixed order
+                meta = {"lmscope": json.dumps({"first_sentence": first, "sentences": chunk}, ensure_ascii=False)}
                 writer.put(index, tensors, meta)
                 if progress is not None:
                     progress(done + 1, len(mine))

@@ -105,9 +105,9 @@ class ActivationStore:
                     cols = neurons.get(p) if isinstance(neurons, dict) else neurons
                     t = f.get_tensor(p)
                     acts[p] = t[:, list(cols)] if cols is not None else t
-                meta = f.metadata() or {}
+                meta = json.loads((f.metadata() or {}).get("lmscope", "{}"))
                 yield Shard(entry["index"], acts, f.get_tensor("sentence_index"), f.get_tensor("word_index"),
-                            json.loads(meta.get("sentences", "[]")), int(meta.get("first_sentence", 0)))
+                            meta.get("sentences", []), int(meta.get("first_sentence", 0)))
 
     def load(self, points: Sequence[str] | None = None,
              neurons: Sequence[int] | dict[str, Sequence[int]] | None = None) -> dict[str, Tensor]:

@@ -217,7 +217,8 @@ class LinearProbe(Ranker):
 
     def predict(self, X: ArrayLike) -> np.ndarray:
         """Most probable class id per sample `Int[n_samples]`."""
-        return self.classes_[self.decision_function(X).argmax(1)]
+        logits = self.decision_function(X)
+        return self.classes_[logits.argmax(1)]
 
     def score(self, X: ArrayLike, y: ArrayLike) -> float:
         """Accuracy on (`X`, `y`); labels never seen in training count as errors."""

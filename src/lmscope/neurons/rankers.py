@@ -152,7 +152,8 @@ class Ranker(Estimator, ABC):
 
     def top(self, k: int) -> np.ndarray:
         """The `k` most important neurons `Int[k]`, best first."""
-        return self.ranking_[: self._check_k(k)].copy()
+        k = self._check_k(k)
+        return self.ranking_[:k].copy()
 
     def bottom(self, k: int) -> np.ndarray:
         """The `k` least important neurons `Int[k]`, least important first."""
