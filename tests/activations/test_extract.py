@@ -60,8 +60,7 @@ def test_store_matches_direct_computation(model, tmp_path: Path, how: str) -> No
             tok = cache[p][0, 1:]
             wid = torch.from_numpy(word_ids[0])
             spans = [(wid == w).nonzero().flatten() for w in range(len(words))]
-            pick = {"first": lambda ix: tok[ix[0]], "last": lambda ix: tok[ix[-1]], "mean": lambda ix: tok[ix].mean(0)}
-            expected = torch.stack([pick[how](ix) for ix in spans])
+            expected = torch.stack([_pick(tok, ix, how) for ix in spans])
             rows = (sent_idx == s).nonzero().flatten()
             assert word_idx[rows].tolist() == list(range(len(words)))
             torch.testing.assert_close(loaded[p][rows], expected, atol=1e-5, rtol=1e-5)
@@ -70,6 +69,10 @@ def test_store_matches_direct_computation(model, tmp_path: Path, how: str) -> No
     assert store.neuron_units()[model.cfg.d_mlp] == "blocks.1.hook_resid_post:0"
     sub = store.load(["blocks.0.mlp.hook_post"], neurons=[3, 7])["blocks.0.mlp.hook_post"]
     torch.testing.assert_close(sub, loaded["blocks.0.mlp.hook_post"][:, [3, 7]])
+
+
+def _pick(tok: torch.Tensor, ix: torch.Tensor, how: str) -> torch.Tensor:
+    return {"first": tok[ix[0]], "last": tok[ix[-1]], "mean": tok[ix].mean(0)}[how]
 
 
 def test_resume_refusals_and_completed_store(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
