@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from lmscope.activations.align import AGGREGATIONS, aggregate_words, encode_words
+from lmscope.activations.align import AGGREGATIONS
+from lmscope.activations.collect import point_dim, word_activations
 from lmscope.activations.corpus import file_sha256
 from lmscope.activations.store import FORMAT, MANIFEST, ActivationStore, shard_name
 from lmscope.errors import InputError
@@ -90,12 +90,10 @@ def _validate(model: HookedModel, cfg: ExtractConfig) -> dict[str, int]:
         raise InputError("--points: expected at least one hook name")
     model.check_names(cfg.points)
     dims = {}
-    c = model.cfg
     for p in cfg.points:
         if p.endswith("hook_pattern"):
             raise InputError(f"--points: {p!r} is an attention pattern, not a per-token activation")
-        dims[p] = c.d_mlp if p.endswith(("mlp.hook_pre", "mlp.hook_post")) else (
-            c.n_heads * c.d_head if p.endswith("attn.hook_z") else c.d_model)
+        dims[p] = point_dim(model, p)
     return dims
 
 
@@ -135,6 +133,37 @@ def _check_resume(out: Path, header: dict[str, Any]) -> dict[str, Any] | None:
     return existing
 
 
+def _prepare(out: Path, header: dict[str, Any]) -> str:
+    """Check a store being resumed, clean a killed run's temporary files, write the header manifest."""
+    existing = _check_resume(out, header)
+    if existing is not None and existing.get("status") == "complete":
+        return "complete"
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".shard-*.tmp"):  # left by a killed run; never under a final name
+        stale.unlink()
+    atomic_write_json(out / MANIFEST, header, overwrite=True)
+    return "started"
+
+
+def _on_rank0(world: int, fn: Callable[[], str]) -> str:
+    """Run `fn` on rank 0 only and give every rank its result, or the same InputError (no rank hangs)."""
+    if world == 1:
+        return fn()
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", fn())
+        except InputError as err:
+            box[0] = ("error", str(err))
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise InputError(value)
+    return value
+
+
 class _ShardWriter:
     """Writes shards from a background thread (temporary name, then rename); at most one shard waits."""
 
@@ -168,69 +197,6 @@ class _ShardWriter:
             raise self.error
 
 
-def _batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
-    """Sentence indices grouped into length-sorted batches whose padded size fits the token budget."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches, current, width = [], [], 0
-    for i in order:
-        new_width = max(width, lengths[i])
-        if current and new_width * (len(current) + 1) > batch_tokens:
-            batches.append(current)
-            current, new_width = [], lengths[i]
-        current.append(i)
-        width = new_width
-    if current:
-        batches.append(current)
-    return batches
-
-
-def _extract_shard(model: HookedModel, sentences: Sequence[Sequence[str]], cfg: ExtractConfig,
-                   first: int, corpus_name: str) -> dict[str, torch.Tensor]:
-    """The `[rows, d]` tensor of every point for one shard's sentences, rows in corpus order."""
-    ids, word_ids = encode_words(model.tokenizer, sentences)
-    bos = [model.tokenizer.bos_token_id] if model.prepend_bos else []
-    rows = [bos + r for r in ids]
-    lengths = [len(r) for r in rows]
-    too_long = [i for i, n in enumerate(lengths) if n > model.cfg.n_ctx]
-    if too_long:
-        i = too_long[0]
-        raise InputError(f"{corpus_name}:{first + i + 1}: sentence has {lengths[i]} tokens; the model's context "
-                         f"is {model.cfg.n_ctx}")
-    word_counts = np.array([len(s) for s in sentences])
-    row_start = np.concatenate([[0], np.cumsum(word_counts)[:-1]])
-    dtype = DTYPES[cfg.dtype]
-    out = {p: torch.empty(int(word_counts.sum()), d, dtype=dtype) for p, d in
-           ((p, _dim_of(model, p)) for p in cfg.points)}
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
-    for batch in _batches(lengths, cfg.batch_tokens):
-        width = max(lengths[i] for i in batch)
-        tokens = torch.full((len(batch), width), pad, dtype=torch.long)
-        for j, i in enumerate(batch):
-            tokens[j, : lengths[i]] = torch.tensor(rows[i])
-        # right padding under causal attention: real positions never see the padding, so no mask is needed
-        _, cache = model.run_with_cache(tokens, names=list(cfg.points), return_logits=False)
-        # token -> global word id (offset per sentence so words of different sentences never merge)
-        offset = len(bos)
-        wid = torch.cat([torch.from_numpy(word_ids[i] + row_start[i]) for i in batch])
-        keep = torch.zeros(tokens.shape, dtype=torch.bool)
-        for j, i in enumerate(batch):
-            keep[j, offset: lengths[i]] = True
-        n_words = int(word_counts[batch].sum())
-        # global word ids in this batch are not contiguous: remap to 0..n_words-1, aggregate, scatter back
-        uniq, local = torch.unique(wid, return_inverse=True)
-        for p in cfg.points:
-            acts = cache[p][keep].reshape(int(keep.sum()), -1)
-            out[p][uniq] = aggregate_words(acts, local, n_words, cfg.aggregate).to(dtype)  # type: ignore[arg-type]
-    return out
-
-
-def _dim_of(model: HookedModel, point: str) -> int:
-    c = model.cfg
-    if point.endswith(("mlp.hook_pre", "mlp.hook_post")):
-        return c.d_mlp
-    return c.n_heads * c.d_head if point.endswith("attn.hook_z") else c.d_model
-
-
 def extract(model: HookedModel, sentences: Sequence[Sequence[str]], out_dir: str | Path, cfg: ExtractConfig, *,
             model_id: str | None = None, corpus_path: str | None = None,
             progress: Progress | None = None) -> ActivationStore:
@@ -241,15 +207,8 @@ def extract(model: HookedModel, sentences: Sequence[Sequence[str]], out_dir: str
     out = Path(out_dir)
     rank, world = _dist()
     header = _header(model, model_id or model.name, sentences, cfg, dims, corpus_path)
-    existing = _check_resume(out, header)
-    if existing is not None and existing.get("status") == "complete":
+    if _on_rank0(world, lambda: _prepare(out, header)) == "complete":
         return ActivationStore(out)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        for stale in out.glob(".shard-*.tmp"):  # left by a killed run; never under a final name
-            stale.unlink()
-        atomic_write_json(out / MANIFEST, header, overwrite=True)
-    _barrier(world)
     n_shards = -(-len(sentences) // cfg.shard_sentences)
     mine = [i for i in range(rank, n_shards, world) if not (out / shard_name(i)).exists()]
     writer = _ShardWriter(out)
@@ -259,7 +218,9 @@ def extract(model: HookedModel, sentences: Sequence[Sequence[str]], out_dir: str
             for done, index in enumerate(mine):
                 first = index * cfg.shard_sentences
                 chunk = sentences[first: first + cfg.shard_sentences]
-                tensors = _extract_shard(model, chunk, cfg, first, corpus_name)
+                tensors = word_activations(model, chunk, cfg.points, aggregate=cfg.aggregate,  # type: ignore[arg-type]
+                                           dtype=DTYPES[cfg.dtype], batch_tokens=cfg.batch_tokens,
+                                           first_line=first + 1, corpus_name=corpus_name)
                 counts = torch.tensor([len(s) for s in chunk])
                 tensors["sentence_index"] = torch.repeat_interleave(torch.arange(first, first + len(chunk)), counts)
                 tensors["word_index"] = torch.cat([torch.arange(n) for n in counts.tolist()])
@@ -271,13 +232,11 @@ def extract(model: HookedModel, sentences: Sequence[Sequence[str]], out_dir: str
     finally:
         writer.close()
     _barrier(world)
-    if rank == 0:
-        _finalize(out, header, n_shards, cfg)
-    _barrier(world)
+    _on_rank0(world, lambda: _finalize(out, header, n_shards, cfg))
     return ActivationStore(out)
 
 
-def _finalize(out: Path, header: dict[str, Any], n_shards: int, cfg: ExtractConfig) -> None:
+def _finalize(out: Path, header: dict[str, Any], n_shards: int, cfg: ExtractConfig) -> str:
     shards = []
     for i in range(n_shards):
         path = out / shard_name(i)
@@ -289,3 +248,4 @@ def _finalize(out: Path, header: dict[str, Any], n_shards: int, cfg: ExtractConf
                        "n_sentences": min(cfg.shard_sentences, header["n_sentences"] - first)})
     atomic_write_json(out / MANIFEST, {**header, "status": "complete", "shards": shards,
                                        "config": asdict(cfg)}, overwrite=True)
+    return "complete"
