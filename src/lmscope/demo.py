@@ -25,7 +25,7 @@ from lmscope.report.model_sections import attention_section, model_card_section,
 log = logging.getLogger(__name__)
 MAIN_MODEL = "gpt2-tiny"
 ZOO_MODELS = ("gpt2-tiny", "neox-tiny", "llama-tiny")
-ATTENTION_PROMPT = "the day after Monday is Tuesday , and the letter after C is D"
+ATTENTION_PROMPT = "chapter 17 was long , and the next chapter is chapter 18"
 Stage = Callable[[str, int, int], None]
 
 
@@ -54,17 +54,18 @@ def _parity(ctx: DemoContext) -> Section:
 
 
 def _attention(ctx: DemoContext) -> Section:
-    """The head whose last query attends most to the item whose successor is asked for ('C')."""
+    """The head whose query before ' 18' attends most to ' 17', the item whose successor comes next."""
     m = ctx.main
     tokens = m.to_str_tokens(ATTENTION_PROMPT)
     names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(m.cfg.n_layers)]
     _, cache = m.run_with_cache(ATTENTION_PROMPT, names=names)
-    target = max(i for i, t in enumerate(tokens) if t.strip() == "C")
+    item = tokens.index(" 17")
     stacked = torch.stack([cache[n][0] for n in names])  # [layer, head, q, k]
-    weight = stacked[:, :, -2, target]  # from " is" (predicting " D") to " C"
+    weight = stacked[:, :, -2, item]  # from the last ' chapter' (predicting ' 18') to ' 17'
     layer, head = divmod(int(weight.argmax()), m.cfg.n_heads)
-    note = (f"`{ATTENTION_PROMPT}`: layer {layer}, head {head} is the head whose query at ' is' puts the most "
-            f"weight ({weight.max():.2f}) on ' C', the item whose successor ' D' comes next.")
+    note = (f"`{ATTENTION_PROMPT}`: in layer {layer}, head {head} the query at the last ' chapter' puts "
+            f"{weight.max():.2f} of its attention on ' 17', eight tokens back: the item whose successor ' 18' "
+            "the model must produce next (a successor-head candidate).")
     return attention_section(tokens, stacked[layer, head], layer, head, note)
 
 

@@ -30,7 +30,7 @@ def print_json(obj: Any) -> None:
 @contextmanager
 def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
     """A rich progress bar per stage, shown on stderr (silent with --json or when not a terminal)."""
-    if not enabled:
+    if not enabled or not err.is_terminal:
         yield lambda stage, i, n: None
         return
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -23,6 +23,9 @@ def load_hf(model: str, *, dtype: torch.dtype = torch.float32, device: str = "cp
             ) -> tuple[nn.Module, Any, str]:
     """Load `(hf_model, tokenizer, name)`; every failure the user can fix is an InputError."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # lmscope shows its own progress; HF's per-load bars are noise
 
     if not isinstance(model, str) or not model:
         raise InputError(f"model: expected 'zoo:NAME', a local directory or a hub id, got {model!r}")

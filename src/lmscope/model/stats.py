@@ -11,7 +11,7 @@ from lmscope.model.inputs import Inputs
 
 @dataclass(frozen=True)
 class LayerNeuronStats:
-    """Statistics of `blocks.{layer}.mlp.hook_post` over the real tokens of a batch."""
+    """Statistics of `blocks.{layer}.mlp.hook_post` over the text tokens of a batch (BOS excluded)."""
 
     layer: int
     mean: float
@@ -33,6 +33,8 @@ def neuron_stats(model: HookedModel, inputs: Inputs, *, top_k: int = 8) -> list[
     names = [f"blocks.{layer}.mlp.hook_post" for layer in range(model.cfg.n_layers)]
     _, cache = model.run_with_cache(batch.input_ids, names=names, return_logits=False)
     mask = batch.attention_mask.bool()
+    if model.prepend_bos:
+        mask[:, 0] = False  # the BOS position is an attention sink, not text: leave it out
     flat_ids = batch.input_ids[mask]
     out = []
     for layer, name in enumerate(names):

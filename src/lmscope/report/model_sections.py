@@ -22,7 +22,8 @@ def model_card_section(name: str, cfg: Mapping[str, Any], card: Mapping[str, Any
     fig, fig_data = line_chart({"training loss": (curve["steps"], curve["losses"])}, title="Training curve",
                                x_title="step", y_title="cross-entropy (nats)")
     ordinal = card["ordinal"]
-    rows = [[group, f"{v['accuracy']:.3f}", v["n"]] for group, v in ordinal.items()]
+    rows = [[group, f"{v['accuracy']:.3f}", f"{v.get('accuracy_within_task', float('nan')):.3f}", v["n"]]
+            for group, v in ordinal.items()]
     blocks += [
         KeyValues({"parameters": f"{card['n_params']:,}", "training tokens": f"{card['curve']['tokens']:,}",
                    "training time": f"{card['curve']['seconds']:.0f} s",
@@ -31,9 +32,10 @@ def model_card_section(name: str, cfg: Mapping[str, Any], card: Mapping[str, Any
                    "greater-than P(later) − P(earlier)": f"{card['greater_than']['prob_diff']:.3f}"}),
         fig,
         Text("Top-1 accuracy at continuing ordinal runs (`sequence`) and completing successor templates "
-             "(`template`) on held-out prompts. `template_heldout_items` are items never queried by a "
-             "training template; `ood_roman` are Roman numerals, barely seen in training."),
-        Table(["group", "accuracy", "n"], rows, caption="Ordinal accuracy"),
+             "(`template`) on held-out prompts, over the whole vocabulary and among the task's own items "
+             "(a run may also end, which only the first counts against the model). `template_heldout_items` "
+             "are items never queried by a training template; `ood_roman` are Roman numerals, barely seen."),
+        Table(["group", "top-1 accuracy", "top-1 within the task's items", "n"], rows, caption="Ordinal accuracy"),
     ]
     data.update({"card": dict(card), "training_curve": fig_data})
     return Section("model_card", f"Model card: {name}", blocks, data)

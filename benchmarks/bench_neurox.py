@@ -1,0 +1,308 @@
+"""NeuroX 1.0.9 vs lmscope: extraction speed, linear-probe speed and accuracy, top-neuron overlap, peak RSS.
+
+NeuroX is never an lmscope dependency; give it its own venv (the CPU torch wheel first):
+
+    python3.11 -m venv .venv-neurox
+    .venv-neurox/bin/pip install torch==2.13.0
+    .venv-neurox/bin/pip install -e . torch==2.13.0
+    .venv-neurox/bin/pip install --no-deps neurox==1.0.9
+    .venv-neurox/bin/pip install -r benchmarks/requirements-neurox.txt torch==2.13.0
+
+Run (on a shared machine OMP_WAIT_POLICY=PASSIVE keeps torch's idle threads from spinning):
+
+    OMP_WAIT_POLICY=PASSIVE .venv-neurox/bin/python benchmarks/bench_neurox.py [--quick] [--json] [--profile]
+
+Model: zoo:gpt2-tiny (4 layers, d_model 128, d_mlp 512); corpus: synthetic grammar+topic sentences
+(seed 3) with their POS labels. Fairness notes:
+- Extraction: NeuroX's "all layers" are HF `hidden_states` (embeddings, each block's output, and the
+  last one after ln_f); lmscope extracts the same tensors (checked equal): `blocks.0.hook_resid_pre`,
+  `blocks.{l}.hook_resid_post` for l < L-1 and `ln_final.hook_normalized`. Aggregation "last" for both.
+  tokens/s counts the corpus's tokens without BOS (lmscope also feeds a BOS; NeuroX does not).
+- NeuroX's API loads the model itself; the only patch here serves it the model and tokenizer that its own
+  `get_model_and_tokenizer` loaded once, so that library timings exclude model loading on both sides
+  (the `lmscope extract` CLI row includes interpreter start-up and model load). Its per-sentence prints
+  go to an in-memory buffer. No transformers-5 shim was needed; `create_tensors` (np.int) is bypassed by
+  building X, y directly.
+- Probe: the same X (every layer's `mlp.hook_post`, 2048 neurons, extracted by lmscope) and the same
+  train/test split by sentence for both. Timed: NeuroX `train_logistic_regression_probe` +
+  `get_neuron_ordering`, lmscope `LinearProbe(...).fit` (which sets `ranking_`).
+Variants run interleaved (order rotated per round); figures are medians, ratios medians of per-round ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import importlib.metadata as md
+import io
+import json
+import os
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lmscope import HookedModel
+from lmscope.activations import ExtractConfig, extract
+from lmscope.data.labels import LabeledCorpus, from_synthetic, train_test_split_sentences
+from lmscope.data.synthetic import generate_corpus
+from lmscope.model import zoo
+from lmscope.neurons import LinearProbe
+
+MODEL = "zoo:gpt2-tiny"
+MIX = {"grammar": 0.7, "topic": 0.3}
+Row = dict[str, Any]
+
+
+def make_corpus(n: int) -> LabeledCorpus:
+    """`n` synthetic grammar+topic sentences with POS labels (deterministic)."""
+    return from_synthetic(generate_corpus(n, seed=3, mix=MIX))
+
+
+def write_parallel(corpus: LabeledCorpus, directory: Path, name: str) -> Path:
+    """NeuroX's parallel files: `name.txt` (words) and `name.label` (labels); returns the text file."""
+    text = directory / f"{name}.txt"
+    text.write_text("".join(" ".join(s) + "\n" for s in corpus.sentences))
+    (directory / f"{name}.label").write_text("".join(" ".join(t) + "\n" for t in corpus.labels))
+    return text
+
+
+def resid_points(n_layers: int) -> tuple[str, ...]:
+    """lmscope's names for the tensors of HF `output_hidden_states` (NeuroX's "all layers")."""
+    return ("blocks.0.hook_resid_pre", *(f"blocks.{i}.hook_resid_post" for i in range(n_layers - 1)),
+            "ln_final.hook_normalized")
+
+
+def check_equivalence(m: HookedModel, points: tuple[str, ...]) -> str:
+    ids = torch.tensor([m.tokenizer.encode("the cat sat on the mat .")])
+    with torch.inference_mode():
+        _, cache = m.run_with_cache(ids, names=list(points), prepend_bos=False)
+        hidden = m.hf.transformer(ids, output_hidden_states=True).hidden_states
+    diff = max(float((cache[p] - h).abs().max()) for p, h in zip(points, hidden, strict=True))
+    return f"lmscope points vs HF hidden_states: max |diff| {diff:.1e} over {len(points)} tensors"
+
+
+def timed_rounds(variants: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each variant per round, one run each, order rotated per round (after one warm-up)."""
+    for fn in variants.values():
+        fn()
+    names, seconds = list(variants), {n: [] for n in variants}
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            variants[name]()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def ratio(seconds: dict[str, list[float]], fast: str, slow: str) -> float:
+    """Median over rounds of time(slow) / time(fast): how many times faster `fast` is."""
+    return statistics.median(b / a for a, b in zip(seconds[fast], seconds[slow], strict=True))
+
+
+def quiet(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call `fn` with stdout and stderr (NeuroX's prints and tqdm bars) sent to a buffer."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        return fn(*args, **kwargs)
+
+
+def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, profile: bool) -> Row:
+    from neurox.data.extraction import transformers_extractor as te
+
+    corpus = make_corpus(n_sentences)
+    text = write_parallel(corpus, work, "extract")
+    path = str(zoo.locate("gpt2-tiny"))
+    loaded = quiet(te.get_model_and_tokenizer, path)
+    te.get_model_and_tokenizer = lambda *a, **k: loaded  # the one patch: serve NeuroX its preloaded model
+    points = resid_points(m.cfg.n_layers)
+    cfg = ExtractConfig(points=points, aggregate="last")
+    n_tokens = sum(len(m.tokenizer.encode(" ".join(s))) for s in corpus.sentences)
+    hf_body = m.hf.transformer
+    order = sorted(range(len(corpus)), key=lambda i: len(corpus.sentences[i]))
+    encoded = [m.tokenizer.encode(" ".join(corpus.sentences[i])) for i in order]
+
+    def fresh(name: str) -> Path:
+        target = work / name
+        shutil.rmtree(target, ignore_errors=True)
+        target.unlink(missing_ok=True)
+        return target
+
+    def bare() -> None:  # length-sorted batches of 32, right-padded (causal: no mask needed), no write
+        with torch.inference_mode():
+            for i in range(0, len(encoded), 32):
+                rows = encoded[i: i + 32]
+                ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
+                for j, r in enumerate(rows):
+                    ids[j, : len(r)] = torch.tensor(r)
+                [h.numpy() for h in hf_body(ids, output_hidden_states=True).hidden_states]
+
+    cli = [sys.executable, "-m", "lmscope", "extract", MODEL, "--corpus", str(text), "--points", ",".join(points),
+           "--out", str(work / "cli-store"), "--json"]
+    variants: dict[str, Callable[[], Any]] = {
+        "neurox_hdf5": lambda: quiet(te.extract_representations, path, str(text), str(fresh("nx.hdf5")),
+                                     aggregation="last", output_type="hdf5"),
+        "neurox_json": lambda: quiet(te.extract_representations, path, str(text), str(fresh("nx.json")),
+                                     aggregation="last", output_type="json"),
+        "lmscope": lambda: extract(m, corpus.sentences, fresh("lm-store"), cfg),
+        "lmscope_cli": lambda: (fresh("cli-store"), subprocess.run(cli, check=True, capture_output=True)),
+        "bare_forward": bare,
+    }
+    seconds = timed_rounds(variants, rounds)
+    row: Row = {"sentences": len(corpus), "words": corpus.n_words, "tokens": n_tokens, "rounds": rounds,
+                "points": list(points), "equivalence": check_equivalence(m, points),
+                "tokens_per_s": {k: n_tokens / statistics.median(v) for k, v in seconds.items()},
+                "seconds": seconds, "ratios": {}}
+    for fast, slow in (("lmscope", "neurox_hdf5"), ("lmscope", "neurox_json"), ("lmscope_cli", "neurox_hdf5"),
+                       ("lmscope", "bare_forward"), ("bare_forward", "neurox_hdf5")):
+        row["ratios"][f"{fast}/{slow}"] = ratio(seconds, fast, slow)
+    if profile:
+        prof = cProfile.Profile()
+        prof.runcall(extract, m, corpus.sentences, fresh("lm-store"), cfg)
+        buf = io.StringIO()
+        pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(25)
+        row["profile"] = buf.getvalue()
+    return row
+
+
+def jaccard(a: Any, b: Any) -> float:
+    sa, sb = {int(i) for i in a}, {int(i) for i in b}
+    return len(sa & sb) / len(sa | sb)
+
+
+def bench_probe(m: HookedModel, work: Path, n_sentences: int, rounds: int, lambdas: list[float]) -> Row:
+    from neurox.interpretation import linear_probe as lp
+
+    corpus = make_corpus(n_sentences)
+    points = tuple(f"blocks.{i}.mlp.hook_post" for i in range(m.cfg.n_layers))
+    X = extract(m, corpus.sentences, work / "probe-store", ExtractConfig(points=points)).to_numpy()
+    y, names = corpus.label_ids()
+    train_s, test_s = train_test_split_sentences(corpus, 0.2, seed=0)
+    tr, te_ = corpus.word_indices(train_s), corpus.word_indices(test_s)
+    Xtr, Xte, ytr, yte = np.ascontiguousarray(X[tr]), np.ascontiguousarray(X[te_]), y[tr], y[te_]
+    class_to_idx = {c: i for i, c in enumerate(names)}
+    majority = float(np.mean(yte == np.bincount(ytr).argmax()))
+    rows = []
+    for lam in lambdas:
+        out: dict[str, Any] = {}
+
+        def neurox(lam: float = lam, out: dict[str, Any] = out) -> None:
+            torch.manual_seed(0)
+            probe = quiet(lp.train_logistic_regression_probe, Xtr, ytr, lambda_l1=lam, lambda_l2=lam,
+                          num_epochs=10, batch_size=128)
+            out["neurox"] = (probe, quiet(lp.get_neuron_ordering, probe, class_to_idx)[0])
+
+        def lmscope(lam: float = lam, out: dict[str, Any] = out) -> None:
+            out["lmscope"] = LinearProbe(l1=lam, l2=lam).fit(Xtr, ytr)
+
+        seconds = timed_rounds({"neurox": neurox, "lmscope": lmscope}, rounds)
+        nx_probe, nx_order = out["neurox"]
+        nx_acc = quiet(lp.evaluate_probe, nx_probe, Xte, yte)["__OVERALL__"]
+        lm: LinearProbe = out["lmscope"]
+        rows.append({"lambda_l1": lam, "lambda_l2": lam, "seconds": seconds,
+                     "neurox_s": statistics.median(seconds["neurox"]), "lmscope_s": statistics.median(seconds["lmscope"]),
+                     "speedup": ratio(seconds, "lmscope", "neurox"), "neurox_acc": float(nx_acc),
+                     "lmscope_acc": lm.score(Xte, yte), "lmscope_iters": lm.n_iter_,
+                     "jaccard_top50": jaccard(nx_order[:50], lm.ranking_[:50])})
+    return {"sentences": len(corpus), "train_words": len(tr), "test_words": len(te_), "neurons": X.shape[1],
+            "classes": len(names), "majority_acc": majority, "rounds": rounds,
+            "jaccard_random_expected": 50 / (2 * X.shape[1] - 50), "runs": rows}
+
+
+def peak_rss(work: Path, sizes: list[int]) -> Row:
+    """Peak RSS (os.wait4 of each child) of `lmscope extract ... --points mlp` at each corpus size."""
+    out: Row = {"points": "mlp (every layer's mlp.hook_post)", "runs": []}
+    for n in sizes:
+        text = write_parallel(make_corpus(n), work, f"rss-{n}")
+        cmd = [sys.executable, "-m", "lmscope", "extract", MODEL, "--corpus", str(text), "--points", "mlp",
+               "--out", str(work / f"rss-store-{n}"), "--json"]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise RuntimeError(f"{cmd}: exit {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
+        out["runs"].append({"sentences": n, "wall_s": time.perf_counter() - start, "peak_rss_mib": usage.ru_maxrss / 1024})
+        shutil.rmtree(work / f"rss-store-{n}")
+    first, last = out["runs"][0]["peak_rss_mib"], out["runs"][-1]["peak_rss_mib"]
+    out["ratio"] = last / first
+    return out
+
+
+def print_tables(res: Row) -> None:
+    meta, ex, pr, rss = res["meta"], res["extraction"], res["probe"], res["rss"]
+    print(f"torch {meta['torch']}, transformers {meta['transformers']}, neurox {meta['neurox']}, "
+          f"{meta['threads']} threads, OMP_WAIT_POLICY={meta['omp_wait_policy'] or '(unset)'}")
+    print(f"\n== Extraction: {MODEL}, {ex['sentences']} sentences, {ex['words']:,} words, {ex['tokens']:,} tokens, "
+          f"all layers, aggregation last; {ex['rounds']} rounds, medians\n   {ex['equivalence']}")
+    labels = {"neurox_hdf5": "NeuroX extract_representations (hdf5)", "neurox_json": "NeuroX (json, its default)",
+              "lmscope": "lmscope extract() (library)", "lmscope_cli": "lmscope extract (CLI, end to end)",
+              "bare_forward": "bare batched forward (ceiling)"}
+    print(f"   {'variant':<42} {'tokens/s':>10}   per round (s)")
+    for key, label in labels.items():
+        per = ", ".join(f"{s:.2f}" for s in ex["seconds"][key])
+        print(f"   {label:<42} {ex['tokens_per_s'][key]:>10,.0f}   {per}")
+    goals = {"lmscope/neurox_hdf5": 10.0, "lmscope/neurox_json": 10.0}
+    for name, value in ex["ratios"].items():
+        note = f"   goal >= {goals[name]:.0f}x: {'met' if value >= goals[name] else 'MISSED'}" if name in goals else ""
+        print(f"   {name:<42} {value:>9.2f}x{note}")
+    print(f"   (bare_forward/neurox_hdf5 caps any extractor that runs the same forward pass)")
+    print(f"\n== Linear probe: {pr['sentences']} sentences -> {pr['train_words']:,} train / {pr['test_words']:,} test "
+          f"words (split by sentence), {pr['neurons']} neurons (all mlp.hook_post), {pr['classes']} POS classes; "
+          f"majority baseline {pr['majority_acc']:.3f}; {pr['rounds']} rounds")
+    print(f"   {'l1=l2':>7} {'NeuroX s':>9} {'lmscope s':>10} {'speedup':>8} {'NeuroX acc':>11} {'lmscope acc':>12} "
+          f"{'iters':>6} {'Jaccard@50':>11}  goal >=5x, |dacc|<=1pt")
+    for r in pr["runs"]:
+        ok = r["speedup"] >= 5 and r["lmscope_acc"] >= r["neurox_acc"] - 0.01
+        print(f"   {r['lambda_l1']:>7.0e} {r['neurox_s']:>9.2f} {r['lmscope_s']:>10.3f} {r['speedup']:>7.1f}x "
+              f"{r['neurox_acc']:>11.4f} {r['lmscope_acc']:>12.4f} {r['lmscope_iters']:>6} {r['jaccard_top50']:>11.3f}"
+              f"  {'met' if ok else 'MISSED'}")
+    print(f"   (Jaccard of two random top-50 sets: about {pr['jaccard_random_expected']:.3f})")
+    print(f"\n== Peak RSS of `lmscope extract {MODEL} --points {rss['points']}` in a fresh process")
+    for r in rss["runs"]:
+        print(f"   {r['sentences']:>7,} sentences   {r['peak_rss_mib']:>8.0f} MiB   {r['wall_s']:>6.1f} s")
+    print(f"   ratio {rss['ratio']:.3f}   goal within 10%: {'met' if rss['ratio'] <= 1.10 else 'MISSED'}")
+    if "profile" in ex:
+        print("\n== cProfile of one lmscope extract() call (cumulative)\n" + ex["profile"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 round, smaller probe and RSS corpora (smoke run)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--profile", action="store_true", help="also cProfile one lmscope extraction")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--probe-sentences", type=int, default=3000)
+    parser.add_argument("--lambdas", default="1e-3", help="comma-separated l1=l2 values to run both probes with")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    rounds = 1 if args.quick else args.rounds
+    probe_n = 600 if args.quick else args.probe_sentences
+    m = HookedModel.from_pretrained(MODEL)
+    with tempfile.TemporaryDirectory(prefix="bench-neurox-") as tmp:
+        work = Path(tmp)
+        res: Row = {"meta": {"torch": torch.__version__, "transformers": md.version("transformers"),
+                             "neurox": md.version("neurox"), "threads": torch.get_num_threads(),
+                             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "quick": args.quick}}
+        res["extraction"] = bench_extraction(m, work, 300, rounds, args.profile)
+        res["probe"] = bench_probe(m, work, probe_n, max(1, min(rounds, 3)),
+                                   [float(x) for x in args.lambdas.split(",")])
+        res["rss"] = peak_rss(work, [probe_n, 10 * probe_n])
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print_tables(res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
