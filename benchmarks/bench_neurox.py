@@ -148,12 +148,15 @@ def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, 
 
     cli = [sys.executable, "-m", "lmscope", "extract", MODEL, "--corpus", str(text), "--points", ",".join(points),
            "--out", str(work / "cli-store"), "--json"]
+    nx_cli = [sys.executable, "-m", te.__name__, path, str(text), str(work / "nx-cli.hdf5"), "--aggregation", "last",
+              "--output_type", "hdf5"]
     variants: dict[str, Callable[[], Any]] = {
         "neurox_hdf5": lambda: quiet(te.extract_representations, path, str(text), str(fresh("nx.hdf5")),
                                      aggregation="last", output_type="hdf5"),
         "neurox_json": lambda: quiet(te.extract_representations, path, str(text), str(fresh("nx.json")),
                                      aggregation="last", output_type="json"),
         "lmscope": lambda: extract(m, corpus.sentences, fresh("lm-store"), cfg),
+        "neurox_cli": lambda: (fresh("nx-cli.hdf5"), subprocess.run(nx_cli, check=True, capture_output=True)),
         "lmscope_cli": lambda: (fresh("cli-store"), subprocess.run(cli, check=True, capture_output=True)),
         "bare_forward": bare,
     }
@@ -162,7 +165,7 @@ def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, 
                 "points": list(points), "equivalence": check_equivalence(m, points),
                 "tokens_per_s": {k: n_tokens / statistics.median(v) for k, v in seconds.items()},
                 "seconds": seconds, "ratios": {}}
-    for fast, slow in (("lmscope", "neurox_hdf5"), ("lmscope", "neurox_json"), ("lmscope_cli", "neurox_hdf5"),
+    for fast, slow in (("lmscope", "neurox_hdf5"), ("lmscope", "neurox_json"), ("lmscope_cli", "neurox_cli"),
                        ("lmscope", "bare_forward"), ("bare_forward", "neurox_hdf5")):
         row["ratios"][f"{fast}/{slow}"] = ratio(seconds, fast, slow)
     if profile:
@@ -209,7 +212,8 @@ def bench_probe(m: HookedModel, work: Path, n_sentences: int, rounds: int, lambd
         nx_acc = quiet(lp.evaluate_probe, nx_probe, Xte, yte)["__OVERALL__"]
         lm: LinearProbe = out["lmscope"]
         rows.append({"lambda_l1": lam, "lambda_l2": lam, "seconds": seconds,
-                     "neurox_s": statistics.median(seconds["neurox"]), "lmscope_s": statistics.median(seconds["lmscope"]),
+                     "neurox_s": statistics.median(seconds["neurox"]),
+                     "lmscope_s": statistics.median(seconds["lmscope"]),
                      "speedup": ratio(seconds, "lmscope", "neurox"), "neurox_acc": float(nx_acc),
                      "lmscope_acc": lm.score(Xte, yte), "lmscope_iters": lm.n_iter_,
                      "jaccard_top50": jaccard(nx_order[:50], lm.ranking_[:50])})
@@ -231,7 +235,8 @@ def peak_rss(work: Path, sizes: list[int]) -> Row:
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
             raise RuntimeError(f"{cmd}: exit {proc.returncode}: {proc.stderr.read().decode()[-500:]}")
-        out["runs"].append({"sentences": n, "wall_s": time.perf_counter() - start, "peak_rss_mib": usage.ru_maxrss / 1024})
+        wall = time.perf_counter() - start
+        out["runs"].append({"sentences": n, "wall_s": wall, "peak_rss_mib": usage.ru_maxrss / 1024})
         shutil.rmtree(work / f"rss-store-{n}")
     first, last = out["runs"][0]["peak_rss_mib"], out["runs"][-1]["peak_rss_mib"]
     out["ratio"] = last / first
@@ -255,7 +260,7 @@ def print_tables(res: Row) -> None:
     for name, value in ex["ratios"].items():
         note = f"   goal >= {goals[name]:.0f}x: {'met' if value >= goals[name] else 'MISSED'}" if name in goals else ""
         print(f"   {name:<42} {value:>9.2f}x{note}")
-    print(f"   (bare_forward/neurox_hdf5 caps any extractor that runs the same forward pass)")
+    print("   (bare_forward/neurox_hdf5 caps any extractor that runs the same forward pass)")
     print(f"\n== Linear probe: {pr['sentences']} sentences -> {pr['train_words']:,} train / {pr['test_words']:,} test "
           f"words (split by sentence), {pr['neurons']} neurons (all mlp.hook_post), {pr['classes']} POS classes; "
           f"majority baseline {pr['majority_acc']:.3f}; {pr['rounds']} rounds")

@@ -10,8 +10,10 @@ import logging
 
 from lmscope.cli import activations, core, zoo  # noqa: F401  (registers the commands)
 from lmscope.cli.common import app, err
+from lmscope.cli.neurons import neurons_app
 from lmscope.errors import InputError
 
+app.add_typer(neurons_app, name="neurons")
 __all__ = ["app", "main"]
 
 

@@ -1,9 +1,12 @@
-"""Per-layer neuron statistics over a batch of text: how active each MLP layer's neurons are."""
+"""Whole-model measurements over text: per-layer neuron statistics and the LM loss (with hooks)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from lmscope.model.hooked import HookedModel
 from lmscope.model.inputs import Inputs
@@ -49,3 +52,23 @@ def neuron_stats(model: HookedModel, inputs: Inputs, *, top_k: int = 8) -> list[
                                     on.float().mean().item(), (density == 0).float().mean().item(),
                                     density.tolist(), top, words))
     return out
+
+
+def lm_loss(model: HookedModel, texts: Sequence[str], *, hooks: Sequence[tuple[str, Any]] = (),
+            batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy (nats) over the real tokens of `texts`, with `hooks` applied.
+
+    Batches are right-padded; under causal attention real positions never see the padding.
+    """
+    total, count = 0.0, 0
+    for i in range(0, len(texts), batch_size):
+        batch = model.to_tokens(list(texts[i : i + batch_size]))
+        with torch.no_grad():
+            logits = model.run_with_hooks(batch.input_ids, hooks=hooks)
+        assert logits is not None
+        mask = batch.attention_mask[:, 1:].bool()
+        losses = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), batch.input_ids[:, 1:],
+                                                   reduction="none")
+        total += float(losses[mask].sum())
+        count += int(mask.sum())
+    return total / max(count, 1)

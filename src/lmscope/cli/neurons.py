@@ -1,0 +1,150 @@
+"""`lmscope neurons rank | evaluate | top-examples | ablate`: NeuroX-style neuron analysis on a store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from lmscope.cli.common import JsonFlag, ModelArg, out, print_json, progress_bars
+from lmscope.errors import InputError
+
+neurons_app = typer.Typer(help="Rank, evaluate and ablate neurons for a labelled concept (as in NeuroX).",
+                          no_args_is_help=True)
+
+StoreArg = Annotated[str, typer.Argument(help="Activation store directory (from `lmscope extract`).")]
+LabelsOpt = Annotated[str, typer.Option(help="Token labels: .conllu, .jsonl ({tokens, labels} or the synthetic "
+                                        "corpus), or a NeuroX label file parallel to the store's corpus.")]
+ColumnOpt = Annotated[str, typer.Option(help="CoNLL-U column (upos, xpos, deprel or an index); synthetic corpus: "
+                                        "pos, topic, toxic or task.")]
+OutOpt = Annotated[str, typer.Option("--out", help="Directory for result.json.")]
+OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing result.json.")]
+
+
+def _corpus(store: Any, labels: str, column: str) -> Any:
+    from lmscope.data.labels import read_labels
+
+    path = Path(labels)
+    if path.suffix in (".conllu", ".jsonl"):
+        synthetic = column if column in ("pos", "topic", "toxic", "task") else "pos"
+        return read_labels(path, column=column if column not in ("pos", "topic", "toxic", "task") else "upos",
+                           synthetic_label=synthetic)
+    text = store.manifest.get("corpus", {}).get("path")
+    if not text:
+        raise InputError(f"--labels {labels}: a parallel label file needs the store's corpus file, which "
+                         "this store does not record")
+    return read_labels(text, label_path=path)
+
+
+def _ks(ks: str) -> list[int]:
+    try:
+        return [int(k) for k in ks.split(",") if k.strip()]
+    except ValueError:
+        raise InputError(f"--ks: expected comma-separated integers, got {ks!r}") from None
+
+
+@neurons_app.command("rank")
+def rank(store: StoreArg, labels: LabelsOpt, out_dir: OutOpt,
+         method: Annotated[str, typer.Option(help="lca, probeless, iou, gaussian or random.")] = "lca",
+         column: ColumnOpt = "upos", min_count: Annotated[int, typer.Option(help="Leave out rarer classes.")] = 1,
+         balance: Annotated[bool, typer.Option(help="Undersample every class to the smallest.")] = False,
+         seed: int = 0, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
+    """Rank every neuron of a store for a labelled concept; writes the ranking (overall and per class).
+
+    Example: lmscope neurons rank store/ --labels pos.conllu --method lca --out rank/
+    """
+    from lmscope.activations import ActivationStore
+    from lmscope.neurons.analysis import rank_neurons
+    from lmscope.neurons.dataset import load_dataset
+
+    st = ActivationStore(store)
+    data = load_dataset(st, _corpus(st, labels, column), min_count=min_count, balance=balance, seed=seed,
+                        control=False)
+    with progress_bars(not as_json) as stage:
+        stage(f"ranking ({method})", 0, 1)
+        result = rank_neurons(data, method, seed=seed)
+    path = result.save(out_dir, overwrite=overwrite)
+    if as_json:
+        print_json({"result": str(path), "accuracy": result.accuracy, "top": result.overall[:10]})
+        return
+    acc = f", probe test accuracy {result.accuracy['test']:.3f}" if result.accuracy else ""
+    out.print(f"{path}: {len(result.overall)} neurons ranked by {method} on {result.n_rows:,} words{acc}")
+    for e in result.overall[:5]:
+        out.print(f"  {e['point']}:{e['neuron']}  {e['score']:.4g}")
+
+
+@neurons_app.command("evaluate")
+def evaluate(store: StoreArg, labels: LabelsOpt, ranking: Annotated[str, typer.Option(
+             help="A ranking's result.json (or its directory).")], out_dir: OutOpt,
+             ks: Annotated[str, typer.Option(help="Comma-separated k values.")] = "10,50,100",
+             column: ColumnOpt = "upos", min_count: int = 1, seed: int = 0, overwrite: OverwriteOpt = False,
+             as_json: JsonFlag = False) -> None:
+    """Probe accuracy with the top / random / bottom k neurons, and selectivity against a control task.
+
+    Example: lmscope neurons evaluate store/ --labels pos.conllu --ranking rank/ --ks 10,50 --out eval/
+    """
+    from lmscope.activations import ActivationStore
+    from lmscope.fileio import atomic_write_json
+    from lmscope.neurons.analysis import NeuronRanking, evaluate_ranking
+    from lmscope.neurons.dataset import load_dataset
+
+    st = ActivationStore(store)
+    data = load_dataset(st, _corpus(st, labels, column), min_count=min_count, seed=seed)
+    result = evaluate_ranking(data, NeuronRanking.load(ranking), _ks(ks), seed=seed)
+    path = atomic_write_json(Path(out_dir) / "result.json", result, overwrite=overwrite)
+    if as_json:
+        print_json(result)
+        return
+    out.print(f"{path}: all neurons {result['all_neurons']:.3f}, majority {result['majority']:.3f}")
+    for k, t, r, b in zip(result["ks"], result["top"], result["random"], result["bottom"], strict=True):
+        sel = result.get("selectivity", {}).get(str(k), {}).get("selectivity")
+        out.print(f"  k={k}: top {t:.3f}  random {r:.3f}  bottom {b:.3f}" + (f"  selectivity {sel:.3f}" if sel
+                                                                             is not None else ""))
+
+
+@neurons_app.command("top-examples")
+def top_examples_cmd(store: StoreArg, neuron: Annotated[str, typer.Option(help="e.g. blocks.1.mlp.hook_post:7")],
+                     k: int = 10, as_json: JsonFlag = False) -> None:
+    """The k words (in their sentences) where a neuron fires most.
+
+    Example: lmscope neurons top-examples store/ --neuron blocks.1.mlp.hook_post:7 --k 5
+    """
+    from lmscope.activations import ActivationStore
+    from lmscope.neurons.analysis import top_examples
+
+    examples = [e.to_dict() for e in top_examples(ActivationStore(store), neuron, k)]
+    if as_json:
+        print_json({"neuron": neuron, "examples": examples})
+        return
+    for e in examples:
+        words = e["sentence"].split(" ")
+        words[e["word_index"]] = f"[bold]\\[{words[e['word_index']]}][/]"
+        out.print(f"{e['activation']:8.3f}  {' '.join(words)}")
+
+
+@neurons_app.command("ablate")
+def ablate(model: ModelArg, store: StoreArg, labels: LabelsOpt,
+           ranking: Annotated[str, typer.Option(help="A ranking's result.json (or its directory).")],
+           out_dir: OutOpt, k: Annotated[int, typer.Option(help="How many top neurons to ablate.")] = 50,
+           mode: Annotated[str, typer.Option(help="zero or mean.")] = "zero", column: ColumnOpt = "upos",
+           seed: int = 0, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
+    """Ablate the top-k neurons inside the model; compare probe accuracy and LM loss with k random ones.
+
+    Example: lmscope neurons ablate zoo:gpt2-tiny store/ --labels pos.conllu --ranking rank/ --k 50 --out abl/
+    """
+    from lmscope import HookedModel
+    from lmscope.activations import ActivationStore
+    from lmscope.neurons.ablation import ablate_neurons
+    from lmscope.neurons.analysis import NeuronRanking
+
+    st = ActivationStore(store)
+    result = ablate_neurons(HookedModel.from_pretrained(model), st, _corpus(st, labels, column),
+                            NeuronRanking.load(ranking), k, mode=mode, seed=seed)
+    path = result.save(out_dir, overwrite=overwrite)
+    if as_json:
+        print_json(result.to_dict())
+        return
+    out.print(f"{path}: probe accuracy clean {result.clean_accuracy:.3f}, top-{k} ablated {result.top_accuracy:.3f}, "
+              f"random-{k} {result.random_accuracy:.3f}; LM loss {result.clean_loss:.3f} / {result.top_loss:.3f} / "
+              f"{result.random_loss:.3f}")

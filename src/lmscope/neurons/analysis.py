@@ -1,0 +1,169 @@
+"""Neuron analysis on a store: rank neurons for a concept, evaluate a ranking, find top examples.
+
+Rankings are reported in units (`blocks.1.mlp.hook_post:7`) so every other analysis can act on them;
+`result.json` lists entries `{"point", "neuron", "score"}` best first, overall and per class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lmscope.activations import ActivationStore
+from lmscope.errors import InputError
+from lmscope.fileio import atomic_write_json
+from lmscope.model.units import Unit
+from lmscope.neurons.dataset import NeuronDataset
+from lmscope.neurons.evaluation import accuracy_at_k, selectivity
+from lmscope.neurons.gaussian import GaussianProbe
+from lmscope.neurons.probe import LinearProbe
+from lmscope.neurons.rankers import IoU, Probeless, RandomRanking, Ranker
+
+METHODS: dict[str, type[Ranker]] = {"lca": LinearProbe, "probeless": Probeless, "iou": IoU,
+                                    "gaussian": GaussianProbe, "random": RandomRanking}
+
+
+def make_ranker(method: str, **params: Any) -> Ranker:
+    if method not in METHODS:
+        raise InputError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
+    try:
+        return METHODS[method](**params)
+    except TypeError as err:
+        raise InputError(f"--method {method}: bad parameter ({err})") from None
+
+
+def _entries(units: Sequence[str], order: np.ndarray, scores: np.ndarray, top: int | None) -> list[dict[str, Any]]:
+    picked = order if top is None else order[:top]
+    out = []
+    for i in picked:
+        unit = Unit.parse(units[int(i)])
+        out.append({"point": unit.hook, "neuron": unit.index, "score": float(scores[int(i)])})
+    return out
+
+
+@dataclass
+class NeuronRanking:
+    """A ranking of every neuron, overall and per class, with the probe accuracy where there is a probe."""
+
+    method: str
+    params: dict[str, Any]
+    overall: list[dict[str, Any]]
+    per_class: dict[str, list[dict[str, Any]]]
+    n_rows: int
+    label_names: list[str]
+    accuracy: dict[str, float] = field(default_factory=dict)
+
+    def units(self, k: int | None = None, label: str | None = None) -> list[str]:
+        """Unit strings of the top k neurons (overall, or for one class)."""
+        entries = self.overall if label is None else self.per_class[label]
+        return [f"{e['point']}:{e['neuron']}" for e in entries[:k]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": "neuron_ranking", "method": self.method, "params": self.params, "n_rows": self.n_rows,
+                "labels": self.label_names, "accuracy": self.accuracy, "ranking": self.overall,
+                "per_class": self.per_class}
+
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> NeuronRanking:
+        """Read a ranking's result.json (or the directory holding it)."""
+        import json
+
+        source = Path(path)
+        source = source / "result.json" if source.is_dir() else source
+        try:
+            d = json.loads(source.read_text())
+            if d.get("kind") != "neuron_ranking":
+                raise InputError(f"{source}: not a neuron ranking (written by `lmscope neurons rank`)")
+            return cls(d["method"], d["params"], d["ranking"], d["per_class"], d["n_rows"], d["labels"],
+                       d.get("accuracy", {}))
+        except FileNotFoundError:
+            raise InputError(f"{source}: no such file") from None
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise InputError(f"{source}: not a readable neuron ranking ({err})") from None
+
+
+def rank_neurons(data: NeuronDataset, method: str = "lca", *, top: int | None = None, seed: int = 0,
+                 **params: Any) -> NeuronRanking:
+    """Fit `method` on a train split of `data` and rank every neuron (test accuracy reported for `lca`)."""
+    ranker = make_ranker(method, **params)
+    train, test = data.split(seed=seed)
+    ranker.fit(data.X[train], data.y[train])
+    accuracy: dict[str, float] = {}
+    if isinstance(ranker, LinearProbe):
+        accuracy = {"train": float(ranker.score(data.X[train], data.y[train])),
+                    "test": float(ranker.score(data.X[test], data.y[test]))}
+    per_class = {data.label_names[int(c)]: _entries(data.units, ranker.class_rankings_[i], ranker.class_scores_[i],
+                                                    top)
+                 for i, c in enumerate(ranker.classes_)}
+    return NeuronRanking(method, {**ranker.get_params(), "seed": seed}, _entries(data.units, ranker.ranking_,
+                                                                                 ranker.scores_, top),
+                         per_class, len(data.y), data.label_names, accuracy)
+
+
+def ranking_indices(ranking: NeuronRanking, units: Sequence[str]) -> np.ndarray:
+    """The ranking as column indices of a dataset with these `units` (a full permutation is required)."""
+    position = {u: i for i, u in enumerate(units)}
+    order = [position.get(u, -1) for u in ranking.units()]
+    if len(order) != len(units) or -1 in order:
+        raise InputError("ranking: it does not rank every neuron of this store (rank again with top unset)")
+    return np.asarray(order)
+
+
+def evaluate_ranking(data: NeuronDataset, ranking: NeuronRanking, ks: Sequence[int], *,
+                     seed: int = 0) -> dict[str, Any]:
+    """Accuracy with the top / random / bottom k neurons, and selectivity (task − control) on the top k."""
+    order = ranking_indices(ranking, data.units)
+    train, test = data.split(seed=seed)
+    acc = accuracy_at_k(data.X[train], data.y[train], data.X[test], data.y[test], order, list(ks), seed=seed)
+    result: dict[str, Any] = {"kind": "neuron_evaluation", "method": ranking.method, **acc.to_dict()}
+    if data.control is not None:
+        sel = {}
+        for k in [*ks, len(order)]:
+            s = selectivity(data.X[train], data.y[train], data.X[test], data.y[test], data.control[train],
+                            data.control[test], neurons=order[:k])
+            sel[str(k)] = s.to_dict()
+        result["selectivity"] = sel
+    return result
+
+
+@dataclass(frozen=True)
+class TopExample:
+    """A context where a neuron fires: the sentence, the word's position and the activation there."""
+
+    activation: float
+    sentence_index: int
+    word_index: int
+    words: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"activation": self.activation, "sentence_index": self.sentence_index,
+                "word_index": self.word_index, "word": self.words[self.word_index], "sentence": " ".join(self.words)}
+
+
+def top_examples(store: ActivationStore, unit: str, k: int = 10) -> list[TopExample]:
+    """The k words (with their sentences) where a neuron fires most, reading one column shard by shard."""
+    u = Unit.parse(unit)
+    if u.kind != "neuron" or u.hook not in store.dims:
+        raise InputError(f"--neuron {unit!r}: expected <point>:<index> with a point of this store "
+                         f"({', '.join(store.points)})")
+    if not 0 <= u.index < store.dims[u.hook]:  # type: ignore[operator]
+        raise InputError(f"--neuron {unit!r}: index out of range (the point has {store.dims[u.hook]} neurons)")
+    if k < 1:
+        raise InputError(f"--k: expected a positive integer, got {k}")
+    best: list[tuple[float, int, int, list[str], int]] = []
+    for shard in store.iter_shards([u.hook], neurons=[u.index]):  # type: ignore[list-item]
+        col = shard.activations[u.hook][:, 0].float()
+        top = col.topk(min(k, len(col)))
+        for value, row in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            s, w = int(shard.sentence_index[row]), int(shard.word_index[row])
+            best.append((value, s, w, shard.sentences[s - shard.first_sentence], row))
+        best = sorted(best, key=lambda t: (-t[0], t[1], t[2]))[:k]
+    return [TopExample(v, s, w, words) for v, s, w, words, _ in best]
