@@ -126,6 +126,7 @@ def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, 
     te.get_model_and_tokenizer = lambda *a, **k: loaded  # the one patch: serve NeuroX its preloaded model
     points = resid_points(m.cfg.n_layers)
     cfg = ExtractConfig(points=points, aggregate="last")
+    small_batches = ExtractConfig(points=points, aggregate="last", batch_tokens=1024)  # less padding, see report
     n_tokens = sum(len(m.tokenizer.encode(" ".join(s))) for s in corpus.sentences)
     hf_body = m.hf.transformer
     order = sorted(range(len(corpus)), key=lambda i: len(corpus.sentences[i]))
@@ -156,6 +157,7 @@ def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, 
         "neurox_json": lambda: quiet(te.extract_representations, path, str(text), str(fresh("nx.json")),
                                      aggregation="last", output_type="json"),
         "lmscope": lambda: extract(m, corpus.sentences, fresh("lm-store"), cfg),
+        "lmscope_bt1024": lambda: extract(m, corpus.sentences, fresh("lm-store"), small_batches),
         "neurox_cli": lambda: (fresh("nx-cli.hdf5"), subprocess.run(nx_cli, check=True, capture_output=True)),
         "lmscope_cli": lambda: (fresh("cli-store"), subprocess.run(cli, check=True, capture_output=True)),
         "bare_forward": bare,
@@ -166,6 +168,7 @@ def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, 
                 "tokens_per_s": {k: n_tokens / statistics.median(v) for k, v in seconds.items()},
                 "seconds": seconds, "ratios": {}}
     for fast, slow in (("lmscope", "neurox_hdf5"), ("lmscope", "neurox_json"), ("lmscope_cli", "neurox_cli"),
+                       ("lmscope_bt1024", "neurox_hdf5"),
                        ("lmscope", "bare_forward"), ("bare_forward", "neurox_hdf5")):
         row["ratios"][f"{fast}/{slow}"] = ratio(seconds, fast, slow)
     if profile:
@@ -250,7 +253,9 @@ def print_tables(res: Row) -> None:
     print(f"\n== Extraction: {MODEL}, {ex['sentences']} sentences, {ex['words']:,} words, {ex['tokens']:,} tokens, "
           f"all layers, aggregation last; {ex['rounds']} rounds, medians\n   {ex['equivalence']}")
     labels = {"neurox_hdf5": "NeuroX extract_representations (hdf5)", "neurox_json": "NeuroX (json, its default)",
-              "lmscope": "lmscope extract() (library)", "lmscope_cli": "lmscope extract (CLI, end to end)",
+              "lmscope": "lmscope extract() (library, defaults)",
+              "lmscope_bt1024": "lmscope extract(), batch_tokens=1024", "neurox_cli": "NeuroX CLI (hdf5, end to end)",
+              "lmscope_cli": "lmscope extract (CLI, end to end)",
               "bare_forward": "bare batched forward (ceiling)"}
     print(f"   {'variant':<42} {'tokens/s':>10}   per round (s)")
     for key, label in labels.items():

@@ -73,7 +73,39 @@ def _neurons(ctx: DemoContext) -> Section:
     return neuron_stats_section([s.to_dict() for s in neuron_stats(ctx.main, ctx.corpus_texts[:64])])
 
 
-DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [_card, _parity, _attention, _neurons]
+def _pos_neurons(ctx: DemoContext) -> Section:
+    """Extract every layer's neurons for POS-tagged sentences, rank them (LCA), evaluate, draw a noun neuron."""
+    import tempfile
+
+    from lmscope.activations import ExtractConfig, extract
+    from lmscope.activations.collect import word_activations
+    from lmscope.data.labels import from_synthetic
+    from lmscope.data.synthetic import generate_corpus
+    from lmscope.neurons.analysis import evaluate_ranking, rank_neurons
+    from lmscope.neurons.dataset import load_dataset
+    from lmscope.report.neuron_sections import pos_neurons_section
+
+    m = ctx.main
+    corpus = from_synthetic(generate_corpus(POS_SENTENCES, seed=31, mix={"grammar": 0.8, "topic": 0.2}))
+    points = tuple(f"blocks.{layer}.mlp.hook_post" for layer in range(m.cfg.n_layers))
+    with tempfile.TemporaryDirectory() as tmp:
+        store = extract(m, corpus.sentences, Path(tmp) / "store", ExtractConfig(points))
+        data = load_dataset(store, corpus, min_count=20, control=False)
+        ranking = rank_neurons(data, "lca")
+        evaluation = evaluate_ranking(data, ranking, [1, 3, 10, 30, 100])
+    noun = ranking.units(1, "NOUN")[0]
+    point, index = noun.rsplit(":", 1)
+    shown = [list(s.words) for s in generate_corpus(6, seed=77, mix={"grammar": 1.0})]
+    acts = word_activations(m, shown, [point])[point][:, int(index)].tolist()
+    per_sentence, start = [], 0
+    for words in shown:
+        per_sentence.append(acts[start : start + len(words)])
+        start += len(words)
+    return pos_neurons_section(ranking.to_dict(), evaluation, noun, shown, per_sentence, len(data.y))
+
+
+POS_SENTENCES = 400
+DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [_card, _parity, _attention, _neurons, _pos_neurons]
 
 
 def load_zoo(*, stage: Stage | None = None) -> DemoContext:
@@ -94,6 +126,10 @@ def load_zoo(*, stage: Stage | None = None) -> DemoContext:
 
 def run_demo(out_dir: str | Path, *, overwrite: bool = False, stage: Stage | None = None) -> dict[str, Any]:
     """Build the demo report into `out_dir`; returns the paths written and a short summary."""
+    from lmscope.fileio import check_writable
+
+    for name in ("report.html", "result.json"):  # refuse before minutes of work, not after
+        check_writable(Path(out_dir) / name, overwrite=overwrite)
     start = time.perf_counter()
     ctx = load_zoo(stage=stage)
     report = Report("lmscope demo", meta={"model": f"zoo:{MAIN_MODEL}", "zoo": list(ZOO_MODELS)})

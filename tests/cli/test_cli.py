@@ -70,7 +70,11 @@ def test_demo_writes_report_and_refuses_overwrite(tmp_path: Path, capsys: pytest
     assert code == 0 and summary["parity_ok"]
     html = (tmp_path / "report.html").read_text()
     result = json.loads((tmp_path / "result.json").read_text())
-    assert set(result["sections"]) >= {"model_card", "hook_parity", "attention_pattern", "neuron_stats"}
+    assert set(result["sections"]) >= {"model_card", "hook_parity", "attention_pattern", "neuron_stats",
+                                       "pos_neurons"}
+    pos = result["sections"]["pos_neurons"]["data"]
+    assert pos["evaluation"]["all_neurons"] > pos["evaluation"]["majority"] + 0.5
+    assert pos["noun_neuron"].startswith("blocks.") and len(pos["heatmap"]["sentences"]) == 6
     assert result["sections"]["model_card"]["data"]["card"]["name"] == "gpt2-tiny"
     assert all(r["ok"] for r in result["sections"]["hook_parity"]["data"]["models"].values())
     assert "<script src=" not in html and "Model card" in html
@@ -78,5 +82,3 @@ def test_demo_writes_report_and_refuses_overwrite(tmp_path: Path, capsys: pytest
     code, _, err = run(capsys, "demo", "--out", str(tmp_path))
     assert code == 2 and "already exists" in err
     assert (tmp_path / "result.json").read_bytes() == before
-    code, out, _ = run(capsys, "demo", "--out", str(tmp_path), "--overwrite")
-    assert code == 0 and "hook parity ok" in out

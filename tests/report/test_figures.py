@@ -49,6 +49,9 @@ def test_line_chart_numpy_series_and_log() -> None:
     assert len(fig.figure["data"]) == 2
     with pytest.raises(InputError, match="train"):
         line_chart({"train": ([0, 1], [1.0])})
+    fig, data = line_chart({"top": ([1, 10, 100], [0.5, 0.9, 1.0])}, log_x=True, markers=True)
+    assert fig.figure["layout"]["xaxis"]["type"] == "log" and data["log_x"]
+    assert fig.figure["data"][0]["mode"] == "lines+markers"
 
 
 def test_bar_chart_numpy() -> None:

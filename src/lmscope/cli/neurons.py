@@ -120,7 +120,7 @@ def top_examples_cmd(store: StoreArg, neuron: Annotated[str, typer.Option(help="
     for e in examples:
         words = e["sentence"].split(" ")
         words[e["word_index"]] = f"[bold]\\[{words[e['word_index']]}][/]"
-        out.print(f"{e['activation']:8.3f}  {' '.join(words)}")
+        out.print(f"{e['activation']:8.3f}  {' '.join(words)}", soft_wrap=True)
 
 
 @neurons_app.command("ablate")

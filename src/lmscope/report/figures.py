@@ -89,9 +89,11 @@ def line_chart(
     y_title: str = "",
     log_y: bool = False,
     *,
+    log_x: bool = False,
+    markers: bool = False,
     caption: str | None = None,
 ) -> tuple[Figure, dict[str, Any]]:
-    """One line per entry of `series` ({name: (xs, ys)}), e.g. training loss curves."""
+    """One line per entry of `series` ({name: (xs, ys)}), e.g. training loss curves or accuracy against k."""
     fig = go.Figure()
     out: dict[str, dict[str, list[Any]]] = {}
     for name, pair in series.items():
@@ -100,10 +102,12 @@ def line_chart(
         if len(x_list) != len(y_list):
             raise InputError(f"line_chart series {name!r}: {len(x_list)} x values but {len(y_list)} y values")
         out[str(name)] = {"x": x_list, "y": y_list}
-        fig.add_trace(go.Scatter(x=x_list, y=y_list, mode="lines", name=str(name)))
+        fig.add_trace(go.Scatter(x=x_list, y=y_list, mode="lines+markers" if markers else "lines", name=str(name)))
     _layout(fig, title, x_title, y_title)
     if log_y:
         fig.update_yaxes(type="log")
+    if log_x:
+        fig.update_xaxes(type="log")
     fig.update_layout(showlegend=len(out) > 1)
     data = {
         "kind": "line",
@@ -111,6 +115,7 @@ def line_chart(
         "x_title": x_title,
         "y_title": y_title,
         "log_y": log_y,
+        "log_x": log_x,
         "series": out,
     }
     return Figure(fig, caption), data

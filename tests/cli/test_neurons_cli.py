@@ -1,0 +1,100 @@
+"""`lmscope extract` + `lmscope neurons ...` end to end on the zoo model, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmscope.cli import main
+from lmscope.data.labels import from_synthetic
+from lmscope.data.synthetic import generate_corpus
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        main(list(argv))
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("cli")
+    corpus = from_synthetic(generate_corpus(160, seed=9, mix={"grammar": 1.0}), label="pos")
+    (root / "sents.txt").write_text("".join(" ".join(s) + "\n" for s in corpus.sentences))
+    (root / "pos.txt").write_text("".join(" ".join(ls) + "\n" for ls in corpus.labels))
+    (root / "pos.jsonl").write_text("".join(json.dumps({"tokens": s, "labels": ls}) + "\n"
+                                            for s, ls in zip(corpus.sentences, corpus.labels, strict=True)))
+    return root
+
+
+def test_extract_rank_evaluate_examples_ablate(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = files / "store"
+    code, out, err = run(capsys, "extract", "zoo:gpt2-tiny", "--corpus", str(files / "sents.txt"), "--points",
+                         "blocks.0.mlp.hook_post,blocks.1.mlp.hook_post", "--out", str(store), "--json")
+    assert code == 0, err
+    assert json.loads(out)["n_rows"] == sum(len(line.split()) for line in (files / "sents.txt").open())
+    code, out, err = run(capsys, "neurons", "rank", str(store), "--labels", str(files / "pos.txt"), "--method",
+                         "probeless", "--out", str(files / "rank"), "--json")
+    assert code == 0, err
+    ranking = json.loads((files / "rank" / "result.json").read_text())
+    assert set(ranking["ranking"][0]) == {"point", "neuron", "score"} and "NOUN" in ranking["per_class"]
+    assert len(ranking["ranking"]) == 1024
+    code, out, err = run(capsys, "neurons", "evaluate", str(store), "--labels", str(files / "pos.jsonl"),
+                         "--ranking", str(files / "rank"), "--ks", "5,20", "--out", str(files / "eval"))
+    assert code == 0 and "k=5" in out, err
+    result = json.loads((files / "eval" / "result.json").read_text())
+    assert result["all_neurons"] > result["majority"] and set(result["selectivity"]) == {"5", "20", "1024"}
+    top = ranking["per_class"]["NOUN"][0]
+    code, out, _ = run(capsys, "neurons", "top-examples", str(store), "--neuron", f"{top['point']}:{top['neuron']}",
+                       "--k", "3", "--json")
+    assert code == 0 and len(json.loads(out)["examples"]) == 3
+    code, out, _ = run(capsys, "neurons", "top-examples", str(store), "--neuron", "blocks.0.mlp.hook_post:1")
+    assert code == 0 and len(out.strip().splitlines()) == 10
+    code, out, err = run(capsys, "neurons", "ablate", "zoo:gpt2-tiny", str(store), "--labels", str(files / "pos.txt"),
+                         "--ranking", str(files / "rank" / "result.json"), "--k", "20", "--out", str(files / "abl"),
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["k"] == 20 and (files / "abl" / "result.json").exists()
+    code, _, err = run(capsys, "neurons", "rank", str(store), "--labels", str(files / "pos.txt"), "--out",
+                       str(files / "rank"))
+    assert code == 2 and "already exists" in err
+
+
+@pytest.mark.parametrize(
+    ("content", "suffix", "message"),
+    [
+        ('{"tokens": ["a", "b"], "labels": ["X"]}\n', ".jsonl", ":1:"),
+        ("1\tthe\tthe\tDET\n", ".conllu", ":1: expected 10 tab-separated columns"),
+        ('{"tokens": ["a"], "labels": ["X"]}\nnot json\n', ".jsonl", ":2:"),
+    ],
+)
+def test_malformed_labels_exit_2_naming_line(files: Path, capsys: pytest.CaptureFixture[str], content: str,
+                                             suffix: str, message: str) -> None:
+    bad = files / f"bad{suffix}"
+    bad.write_text(content)
+    code, _, err = run(capsys, "extract", "zoo:gpt2-tiny", "--corpus", str(bad), "--points", "mlp", "--out",
+                       str(files / "never"))
+    assert code == 2 and str(bad) + message in err and "Traceback" not in err
+
+
+def test_misaligned_labels_and_bad_store(files: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = files / "store2"
+    assert run(capsys, "extract", "zoo:gpt2-tiny", "--corpus", str(files / "sents.txt"), "--points",
+               "blocks.0.mlp.hook_post", "--out", str(store))[0] == 0
+    other = files / "other.jsonl"
+    other.write_text('{"tokens": ["a", "b"], "labels": ["X", "Y"]}\n')
+    code, _, err = run(capsys, "neurons", "rank", str(store), "--labels", str(other), "--out", str(files / "x"))
+    assert code == 2 and "label the corpus that was extracted" in err
+    code, _, err = run(capsys, "neurons", "rank", str(files), "--labels", str(other), "--out", str(files / "x"))
+    assert code == 2 and "not an activation store" in err
+    code, _, err = run(capsys, "neurons", "top-examples", str(store), "--neuron", "blocks.0.mlp.hook_post:9999")
+    assert code == 2 and "out of range" in err
+    code, _, err = run(capsys, "neurons", "rank", str(store), "--labels", str(files / "pos.txt"), "--method", "svm",
+                       "--out", str(files / "y"))
+    assert code == 2 and "--method" in err
