@@ -46,6 +46,7 @@ from lmscope import HookedModel
 Capture = Callable[[Tensor], list[Tensor]]
 ANCHORS = ("transformer-lens", "nnsight")
 LABELS = {"bare": "bare HF forward", "lmscope": "lmscope run_with_cache",
+          "lmscope_stop": "lmscope run_with_cache(return_logits=False)",
           "tl": "TransformerLens bridge run_with_cache", "nnsight": "nnsight trace + save"}
 TL_CANDIDATES = ("blocks.{l}.mlp.hook_post", "blocks.{l}.mlp.out.hook_in")
 
@@ -119,13 +120,15 @@ def make_bare(hf: nn.Module) -> Capture:
     return run
 
 
-def make_lmscope(hf: nn.Module, tok: Any, n_layers: int) -> Capture:
+def make_lmscope(hf: nn.Module, tok: Any, n_layers: int, return_logits: bool = True) -> Capture:
+    """lmscope's capture; with `return_logits=False` it stops once the last MLP's neurons are captured
+    (skipping that MLP's output projection, the final norm and the unembedding: less work, as extraction does)."""
     m = HookedModel(hf, tok)
     names = [f"blocks.{layer}.mlp.hook_post" for layer in range(n_layers)]
 
     def run(ids: Tensor) -> list[Tensor]:
         with torch.inference_mode():
-            _, cache = m.run_with_cache(ids, names=names)
+            _, cache = m.run_with_cache(ids, names=names, return_logits=return_logits)
         return [cache[n] for n in names]
 
     return run
@@ -209,8 +212,10 @@ def bench_size(size: str, rounds: int, reps: int) -> Result:
     n_layers = hf.config.n_layer
     ids = torch.randint(0, hf.config.vocab_size, (batch, pos), generator=torch.Generator().manual_seed(1234))
     res = Result(size, desc, batch, pos)
-    runs: dict[str, Capture] = {"bare": make_bare(hf), "lmscope": make_lmscope(hf, tok, n_layers)}
+    runs: dict[str, Capture] = {"bare": make_bare(hf), "lmscope": make_lmscope(hf, tok, n_layers),
+                                "lmscope_stop": make_lmscope(hf, tok, n_layers, return_logits=False)}
     want = runs["lmscope"](ids)
+    res.match["lmscope return_logits=False vs lmscope"] = compare(runs["lmscope_stop"](ids), want)
     with torch.inference_mode():
         res.match["lmscope logits vs bare"] = compare(
             [HookedModel(hf, tok).run_with_cache(ids, names=[])[0]], runs["bare"](ids))
@@ -235,7 +240,9 @@ def bench_size(size: str, rounds: int, reps: int) -> Result:
     for name, per_round in seconds.items():
         res.tokens_per_s[name] = tokens / statistics.median(per_round)
         res.round_spread[name] = sorted(tokens / s for s in per_round)
-    for a, b in (("lmscope", "bare"), ("tl", "bare"), ("nnsight", "bare"), ("lmscope", "tl"), ("lmscope", "nnsight")):
+    pairs = (("lmscope", "bare"), ("tl", "bare"), ("nnsight", "bare"), ("lmscope", "tl"), ("lmscope", "nnsight"),
+             ("lmscope_stop", "bare"), ("lmscope_stop", "tl"), ("lmscope_stop", "nnsight"))
+    for a, b in pairs:
         if a in seconds and b in seconds:  # per-round ratios (same round, interleaved), then their median
             res.ratios[f"{a}/{b}"] = statistics.median(sb / sa for sa, sb in zip(seconds[a], seconds[b], strict=True))
     goals = {"a": {"lmscope/bare": 0.95}, "b": {"lmscope/tl": 1.5, "lmscope/nnsight": 1.5}}[size]

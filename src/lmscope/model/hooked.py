@@ -129,8 +129,10 @@ class HookedModel:
         return (logits if return_logits else None), cache
 
     def _forward(self, batch: TokenBatch, stop_at_layer: int | None) -> Tensor | None:
+        # no padding: pass no mask, so attention keeps its causal fast path (an all-ones mask costs a 4D mask)
+        mask = None if bool(batch.attention_mask.all()) else batch.attention_mask
         try:
-            out = self.hf(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False)
+            out = self.hf(input_ids=batch.input_ids, attention_mask=mask, use_cache=False)
         except _StopForwardSignal:
             return None
         return out.logits
