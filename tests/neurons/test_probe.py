@@ -141,3 +141,18 @@ def test_refuses_bad_hyperparameters_and_shapes() -> None:
         probe.predict(X[:, :10])
     with pytest.raises(InputError, match="not fitted"):
         LinearProbe().predict(X)
+
+
+def test_warm_start_reaches_the_same_accuracy_in_few_steps() -> None:
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(6000, 40)).astype(np.float32)
+    y = (X[:, 3] + X[:, 7] > 0).astype(int) + 2 * (X[:, 11] > 0.5)
+    full = LinearProbe().fit(X, y)
+    cold = LinearProbe(max_iter=5).fit(X, y)
+    fast = LinearProbe(warm_start_epochs=3, max_iter=5).fit(X, y)
+    assert fast.n_iter_ <= 5 < full.n_iter_
+    assert fast.objective_ < cold.objective_  # the warm start is closer to the optimum after the same steps
+    assert fast.score(X, y) > cold.score(X, y) and fast.score(X, y) > 0.9 * full.score(X, y)
+    assert set(fast.ranking_[:3]) == {3, 7, 11}
+    with pytest.raises(InputError, match="warm_start_epochs"):
+        LinearProbe(warm_start_epochs=-1).fit(X, y)

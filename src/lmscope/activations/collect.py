@@ -26,24 +26,31 @@ def point_dim(model: HookedModel, point: str) -> int:
     return c.n_heads * c.d_head if point.endswith("attn.hook_z") else c.d_model
 
 
+MAX_PADDING = 0.1
+"""Largest share of padding a batch may carry: padded positions cost a full forward each."""
+
+
 def _batches(lengths: list[int], batch_tokens: int) -> list[list[int]]:
-    """Sentence indices grouped into length-sorted batches whose padded size fits the token budget."""
+    """Sentence indices in length-sorted batches within the token budget and at most 10% padding."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    batches, current, width = [], [], 0
+    batches: list[list[int]] = []
+    current: list[int] = []
+    real = 0
     for i in order:
-        new_width = max(width, lengths[i])
-        if current and new_width * (len(current) + 1) > batch_tokens:
+        width = lengths[i]  # sorted ascending: the newest sentence is the widest
+        padded = width * (len(current) + 1)
+        if current and (padded > batch_tokens or padded - (real + width) > MAX_PADDING * padded):
             batches.append(current)
-            current, new_width = [], lengths[i]
+            current, real = [], 0
         current.append(i)
-        width = new_width
+        real += width
     if current:
         batches.append(current)
     return batches
 
 
 def word_activations(model: HookedModel, sentences: Sequence[Sequence[str]], points: Sequence[str], *,
-                     aggregate: Aggregation = "last", dtype: torch.dtype = torch.float32, batch_tokens: int = 8192,
+                     aggregate: Aggregation = "last", dtype: torch.dtype = torch.float32, batch_tokens: int = 4096,
                      hooks: Sequence[tuple[str, HookFn]] = (), first_line: int = 1,
                      corpus_name: str = "corpus") -> dict[str, torch.Tensor]:
     """`{point: [n_words, d]}` for every word of `sentences` (rows in order), with `hooks` applied."""

@@ -44,7 +44,7 @@ class ExtractConfig:
     points: tuple[str, ...]
     aggregate: str = "last"
     dtype: str = "float32"
-    batch_tokens: int = 8192
+    batch_tokens: int = 4096
     shard_sentences: int = 2048
 
 

@@ -19,7 +19,7 @@ def extract(
     out_dir: Annotated[str, typer.Option("--out", help="Store directory (created; an interrupted run resumes).")],
     aggregate: Annotated[str, typer.Option(help="Subword to word: first, last or mean.")] = "last",
     dtype: Annotated[str, typer.Option(help="Stored dtype: float32, float16 or bfloat16.")] = "float32",
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward batch.")] = 8192,
+    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward batch.")] = 4096,
     shard_sentences: Annotated[int, typer.Option(help="Sentences per shard file.")] = 2048,
     as_json: JsonFlag = False,
 ) -> None:

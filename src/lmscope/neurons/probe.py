@@ -75,6 +75,11 @@ class LinearProbe(Ranker):
     folded into the weights, so `X` is never copied. Stops when the objective changes by less than
     `tol` (relative) or after `max_iter` iterations.
 
+    Warm start (`warm_start_epochs`, default 0): before FISTA, that many epochs of minibatch Adam (batch
+    512, lr 0.01) with a soft-threshold after each step. Cheap (small matrix products) and it lands close
+    to the optimum, so the full-batch iterations, which cost two `[n, d] x [d, C]` products each, converge
+    in a handful of steps instead of tens.
+
     Learned: `coef_ [n_classes, n_neurons]` and `intercept_ [n_classes]` on the raw scale of `X`;
     `std_coef_`, the weights on the standardised scale (equal to `coef_` without standardisation), which
     give the importances: `class_scores_[c] = |std_coef_[c]|`, `scores_ = sum over classes`.
@@ -90,11 +95,13 @@ class LinearProbe(Ranker):
         seed: int = 0,
         standardize: bool = True,
         device: str = "cpu",
+        warm_start_epochs: int = 0,
     ) -> None:
         self.l1 = l1
         self.l2 = l2
         self.max_iter = max_iter
         self.tol = tol
+        self.warm_start_epochs = warm_start_epochs
         self.seed = seed
         self.standardize = standardize
         self.device = device
@@ -106,6 +113,8 @@ class LinearProbe(Ranker):
                 raise InputError(f"{name}: expected a finite number >= 0, found {value!r}")
         if not isinstance(self.max_iter, int) or self.max_iter < 1:
             raise InputError(f"max_iter: expected an integer >= 1, found {self.max_iter!r}")
+        if not isinstance(self.warm_start_epochs, int) or self.warm_start_epochs < 0:
+            raise InputError(f"warm_start_epochs: expected an integer >= 0, found {self.warm_start_epochs!r}")
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Solve the elastic-net problem on the full batch; set weights, scores and rankings."""
@@ -155,6 +164,8 @@ class LinearProbe(Ranker):
 
         W = torch.zeros(C, d, device=dev)
         b = torch.from_numpy(np.log(Yoh.sum(0) / n)).to(dev)
+        if self.warm_start_epochs > 0:
+            W, b = self._warm_start(Xt, torch.from_numpy(index).to(dev), mean, inv, W, b, gen)
         Z = forward(W, b)
         Fx = cross_entropy(Z)[0]
         Wy, by, Zy = W, b, Z
@@ -200,6 +211,25 @@ class LinearProbe(Ranker):
         class_scores = np.abs(self.std_coef_)
         self._set_scores(classes, class_scores.sum(0), class_scores)
         return self
+
+    def _warm_start(self, Xt: torch.Tensor, y: torch.Tensor, mean: torch.Tensor, inv: torch.Tensor,
+                    W: torch.Tensor, b: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Minibatch Adam with soft-thresholding on the standardised problem: a cheap start for FISTA."""
+        lr, batch = 0.01, 512
+        W, b = W.clone().requires_grad_(True), b.clone().float().requires_grad_(True)
+        opt = torch.optim.Adam([W, b], lr=lr)
+        n = Xt.shape[0]
+        with torch.enable_grad():
+            for _ in range(int(self.warm_start_epochs)):
+                for rows in torch.randperm(n, generator=gen).split(batch):
+                    logits = ((Xt[rows] - mean) * inv) @ W.T + b
+                    loss = torch.nn.functional.cross_entropy(logits, y[rows]) + float(self.l2) * (W * W).sum()
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    with torch.no_grad():
+                        W.copy_(torch.sign(W) * (W.abs() - lr * float(self.l1)).clamp_min(0.0))
+        return W.detach(), b.detach()
 
     def decision_function(self, X: ArrayLike) -> np.ndarray:
         """Logits `Float[n_samples, n_classes]` on `X [n_samples, n_neurons]`."""
