@@ -47,6 +47,10 @@ def test_zoo_lookup_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         zoo.spec("gpt5-huge")
     monkeypatch.setenv("LMSCOPE_HOME", str(tmp_path))
     assert zoo.home() == tmp_path
+    assert zoo.locate("gpt2-tiny") == zoo.PACKAGED / "gpt2-tiny"
+    monkeypatch.setenv("LMSCOPE_ZOO_PACKAGED", "0")  # a cold start: nothing on disk, it must be trained
+    assert zoo.locate("gpt2-tiny") is None
+    assert zoo.listing()[0]["location"] == "not trained"
 
 
 def test_training_is_reproducible_from_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

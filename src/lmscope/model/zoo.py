@@ -1,10 +1,11 @@
 """The model zoo: tiny models of each supported family, trained on lmscope's synthetic corpus.
 
 `zoo:NAME` resolves, in order, to `$LMSCOPE_HOME/zoo/NAME` (default `~/.cache/lmscope`), then to the
-weights shipped inside the package, and otherwise trains the model into the cache (a few minutes on
-2 cores). Training is deterministic from the spec's seed: `lmscope zoo train NAME` reproduces the
-shipped weights' recipe. Every zoo directory is a standard HF directory plus `zoo_card.json`
-(parameters, training curve, held-out loss vs a unigram baseline, ordinal accuracy).
+weights shipped inside the package (skipped when `LMSCOPE_ZOO_PACKAGED=0`), and otherwise trains the
+model into the cache (a few minutes on 2 cores). Training is deterministic from the spec's seed:
+`lmscope zoo train NAME` reproduces the shipped weights' recipe. Every zoo directory is a standard HF
+directory plus `zoo_card.json` (parameters, training curve, held-out loss vs a unigram baseline, ordinal
+accuracy).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def cached_dir(name: str) -> Path:
 def locate(name: str) -> Path | None:
     """Where `zoo:NAME` is on disk (cache first, then the package), or None if it must be trained."""
     spec(name)
-    for candidate in (cached_dir(name), PACKAGED / name):
+    use_packaged = os.environ.get("LMSCOPE_ZOO_PACKAGED", "1") != "0"  # 0: ignore shipped weights (cold start)
+    for candidate in (cached_dir(name), *([PACKAGED / name] if use_packaged else [])):
         if (candidate / "config.json").exists():
             return candidate
     return None
