@@ -7,6 +7,7 @@ bug and exits with 1. Each command group lives in its own module and registers o
 from __future__ import annotations
 
 import logging
+import os
 
 from lmscope.cli import activations, core, zoo  # noqa: F401  (registers the commands)
 from lmscope.cli.common import app, err
@@ -19,6 +20,7 @@ __all__ = ["app", "main"]
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the Typer app, turning InputError into one line on stderr and exit code 2."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # lmscope reports what matters itself
     logging.getLogger("transformers").setLevel(logging.ERROR)
     try:
         app(args=argv, prog_name="lmscope")
