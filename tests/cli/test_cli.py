@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lmscope.cli import main
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+from cli_runner import run
 
 
 def test_info_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,19 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from lmscope.cli import main
+from cli_runner import run
 from lmscope.data.labels import from_synthetic
 from lmscope.data.synthetic import generate_corpus
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        main(list(argv))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")
