@@ -1,0 +1,369 @@
+"""Dictionary training: lmscope vs SAELens (ReLU + L1 SAE) and sparsify (TopK SAE, TopK transcoder).
+
+Each anchor lives in its own venv (SAELens pins transformer-lens<4); install the CPU torch wheel first:
+
+    python3.11 -m venv .venv-saelens && .venv-saelens/bin/pip install torch==2.13.0
+    .venv-saelens/bin/pip install -e . && .venv-saelens/bin/pip install sae-lens torch==2.13.0
+    (.venv-sparsify the same, with eai-sparsify; versions in benchmarks/requirements-dictionary.txt)
+
+    OMP_WAIT_POLICY=PASSIVE .venv-saelens/bin/python benchmarks/bench_dictionary.py --anchor saelens
+    OMP_WAIT_POLICY=PASSIVE .venv-sparsify/bin/python benchmarks/bench_dictionary.py --anchor sparsify
+    (--quick: d_sae 4096, 12 steps; --json; --profile relu|topk: cProfile + torch op profile of lmscope)
+
+Steps are interleaved: lmscope's `fit` calls back after each step and the anchor takes its step on the same
+global batch inside the callback, so drift hits both alike. Warm-up steps are dropped; tokens/s come from
+the median step time, ratios are medians of per-round ratios. FVU (against the mean) and L0 on held-out rows
+are computed by lmscope's `fvu`/`l0` on every tool's reconstructions. FLOP/s count 12·B·d·m per step (the
+dense convention of ANCHORS.md; lmscope's TopK step runs a dense decoder, so it does that much work too),
+against a [B×d_in]×[d_in×d_sae] fp32 matmul timed in the same process, once per round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import importlib.metadata as md
+import json
+import math
+import os
+import pstats
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lmscope.dictionary import SAE, DictConfig, Dictionary, Transcoder, fvu, l0, load_dictionary, save_dictionary
+from lmscope.dictionary.train import TensorSource
+
+Recon = Callable[[Tensor], tuple[Tensor, Tensor]]  # rows -> (prediction, codes [n, d_sae])
+
+
+@dataclass
+class Anchor:
+    """An anchor's training step on global batch `i`, and its reconstruction once trained."""
+
+    name: str
+    step: Callable[[int], None]
+    recon: Callable[[], Recon]
+    notes: str = ""
+
+
+@dataclass
+class Race:
+    """The figures of one lmscope-vs-anchor comparison."""
+
+    name: str
+    shape: dict[str, int]
+    tokens_per_s: dict[str, float] = field(default_factory=dict)
+    round_ratios: list[float] = field(default_factory=list)
+    ratio: float | None = None
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)
+    gemm_gflops: float = 0.0
+    lmscope_gflops: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+
+def planted(n: int, d: int, n_feat: int, per_row: int, seed: int) -> Tensor:
+    """Rows that are sums of `per_row` of `n_feat` random unit directions, magnitudes in [0.5, 1.5), + noise."""
+    g = torch.Generator().manual_seed(seed)
+    feats = torch.randn(n_feat, d, generator=g)
+    feats /= feats.norm(dim=1, keepdim=True)
+    out = torch.empty(n, d)
+    for i in range(0, n, 16384):
+        m = min(16384, n - i)
+        idx = torch.randint(n_feat, (m, per_row), generator=g)
+        vals = 0.5 + torch.rand(m, per_row, generator=g)
+        out[i:i + m] = torch.nn.functional.embedding_bag(idx, feats, per_sample_weights=vals, mode="sum")
+    return out + 0.01 * torch.randn(n, d, generator=g)
+
+
+def zoo_activations(n_texts: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Rows of (blocks.1.ln2.hook_normalized, blocks.1.hook_mlp_out) of zoo:gpt2-tiny, pads and BOS left out."""
+    from lmscope import HookedModel
+    from lmscope.data.synthetic import generate_corpus
+
+    m = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    texts = [s.text for s in generate_corpus(n_texts, seed=seed)]
+    names = ["blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"]
+    xs, ys = [], []
+    bos = m.tokenizer.bos_token_id
+    with torch.inference_mode():
+        for i in range(0, len(texts), 500):
+            chunk = texts[i:i + 500]
+            tb = m.to_tokens(chunk)
+            keep = tb.attention_mask.bool() & (tb.input_ids != bos)
+            _, cache = m.run_with_cache(chunk, names=names, return_logits=False)
+            xs.append(cache[names[0]][keep])
+            ys.append(cache[names[1]][keep])
+    return torch.cat(xs).float(), torch.cat(ys).float()
+
+
+def gemm_gflops(B: int, d: int, m: int, reps: int = 5) -> float:
+    """Best-of-`reps` fp32 GFLOP/s of a [B×d]×[d×m] matmul into a preallocated output (after one warm call)."""
+    a, b, c = torch.randn(B, d), torch.randn(d, m), torch.empty(B, m)
+    torch.mm(a, b, out=c)
+    best = math.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, b, out=c)
+        best = min(best, time.perf_counter() - t)
+    return 2 * B * d * m / best / 1e9
+
+
+def quality(recon: Recon, X: Tensor, Y: Tensor) -> dict[str, float]:
+    """FVU (against the mean) and L0 on held-out rows, by lmscope's metrics."""
+    with torch.no_grad():
+        y_hat, z = recon(X)
+    return {"fvu": fvu(Y, y_hat), "l0": l0(z)}
+
+
+def race(name: str, est: SAE | Transcoder, X: Tensor, Y: Tensor | None, held: tuple[Tensor, Tensor],
+         anchor: Anchor | None, warm: int, steps: int, round_len: int) -> Race:
+    """Train lmscope's `est` for warm + steps steps, the anchor's step interleaved; figures of the race."""
+    d_out = X.shape[1] if Y is None else Y.shape[1]
+    res = Race(name, {"batch": est.batch_size, "d_in": X.shape[1], "d_sae": est.d_sae, "d_out": d_out,
+                      "steps": steps, "warmup": warm})
+    lm: list[float] = []
+    an: list[float] = []
+    gemm: list[float] = []
+    last = [0.0]
+
+    def progress(done: int, total: int, rec: dict[str, float]) -> None:
+        now = time.perf_counter()
+        lm.append(now - last[0])
+        if anchor is not None:
+            anchor.step(done - 1)
+            an.append(time.perf_counter() - now)
+        if done > warm and (done - warm) % round_len == 0:
+            gemm.append(gemm_gflops(est.batch_size, X.shape[1], est.d_sae))
+        last[0] = time.perf_counter()
+
+    last[0] = time.perf_counter()
+    est.fit(X, Y, progress=progress) if Y is not None else est.fit(X, progress=progress)
+    B, d, m = est.batch_size, X.shape[1], est.d_sae
+    lm_t = lm[warm:]
+    res.tokens_per_s["lmscope"] = B / statistics.median(lm_t)
+    res.gemm_gflops = statistics.median(gemm)
+    res.lmscope_gflops = 12 * B * d * m / statistics.median(lm_t) / 1e9
+    res.quality["lmscope"] = quality(lambda x: est.dictionary_(x), *held)
+    if anchor is not None:
+        an_t = an[warm:]
+        res.tokens_per_s[anchor.name] = B / statistics.median(an_t)
+        rounds = [(lm_t[i:i + round_len], an_t[i:i + round_len]) for i in range(0, len(lm_t), round_len)]
+        res.round_ratios = [statistics.median(a) / statistics.median(b) for b, a in rounds if b]
+        res.ratio = statistics.median(res.round_ratios)
+        res.quality[anchor.name] = quality(anchor.recon(), *held)
+        res.notes.append(anchor.notes)
+    return res
+
+
+# --- anchors -------------------------------------------------------------------------------------------
+def saelens_anchor(src: TensorSource, d: int, m: int, lam: float, lr: float, n: int) -> tuple[Anchor, Any]:
+    """SAELens 6 `SAETrainer.step` on a StandardTrainingSAE (ReLU + decoder-norm-weighted L1, Adam, clip 1.0)."""
+    from sae_lens import SAETrainer, StandardTrainingSAE, StandardTrainingSAEConfig
+    from sae_lens.config import SAETrainerConfig
+
+    torch.manual_seed(0)
+    sae = StandardTrainingSAE(StandardTrainingSAEConfig(d_in=d, d_sae=m, l1_coefficient=lam, dtype="float32"))
+    tcfg = SAETrainerConfig(total_training_samples=n * src.B, train_batch_size_samples=src.B, lr=lr, lr_end=lr,
+                            adam_beta1=0.9, adam_beta2=0.999)
+    trainer = SAETrainer(tcfg, sae, data_provider=iter(()))
+
+    def step(i: int) -> None:
+        x, _ = src.batch(i)
+        if i == 0:  # SAELens's b_dec_init_method="mean", as lmscope initialises b_dec
+            sae.b_dec.data = x.mean(0)
+        trainer.step(x)
+        trainer.n_training_steps += 1
+
+    def recon() -> Recon:
+        def run(x: Tensor) -> tuple[Tensor, Tensor]:
+            z = sae.encode(x)
+            return sae.decode(z), z
+        return run
+
+    notes = (f"SAELens {md.version('sae-lens')} SAETrainer.step: same loss (MSE summed over d_in, L1 weighted by "
+             "||W_dec||, λ no warm-up), Adam betas (0.9, 0.999) as lmscope (SAELens's trainer default too), "
+             "clip 1.0, b_dec := batch mean (its 'mean' init); init seeds differ")
+    return Anchor("saelens", step, recon, notes), sae
+
+
+def sparsify_anchor(src: TensorSource, d: int, m: int, k: int, transcode: bool) -> Anchor:
+    """sparsify's SparseCoder + ScheduleFree(SignSGD) with its trainer's per-step work (fvu loss, no AuxK)."""
+    from schedulefree import ScheduleFreeWrapper
+    from sparsify import SparseCoder, SparseCoderConfig
+    from sparsify.sign_sgd import SignSGD
+
+    torch.manual_seed(0)
+    sc = SparseCoder(d, SparseCoderConfig(num_latents=m, k=k, transcode=transcode), dtype=torch.float32)
+    lr = 5e-3 / (m / 2**14) ** 0.5  # its default
+    opt = ScheduleFreeWrapper(SignSGD([{"params": sc.parameters(), "lr": lr}]), momentum=0.95)
+    opt.train()
+    fired = torch.zeros(m, dtype=torch.bool)
+
+    def step(i: int) -> None:
+        x, y = src.batch(i)
+        if i == 0:
+            if transcode:
+                sc.encoder.bias.data = -x.mean(0) @ sc.encoder.weight.data.T
+            sc.b_dec.data = y.mean(0)
+        if not transcode:
+            sc.set_decoder_norm_to_unit_norm()
+        out = sc(x, y if transcode else None)
+        fired[out.latent_indices.flatten()] = True
+        float(out.fvu.detach())
+        out.fvu.backward()
+        if not transcode:
+            sc.remove_gradient_parallel_to_decoder_directions()
+        opt.step()
+        opt.zero_grad()
+
+    def recon() -> Recon:
+        opt.eval()  # ScheduleFree: evaluate at the averaged weights
+
+        def run(x: Tensor) -> tuple[Tensor, Tensor]:
+            out = sc(x)
+            return out.sae_out, torch.zeros(x.shape[0], m).scatter_(1, out.latent_indices, out.latent_acts)
+        return run
+
+    notes = (f"sparsify {md.version('eai-sparsify')}: SparseCoder(k={k}, transcode={transcode}) + ScheduleFree "
+             f"SignSGD lr {lr:.1e} (its default), FVU loss, unit decoder rows, no AuxK (auxk_alpha 0), no clip; "
+             "lmscope: Adam, MSE summed over d_out, clip 1.0")
+    return Anchor("sparsify", step, recon, notes)
+
+
+# --- file compatibility --------------------------------------------------------------------------------
+def _diff(a: Tensor, b: Tensor) -> str:
+    d = float((a - b).abs().max())
+    return "equal" if d == 0 else f"{'allclose' if torch.allclose(a, b, rtol=1e-5, atol=1e-5) else 'MISMATCH'} " \
+                                  f"(max |diff| {d:.1e})"
+
+
+def file_checks(trained: Dictionary, saelens_sae: Any, X: Tensor) -> dict[str, str]:
+    """lmscope files loaded by SAELens, and a SAELens file loaded by lmscope: encode/decode compared."""
+    from sae_lens import SAE as SLSAE
+
+    g = torch.Generator().manual_seed(3)
+    d = X.shape[1]
+    topk = Dictionary(DictConfig(kind="sae", d_in=d, d_sae=256, activation="topk", k=16, hook_name="h"), generator=g)
+    tc = Dictionary(DictConfig(kind="transcoder", d_in=d, d_sae=256, hook_name="a", hook_name_out="b"), generator=g)
+    with torch.no_grad():
+        for mod in (topk, tc):
+            mod.b_enc.normal_(0, 0.1, generator=g)
+            mod.b_dec.normal_(0, 0.1, generator=g)
+    out: dict[str, str] = {}
+    x = X[:512]
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        for label, mod in (("lmscope ReLU SAE (trained)", trained), ("lmscope TopK SAE", topk),
+                           ("lmscope ReLU transcoder", tc)):
+            path = save_dictionary(mod, os.path.join(tmp, label.replace(" ", "_")))
+            try:
+                other = SLSAE.load_from_disk(path)
+                z = mod.encode(x)
+                out[f"{label} -> SAELens {type(other).__name__}"] = (
+                    f"encode {_diff(other.encode(x), z)}; decode {_diff(other.decode(z), mod.decode(z))}")
+            except Exception as err:  # a failure to load is a finding, not a crash
+                out[f"{label} -> SAELens"] = f"FAILED: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+        path = os.path.join(tmp, "saelens")
+        saelens_sae.save_inference_model(path)
+        mine = load_dictionary(path)
+        z = saelens_sae.encode(x)
+        out["SAELens StandardSAE (trained) -> lmscope load_dictionary"] = (
+            f"encode {_diff(mine.encode(x), z)}; decode {_diff(mine.decode(z), saelens_sae.decode(z))}")
+    return out
+
+
+# --- output --------------------------------------------------------------------------------------------
+def print_race(r: Race) -> None:
+    s = r.shape
+    print(f"\n== {r.name}: batch {s['batch']}, d_in {s['d_in']}, d_sae {s['d_sae']}, d_out {s['d_out']}, "
+          f"{s['steps']} timed steps after {s['warmup']} warm-up")
+    print(f"   {'tool':<10} {'tokens/s':>10} {'FVU':>8} {'L0':>7}")
+    for tool, tps in r.tokens_per_s.items():
+        q = r.quality.get(tool, {})
+        print(f"   {tool:<10} {tps:>10,.0f} {q.get('fvu', math.nan):>8.4f} {q.get('l0', math.nan):>7.1f}")
+    if r.ratio is not None:
+        verdict = "met" if r.ratio >= 1.5 else "MISSED"
+        print(f"   lmscope/anchor tokens/s: {r.ratio:.2f}x (goal >= 1.5: {verdict}); per round "
+              + ", ".join(f"{v:.2f}" for v in r.round_ratios))
+    pct = r.lmscope_gflops / r.gemm_gflops
+    print(f"   lmscope {r.lmscope_gflops:.0f} GFLOP/s (12·B·d·m per step) = {pct:.0%} of the measured "
+          f"[{s['batch']}x{s['d_in']}]x[{s['d_in']}x{s['d_sae']}] matmul {r.gemm_gflops:.0f} GFLOP/s "
+          f"(goal >= 50%: {'met' if pct >= 0.5 else 'MISSED'})")
+    for note in r.notes:
+        print(f"   {note}")
+
+
+def profile(kind: str, X: Tensor, d_sae: int, steps: int) -> None:
+    """cProfile (Python level) and torch's op profile of lmscope's fit."""
+    est = SAE(d_sae, activation=kind, k=32, l1_coefficient=1.0, batch_size=4096, n_steps=steps)
+    prof = cProfile.Profile()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as tp:
+        prof.runcall(est.fit, X)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
+    print(tp.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--anchor", choices=("saelens", "sparsify", "none"), default="none")
+    p.add_argument("--quick", action="store_true", help="d_sae 4096, 12 timed steps, fewer zoo texts")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--profile", choices=("relu", "topk"), help="profile lmscope's fit and exit")
+    p.add_argument("--l1", type=float, default=2.0, help="L1 coefficient of both ReLU SAEs")
+    p.add_argument("--lr", type=float, default=4e-3, help="lmscope's (and SAELens's) Adam learning rate")
+    args = p.parse_args(argv)
+    torch.set_num_threads(2)
+    B, d, k = 4096, 512, 32
+    m, steps, warm, round_len, n_texts = (4096, 12, 2, 4, 2500) if args.quick else (8192, 50, 3, 10, 8000)
+    n = B * min(16, steps + warm)
+    X = planted(n + 8192, d, m, 16, seed=0)
+    X, held = X[:n], (X[n:], X[n:])
+    if args.profile:
+        profile(args.profile, X, m, 6)
+        return 0
+    src = TensorSource(X, X, B, 0, 0, 1)  # lmscope's batch order: both tools see the same global batches
+    races: list[Race] = []
+    files: dict[str, str] = {}
+    common = {"batch_size": B, "n_steps": warm + steps, "seed": 0}
+    if args.anchor in ("saelens", "none"):
+        anchor, sl_sae = (saelens_anchor(src, d, m, args.l1, args.lr, warm + steps) if args.anchor == "saelens"
+                          else (None, None))
+        est = SAE(m, activation="relu", l1_coefficient=args.l1, lr=args.lr, **common)
+        races.append(race("ReLU + L1 SAE, planted features", est, X, None, held, anchor, warm, steps, round_len))
+        if sl_sae is not None:
+            files = file_checks(est.dictionary_, sl_sae, held[0])
+    if args.anchor in ("sparsify", "none"):
+        anchor = sparsify_anchor(src, d, m, k, False) if args.anchor == "sparsify" else None
+        est = SAE(m, activation="topk", k=k, lr=args.lr, **common)
+        races.append(race(f"TopK-{k} SAE, planted features", est, X, None, held, anchor, warm, steps, round_len))
+        Xz, Yz = zoo_activations(n_texts, seed=5)
+        cut = int(0.9 * Xz.shape[0])
+        tsrc = TensorSource(Xz[:cut], Yz[:cut], B, 0, 0, 1)
+        anchor = sparsify_anchor(tsrc, Xz.shape[1], 4096, k, True) if args.anchor == "sparsify" else None
+        est_t = Transcoder(4096, activation="topk", k=k, lr=args.lr, **common)
+        races.append(race(f"TopK-{k} transcoder, zoo:gpt2-tiny layer 1 ({cut} train rows)", est_t, Xz[:cut],
+                          Yz[:cut], (Xz[cut:], Yz[cut:]), anchor, warm, steps, round_len))
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "anchor": args.anchor,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "quick": args.quick, "l1": args.l1,
+            "lr": args.lr}
+    if args.json:
+        print(json.dumps({"meta": meta, "races": [vars(r) for r in races], "files": files}, indent=2))
+        return 0
+    print(" ".join(f"{k_}={v}" for k_, v in meta.items()))
+    for r in races:
+        print_race(r)
+    if files:
+        print("\n== files (SAELens layout)")
+        for what, verdict in files.items():
+            print(f"   {what}: {verdict}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

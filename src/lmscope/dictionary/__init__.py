@@ -1,0 +1,13 @@
+"""Sparse dictionaries: SAEs and transcoders, their training, metrics and SAELens-layout files."""
+
+from lmscope.dictionary.buffer import ActivationBuffer
+from lmscope.dictionary.estimators import SAE, Transcoder
+from lmscope.dictionary.io import load_dictionary, save_dictionary
+from lmscope.dictionary.metrics import DictionaryMetrics, evaluate, feature_density, fvu, l0
+from lmscope.dictionary.modules import DictConfig, Dictionary
+from lmscope.dictionary.train import TrainConfig, latest_checkpoint
+
+__all__ = [
+    "SAE", "ActivationBuffer", "DictConfig", "Dictionary", "DictionaryMetrics", "TrainConfig", "Transcoder",
+    "evaluate", "feature_density", "fvu", "l0", "latest_checkpoint", "load_dictionary", "save_dictionary",
+]

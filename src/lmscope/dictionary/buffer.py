@@ -1,0 +1,115 @@
+"""A shuffling buffer of activations computed on the fly from a model, filled by a background thread.
+
+The thread runs `model.run_with_cache(batch, names=hook_names, return_logits=False)` over the texts in
+batches of `batch_size` texts (cycling through them, epoch after epoch), drops padding and BOS positions,
+and queues the rows. The consumer keeps a pool of up to `buffer_tokens` rows: whenever the pool falls to
+half, it tops it up from the queue and reshuffles it with its own seeded generator, then serves batches from
+the shuffled half. Which rows are served depends only on the texts, the model and the seed, never on thread
+timing. Under torchrun each rank reads texts[rank::world].
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lmscope.errors import InputError
+
+_DONE = object()
+
+
+class ActivationBuffer:
+    """Rows of activations at `hook_names` (one tensor per name, same rows), shuffled, from `model` on `texts`."""
+
+    def __init__(self, model: Any, texts: Sequence[str], hook_names: Sequence[str], *,
+                 buffer_tokens: int = 65536, batch_size: int = 16, seed: int = 0, prefetch: int = 4) -> None:
+        if not texts:
+            raise InputError("texts: the activation buffer needs at least one text")
+        if not hook_names:
+            raise InputError("hook_names: expected at least one hook name")
+        self.model = model
+        self.texts = list(texts)
+        self.hook_names = list(model.check_names(list(hook_names)))
+        self.buffer_tokens = buffer_tokens
+        self.text_batch = batch_size
+        self.seed = seed
+        self.prefetch = prefetch
+        self.rows_per_batch = 4096
+        self.rank, self.world = 0, 1
+        self._dims: list[int] | None = None
+
+    def configure(self, *, batch_size: int, rank: int = 0, world: int = 1) -> None:
+        """Set the number of rows per served batch and this process's share of the texts."""
+        self.rows_per_batch, self.rank, self.world = batch_size, rank, world
+
+    @property
+    def dims(self) -> list[int]:
+        """Width of each hook name's rows (runs the model once on the first text)."""
+        if self._dims is None:
+            rows = self._rows([self.texts[0]])
+            self._dims = [r.shape[1] for r in rows]
+        return self._dims
+
+    @torch.inference_mode()
+    def _rows(self, batch: list[str]) -> list[Tensor]:
+        tokens = self.model.to_tokens(batch)
+        _, cache = self.model.run_with_cache(batch, names=self.hook_names, return_logits=False)
+        mask = tokens.attention_mask.bool().clone()
+        if getattr(self.model, "prepend_bos", False):
+            mask[:, 0] = False
+        return [cache[n][mask].float().clone() for n in self.hook_names]
+
+    def _producer(self, q: queue.Queue[Any], stop: threading.Event) -> None:
+        texts = self.texts[self.rank::self.world] or self.texts
+        try:
+            while not stop.is_set():
+                for i in range(0, len(texts), self.text_batch):
+                    if stop.is_set():
+                        return
+                    q.put(self._rows(texts[i:i + self.text_batch]))
+        except BaseException as err:  # surfaced in the consumer
+            q.put(err)
+
+    def __iter__(self) -> Iterator[list[Tensor]]:
+        """Batches of `rows_per_batch` shuffled rows: one `[rows, d]` tensor per hook name."""
+        q: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch)
+        stop = threading.Event()
+        thread = threading.Thread(target=self._producer, args=(q, stop), daemon=True)
+        thread.start()
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.rank)
+        pool: list[Tensor] | None = None
+        capacity = max(self.buffer_tokens, 2 * self.rows_per_batch)
+        try:
+            while True:
+                parts = [[p] for p in pool] if pool is not None else [[] for _ in self.hook_names]
+                n = pool[0].shape[0] if pool is not None else 0
+                while n < capacity:
+                    item = q.get()
+                    if isinstance(item, BaseException):
+                        raise item
+                    for lst, t in zip(parts, item, strict=True):
+                        lst.append(t)
+                    n += item[0].shape[0]
+                perm = torch.randperm(n, generator=g)
+                pool = [torch.cat(lst)[perm] for lst in parts]
+                served = (n // 2 // self.rows_per_batch) * self.rows_per_batch or self.rows_per_batch
+                for i in range(0, served, self.rows_per_batch):
+                    yield [p[i:i + self.rows_per_batch] for p in pool]
+                pool = [p[served:] for p in pool]
+        finally:
+            stop.set()
+            while thread.is_alive():
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.05)
+
+    def pairs(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """`(x, y)` batches: input and target (the same tensor when there is one hook name)."""
+        for rows in self:
+            yield rows[0], rows[-1]

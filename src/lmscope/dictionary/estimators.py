@@ -1,0 +1,198 @@
+"""`SAE` and `Transcoder`: scikit-learn-style estimators that train a `Dictionary`.
+
+Hyperparameters are `__init__` keywords that are only stored; `fit` returns self and sets the learned
+attributes `dictionary_` (the `Dictionary` module), `history_` (one dict per step: loss, mse, l1 or aux,
+l0, lr, n_dead), `n_steps_`, `dead_mask_` (bool `[d_sae]`, not fired in the last `dead_after` rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lmscope.activations.store import ActivationStore
+from lmscope.dictionary.buffer import ActivationBuffer
+from lmscope.dictionary.io import save_dictionary
+from lmscope.dictionary.metrics import evaluate
+from lmscope.dictionary.modules import DictConfig, Dictionary
+from lmscope.dictionary.train import IteratorSource, Progress, TensorSource, TrainConfig, Trainer, dist_info
+from lmscope.errors import InputError
+
+ArrayLike = Tensor | np.ndarray
+
+
+def _as_tensor(a: Any, name: str) -> Tensor:
+    t = torch.as_tensor(a) if isinstance(a, np.ndarray | Tensor) else None
+    if t is None or t.ndim != 2:
+        raise InputError(f"{name}: expected a [n, d] tensor or array, got "
+                         f"{getattr(a, 'shape', type(a).__name__)}")
+    return t if t.is_floating_point() else t.float()
+
+
+class _DictionaryEstimator:
+    _kind = "sae"
+
+    def __init__(self, d_sae: int = 1024, *, activation: str = "relu", l1_coefficient: float = 1e-3,
+                 k: int | None = None, lr: float = 1e-3, batch_size: int = 4096, n_steps: int = 1000,
+                 warmup_steps: int = 0, lr_decay_steps: int = 0, l1_warmup_steps: int = 0,
+                 dead_after: int = 10_000_000, resample: bool = True, resample_every: int | None = None,
+                 k_aux: int | None = None, aux_coefficient: float = 1.0 / 32, clip_grad: float = 1.0,
+                 seed: int = 0, checkpoint_every: int = 0, out_dir: str | Path | None = None,
+                 resume: bool = False, hook_name: str = "", hook_name_out: str = "",
+                 model_id: str | None = None, dtype: str = "float32", skip: bool = False) -> None:
+        self.d_sae = d_sae
+        self.activation = activation
+        self.l1_coefficient = l1_coefficient
+        self.k = k
+        self.lr = lr
+        self.batch_size = batch_size
+        self.n_steps = n_steps
+        self.warmup_steps = warmup_steps
+        self.lr_decay_steps = lr_decay_steps
+        self.l1_warmup_steps = l1_warmup_steps
+        self.dead_after = dead_after
+        self.resample = resample
+        self.resample_every = resample_every
+        self.k_aux = k_aux
+        self.aux_coefficient = aux_coefficient
+        self.clip_grad = clip_grad
+        self.seed = seed
+        self.checkpoint_every = checkpoint_every
+        self.out_dir = out_dir
+        self.resume = resume
+        self.hook_name = hook_name
+        self.hook_name_out = hook_name_out
+        self.model_id = model_id
+        self.dtype = dtype
+        self.skip = skip
+
+    def _train_config(self) -> TrainConfig:
+        return TrainConfig(lr=self.lr, batch_size=self.batch_size, n_steps=self.n_steps,
+                           warmup_steps=self.warmup_steps, lr_decay_steps=self.lr_decay_steps,
+                           l1_warmup_steps=self.l1_warmup_steps, dead_after=self.dead_after,
+                           resample=self.resample, resample_every=self.resample_every, k_aux=self.k_aux,
+                           aux_coefficient=self.aux_coefficient, clip_grad=self.clip_grad, seed=self.seed,
+                           checkpoint_every=self.checkpoint_every)
+
+    def _points(self, points: Sequence[str] | None) -> list[str]:
+        if points is not None:
+            pts = list(points)
+        else:
+            pts = [self.hook_name] + ([self.hook_name_out] if self._kind == "transcoder" else [])
+        need = 2 if self._kind == "transcoder" else 1
+        if len(pts) != need or not all(pts):
+            raise InputError(f"points: a {self._kind} reads {need} hook point(s) from the store "
+                             f"(input{', target' if need == 2 else ''}), got {pts!r}")
+        return pts
+
+    def _data(self, X: Any, Y: Any, points: Sequence[str] | None, rank: int,
+              world: int) -> tuple[TensorSource | IteratorSource, int, int, list[str]]:
+        """The data source, d_in, d_out, and the hook names it came from (if known)."""
+        if isinstance(X, ActivationBuffer):
+            names = list(X.hook_names)
+            if len(names) != (2 if self._kind == "transcoder" else 1):
+                raise InputError(f"ActivationBuffer: a {self._kind} needs "
+                                 f"{'2 hook names (input, target)' if self._kind == 'transcoder' else '1 hook name'}")
+            X.configure(batch_size=self.batch_size // world, rank=rank, world=world)
+            d_in, d_out = X.dims[0], X.dims[-1]
+            return IteratorSource(X.pairs()), d_in, d_out, names
+        names = []
+        if isinstance(X, ActivationStore):
+            names = self._points(points)
+            loaded = X.load(names)
+            X, Y = loaded[names[0]], loaded[names[-1]]
+        Xt = _as_tensor(X, "X")
+        if self._kind == "sae":
+            if Y is not None:
+                raise InputError("Y: an SAE reconstructs X; pass Y only to a Transcoder")
+            Yt = Xt
+        else:
+            if Y is None:
+                raise InputError("Y: a Transcoder needs targets Y [n, d_out] (the MLP output)")
+            Yt = _as_tensor(Y, "Y")
+            if Yt.shape[0] != Xt.shape[0]:
+                raise InputError(f"Y: {Yt.shape[0]} rows, X has {Xt.shape[0]}")
+        return TensorSource(Xt, Yt, self.batch_size, self.seed, rank, world), Xt.shape[1], Yt.shape[1], names
+
+    def fit(self, X: ArrayLike | ActivationStore | ActivationBuffer, Y: ArrayLike | None = None, *,
+            points: Sequence[str] | None = None, progress: Progress | None = None) -> _DictionaryEstimator:
+        """Train on rows `X [n, d_in]` (targets `Y [n, d_out]` for a transcoder), on an ActivationStore's
+        `points` (input, and target for a transcoder; default: hook_name, hook_name_out), or on an
+        ActivationBuffer streaming from a model. Returns self."""
+        rank, world = dist_info()
+        source, d_in, d_out, names = self._data(X, Y, points, rank, world)
+        hook = self.hook_name or (names[0] if names else "")
+        hook_out = self.hook_name_out or (names[-1] if names else "")
+        tc = self._train_config()
+        cfg = DictConfig(kind=self._kind, d_in=d_in, d_sae=self.d_sae, d_out=d_out, activation=self.activation,
+                         k=self.k, l1_coefficient=self.l1_coefficient if self.activation == "relu" else 0.0,
+                         hook_name=hook, hook_name_out=hook_out if self._kind == "transcoder" else hook,
+                         skip=self.skip, dtype=self.dtype, model_id=self.model_id, train=tc.to_dict())
+        if tc.batch_size < 1 or tc.n_steps < 0:
+            raise InputError("batch_size must be positive and n_steps non-negative")
+        module = Dictionary(cfg, generator=torch.Generator().manual_seed(self.seed))
+        result = Trainer(module, tc, out_dir=self.out_dir, resume=self.resume, progress=progress).run(source)
+        self.dictionary_ = module
+        self.history_ = result.history
+        self.n_steps_ = result.n_steps
+        self.dead_mask_ = result.dead_mask
+        return self
+
+    # --- using the fitted dictionary ---
+    def _fitted(self) -> Dictionary:
+        if not hasattr(self, "dictionary_"):
+            raise InputError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        return self.dictionary_
+
+    @torch.no_grad()
+    def transform(self, X: ArrayLike) -> Tensor:
+        """Codes `z [n, d_sae]` of rows `X [n, d_in]`."""
+        return self._fitted().encode(_as_tensor(X, "X"))
+
+    @torch.no_grad()
+    def reconstruct(self, X: ArrayLike) -> Tensor:
+        """`ŷ [n, d_out]`: the reconstruction (SAE) or predicted MLP output (transcoder) of `X [n, d_in]`."""
+        return self._fitted()(_as_tensor(X, "X"))[0]
+
+    def score(self, X: ArrayLike, Y: ArrayLike | None = None, *, dense_threshold: float = 0.1) -> dict[str, Any]:
+        """Metrics on held-out rows (L0, FVU against the target's mean, dead/dense fractions, density
+        histogram) as a JSON-safe dict; see `lmscope.dictionary.metrics`."""
+        Xt = _as_tensor(X, "X")
+        Yt = None if Y is None else _as_tensor(Y, "Y")
+        if self._kind == "transcoder" and Yt is None:
+            raise InputError("Y: a Transcoder is scored against targets Y [n, d_out]")
+        return evaluate(self._fitted(), Xt, Yt, dense_threshold=dense_threshold).to_dict()
+
+    def save(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the fitted dictionary in SAELens's layout (see `lmscope.dictionary.io`)."""
+        return save_dictionary(self._fitted(), directory, overwrite=overwrite)
+
+    def get_params(self) -> dict[str, Any]:
+        """The hyperparameters (scikit-learn's `get_params`)."""
+        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(d_sae={self.d_sae}, activation={self.activation!r})"
+
+
+class SAE(_DictionaryEstimator):
+    """A sparse autoencoder: reconstructs activations of one hook point through `d_sae` sparse latents."""
+
+    _kind = "sae"
+
+    def __init__(self, d_sae: int = 1024, **kwargs: Any) -> None:
+        if kwargs.get("skip"):
+            raise InputError("skip: only a Transcoder has a linear skip")
+        super().__init__(d_sae, **kwargs)
+
+
+class Transcoder(_DictionaryEstimator):
+    """A transcoder: imitates an MLP (input hook -> output hook) through `d_sae` sparse latents;
+    `skip=True` adds a linear skip `x @ W_skip`."""
+
+    _kind = "transcoder"

@@ -1,0 +1,342 @@
+"""Splicing a dictionary into the model: run the LM with an SAE or transcoder in place of what it imitates.
+
+    logits = model.run_with_hooks(texts, hooks=Splice(transcoder).hooks())
+    logits = model.run_with_hooks(texts, hooks=Splice(transcoder, ablate=[12], error_term=True).hooks())
+    metrics = spliced_metrics(model, transcoder, texts)  # clean / spliced / mean-ablated loss, recovered, KL
+
+An SAE replaces the activation at its hook point with its reconstruction. A transcoder reads its input
+hook (`blocks.L.ln2.hook_normalized`) and replaces its output hook (`blocks.L.hook_mlp_out`) with its
+prediction, so the MLP's computation runs through the dictionary's features. With `error_term=True` the
+dictionary's error (true − reconstruction) is added back: the output is then exact, and only the features
+that were edited change it (the "error node" of feature-circuit work).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from lmscope.errors import InputError
+from lmscope.fileio import atomic_write_json
+from lmscope.model.hooked import HookedModel
+from lmscope.model.hookpoints import HookPoint
+from lmscope.model.inputs import Inputs, TokenBatch
+from lmscope.model.interventions import HookPair, Intervention, MeanAblation
+
+
+class DictionaryConfigLike(Protocol):
+    """What splicing reads from a dictionary's config."""
+
+    @property
+    def hook_name(self) -> str:
+        """The input hook point."""
+
+    @property
+    def hook_name_out(self) -> str:
+        """The hook point it reconstructs (equal to hook_name for an SAE)."""
+
+    @property
+    def kind(self) -> str:
+        """`"sae"` or `"transcoder"`."""
+
+
+@runtime_checkable
+class DictionaryLike(Protocol):
+    """Any SAE or transcoder: `lmscope.dictionary.Dictionary`, or a stand-in with the same duck type.
+
+    `forward(x)` returns `(reconstruction, z)`; it may include terms that `decode` leaves out (a transcoder's
+    linear skip), so splicing takes the reconstruction from `forward` and uses `decode` only for edits.
+    """
+
+    @property
+    def cfg(self) -> DictionaryConfigLike: ...
+
+    def encode(self, x: Tensor) -> Tensor: ...
+
+    def decode(self, z: Tensor) -> Tensor: ...
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]: ...
+
+
+class Splice(Intervention):
+    """Replace a dictionary's target hook with the dictionary's output, optionally editing its features.
+
+    `features`: keep only these latents (the rest are zeroed). `ablate`: zero these latents. Both may be
+    given (keep `features`, then zero `ablate`). `error_term=True`: add back `true − reconstruction`, so
+    the unedited splice is the identity and an edit changes the output by exactly `decode(z') − decode(z)`.
+    Edits are applied as `reconstruction + decode(z') − decode(z)`, so terms outside the latents (a skip
+    connection) are kept. Activations are cast to the dictionary's dtype and device, and the result back.
+    """
+
+    def __init__(self, dictionary: DictionaryLike, *, features: Iterable[int] | None = None,
+                 ablate: Iterable[int] | None = None, error_term: bool = False) -> None:
+        cfg = getattr(dictionary, "cfg", None)
+        if cfg is None or not getattr(cfg, "hook_name", None):
+            raise InputError("dictionary: expected an SAE or transcoder whose cfg names its hook_name")
+        self.dictionary = dictionary
+        self.hook_name: str = cfg.hook_name
+        self.hook_name_out: str = getattr(cfg, "hook_name_out", "") or cfg.hook_name
+        self.features = None if features is None else _indices(features, "features")
+        self.ablate = () if ablate is None else _indices(ablate, "ablate")
+        self.error_term = bool(error_term)
+
+    @property
+    def edits(self) -> bool:
+        """Whether any latent is changed (otherwise the splice is the plain reconstruction)."""
+        return self.features is not None or bool(self.ablate)
+
+    def edit(self, z: Tensor) -> Tensor:
+        """The latents `z [..., d_sae]` with `features` kept and `ablate` zeroed (a new tensor)."""
+        d_sae = z.shape[-1]
+        wanted = [*(self.features or ()), *self.ablate]
+        if wanted and max(wanted) >= d_sae:
+            raise InputError(f"features/ablate: latent {max(wanted)} out of range for a dictionary with "
+                             f"d_sae={d_sae}")
+        keep = torch.ones(d_sae, dtype=torch.bool, device=z.device)
+        if self.features is not None:
+            keep[:] = False
+            keep[list(self.features)] = True
+        if self.ablate:
+            keep[list(self.ablate)] = False
+        return z.masked_fill(~keep, 0)
+
+    def output(self, x: Tensor, target: Tensor) -> Tensor:
+        """What replaces `target` (the true activation at hook_name_out) given the input `x` at hook_name."""
+        if self.error_term and not self.edits:
+            return target  # reconstruction + (true − reconstruction): nothing to compute
+        d = self.dictionary
+        y_hat, z = d.forward(_to_dictionary(d, x))
+        if self.edits:
+            delta = d.decode(self.edit(z)) - d.decode(z)
+            if self.error_term:
+                return target + delta.to(device=target.device, dtype=target.dtype)
+            y_hat = y_hat + delta
+        return y_hat.to(device=target.device, dtype=target.dtype)
+
+    def hooks(self) -> list[HookPair]:
+        """One hook for an SAE; for a transcoder, a capture on the input hook and a replacement on the output."""
+        if self.hook_name == self.hook_name_out:
+            def replace_same(t: Tensor, *, hook: HookPoint) -> Tensor:
+                return self.output(t, t)
+
+            return [(self.hook_name, replace_same)]
+
+        captured: dict[str, Tensor] = {}  # the input of the current forward pass, consumed by the output hook
+
+        def capture(t: Tensor, *, hook: HookPoint) -> None:
+            captured["x"] = t
+
+        def replace(t: Tensor, *, hook: HookPoint) -> Tensor:
+            x = captured.pop("x", None)
+            if x is None:
+                raise InputError(f"splice: {self.hook_name_out!r} fired before the dictionary's input "
+                                 f"{self.hook_name!r}; the input hook must come earlier in the forward pass")
+            if x.shape[:-1] != t.shape[:-1]:
+                raise InputError(f"splice: input {self.hook_name!r} has shape {tuple(x.shape)} but output "
+                                 f"{self.hook_name_out!r} has {tuple(t.shape)}; expected the same batch and positions")
+            return self.output(x, t)
+
+        return [(self.hook_name, capture), (self.hook_name_out, replace)]
+
+    def __repr__(self) -> str:
+        parts = [f"{self.hook_name!r}" + (f" -> {self.hook_name_out!r}" if self.hook_name_out != self.hook_name
+                                           else "")]
+        if self.features is not None:
+            parts.append(f"features={list(self.features)}")
+        if self.ablate:
+            parts.append(f"ablate={list(self.ablate)}")
+        if self.error_term:
+            parts.append("error_term=True")
+        return f"Splice({', '.join(parts)})"
+
+
+def _indices(values: Iterable[int], arg: str) -> tuple[int, ...]:
+    """Validated, de-duplicated latent indices (order kept); numpy and 0-d tensor ints are accepted."""
+    if isinstance(values, int | str):
+        values = [values]  # type: ignore[list-item]
+    out: dict[int, None] = {}
+    for v in values:
+        try:
+            i = operator.index(v)
+        except TypeError:
+            i = -1
+        if isinstance(v, bool) or i < 0:
+            raise InputError(f"{arg}: expected non-negative integer latent indices, got {v!r}")
+        out[i] = None
+    return tuple(out)
+
+
+def _to_dictionary(d: object, x: Tensor) -> Tensor:
+    """`x` on the dictionary's device and in its dtype (a dictionary without parameters takes it as is)."""
+    params = getattr(d, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return x if first is None else x.to(device=first.device, dtype=first.dtype)
+
+
+def feature_activations(model: HookedModel, dictionary: DictionaryLike, inputs: Inputs) -> Tensor:
+    """The dictionary's latents `[batch, pos, d_sae]` on `inputs` (padding positions set to zero).
+
+    One forward pass that stops at the input hook point; no gradients.
+    """
+    hook = dictionary.cfg.hook_name
+    batch = model.to_tokens(inputs)
+    _, cache = model.run_with_cache(inputs, names=[hook], return_logits=False)
+    with torch.no_grad():
+        z = dictionary.encode(_to_dictionary(dictionary, cache[hook]))
+    mask = batch.attention_mask.to(device=z.device, dtype=torch.bool)
+    return z.masked_fill(~mask[..., None], 0)
+
+
+@dataclass
+class SplicedMetrics:
+    """The LM with the dictionary spliced in, against the clean LM and against mean ablation of the target.
+
+    Losses are mean next-token cross-entropy in nats. `loss_recovered = (ablated − spliced) / (ablated −
+    clean)`: 1.0 for a perfect dictionary, 0.0 for one no better than the target's mean, negative for one
+    worse than that; NaN when mean ablation does not change the loss. `kl_div`: mean KL(clean ‖ spliced) of
+    the next-token distributions at the same positions as the losses.
+    """
+
+    hook_name: str
+    hook_name_out: str
+    clean_loss: float
+    spliced_loss: float
+    ablated_loss: float
+    loss_recovered: float
+    kl_div: float
+    n_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
+        return {"kind": "spliced_metrics", **out}
+
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+
+
+def scored_positions(batch: TokenBatch, *, prepend_bos: bool) -> Tensor:
+    """Bool `[batch, pos - 1]`: positions whose next-token prediction is scored.
+
+    A position counts when the token it predicts is real (not padding). Where the model prepends BOS the
+    prediction made at the BOS position is left out: it sees no text, only the model's unigram guess of
+    the first token, and BOS is an attention-sink outlier that dictionaries are usually not trained on, so
+    it would measure something other than the dictionary on text.
+    """
+    mask = batch.attention_mask[:, 1:].bool().clone()
+    if prepend_bos and mask.shape[1]:
+        mask[:, 0] = False
+    return mask
+
+
+def spliced_metrics(model: HookedModel, dictionary: DictionaryLike, texts: Sequence[str], *,
+                    batch_size: int = 16) -> SplicedMetrics:
+    """Clean, spliced and mean-ablated LM loss, fraction of loss recovered and KL(clean ‖ spliced) on `texts`.
+
+    The mean ablation replaces the whole target hook (`hook_name_out`) by `site_mean` over the same texts
+    (every real token, as `compute_means` takes it) through `MeanAblation`; the mean is gathered during
+    the clean passes. Losses and KL count the positions of `scored_positions` (real tokens; not the BOS
+    position, see there) and are computed in float64. Forward passes: one clean, one spliced and one
+    ablated per batch.
+    """
+    chunks = _chunks(texts, batch_size)
+    splice = Splice(dictionary)
+    hook_out = splice.hook_name_out
+    model.check_names([splice.hook_name, hook_out])
+
+    clean_sum = spliced_sum = kl_sum = 0.0
+    n_tokens = 0
+    mean = _MeanAccumulator()
+    for chunk in chunks:
+        batch = model.to_tokens(chunk)
+        with torch.no_grad():
+            clean, cache = model.run_with_cache(chunk, names=[hook_out])
+            spliced = model.run_with_hooks(chunk, hooks=splice.hooks())
+        assert clean is not None and spliced is not None
+        mean.add(cache[hook_out], batch.attention_mask)
+        mask = scored_positions(batch, prepend_bos=model.prepend_bos)
+        targets = batch.input_ids[:, 1:]
+        lp_clean = torch.log_softmax(clean[:, :-1].double(), dim=-1)
+        lp_spliced = torch.log_softmax(spliced[:, :-1].double(), dim=-1)
+        clean_sum += float(_nll(lp_clean, targets)[mask].sum())
+        spliced_sum += float(_nll(lp_spliced, targets)[mask].sum())
+        kl = (lp_clean.exp() * (lp_clean - lp_spliced)).sum(-1)
+        kl_sum += float(kl[mask].sum())
+        n_tokens += int(mask.sum())
+    if n_tokens == 0:
+        raise InputError("texts: no token to score (each text needs at least two tokens after BOS)")
+
+    ablation = MeanAblation([hook_out], {hook_out: mean.mean()}).hooks()
+    ablated_sum = 0.0
+    for chunk in chunks:
+        batch = model.to_tokens(chunk)
+        with torch.no_grad():
+            ablated = model.run_with_hooks(chunk, hooks=ablation)
+        assert ablated is not None
+        lp = torch.log_softmax(ablated[:, :-1].double(), dim=-1)
+        mask = scored_positions(batch, prepend_bos=model.prepend_bos)
+        ablated_sum += float(_nll(lp, batch.input_ids[:, 1:])[mask].sum())
+
+    clean_loss, spliced_loss, ablated_loss = clean_sum / n_tokens, spliced_sum / n_tokens, ablated_sum / n_tokens
+    gap = ablated_loss - clean_loss
+    recovered = (ablated_loss - spliced_loss) / gap if gap != 0 else math.nan
+    return SplicedMetrics(splice.hook_name, hook_out, clean_loss, spliced_loss, ablated_loss, recovered,
+                          kl_sum / n_tokens, n_tokens)
+
+
+def site_mean(model: HookedModel, hook_name: str, texts: Sequence[str], *, batch_size: int = 16) -> Tensor:
+    """Mean of `hook_name` over every real token of `texts` (`[d]`), exactly as `spliced_metrics` ablates with.
+
+    The same as `compute_means(model, texts, [hook_name])` up to rounding, but batched and summed in
+    float64 in `spliced_metrics`'s batch order, so a dictionary that outputs this tensor scores exactly 0.
+    """
+    model.check_names([hook_name])
+    mean = _MeanAccumulator()
+    for chunk in _chunks(texts, batch_size):
+        batch = model.to_tokens(chunk)
+        _, cache = model.run_with_cache(chunk, names=[hook_name], return_logits=False)
+        mean.add(cache[hook_name], batch.attention_mask)
+    return mean.mean()
+
+
+class _MeanAccumulator:
+    """Running float64 sum and count of an activation `[batch, pos, ...]` over real tokens."""
+
+    def __init__(self) -> None:
+        self.total: Tensor | None = None
+        self.count = 0
+        self.dtype = torch.float32
+
+    def add(self, act: Tensor, attention_mask: Tensor) -> None:
+        real = attention_mask.to(device=act.device, dtype=torch.bool)
+        part = act[real].double().sum(0)
+        self.total = part if self.total is None else self.total + part
+        self.count += int(real.sum())
+        self.dtype = act.dtype
+
+    def mean(self) -> Tensor:
+        if self.total is None or self.count == 0:
+            raise InputError("texts: no real tokens to average")
+        return (self.total / self.count).to(self.dtype)
+
+
+def _chunks(texts: Sequence[str], batch_size: int) -> list[list[str]]:
+    """Length-bucketed batches (texts sorted by length, so little padding), after checking the arguments."""
+    if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
+        raise InputError("texts: expected a non-empty list of strings")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size: expected a positive int, got {batch_size!r}")
+    ordered = sorted(texts, key=len)
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def _nll(log_probs: Tensor, targets: Tensor) -> Tensor:
+    """`−log p(target)` per position: `[batch, pos]` from `[batch, pos, vocab]` log-probabilities."""
+    return -log_probs.gather(-1, targets[..., None]).squeeze(-1)

@@ -1,0 +1,345 @@
+"""The training loop behind `SAE.fit` and `Transcoder.fit`.
+
+Loss per global batch of B rows: `Σ_rows ||y - ŷ||² / B` (squared error summed over d_out, mean over rows,
+as SAELens), plus for ReLU `λ_t · Σ_rows Σ_i z_i ||W_dec[i]|| / B` with λ warmed up linearly over
+`l1_warmup_steps`, or for TopK the AuxK term `aux_coefficient · Σ_rows ||e - ê||² / B` (Gao et al. 2024: `e`
+is the detached residual `y - ŷ`, `ê` its reconstruction from the `k_aux` largest pre-activations among dead
+latents, no decoder bias). Adam with linear LR warm-up over `warmup_steps` and optional linear decay over the
+last `lr_decay_steps`; gradients clipped to global norm `clip_grad`. TopK decoder rows are renormalised to
+unit norm after every step.
+
+Dead latents: a latent is dead once it has not fired for `dead_after` rows. With `resample=True`, every
+`resample_every` steps up to 75% of training, dead latents are re-initialised toward high-loss rows of the
+current global batch (Anthropic, 2023, simplified): rows are drawn with probability ∝ their squared error;
+the decoder row becomes the unit residual `y - ŷ` of the drawn row (times the mean alive decoder norm), the
+encoder column the unit centred input `x - b_dec_in` times 0.2 × the mean alive encoder norm, `b_enc` 0, and
+their Adam moments are reset.
+
+Determinism: the data order is a pure function of (seed, step) (one seeded permutation per epoch), the
+initial weights come from a generator seeded with `seed`, and resampling draws from a generator seeded with
+(seed, step). A checkpoint (model, optimizer, step, dead counters, history, torch's RNG state) therefore
+lets a resumed run reproduce an uninterrupted one bit for bit.
+
+Data parallel: under torchrun (WORLD_SIZE > 1) with gloo, rank r takes rows [r·B/W, (r+1)·B/W) of every
+global batch; its loss is divided by the global B and gradients are summed with one all_reduce, so W ranks
+follow the single-process trajectory up to floating-point summation order. Rank 0 writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lmscope.dictionary.distributed import _all_gather, _all_reduce, _barrier, dist_info
+from lmscope.dictionary.modules import Dictionary
+from lmscope.errors import InputError
+from lmscope.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, dict[str, float]], None]
+RESAMPLE_UNTIL = 0.75  # no resampling in the last quarter of training
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters (see the module docstring)."""
+
+    lr: float = 1e-3
+    batch_size: int = 4096
+    n_steps: int = 1000
+    warmup_steps: int = 0
+    lr_decay_steps: int = 0
+    l1_warmup_steps: int = 0
+    dead_after: int = 10_000_000
+    resample: bool = True
+    resample_every: int | None = None  # default: dead_after // batch_size
+    k_aux: int | None = None  # default: d_in // 2
+    aux_coefficient: float = 1.0 / 32
+    clip_grad: float = 1.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    seed: int = 0
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# --- data ----------------------------------------------------------------------------------------------
+class TensorSource:
+    """Batches of in-memory rows in a seeded order: epoch e is `randperm(n)` from seed (seed, e)."""
+
+    resumable = True
+
+    def __init__(self, X: Tensor, Y: Tensor, batch_size: int, seed: int, rank: int, world: int) -> None:
+        if batch_size % world:
+            raise InputError(f"batch_size {batch_size} is not divisible by the {world} torchrun processes")
+        self.X, self.Y, self.B, self.seed, self.rank, self.world = X, Y, batch_size, seed, rank, world
+        self.n = X.shape[0]
+        self._perms: dict[int, Tensor] = {}
+
+    def _perm(self, epoch: int) -> Tensor:
+        if epoch not in self._perms:
+            if len(self._perms) > 2:
+                self._perms.clear()
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perms[epoch] = torch.randperm(self.n, generator=g)
+        return self._perms[epoch]
+
+    def global_indices(self, step: int) -> Tensor:
+        flat = torch.arange(step * self.B, (step + 1) * self.B)
+        epochs, pos = flat // self.n, flat % self.n
+        out = torch.empty_like(flat)
+        for e in epochs.unique().tolist():
+            m = epochs == e
+            out[m] = self._perm(int(e))[pos[m]]
+        return out
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        b = self.B // self.world
+        idx = self.global_indices(step)[self.rank * b:(self.rank + 1) * b]
+        return self.X[idx], self.Y[idx]
+
+
+class IteratorSource:
+    """Batches from an iterator of `(x, y)` local batches (the on-the-fly ActivationBuffer)."""
+
+    resumable = False
+
+    def __init__(self, it: Iterator[tuple[Tensor, Tensor]]) -> None:
+        self.it = it
+        self._last: tuple[int, tuple[Tensor, Tensor]] | None = None
+
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        if self._last is None or self._last[0] != step:
+            self._last = (step, next(self.it))
+        return self._last[1]
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+_CKPT = re.compile(r"^step-(\d{8})\.pt$")
+
+
+def checkpoint_dir(out_dir: str | Path) -> Path:
+    return Path(out_dir) / "checkpoints"
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint in `out_dir/checkpoints/`, if any."""
+    d = checkpoint_dir(out_dir)
+    found = sorted(p for p in d.glob("step-*.pt") if _CKPT.match(p.name)) if d.is_dir() else []
+    return found[-1] if found else None
+
+
+def _save_checkpoint(out_dir: Path, state: dict[str, Any], keep: int) -> None:
+    d = checkpoint_dir(out_dir)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write_bytes(d / f"step-{state['step']:08d}.pt", buf.getvalue(), overwrite=True)
+    old = sorted(p for p in d.glob("step-*.pt") if _CKPT.match(p.name))
+    for p in old[:-max(1, keep)]:
+        p.unlink(missing_ok=True)
+
+
+# --- the loop ----------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]]
+    n_steps: int
+    dead_mask: Tensor  # [d_sae] bool: not fired in the last dead_after rows
+    resumed_from: int
+
+
+def _lr_factor(step: int, tc: TrainConfig) -> float:
+    f = min(1.0, (step + 1) / tc.warmup_steps) if tc.warmup_steps > 0 else 1.0
+    if tc.lr_decay_steps > 0 and step >= tc.n_steps - tc.lr_decay_steps:
+        f *= (tc.n_steps - step) / tc.lr_decay_steps
+    return f
+
+
+class Trainer:
+    """Trains one `Dictionary` on a data source; see the module docstring for the objective."""
+
+    def __init__(self, module: Dictionary, tc: TrainConfig, *, out_dir: str | Path | None = None,
+                 resume: bool = False, progress: Progress | None = None) -> None:
+        self.m, self.tc = module, tc
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume, self.progress = resume, progress
+        self.rank, self.world = dist_info()
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=tc.lr, betas=(tc.beta1, tc.beta2))
+        self.since_fired = torch.zeros(module.cfg.d_sae, dtype=torch.long)
+        self.history: list[dict[str, float]] = []
+        self.topk = module.cfg.activation == "topk"
+        self.k_aux = min(tc.k_aux or max(1, module.cfg.d_in // 2), module.cfg.d_sae)
+        self.resample_every = tc.resample_every or max(1, tc.dead_after // tc.batch_size)
+
+    # --- state ---
+    def _state(self, step: int, data_state: dict[str, Any]) -> dict[str, Any]:
+        return {"step": step, "module": self.m.state_dict(), "optimizer": self.opt.state_dict(),
+                "since_fired": self.since_fired.clone(), "history": list(self.history),
+                "torch_rng": torch.get_rng_state(), "data": data_state, "cfg": self._fingerprint()}
+
+    def _fingerprint(self) -> dict[str, Any]:
+        c = self.m.cfg.to_dict()
+        c.pop("train", None)
+        return {"dictionary": c, "train": {k: v for k, v in self.tc.to_dict().items()
+                                           if k not in ("checkpoint_every", "keep_checkpoints")}}
+
+    def _try_resume(self) -> int:
+        if not (self.resume and self.out_dir is not None):
+            return 0
+        path = latest_checkpoint(self.out_dir)
+        if path is None:
+            return 0
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise InputError(f"{path}: unreadable checkpoint ({err})") from None
+        mine = self._fingerprint()
+        for section in ("dictionary", "train"):
+            for key, value in mine[section].items():
+                old = state["cfg"][section].get(key)
+                if old != value:
+                    raise InputError(f"{path}: a checkpoint of a different run ({key} was {old!r}, now {value!r}); "
+                                     "use a new output directory or the same settings")
+        self.m.load_state_dict(state["module"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.since_fired = state["since_fired"]
+        self.history = list(state["history"])
+        torch.set_rng_state(state["torch_rng"])
+        log.info("resumed from %s (step %d)", path, state["step"])
+        return int(state["step"])
+
+    # --- init & resampling ---
+    @torch.no_grad()
+    def _init_from_data(self, x: Tensor, y: Tensor) -> None:
+        """b_dec := mean of the first global batch's targets (all ranks agree)."""
+        s = _all_reduce(y.double().sum(0), self.world)
+        self.m.b_dec.copy_((s / self.tc.batch_size).to(self.m.b_dec.dtype))
+
+    @torch.no_grad()
+    def _resample(self, step: int, x: Tensor, y: Tensor, dead: Tensor) -> int:
+        xs, ys = _all_gather(x, self.world), _all_gather(y, self.world)
+        m = self.m
+        y_hat, _ = m(xs)
+        resid = ys.to(y_hat.dtype) - y_hat
+        err = (resid**2).sum(1).double()
+        if float(err.sum()) <= 0:
+            return 0
+        idx_dead = dead.nonzero().squeeze(1)
+        g = torch.Generator().manual_seed(self.tc.seed * 1_000_003 + 7 * step + 1)
+        rows = torch.multinomial(err, idx_dead.numel(), replacement=idx_dead.numel() > err.numel(), generator=g)
+        alive = ~dead
+        dec_norm = m.W_dec[alive].norm(dim=1).mean() if alive.any() else torch.tensor(1.0)
+        enc_norm = m.W_enc[:, alive].norm(dim=0).mean() if alive.any() else torch.tensor(1.0)
+        d = resid[rows]
+        d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        e = xs[rows].to(m.W_enc.dtype) - m.b_dec_in
+        e = e / e.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        m.W_dec[idx_dead] = d * (1.0 if self.topk else dec_norm)
+        m.W_enc[:, idx_dead] = (e * 0.2 * enc_norm).T
+        m.b_enc[idx_dead] = 0.0
+        for p, sl in ((m.W_dec, (idx_dead,)), (m.W_enc, (slice(None), idx_dead)), (m.b_enc, (idx_dead,))):
+            st = self.opt.state.get(p)
+            if st:
+                st["exp_avg"][sl] = 0.0
+                st["exp_avg_sq"][sl] = 0.0
+        self.since_fired[idx_dead] = 0
+        return int(idx_dead.numel())
+
+    # --- one step ---
+    def _step(self, step: int, x: Tensor, y: Tensor) -> dict[str, float]:
+        m, tc = self.m, self.tc
+        B = tc.batch_size
+        lr = tc.lr * _lr_factor(step, tc)
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        pre = m.encode_pre(x)
+        z = m.activate(pre)
+        y_hat = m.decode(z)
+        if m.W_skip is not None:
+            y_hat = y_hat + x.to(m.W_skip.dtype) @ m.W_skip
+        yt = y.to(y_hat.dtype)
+        mse = ((y_hat - yt) ** 2).sum() / B
+        loss = mse
+        sparsity = torch.zeros((), dtype=mse.dtype)
+        dead = self.since_fired > tc.dead_after
+        if not self.topk:
+            lam = m.cfg.l1_coefficient * (min(1.0, (step + 1) / tc.l1_warmup_steps) if tc.l1_warmup_steps else 1.0)
+            sparsity = (z * m.W_dec.norm(dim=1)).sum() / B
+            loss = loss + lam * sparsity
+        elif bool(dead.any()):
+            k_aux = min(self.k_aux, int(dead.sum()))
+            masked = pre.masked_fill(~dead, float("-inf"))
+            vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
+            e_hat = torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals)) @ m.W_dec
+            sparsity = ((e_hat - (yt - y_hat).detach()) ** 2).sum() / B
+            loss = loss + tc.aux_coefficient * sparsity
+        self.opt.zero_grad(set_to_none=False)
+        loss.backward()
+        if self.world > 1:
+            flat = torch.cat([p.grad.reshape(-1) for p in self.params])  # type: ignore[union-attr]
+            _all_reduce(flat, self.world)
+            off = 0
+            for p in self.params:
+                n = p.numel()
+                p.grad.copy_(flat[off:off + n].view_as(p))  # type: ignore[union-attr]
+                off += n
+        if tc.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, tc.clip_grad)
+        self.opt.step()
+        if self.topk:
+            m.normalize_decoder()
+        with torch.no_grad():
+            fired = (z != 0).any(0).to(torch.int32)
+            stats = torch.stack([mse.detach() * B, sparsity.detach() * B, (z != 0).sum().to(mse.dtype)]).double()
+            _all_reduce(fired, self.world)
+            _all_reduce(stats, self.world)
+        self.since_fired += B
+        self.since_fired[fired > 0] = 0
+        mse_v, sp_v, nnz = (float(v) for v in stats)
+        total = mse_v / B + (tc.aux_coefficient if self.topk else m.cfg.l1_coefficient) * sp_v / B
+        return {"step": step, "loss": total, "mse": mse_v / B, ("aux" if self.topk else "l1"): sp_v / B,
+                "l0": nnz / B, "lr": lr, "n_dead": int(dead.sum())}
+
+    def run(self, source: TensorSource | IteratorSource) -> TrainResult:
+        tc = self.tc
+        start = self._try_resume()
+        if start and not getattr(source, "resumable", False):
+            log.warning("resuming on-the-fly training: the data order after the checkpoint differs from an "
+                        "uninterrupted run")
+        if start == 0:
+            self._init_from_data(*source.batch(0))
+        self.m.train()
+        for step in range(start, tc.n_steps):
+            x, y = source.batch(step)
+            x = x.to(self.m.W_enc.dtype)
+            if (tc.resample and step > 0 and step % self.resample_every == 0
+                    and step <= RESAMPLE_UNTIL * tc.n_steps):
+                dead = self.since_fired > tc.dead_after
+                if bool(dead.any()):
+                    n = self._resample(step, x, y, dead)
+                    log.info("step %d: resampled %d dead latents", step, n)
+            rec = self._step(step, x, y)
+            self.history.append(rec)
+            done = step + 1
+            if self.out_dir is not None and tc.checkpoint_every > 0 and (
+                    done % tc.checkpoint_every == 0 or done == tc.n_steps):
+                if self.rank == 0:
+                    _save_checkpoint(self.out_dir, self._state(done, {"step": done}), tc.keep_checkpoints)
+                _barrier(self.world)
+            if self.progress is not None:
+                self.progress(done, tc.n_steps, rec)
+        self.m.eval()
+        return TrainResult(self.history, tc.n_steps, (self.since_fired > tc.dead_after).clone(), start)

@@ -1,0 +1,58 @@
+"""On-the-fly training data: the shuffling ActivationBuffer over a tiny model, and fitting from it / a store."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmscope.dictionary import SAE, ActivationBuffer, Transcoder
+from lmscope.errors import InputError
+from tiny_models import tiny_hooked_with_tokenizer
+
+IN, OUT = "blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"
+TEXTS = [f"the cat number {i} sat on the mat and saw {i % 7} birds" for i in range(40)]
+
+
+@pytest.fixture(scope="module")
+def model():  # type: ignore[no-untyped-def]
+    return tiny_hooked_with_tokenizer()
+
+
+def _all_rows(model, names):  # type: ignore[no-untyped-def]
+    toks = model.to_tokens(TEXTS)
+    _, cache = model.run_with_cache(TEXTS, names=names, return_logits=False)
+    mask = toks.attention_mask.bool()
+    if model.prepend_bos:
+        mask[:, 0] = False
+    return [cache[n][mask] for n in names], int(mask.sum())
+
+
+def test_buffer_serves_every_real_token_shuffled_and_deterministically(model) -> None:  # type: ignore[no-untyped-def]
+    (x_all, y_all), n = _all_rows(model, [IN, OUT])
+    buf = ActivationBuffer(model, TEXTS, [IN, OUT], buffer_tokens=4 * n, batch_size=8, seed=1)
+    buf.configure(batch_size=n // 4)
+    it = iter(buf)
+    first = [next(it) for _ in range(2)]
+    it.close()
+    x, y = torch.cat([b[0] for b in first]), torch.cat([b[1] for b in first])
+    assert x.shape == (2 * (n // 4), x_all.shape[1]) and y.shape[1] == y_all.shape[1]
+    # every served row is a real (non-BOS, non-padding) token row, with its matching target row
+    d = torch.cdist(x, x_all, compute_mode="donot_use_mm_for_euclid_dist")
+    j = d.argmin(1)
+    assert float(d.min(1).values.max()) < 1e-3
+    assert torch.allclose(y, y_all[j], atol=1e-5)
+    assert not torch.equal(j, torch.arange(len(j)))  # shuffled
+    again = next(iter(buf))
+    assert torch.equal(again[0], first[0][0])  # same seed, same rows, whatever the thread timing
+    assert buf.dims == [x_all.shape[1], y_all.shape[1]]
+
+
+def test_fit_transcoder_on_the_fly(model) -> None:  # type: ignore[no-untyped-def]
+    buf = ActivationBuffer(model, TEXTS, [IN, OUT], buffer_tokens=2048, batch_size=8, seed=0)
+    tc = Transcoder(d_sae=64, activation="topk", k=4, batch_size=128, n_steps=30, lr=3e-3).fit(buf)
+    assert tc.dictionary_.cfg.hook_name == IN and tc.dictionary_.cfg.hook_name_out == OUT
+    assert tc.history_[-1]["mse"] < tc.history_[0]["mse"]
+    with pytest.raises(InputError, match="2 hook names"):
+        Transcoder(d_sae=8, n_steps=1).fit(ActivationBuffer(model, TEXTS, [IN]))
+    with pytest.raises(InputError):
+        SAE(d_sae=8, n_steps=1).fit(torch.randn(10, 4), torch.randn(10, 4))

@@ -1,0 +1,39 @@
+"""Trains a small TopK SAE on planted data; run directly, under torchrun, or killed and resumed by the tests.
+
+usage: python train_script.py OUT_WEIGHTS [CHECKPOINT_DIR [resume]]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from lmscope.dictionary import SAE
+
+
+def data() -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    D = torch.randn(48, 16, generator=g)
+    D /= D.norm(dim=1, keepdim=True)
+    a = torch.rand(4096, 48, generator=g) * (torch.rand(4096, 48, generator=g) < 0.06)
+    return a @ D
+
+
+def estimator(out_dir: str | None = None, resume: bool = False, n_steps: int = 300) -> SAE:
+    """TopK with AuxK and resampling both active (tiny dead_after), warm-up and decay, checkpoints."""
+    return SAE(d_sae=64, activation="topk", k=3, lr=3e-3, batch_size=64, n_steps=n_steps, warmup_steps=20,
+               lr_decay_steps=50, dead_after=64 * 10, resample_every=40, seed=5,
+               checkpoint_every=25 if out_dir else 0, out_dir=out_dir, resume=resume)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    est = estimator(sys.argv[2] if len(sys.argv) > 2 else None, resume=len(sys.argv) > 3)
+    est.fit(data())
+    if int(os.environ.get("RANK", "0")) == 0:
+        torch.save(est.dictionary_.state_dict(), sys.argv[1])
+    if torch.distributed.is_initialized():  # a live gloo group at exit can abort the process
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
