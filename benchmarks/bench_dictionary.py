@@ -1,21 +1,17 @@
 """Dictionary training: lmscope vs SAELens (ReLU + L1 SAE) and sparsify (TopK SAE, TopK transcoder).
 
-Each anchor lives in its own venv (SAELens pins transformer-lens<4); install the CPU torch wheel first:
-
+Anchors go in their own venvs (CPU torch first; pins in benchmarks/requirements-dictionary.txt):
     python3.11 -m venv .venv-saelens && .venv-saelens/bin/pip install torch==2.13.0
-    .venv-saelens/bin/pip install -e . && .venv-saelens/bin/pip install sae-lens torch==2.13.0
-    (.venv-sparsify the same, with eai-sparsify; versions in benchmarks/requirements-dictionary.txt)
-
+    .venv-saelens/bin/pip install -e . sae-lens torch==2.13.0      (.venv-sparsify: the same, eai-sparsify)
     OMP_WAIT_POLICY=PASSIVE .venv-saelens/bin/python benchmarks/bench_dictionary.py --anchor saelens
     OMP_WAIT_POLICY=PASSIVE .venv-sparsify/bin/python benchmarks/bench_dictionary.py --anchor sparsify
     (--quick: d_sae 4096, 12 steps; --json; --profile relu|topk: cProfile + torch op profile of lmscope)
 
-Steps are interleaved: lmscope's `fit` calls back after each step and the anchor takes its step on the same
-global batch inside the callback, so drift hits both alike. Warm-up steps are dropped; tokens/s come from
-the median step time, ratios are medians of per-round ratios. FVU (against the mean) and L0 on held-out rows
-are computed by lmscope's `fvu`/`l0` on every tool's reconstructions. FLOP/s count 12·B·d·m per step (the
-dense convention of ANCHORS.md; lmscope's TopK step runs a dense decoder, so it does that much work too),
-against a [B×d_in]×[d_in×d_sae] fp32 matmul timed in the same process, once per round.
+lmscope's `fit` calls back after each step and the anchor takes its step on the same global batch inside the
+callback (interleaved, so drift hits both). Warm-up steps are dropped; tokens/s from the median step time,
+ratios the median of per-round ratios. FVU (against the mean) and L0 of every tool on held-out rows come
+from lmscope's `fvu`/`l0`. FLOP/s count 12·B·d·m per step (ANCHORS.md's dense convention; lmscope's TopK
+step decodes densely, so it does that work too) against a [B×d_in]×[d_in×d_sae] matmul timed each round.
 """
 
 from __future__ import annotations
@@ -115,10 +111,10 @@ def gemm_gflops(B: int, d: int, m: int, reps: int = 5) -> float:
     return 2 * B * d * m / best / 1e9
 
 
+@torch.no_grad()
 def quality(recon: Recon, X: Tensor, Y: Tensor) -> dict[str, float]:
     """FVU (against the mean) and L0 on held-out rows, by lmscope's metrics."""
-    with torch.no_grad():
-        y_hat, z = recon(X)
+    y_hat, z = recon(X)
     return {"fvu": fvu(Y, y_hat), "l0": l0(z)}
 
 
@@ -182,10 +178,7 @@ def saelens_anchor(src: TensorSource, d: int, m: int, lam: float, lr: float, n: 
         trainer.n_training_steps += 1
 
     def recon() -> Recon:
-        def run(x: Tensor) -> tuple[Tensor, Tensor]:
-            z = sae.encode(x)
-            return sae.decode(z), z
-        return run
+        return lambda x: (sae.decode(sae.encode(x)), sae.encode(x))
 
     notes = (f"SAELens {md.version('sae-lens')} SAETrainer.step: same loss (MSE summed over d_in, L1 weighted by "
              "||W_dec||, λ no warm-up), Adam betas (0.9, 0.999) as lmscope (SAELens's trainer default too), "
@@ -232,16 +225,15 @@ def sparsify_anchor(src: TensorSource, d: int, m: int, k: int, transcode: bool) 
         return run
 
     notes = (f"sparsify {md.version('eai-sparsify')}: SparseCoder(k={k}, transcode={transcode}) + ScheduleFree "
-             f"SignSGD lr {lr:.1e} (its default), FVU loss, unit decoder rows, no AuxK (auxk_alpha 0), no clip; "
-             "lmscope: Adam, MSE summed over d_out, clip 1.0")
+             f"SignSGD lr {lr:.1e} (its default), FVU loss, {'free' if transcode else 'unit'} decoder rows, no AuxK "
+             "(auxk_alpha 0), no clip; lmscope: Adam, MSE summed over d_out, clip 1.0, unit decoder rows")
     return Anchor("sparsify", step, recon, notes)
 
 
 # --- file compatibility --------------------------------------------------------------------------------
 def _diff(a: Tensor, b: Tensor) -> str:
-    d = float((a - b).abs().max())
-    return "equal" if d == 0 else f"{'allclose' if torch.allclose(a, b, rtol=1e-5, atol=1e-5) else 'MISMATCH'} " \
-                                  f"(max |diff| {d:.1e})"
+    d, close = float((a - b).abs().max()), torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+    return "equal" if d == 0 else f"{'allclose' if close else 'MISMATCH'} (max |diff| {d:.1e})"
 
 
 def file_checks(trained: Dictionary, saelens_sae: Any, X: Tensor) -> dict[str, str]:
@@ -315,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="d_sae 4096, 12 timed steps, fewer zoo texts")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--profile", choices=("relu", "topk"), help="profile lmscope's fit and exit")
-    p.add_argument("--l1", type=float, default=2.0, help="L1 coefficient of both ReLU SAEs")
+    p.add_argument("--l1", type=float, default=0.5, help="L1 coefficient of both ReLU SAEs")
     p.add_argument("--lr", type=float, default=4e-3, help="lmscope's (and SAELens's) Adam learning rate")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
@@ -349,9 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         est_t = Transcoder(4096, activation="topk", k=k, lr=args.lr, **common)
         races.append(race(f"TopK-{k} transcoder, zoo:gpt2-tiny layer 1 ({cut} train rows)", est_t, Xz[:cut],
                           Yz[:cut], (Xz[cut:], Yz[cut:]), anchor, warm, steps, round_len))
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "anchor": args.anchor,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "quick": args.quick, "l1": args.l1,
-            "lr": args.lr}
+    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "anchor": args.anchor, "quick": args.quick,
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "l1": args.l1, "lr": args.lr}
     if args.json:
         print(json.dumps({"meta": meta, "races": [vars(r) for r in races], "files": files}, indent=2))
         return 0

@@ -104,8 +104,28 @@ def _pos_neurons(ctx: DemoContext) -> Section:
     return pos_neurons_section(ranking.to_dict(), evaluation, noun, shown, per_sentence, len(data.y))
 
 
+def _transcoder(ctx: DemoContext) -> Section:
+    """Train a transcoder for a middle layer's MLP on the fly, measure it spliced in, read a few features."""
+    from lmscope.dictionary.features import feature_reports
+    from lmscope.dictionary.recipes import corpus_texts, train_dictionary
+    from lmscope.dictionary.report import dictionary_metrics
+    from lmscope.report.dictionary_sections import transcoder_section
+
+    m = ctx.main
+    layer = m.cfg.n_layers // 2
+    est = train_dictionary(m, kind="transcoder", layer=layer, d_sae=TRANSCODER_FEATURES, tokens=TRANSCODER_TOKENS)
+    d = est.dictionary_
+    texts = corpus_texts(300, seed=999)
+    result = dictionary_metrics(m, d, texts)
+    reports = [r.to_dict() for r in feature_reports(m, d, texts, n_features=6, k=3)]
+    return transcoder_section(f"zoo:{MAIN_MODEL}", d.cfg.to_dict(), result, est.history_, reports)
+
+
 POS_SENTENCES = 400
-DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [_card, _parity, _attention, _neurons, _pos_neurons]
+TRANSCODER_FEATURES = 1024
+TRANSCODER_TOKENS = 200_000
+DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [_card, _parity, _attention, _neurons, _pos_neurons,
+                                                         _transcoder]
 
 
 def load_zoo(*, stage: Stage | None = None) -> DemoContext:

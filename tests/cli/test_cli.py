@@ -61,7 +61,9 @@ def test_demo_writes_report_and_refuses_overwrite(tmp_path: Path, capsys: pytest
     html = (tmp_path / "report.html").read_text()
     result = json.loads((tmp_path / "result.json").read_text())
     assert set(result["sections"]) >= {"model_card", "hook_parity", "attention_pattern", "neuron_stats",
-                                       "pos_neurons"}
+                                       "pos_neurons", "transcoder"}
+    tc = result["sections"]["transcoder"]["data"]["result"]
+    assert tc["metrics"]["fvu"] < 0.1 and tc["spliced"]["loss_recovered"] > 0.5
     pos = result["sections"]["pos_neurons"]["data"]
     assert pos["evaluation"]["all_neurons"] > pos["evaluation"]["majority"] + 0.5
     assert pos["noun_neuron"].startswith("blocks.") and len(pos["heatmap"]["sentences"]) == 6

@@ -11,10 +11,12 @@ import os
 
 from lmscope.cli import activations, core, zoo  # noqa: F401  (registers the commands)
 from lmscope.cli.common import app, err
+from lmscope.cli.dictionary import dict_app
 from lmscope.cli.neurons import neurons_app
 from lmscope.errors import InputError
 
 app.add_typer(neurons_app, name="neurons")
+app.add_typer(dict_app, name="dict")
 __all__ = ["app", "main"]
 
 

@@ -5,9 +5,27 @@ from lmscope.dictionary.estimators import SAE, Transcoder
 from lmscope.dictionary.io import load_dictionary, save_dictionary
 from lmscope.dictionary.metrics import DictionaryMetrics, evaluate, feature_density, fvu, l0
 from lmscope.dictionary.modules import DictConfig, Dictionary
+from lmscope.dictionary.splice import Splice, SplicedMetrics, feature_activations, site_mean, spliced_metrics
 from lmscope.dictionary.train import TrainConfig, latest_checkpoint
 
 __all__ = [
-    "SAE", "ActivationBuffer", "DictConfig", "Dictionary", "DictionaryMetrics", "TrainConfig", "Transcoder",
-    "evaluate", "feature_density", "fvu", "l0", "latest_checkpoint", "load_dictionary", "save_dictionary",
+    "SAE",
+    "ActivationBuffer",
+    "DictConfig",
+    "Dictionary",
+    "DictionaryMetrics",
+    "Splice",
+    "SplicedMetrics",
+    "TrainConfig",
+    "Transcoder",
+    "evaluate",
+    "feature_activations",
+    "feature_density",
+    "fvu",
+    "l0",
+    "latest_checkpoint",
+    "load_dictionary",
+    "save_dictionary",
+    "site_mean",
+    "spliced_metrics",
 ]

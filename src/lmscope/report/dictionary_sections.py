@@ -1,0 +1,46 @@
+"""Report section for a sparse dictionary: its metrics, training curve and a few features read out."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lmscope.report.blocks import KeyValues, Table, Text
+from lmscope.report.figures import histogram, line_chart
+from lmscope.report.report import Section
+
+
+def transcoder_section(model_name: str, cfg: Mapping[str, Any], result: Mapping[str, Any],
+                       history: Sequence[Mapping[str, Any]], features: Sequence[Mapping[str, Any]]) -> Section:
+    """Metrics (L0, FVU, loss recovered), the loss curve, the density histogram and feature read-outs."""
+    m, s = result["metrics"], result["spliced"]
+    steps = [h["step"] for h in history]
+    curve, curve_data = line_chart({"loss": (steps, [h["loss"] for h in history]),
+                                    "L0": (steps, [h["l0"] for h in history])},
+                                   title="Training", x_title="step", log_y=True)
+    density = [c for c in m.get("density_hist", [])]
+    edges = m.get("density_log10_edges", [])
+    hist, hist_data = histogram([e for e, n in zip(edges, density, strict=False) for _ in range(int(n))] or [0],
+                                bins=max(len(edges) - 1, 1), title="Feature density (log10 share of tokens)",
+                                x_title="log10 density")
+    rows = [[f["feature"], f"{f['density']:.3f}", " · ".join(text for _, text in f["top_examples"][:3]),
+             " ".join(repr(t) for t, _ in f["de_embedding"][:6])] for f in features]
+    blocks = [
+        Text(f"A transcoder for the MLP of `{cfg['hook_name'].split('.')[1]}` in `{model_name}`: a wide ReLU MLP "
+             f"with an L1 penalty trained to map `{cfg['hook_name']}` to `{cfg['hook_name_out']}` on "
+             "activations streamed from the model. Spliced in place of the MLP, it keeps the LM loss close to "
+             "clean; the de-embedding (`W_E @ W_enc[:, f]`) lists the tokens that drive a feature directly."),
+        KeyValues({"features (d_sae)": cfg["d_sae"], "L0 (active features per token)": f"{m['l0']:.1f}",
+                   "FVU (vs the mean)": f"{m['fvu']:.4f}", "dead / dense features":
+                   f"{m['dead_fraction']:.3f} / {m['dense_fraction']:.3f}",
+                   "LM loss clean / spliced / MLP mean-ablated":
+                   f"{s['clean_loss']:.4f} / {s['spliced_loss']:.4f} / {s['ablated_loss']:.4f}",
+                   "fraction of loss recovered": f"{s['loss_recovered']:.3f}", "KL(clean ‖ spliced)":
+                   f"{s['kl_div']:.4f}"}),
+        curve, hist,
+        Table(["feature", "density", "top contexts ([token] where it fires)", "top de-embedding tokens"], rows,
+              caption="The most frequent features"),
+    ]
+    data = {"model": model_name, "cfg": dict(cfg), "result": dict(result), "training": curve_data,
+            "density_histogram": hist_data, "features": [dict(f) for f in features]}
+    return Section("transcoder", "A transcoder", blocks, data)
