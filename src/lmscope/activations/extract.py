@@ -28,6 +28,7 @@ from lmscope.activations.align import AGGREGATIONS
 from lmscope.activations.collect import point_dim, word_activations
 from lmscope.activations.corpus import file_sha256
 from lmscope.activations.store import FORMAT, MANIFEST, ActivationStore, shard_name
+from lmscope.distributed import barrier, dist_info, on_rank0
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
 from lmscope.model.hooked import HookedModel
@@ -59,24 +60,6 @@ def weights_sha256(model: HookedModel) -> str:
 
 def _corpus_sha256(sentences: Sequence[Sequence[str]]) -> str:
     return hashlib.sha256(json.dumps(sentences, ensure_ascii=False).encode()).hexdigest()
-
-
-def _dist() -> tuple[int, int]:
-    """(rank, world size), joining the torchrun process group (gloo) when launched under torchrun."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.barrier()
 
 
 def _validate(model: HookedModel, cfg: ExtractConfig) -> dict[str, int]:
@@ -145,25 +128,6 @@ def _prepare(out: Path, header: dict[str, Any]) -> str:
     return "started"
 
 
-def _on_rank0(world: int, fn: Callable[[], str]) -> str:
-    """Run `fn` on rank 0 only and give every rank its result, or the same InputError (no rank hangs)."""
-    if world == 1:
-        return fn()
-    import torch.distributed as dist
-
-    box: list[Any] = [None]
-    if dist.get_rank() == 0:
-        try:
-            box[0] = ("ok", fn())
-        except InputError as err:
-            box[0] = ("error", str(err))
-    dist.broadcast_object_list(box, src=0)
-    status, value = box[0]
-    if status == "error":
-        raise InputError(value)
-    return value
-
-
 class _ShardWriter:
     """Writes shards from a background thread (temporary name, then rename); at most one shard waits."""
 
@@ -205,9 +169,9 @@ def extract(model: HookedModel, sentences: Sequence[Sequence[str]], out_dir: str
     if not sentences or any(len(s) == 0 for s in sentences):
         raise InputError("corpus: expected non-empty sentences")
     out = Path(out_dir)
-    rank, world = _dist()
+    rank, world = dist_info()
     header = _header(model, model_id or model.name, sentences, cfg, dims, corpus_path)
-    if _on_rank0(world, lambda: _prepare(out, header)) == "complete":
+    if on_rank0(world, lambda: _prepare(out, header)) == "complete":
         return ActivationStore(out)
     n_shards = -(-len(sentences) // cfg.shard_sentences)
     mine = [i for i in range(rank, n_shards, world) if not (out / shard_name(i)).exists()]
@@ -231,8 +195,8 @@ def extract(model: HookedModel, sentences: Sequence[Sequence[str]], out_dir: str
                     progress(done + 1, len(mine))
     finally:
         writer.close()
-    _barrier(world)
-    _on_rank0(world, lambda: _finalize(out, header, n_shards, cfg))
+    barrier(world)
+    on_rank0(world, lambda: _finalize(out, header, n_shards, cfg))
     return ActivationStore(out)
 
 

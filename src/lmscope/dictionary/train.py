@@ -38,8 +38,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmscope.dictionary.distributed import _all_gather, _all_reduce, _barrier, dist_info
 from lmscope.dictionary.modules import Dictionary
+from lmscope.distributed import all_gather as _all_gather
+from lmscope.distributed import all_reduce as _all_reduce
+from lmscope.distributed import barrier as _barrier
+from lmscope.distributed import dist_info
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_bytes
 
