@@ -1,0 +1,38 @@
+"""Attention-head analysis: successor heads (Gould et al. 2023) and the standard head detectors.
+
+`succession_scores(model)` scores every head's OV circuit on ordinal tasks in one batched computation;
+`greater_than_bias` measures a head's preference for later items; `detect_heads(model)` gives
+previous-token, duplicate-token, induction and copying scores for every head.
+"""
+
+from lmscope.heads.detectors import (
+    HeadScores,
+    copying_score,
+    detect_heads,
+    duplicate_token_score,
+    induction_score,
+    previous_token_score,
+)
+from lmscope.heads.succession import (
+    MODES,
+    SuccessionResult,
+    effective_embeddings,
+    greater_than_bias,
+    ov_logits,
+    succession_scores,
+)
+
+__all__ = [
+    "MODES",
+    "HeadScores",
+    "SuccessionResult",
+    "copying_score",
+    "detect_heads",
+    "duplicate_token_score",
+    "effective_embeddings",
+    "greater_than_bias",
+    "induction_score",
+    "ov_logits",
+    "previous_token_score",
+    "succession_scores",
+]

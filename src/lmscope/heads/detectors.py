@@ -1,0 +1,159 @@
+"""Standard head detectors (as TransformerLens users know them), for every head at once.
+
+Attention-pattern scores come from one batched forward pass on repeated random tokens,
+`[BOS] r_1..r_n r_1..r_n`; the copying score comes from the OV circuit.
+
+- previous-token: mean attention from each position q >= 1 to q - 1.
+- duplicate-token: mean attention from each second-half token to its earlier copy (n positions back).
+- induction: mean attention from each second-half token to the token after its earlier copy (n - 1 back).
+- copying: share of sampled tokens whose own logit is the top logit over the whole vocabulary under
+  `LN1_l(emb) @ W_V[l, h] @ W_O[l, h] @ W_U` (effective embeddings as in `succession`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lmscope.errors import InputError
+from lmscope.fileio import atomic_write_json
+from lmscope.heads.succession import effective_embeddings, head_inputs
+from lmscope.model.hooked import HookedModel
+
+DETECTORS: tuple[str, ...] = ("previous_token", "duplicate_token", "induction", "copying")
+
+
+def _diagonal_mean(patterns: Tensor, back: int, q_start: int) -> Tensor:
+    """Mean of `patterns[..., q, q - back]` over queries `q >= q_start` and the batch axis (-4 if present).
+
+    `patterns [..., batch, head, q, k]` -> `[..., head]`.
+    """
+    if patterns.ndim < 3:
+        raise InputError(f"patterns: expected [..., batch, head, q, k], got shape {tuple(patterns.shape)}")
+    diag = torch.diagonal(patterns, offset=-back, dim1=-2, dim2=-1)  # [..., head, q - back] for q >= back
+    diag = diag[..., max(q_start - back, 0):]
+    if diag.shape[-1] == 0:
+        raise InputError(f"patterns: {patterns.shape[-2]} positions leave no query at distance {back}")
+    score = diag.float().mean(-1)
+    return score.mean(-2) if patterns.ndim >= 4 else score
+
+
+def previous_token_score(patterns: Tensor) -> Tensor:
+    """`patterns [..., batch, head, q, k]` -> `[..., head]`: mean attention to the previous position."""
+    return _diagonal_mean(patterns, 1, 1)
+
+
+def duplicate_token_score(patterns: Tensor, seq_len: int, *, bos: bool = True) -> Tensor:
+    """Attention from each second-half token of `[BOS] r r` (r of length `seq_len`) to its first copy."""
+    return _diagonal_mean(patterns, seq_len, int(bos) + seq_len)
+
+
+def induction_score(patterns: Tensor, seq_len: int, *, bos: bool = True) -> Tensor:
+    """Attention from each second-half token of `[BOS] r r` to the token after its first copy."""
+    return _diagonal_mean(patterns, seq_len - 1, int(bos) + seq_len)
+
+
+def repeated_tokens(model: HookedModel, seq_len: int, n_seqs: int, seed: int = 0) -> Tensor:
+    """`[n_seqs, 1 + 2 * seq_len]` ids: BOS (where the tokenizer has one) then r, r; no id repeats within r."""
+    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
+    special = {i for i in (bos, getattr(model.tokenizer, "eos_token_id", None),
+                           getattr(model.tokenizer, "pad_token_id", None)) if i is not None}
+    pool = torch.tensor([i for i in range(model.cfg.d_vocab) if i not in special])
+    if len(pool) < seq_len:
+        raise InputError(f"seq_len: {seq_len} distinct tokens needed, the vocabulary has {len(pool)}")
+    g = torch.Generator().manual_seed(seed)
+    r = torch.stack([pool[torch.randperm(len(pool), generator=g)[:seq_len]] for _ in range(n_seqs)])
+    parts = [torch.full((n_seqs, 1), bos)] if bos is not None else []
+    return torch.cat([*parts, r, r], dim=1)
+
+
+def attention_patterns(model: HookedModel, ids: Tensor) -> Tensor:
+    """Patterns of every layer on `ids [batch, pos]`: `[layer, batch, head, q, k]`."""
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(model.cfg.n_layers)]
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(ids, names=names, return_logits=False, prepend_bos=False)
+    return torch.stack([cache[n].float().cpu() for n in names])
+
+
+@torch.inference_mode()
+def copying_score(model: HookedModel, *, n_tokens: int = 512, mode: str = "mlp0", seed: int = 0,
+                  max_elements: int = 2**26) -> Tensor:
+    """`[layer, head]`: share of `n_tokens` sampled tokens whose own logit tops the vocabulary under the OV circuit.
+
+    Chunked over tokens so that at most `max_elements` logits `[layer, head, chunk, d_vocab]` exist at once.
+    """
+    d_vocab, n_layers, n_heads = model.cfg.d_vocab, model.cfg.n_layers, model.cfg.n_heads
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randperm(d_vocab, generator=g)[:n_tokens]
+    W_V, W_O, W_U = model.W_V.float(), model.W_O.float(), model.W_U.float()
+    chunk = max(1, max_elements // (n_layers * n_heads * d_vocab))
+    hits = torch.zeros(n_layers, n_heads)
+    for part in ids.split(chunk):
+        x = head_inputs(model, effective_embeddings(model, part, mode=mode))  # [layer, n, d_model]
+        out = torch.einsum("lnd,lhde,lhem->lhnm", x, W_V, W_O)  # [layer, head, n, d_model]
+        top = (out @ W_U).argmax(-1)  # [layer, head, n]
+        hits += (top == part.to(top.device)).sum(-1).float().cpu()
+    return hits / len(ids)
+
+
+@dataclass
+class HeadScores:
+    """Detector scores of every head, each `[n_layers, n_heads]` in [0, 1]."""
+
+    previous_token: Tensor
+    duplicate_token: Tensor
+    induction: Tensor
+    copying: Tensor
+    seq_len: int = 20
+    n_seqs: int = 8
+    seed: int = 0
+    model: str = ""
+
+    def scores(self, detector: str) -> Tensor:
+        if detector not in DETECTORS:
+            raise InputError(f"detector: got {detector!r}, expected one of {', '.join(DETECTORS)}")
+        return getattr(self, detector)
+
+    def top_heads(self, detector: str, k: int = 3) -> list[dict[str, Any]]:
+        """The `k` best heads for `detector`: `[{"layer", "head", "score"}]`, best first."""
+        s = self.scores(detector)
+        vals, flat = s.flatten().topk(min(k, s.numel()))
+        return [{"layer": int(i) // s.shape[1], "head": int(i) % s.shape[1], "score": float(v)}
+                for v, i in zip(vals, flat, strict=True)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe: each detector's scores as a [layer][head] list, plus its top heads."""
+        return {
+            "model": self.model,
+            "seq_len": self.seq_len,
+            "n_seqs": self.n_seqs,
+            "seed": self.seed,
+            "scores": {d: self.scores(d).tolist() for d in DETECTORS},
+            "top_heads": {d: self.top_heads(d) for d in DETECTORS},
+        }
+
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write `directory/result.json` atomically."""
+        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+
+
+def detect_heads(model: HookedModel, *, seq_len: int = 20, n_seqs: int = 8, seed: int = 0,
+                 copying_mode: str = "mlp0", n_copy_tokens: int = 512) -> HeadScores:
+    """Previous-token, duplicate-token, induction and copying scores of every head."""
+    if seq_len < 2 or n_seqs < 1:
+        raise InputError(f"seq_len, n_seqs: expected seq_len >= 2 and n_seqs >= 1, got {seq_len}, {n_seqs}")
+    ids = repeated_tokens(model, seq_len, n_seqs, seed)
+    bos = ids.shape[1] == 2 * seq_len + 1
+    patterns = attention_patterns(model, ids)  # [layer, batch, head, q, k]
+    return HeadScores(
+        previous_token=previous_token_score(patterns),
+        duplicate_token=duplicate_token_score(patterns, seq_len, bos=bos),
+        induction=induction_score(patterns, seq_len, bos=bos),
+        copying=copying_score(model, n_tokens=n_copy_tokens, mode=copying_mode, seed=seed),
+        seq_len=seq_len, n_seqs=n_seqs, seed=seed, model=model.name,
+    )

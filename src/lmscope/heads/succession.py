@@ -1,0 +1,285 @@
+"""Successor heads (Gould, Ong, Ogden, Conmy 2023): succession scores of every head at once.
+
+A head's OV circuit maps each task token's effective embedding to logits,
+`logits[l, h, i, :] = LN1_l(emb_i) @ W_V[l, h] @ W_O[l, h] @ W_U`; a consecutive pair (item_k, item_k+1)
+of a task succeeds for the head when item_k+1's logit is strictly above every other token of the same
+task (and variant). The succession score is the share of pairs that succeed ("proportion of tokens where
+succession occurs", the paper's Figure 2), pooled over the in-distribution tasks.
+
+Choices, stated once:
+- Effective embeddings are token-only: no positional embedding is added (a head's OV circuit does not
+  depend on position, and the paper's `W_U W_OV MLP0(W_E)` has none).
+- The head's own input norm (`ln_1` / `input_layernorm` of its layer) is applied to the effective
+  embedding, as the head reads it in the forward pass. The final norm is not applied: the head's output
+  is read straight through `W_U` (the direct path); its per-position scale cannot change an argmax.
+- Each task has a leading-space variant (" Monday") and a bare one ("Monday"); pairs and the competing
+  tokens stay within one variant; a bare variant identical to the spaced one is not counted twice.
+- Cyclic tasks (days, months and their abbreviations) include the wrap pair (Sunday -> Monday).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lmscope.data.sequences import CYCLIC_TASKS, ROMAN_NUMERALS, ROMAN_TASK, SUCCESSION_TASKS
+from lmscope.errors import InputError
+from lmscope.fileio import atomic_write_json
+from lmscope.model.hooked import HookedModel
+
+MODES: tuple[str, ...] = ("raw", "mlp0", "mlp0_no_ln", "mlp0_with_attn")
+"""Effective-embedding modes; see `effective_embeddings`."""
+
+
+@dataclass(frozen=True)
+class TaskTokens:
+    """One variant of one task: the single-token items kept, in task order.
+
+    `ids [n]` token ids; `items [n]` each id's index in the task's item list; `n_items` the task's length.
+    """
+
+    task: str
+    variant: str  # "space" (" Monday") or "bare" ("Monday")
+    ids: Tensor
+    items: Tensor
+    n_items: int
+    cyclic: bool
+
+    def pairs(self) -> tuple[Tensor, Tensor]:
+        """Local indices `(src [p], dst [p])` of consecutive kept items (the wrap pair for cyclic tasks)."""
+        where = {int(k): i for i, k in enumerate(self.items.tolist())}
+        succ = [(k + 1) % self.n_items if self.cyclic else k + 1 for k in where]
+        src = [where[k] for k, s in zip(where, succ, strict=True) if s in where and s != k]
+        dst = [where[s] for k, s in zip(where, succ, strict=True) if s in where and s != k]
+        return torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long)
+
+
+def task_tokens(tokenizer: Any, tasks: dict[str, list[str]]) -> tuple[list[TaskTokens], dict[str, int]]:
+    """Tokenize every task's items with and without a leading space; drop (and count) multi-token items."""
+    out: list[TaskTokens] = []
+    dropped: dict[str, int] = {}
+    for task, words in tasks.items():
+        dropped[task] = 0
+        seen: list[list[int]] = []
+        for variant, prefix in (("space", " "), ("bare", "")):
+            ids, items = [], []
+            for k, word in enumerate(words):
+                toks = tokenizer(prefix + word, add_special_tokens=False)["input_ids"]
+                if len(toks) == 1:
+                    ids.append(int(toks[0]))
+                    items.append(k)
+                else:
+                    dropped[task] += 1
+            if not ids or ids in seen:
+                continue  # nothing kept, or the tokenizer does not tell this variant apart
+            seen.append(ids)
+            out.append(TaskTokens(task, variant, torch.tensor(ids), torch.tensor(items), len(words),
+                                  task in CYCLIC_TASKS))
+    return out, dropped
+
+
+# --- effective embeddings and the OV circuit ------------------------------------------------------
+def ln1(model: HookedModel, layer: int) -> nn.Module:
+    """The input norm of `layer`'s attention (GPT-2 `ln_1`; NeoX and Llama `input_layernorm`)."""
+    block = model.adapter.blocks()[layer]
+    for name in ("ln_1", "input_layernorm"):
+        if hasattr(block, name):
+            return getattr(block, name)
+    raise InputError(f"{model.cfg.family}: no attention input norm found in block {layer}")
+
+
+@torch.inference_mode()
+def effective_embeddings(model: HookedModel, token_ids: Tensor | Sequence[int], *, mode: str = "mlp0") -> Tensor:
+    """Effective token embeddings `[n, d_model]` (float32) of `token_ids [n]`, with no positional embedding.
+
+    - "raw": the rows of `W_E`.
+    - "mlp0": `x + MLP0(LN2_0(x))`, `x = W_E[t]`: the residual after MLP0 with attention 0 left out.
+    - "mlp0_no_ln": `x + MLP0(x)`: MLP0 applied without its LayerNorm.
+    - "mlp0_with_attn": layer 0's output when the token attends only to itself: a one-token forward pass
+      (positional embedding zeroed where the model has one) read at `blocks.0.hook_resid_post`.
+    """
+    if mode not in MODES:
+        raise InputError(f"mode: got {mode!r}, expected one of {', '.join(MODES)}")
+    ids = torch.as_tensor(token_ids, dtype=torch.long, device=model.device).reshape(-1)
+    x = model.W_E[ids]
+    if mode == "raw":
+        return x.float()
+    if mode == "mlp0":
+        return (x + model.adapter.mlp(0)(model.adapter.ln2(0)(x))).float()
+    if mode == "mlp0_no_ln":
+        return (x + model.adapter.mlp(0)(x)).float()
+    hooks = [("hook_pos_embed", lambda t, *, hook: torch.zeros_like(t))] if "hook_pos_embed" in model.hook_names \
+        else []
+    _, cache = model.run_with_cache(ids[:, None], names=["blocks.0.hook_resid_post"], hooks=hooks,
+                                    return_logits=False, prepend_bos=False)
+    return cache["blocks.0.hook_resid_post"][:, 0].float()
+
+
+def head_inputs(model: HookedModel, emb: Tensor) -> Tensor:
+    """`emb [n, d_model]` through each layer's attention input norm: `[layer, n, d_model]`."""
+    with torch.inference_mode():
+        return torch.stack([ln1(model, layer)(emb.to(model.W_E.dtype)).float()
+                            for layer in range(model.cfg.n_layers)])
+
+
+def ov_factors(model: HookedModel, x: Tensor, out_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Factors of the OV logits of every head: `z [layer, head, n, d_head]` and `ou [layer, head, d_head, k]`.
+
+    `x [layer, n, d_model]` are the head inputs; `out_ids [k]` the unembedding columns kept;
+    `z[l, h] @ ou[l, h]` is `x[l] @ W_V[l, h] @ W_O[l, h] @ W_U[:, out_ids]`.
+    """
+    W_V, W_O = model.W_V.float(), model.W_O.float()
+    W_U = model.W_U.float()[:, out_ids.to(model.device)]
+    z = torch.einsum("lnd,lhde->lhne", x, W_V)
+    ou = torch.einsum("lhem,mk->lhek", W_O, W_U)
+    return z, ou
+
+
+def ov_logits(model: HookedModel, token_ids: Tensor | Sequence[int], out_ids: Tensor | Sequence[int] | None = None,
+              *, mode: str = "mlp0") -> Tensor:
+    """OV-circuit logits of every head, `[layer, head, n, k]`, for inputs `token_ids [n]` over `out_ids [k]`."""
+    ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
+    out = ids if out_ids is None else torch.as_tensor(out_ids, dtype=torch.long).reshape(-1)
+    z, ou = ov_factors(model, head_inputs(model, effective_embeddings(model, ids, mode=mode)), out)
+    return z @ ou
+
+
+def pair_success(block: Tensor, src: Tensor, dst: Tensor) -> Tensor:
+    """`block [..., n, n]` (input item, output item): whether `dst` strictly tops its row, `[..., p]` bool."""
+    rows = block[..., src, :]  # [..., p, n]
+    target = rows.gather(-1, dst.expand(*rows.shape[:-1])[..., None]).squeeze(-1)
+    others = rows.scatter(-1, dst.expand(*rows.shape[:-1])[..., None], float("-inf"))
+    return target > others.amax(-1)
+
+
+# --- the result -----------------------------------------------------------------------------------
+@dataclass
+class SuccessionResult:
+    """Succession scores of every head. Arrays are `[n_layers, n_heads]`, entries in [0, 1].
+
+    `scores`: share of succeeding pairs pooled over the in-distribution tasks; `per_task`: the same per
+    task; `n_pairs`/`dropped`: pairs scored and multi-token items dropped per task (over both variants);
+    `ood`: the held-out roman numerals, not part of `scores`.
+    """
+
+    scores: Tensor
+    per_task: dict[str, Tensor]
+    n_pairs: dict[str, int]
+    dropped: dict[str, int]
+    ood: dict[str, Tensor] = field(default_factory=dict)
+    mode: str = "mlp0"
+    model: str = ""
+
+    def top_heads(self, threshold: float = 0.4) -> list[dict[str, Any]]:
+        """Heads scoring at least `threshold`, best first: `[{"layer", "head", "score"}]`."""
+        found = [{"layer": int(layer), "head": int(head), "score": float(self.scores[layer, head])}
+                 for layer, head in (self.scores >= threshold).nonzero().tolist()]
+        return sorted(found, key=lambda d: -d["score"])
+
+    def best_head(self) -> tuple[int, int]:
+        """`(layer, head)` with the highest score."""
+        flat = int(self.scores.argmax())
+        return divmod(flat, self.scores.shape[1])
+
+    def to_dict(self, threshold: float = 0.4) -> dict[str, Any]:
+        """JSON-safe: arrays as [layer][head] lists."""
+        return {
+            "model": self.model,
+            "mode": self.mode,
+            "scores": self.scores.tolist(),
+            "top_heads": self.top_heads(threshold),
+            "per_task": {t: s.tolist() for t, s in self.per_task.items()},
+            "n_pairs": dict(self.n_pairs),
+            "dropped": dict(self.dropped),
+            "ood": {t: s.tolist() for t, s in self.ood.items()},
+        }
+
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+        """Write `directory/result.json` atomically."""
+        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+
+
+def _select_tasks(tasks: Sequence[str] | None) -> dict[str, list[str]]:
+    if tasks is None:
+        return dict(SUCCESSION_TASKS)
+    if isinstance(tasks, str) or not tasks:
+        raise InputError(f"tasks: expected a non-empty list of task names, got {tasks!r}")
+    unknown = [t for t in tasks if t not in SUCCESSION_TASKS]
+    if unknown:
+        raise InputError(f"tasks: unknown task {unknown[0]!r}; expected some of {', '.join(SUCCESSION_TASKS)}")
+    return {t: SUCCESSION_TASKS[t] for t in tasks}
+
+
+def _need_tokenizer(model: HookedModel) -> Any:
+    if model.tokenizer is None:
+        raise InputError("model: succession tasks need a tokenizer; this model was wrapped without one")
+    return model.tokenizer
+
+
+def succession_scores(model: HookedModel, *, mode: str = "mlp0", tasks: Sequence[str] | None = None,
+                      ) -> SuccessionResult:
+    """Succession score of every head: batched over all layers and heads (one matmul per task variant)."""
+    tokenizer = _need_tokenizer(model)
+    groups, dropped = task_tokens(tokenizer, _select_tasks(tasks))
+    ood_groups, _ = task_tokens(tokenizer, {ROMAN_TASK: ROMAN_NUMERALS})
+    uniq, inverse = torch.unique(torch.cat([g.ids for g in groups + ood_groups]), return_inverse=True)
+    z, ou = ov_factors(model, head_inputs(model, effective_embeddings(model, uniq, mode=mode)), uniq)
+    shape = (model.cfg.n_layers, model.cfg.n_heads)
+    hits: dict[str, Tensor] = {}
+    counts: dict[str, int] = {}
+    start = 0
+    for g in groups + ood_groups:
+        idx = inverse[start:start + len(g.ids)].to(z.device)
+        start += len(g.ids)
+        src, dst = (t.to(z.device) for t in g.pairs())
+        counts.setdefault(g.task, 0)
+        hits.setdefault(g.task, torch.zeros(shape))
+        if len(src) == 0:
+            continue
+        block = z[:, :, idx] @ ou[:, :, :, idx]  # [layer, head, n, n]: every head's logits over the variant
+        hits[g.task] += pair_success(block, src, dst).sum(-1).float().cpu()
+        counts[g.task] += len(src)
+    per_task = {t: hits[t] / max(counts[t], 1) for t in hits}
+    in_dist = [t for t in hits if t != ROMAN_TASK]
+    scores = sum((hits[t] for t in in_dist), torch.zeros(shape)) / max(sum(counts[t] for t in in_dist), 1)
+    ood = {ROMAN_TASK: per_task.pop(ROMAN_TASK)} if ROMAN_TASK in per_task else {}
+    ood_pairs = counts.pop(ROMAN_TASK, 0)
+    n_pairs = {t: counts[t] for t in in_dist} | ({f"ood:{ROMAN_TASK}": ood_pairs} if ood else {})
+    return SuccessionResult(scores, per_task, n_pairs, dropped, ood, mode=mode, model=model.name)
+
+
+def greater_than_bias(model: HookedModel, layer: int, head: int, *, mode: str = "mlp0",
+                      tasks: Sequence[str] | None = None) -> dict[str, float]:
+    """Per task, the share of (input item i, distance d >= 1) where the head favours i+d over i-d.
+
+    For each input item i and each d with both i-d and i+d in the task (in task order, no wrap-around),
+    the comparison counts as greater-than when `logit[i+d] > logit[i-d]` under the head's OV circuit.
+    Comparing tokens at the same distance from the input isolates the direction of the bias from mere
+    closeness (a head boosting both neighbours scores 0.5, not 1). Tasks with fewer than 3 items are left out.
+    """
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if not (0 <= layer < n_layers and 0 <= head < n_heads):
+        raise InputError(f"head: got {layer}.{head}; the model has {n_layers} layers of {n_heads} heads")
+    groups, _ = task_tokens(_need_tokenizer(model), _select_tasks(tasks))
+    ov = model.W_V[layer, head].float() @ model.W_O[layer, head].float()  # [d_model, d_model]
+    W_U = model.W_U.float()
+    hits: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for g in groups:
+        where = {int(k): i for i, k in enumerate(g.items.tolist())}
+        triples = [(where[k], where[k - d], where[k + d]) for k in where
+                   for d in range(1, g.n_items) if k - d in where and k + d in where]
+        if not triples:
+            continue
+        x = head_inputs(model, effective_embeddings(model, g.ids, mode=mode))[layer]  # [n, d_model]
+        logits = x @ ov @ W_U[:, g.ids.to(model.device)]  # [n, n]
+        src, lo, hi = (torch.tensor(c) for c in zip(*triples, strict=True))
+        hits[g.task] = hits.get(g.task, 0.0) + float((logits[src, hi] > logits[src, lo]).sum())
+        counts[g.task] = counts.get(g.task, 0) + len(triples)
+    return {t: hits[t] / counts[t] for t in counts}

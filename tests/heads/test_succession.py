@@ -1,0 +1,185 @@
+"""Succession scores on a hand-built successor head, and on the zoo model against a per-head loop."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from lmscope import HookedModel
+from lmscope.data.sequences import CYCLIC_TASKS, SUCCESSION_TASKS
+from lmscope.errors import InputError
+from lmscope.heads import effective_embeddings, greater_than_bias, succession_scores
+from lmscope.heads.succession import head_inputs, pair_success, task_tokens
+from tiny_models import tiny_hooked_with_tokenizer
+
+# Tasks that share a circle: non-cyclic tasks use one plane with a step small enough for 200 numbers
+# (argmax within a task never aliases); days and months (with their abbreviations: same index, same angle,
+# so the shared token "May" is consistent) each get a plane whose step closes the cycle.
+PLANES = {"days": 1, "day_abbrevs": 1, "months": 2, "month_abbrevs": 2}
+STEPS = [2 * math.pi / 201, 2 * math.pi / 7, 2 * math.pi / 12]
+
+
+def _basis(d_model: int, n: int) -> torch.Tensor:
+    """`[d_model, n]` orthonormal columns orthogonal to the all-ones vector (LayerNorm only rescales them)."""
+    g = torch.Generator().manual_seed(1)
+    m = torch.cat([torch.ones(d_model, 1), torch.randn(d_model, n, generator=g)], dim=1)
+    return torch.linalg.qr(m).Q[:, 1:]
+
+
+def _rotation(steps: list[float], sign: float) -> torch.Tensor:
+    r = torch.zeros(2 * len(steps), 2 * len(steps))
+    for p, a in enumerate(steps):
+        c, s = math.cos(sign * a), math.sin(sign * a)
+        r[2 * p:2 * p + 2, 2 * p:2 * p + 2] = torch.tensor([[c, -s], [s, c]])
+    return r
+
+
+def _set_ov(model: HookedModel, layer: int, head: int, basis: torch.Tensor, rot: torch.Tensor) -> None:
+    """Make head (layer, head) map `basis @ v` to `basis @ rot @ v` (W_V reads coordinates, W_O rotates back)."""
+    d, dh = model.cfg.d_model, model.cfg.d_head
+    attn = model.adapter.attn(layer)
+    cols = slice(2 * d + head * dh, 2 * d + head * dh + basis.shape[1])
+    attn.c_attn.weight[:, 2 * d + head * dh:2 * d + (head + 1) * dh] = 0
+    attn.c_attn.weight[:, cols] = basis
+    attn.c_attn.bias[2 * d + head * dh:2 * d + (head + 1) * dh] = 0
+    attn.c_proj.weight[head * dh:(head + 1) * dh] = 0
+    attn.c_proj.weight[head * dh:head * dh + basis.shape[1]] = rot.T @ basis.T
+
+
+@pytest.fixture(scope="module")
+def successor_model() -> HookedModel:
+    """Tiny GPT-2 whose head 1.2 rotates every task item one step along its circle: item k -> item k + 1.
+
+    Head 1.0 copies (rotation 0) and head 1.1 steps backwards (a predecessor head): near misses.
+    Embeddings are tied, so W_U's columns are the same circle points.
+    """
+    model = tiny_hooked_with_tokenizer()
+    basis = _basis(model.cfg.d_model, 2 * len(STEPS))
+    groups, _ = task_tokens(model.tokenizer, SUCCESSION_TASKS)
+    with torch.no_grad():
+        wte = model.adapter.embed().weight
+        wte.zero_()
+        for g in groups:
+            p = PLANES.get(g.task, 0)
+            angles = g.items.float() * STEPS[p]
+            wte[g.ids] = torch.cos(angles)[:, None] * basis[:, 2 * p] + torch.sin(angles)[:, None] * basis[:, 2 * p + 1]
+        _set_ov(model, 1, 2, basis, _rotation(STEPS, +1.0))
+        _set_ov(model, 1, 0, basis, _rotation(STEPS, 0.0))
+        _set_ov(model, 1, 1, basis, _rotation(STEPS, -1.0))
+        mlp0 = model.adapter.mlp(0)
+        mlp0.c_proj.weight.zero_()
+        mlp0.c_proj.bias.zero_()
+    return model
+
+
+def test_hand_built_successor_head_scores_one(successor_model: HookedModel) -> None:
+    result = succession_scores(successor_model, mode="raw")
+    assert result.scores.shape == (2, 4)
+    assert result.scores[1, 2].item() == 1.0
+    others = result.scores.clone()
+    others[1, 2] = 0
+    assert others.max().item() < 0.3
+    assert result.scores[1, 0].item() == 0.0 and result.scores[1, 1].item() == 0.0  # copying and predecessor
+    assert all(s[1, 2].item() == 1.0 for s in result.per_task.values())
+    assert result.best_head() == (1, 2)
+    assert result.top_heads() == [{"layer": 1, "head": 2, "score": 1.0}]
+    assert set(result.per_task) == set(SUCCESSION_TASKS)
+    assert set(result.ood) == {"roman_numerals"}
+    assert result.n_pairs["days"] == 14  # 7 pairs (with Sunday -> Monday) in each of two variants
+
+
+def test_mlp0_mode_equals_raw_when_mlp0_is_zero(successor_model: HookedModel) -> None:
+    ids = torch.tensor([5, 17, 42])
+    raw = effective_embeddings(successor_model, ids, mode="raw")
+    assert torch.equal(effective_embeddings(successor_model, ids, mode="mlp0"), raw)
+    assert torch.equal(effective_embeddings(successor_model, ids, mode="mlp0_no_ln"), raw)
+    result = succession_scores(successor_model, mode="mlp0")
+    assert torch.equal(result.scores, succession_scores(successor_model, mode="raw").scores)
+    assert result.scores[1, 2].item() == 1.0
+
+
+def test_greater_than_bias(successor_model: HookedModel) -> None:
+    succ = greater_than_bias(successor_model, 1, 2, mode="raw")
+    assert set(succ) == set(SUCCESSION_TASKS)
+    assert all(v == 1.0 for v in succ.values())
+    pred = greater_than_bias(successor_model, 1, 1, mode="raw")  # the backward head favours earlier items
+    assert all(v == 0.0 for v in pred.values())
+    with pytest.raises(InputError):
+        greater_than_bias(successor_model, 2, 0)
+
+
+def test_task_tokens_pairs_and_drops(successor_model: HookedModel) -> None:
+    groups, dropped = task_tokens(successor_model.tokenizer, {"days": SUCCESSION_TASKS["days"],
+                                                              "fake": ["Monday", "zzqqxx", "Tuesday"]})
+    assert dropped["days"] == 0 and dropped["fake"] >= 1
+    days = next(g for g in groups if g.task == "days")
+    assert days.cyclic == ("days" in CYCLIC_TASKS)
+    src, dst = days.pairs()
+    assert src.tolist() == list(range(7)) and dst.tolist() == [1, 2, 3, 4, 5, 6, 0]
+    fake = next(g for g in groups if g.task == "fake")
+    assert fake.pairs()[0].numel() == 0  # Monday's successor was dropped: no pair bridges the gap
+
+
+def test_pair_success_is_strict() -> None:
+    block = torch.tensor([[0.0, 1.0, 1.0], [0.0, 0.0, 2.0], [0.0, 0.0, 0.0]])
+    ok = pair_success(block, torch.tensor([0, 1, 2]), torch.tensor([1, 2, 0]))
+    assert ok.tolist() == [False, True, False]  # a tie is not a success
+
+
+def test_bad_arguments(successor_model: HookedModel) -> None:
+    with pytest.raises(InputError, match="mode"):
+        effective_embeddings(successor_model, [1], mode="mlp9")
+    with pytest.raises(InputError, match="tasks"):
+        succession_scores(successor_model, tasks=["weekdays"])
+
+
+# --- the zoo model ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def zoo() -> HookedModel:
+    return HookedModel.from_pretrained("zoo:gpt2-tiny")
+
+
+def _loop_scores(model: HookedModel, layer: int, head: int, mode: str) -> dict[str, float]:
+    """Reference: one head at a time, plain matrices, per pair."""
+    groups, _ = task_tokens(model.tokenizer, SUCCESSION_TASKS)
+    hits: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    for g in groups:
+        x = head_inputs(model, effective_embeddings(model, g.ids, mode=mode))[layer]
+        logits = x @ model.W_V[layer, head] @ model.W_O[layer, head] @ model.W_U[:, g.ids]
+        for s, t in zip(*g.pairs(), strict=True):
+            row = logits[s].clone()
+            target = row[t].item()
+            row[t] = float("-inf")
+            hits[g.task] = hits.get(g.task, 0) + int(target > row.max().item())
+            counts[g.task] = counts.get(g.task, 0) + 1
+    return {t: hits[t] / counts[t] for t in counts} | {"all": sum(hits.values()) / sum(counts.values())}
+
+
+@pytest.mark.parametrize("mode", ["mlp0", "mlp0_with_attn"])
+def test_zoo_batched_equals_per_head_loop(zoo: HookedModel, mode: str) -> None:
+    result = succession_scores(zoo, mode=mode)
+    n = (zoo.cfg.n_layers, zoo.cfg.n_heads)
+    assert result.scores.shape == n and all(s.shape == n for s in result.per_task.values())
+    assert result.scores.min() >= 0 and result.scores.max() <= 1
+    assert sum(result.dropped.values()) == 0
+    for layer, head in [result.best_head(), (3, 1)]:
+        ref = _loop_scores(zoo, layer, head, mode)
+        assert result.scores[layer, head].item() == pytest.approx(ref["all"], abs=1e-6)
+        for task, score in result.per_task.items():
+            assert score[layer, head].item() == pytest.approx(ref[task], abs=1e-6)
+
+
+def test_result_to_dict_and_save(zoo: HookedModel, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    result = succession_scores(zoo, tasks=["days", "letters"])
+    assert set(result.per_task) == {"days", "letters"}
+    path = result.save(tmp_path / "out")
+    data = json.loads(path.read_text())
+    assert data["scores"] == result.scores.tolist()
+    assert len(data["scores"]) == zoo.cfg.n_layers and len(data["scores"][0]) == zoo.cfg.n_heads
+    assert all(set(h) == {"layer", "head", "score"} for h in data["top_heads"])
+    with pytest.raises(InputError):
+        result.save(tmp_path / "out")  # never clobbers
