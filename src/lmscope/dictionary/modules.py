@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lmscope.dictionary.kernels import topk_decode, topk_encode
 from lmscope.errors import InputError
 
 KINDS = ("sae", "transcoder")
@@ -122,8 +123,24 @@ class Dictionary(nn.Module):
 
     # --- the maps ------------------------------------------------------------------------------
     def encode_pre(self, x: Tensor) -> Tensor:
-        """Pre-activations `Float[Tensor, "... d_sae"]` of `x: Float[Tensor, "... d_in"]`."""
-        return (x.to(self.W_enc.dtype) - self.b_dec_in) @ self.W_enc + self.b_enc
+        """Pre-activations `Float[Tensor, "... d_sae"]` of `x: Float[Tensor, "... d_in"]`.
+
+        Computed as `x @ W_enc + (b_enc - b_dec_in @ W_enc)` (one `addmm`; no `[B, d_in]` input gradient).
+        """
+        x2 = x.to(self.W_enc.dtype).reshape(-1, self.cfg.d_in)
+        return torch.addmm(self._enc_bias(), x2, self.W_enc).reshape(*x.shape[:-1], self.cfg.d_sae)
+
+    def _enc_bias(self) -> Tensor:
+        """`b_enc - b_dec_in @ W_enc`, the encoder bias with the input centring folded in."""
+        return self.b_enc - self.b_dec_in @ self.W_enc
+
+    def encode_topk(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """TopK only: `(vals, idx)`, both `[B, k]` for `x: [B, d_in]`: the k selected codes of `encode(x)` (fused)."""
+        return topk_encode(x.to(self.W_enc.dtype), self.W_enc, self.b_enc, self.b_dec_in, int(self.cfg.k or 1))
+
+    def decode_topk(self, vals: Tensor, idx: Tensor) -> Tensor:
+        """`decode` of the codes `scatter(idx, vals)` without forming them: `[B, d_out]`."""
+        return topk_decode(vals, idx, self.W_dec, self.b_dec)
 
     def activate(self, pre: Tensor) -> Tensor:
         """ReLU, or for TopK the `k` largest pre-activations (ReLU'd) with the rest zero."""

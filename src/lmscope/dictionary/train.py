@@ -38,6 +38,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lmscope.dictionary.kernels import relu_dictionary, topk_decode
 from lmscope.dictionary.modules import Dictionary
 from lmscope.distributed import all_gather as _all_gather
 from lmscope.distributed import all_reduce as _all_reduce
@@ -180,7 +181,8 @@ class Trainer:
         self.resume, self.progress = resume, progress
         self.rank, self.world = dist_info()
         self.params = [p for p in module.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(self.params, lr=tc.lr, betas=(tc.beta1, tc.beta2))
+        fused = all(p.dtype in (torch.float32, torch.float64) for p in self.params)  # one fused kernel per step
+        self.opt = torch.optim.Adam(self.params, lr=tc.lr, betas=(tc.beta1, tc.beta2), fused=fused)
         self.since_fired = torch.zeros(module.cfg.d_sae, dtype=torch.long)
         self.history: list[dict[str, float]] = []
         self.topk = module.cfg.activation == "topk"
@@ -268,25 +270,29 @@ class Trainer:
         lr = tc.lr * _lr_factor(step, tc)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        pre = m.encode_pre(x)
-        z = m.activate(pre)
-        y_hat = m.decode(z)
+        dead = self.since_fired > tc.dead_after
+        if self.topk:
+            vals, idx = m.encode_topk(x)
+            y_hat = m.decode_topk(vals, idx)
+        else:
+            y_hat, z_sum, z = relu_dictionary(x, m.W_enc, m.b_enc, m.b_dec_in, m.W_dec, m.b_dec)
         if m.W_skip is not None:
             y_hat = y_hat + x.to(m.W_skip.dtype) @ m.W_skip
         yt = y.to(y_hat.dtype)
         mse = ((y_hat - yt) ** 2).sum() / B
         loss = mse
         sparsity = torch.zeros((), dtype=mse.dtype)
-        dead = self.since_fired > tc.dead_after
         if not self.topk:
             lam = m.cfg.l1_coefficient * (min(1.0, (step + 1) / tc.l1_warmup_steps) if tc.l1_warmup_steps else 1.0)
-            sparsity = (z * m.W_dec.norm(dim=1)).sum() / B
+            sparsity = (z_sum * m.W_dec.norm(dim=1)).sum() / B
             loss = loss + lam * sparsity
         elif bool(dead.any()):
-            k_aux = min(self.k_aux, int(dead.sum()))
-            masked = pre.masked_fill(~dead, float("-inf"))
-            vals, idx = masked.topk(k_aux, dim=-1, sorted=False)
-            e_hat = torch.zeros_like(pre).scatter_(-1, idx, torch.relu(vals)) @ m.W_dec
+            # AuxK: the k_aux largest pre-activations among dead latents, computed for dead columns only
+            dead_idx = dead.nonzero().squeeze(1)
+            k_aux = min(self.k_aux, int(dead_idx.numel()))
+            pre_dead = torch.addmm(m._enc_bias()[dead_idx], x.to(m.W_enc.dtype), m.W_enc[:, dead_idx])
+            a_vals, a_pos = pre_dead.topk(k_aux, dim=-1, sorted=False)
+            e_hat = topk_decode(torch.relu(a_vals), dead_idx[a_pos], m.W_dec)
             sparsity = ((e_hat - (yt - y_hat).detach()) ** 2).sum() / B
             loss = loss + tc.aux_coefficient * sparsity
         self.opt.zero_grad(set_to_none=False)
@@ -305,8 +311,15 @@ class Trainer:
         if self.topk:
             m.normalize_decoder()
         with torch.no_grad():
-            fired = (z != 0).any(0).to(torch.int32)
-            stats = torch.stack([mse.detach() * B, sparsity.detach() * B, (z != 0).sum().to(mse.dtype)]).double()
+            if self.topk:
+                on = vals.detach() > 0
+                counts = torch.bincount(idx[on], minlength=m.cfg.d_sae)
+            else:
+                # z >= 0, so sign(z) is the fired indicator; per-column counts (<= B) are exact in float32
+                counts = torch.sign(z.detach()).sum(0, dtype=torch.float32)
+            fired = (counts > 0).to(torch.int32)
+            stats = torch.cat([torch.stack([mse.detach() * B, sparsity.detach() * B]).double(),
+                               counts.double().sum().reshape(1)])
             _all_reduce(fired, self.world)
             _all_reduce(stats, self.world)
         self.since_fired += B
