@@ -13,7 +13,7 @@ $(BIN)/lmscope: pyproject.toml
 install: $(BIN)/lmscope
 
 demo: install
-	$(BIN)/lmscope demo --out lmscope-demo
+	$(BIN)/lmscope demo --out lmscope-demo --overwrite
 
 test: install
 	$(BIN)/ruff check src tests benchmarks
