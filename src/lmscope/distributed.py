@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,16 @@ def dist_info() -> tuple[int, int]:
 
     if not dist.is_initialized():
         dist.init_process_group("gloo")
+        atexit.register(_shutdown)  # an undestroyed gloo group can abort the process at exit (SIGABRT)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _shutdown() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def all_reduce(t: Tensor, world: int) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -67,7 +68,10 @@ def test_kill_9_then_resume_gives_identical_store(setup: tuple[Path, Path, Path]
 def test_torchrun_two_gloo_ranks_equal_one_process(setup: tuple[Path, Path, Path]) -> None:
     root, corpus, reference = setup
     out = root / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29531",
+    with socket.socket() as sock:  # a free port: a fixed one collides with other runs on the machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
            *_cmd(root, corpus, out)[1:]]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
