@@ -132,3 +132,18 @@ def test_read_sentences_errors(tmp_path: Path) -> None:
         read_sentences(tmp_path / "missing.txt")
     with pytest.raises(InputError, match="not an activation store"):
         ActivationStore(tmp_path)
+
+
+def test_weights_hash_is_cached_until_a_weight_changes() -> None:
+    from lmscope.activations import weights_sha256
+
+    model = tiny_hooked_with_tokenizer()
+    first = weights_sha256(model)
+    assert weights_sha256(model) == first
+    with torch.no_grad():
+        model.hf.transformer.h[0].mlp.c_fc.bias[0] += 1.0
+    changed = weights_sha256(model)
+    assert changed != first
+    with torch.no_grad():
+        model.hf.transformer.h[0].mlp.c_fc.bias[0] -= 1.0
+    assert weights_sha256(model) == first  # the same bytes give the same fingerprint again

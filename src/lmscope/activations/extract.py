@@ -50,11 +50,19 @@ class ExtractConfig:
 
 
 def weights_sha256(model: HookedModel) -> str:
-    """A fingerprint of the model's weights (names, shapes, dtypes and bytes of every tensor)."""
+    """A fingerprint of the model's weights (names, shapes, dtypes and bytes of every tensor).
+
+    Cached on the model until a tensor changes (torch bumps a tensor's version on every in-place edit).
+    """
+    key = tuple((id(t), t._version) for t in model.hf.state_dict().values())
+    cached = getattr(model, "_lmscope_weights_hash", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     digest = hashlib.sha256()
     for name, tensor in sorted(model.hf.state_dict().items()):
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    model._lmscope_weights_hash = (key, digest.hexdigest())  # type: ignore[attr-defined]
     return digest.hexdigest()
 
 
