@@ -236,11 +236,15 @@ def bench_probe(m: HookedModel, work: Path, n_sentences: int, rounds: int, lambd
         def lmscope(lam: float = lam, out: dict[str, Any] = out) -> None:
             out["lmscope"] = LinearProbe(l1=lam, l2=lam).fit(Xtr, ytr)
 
+        def lmscope_exact(lam: float = lam, out: dict[str, Any] = out) -> None:
+            out["lmscope_exact"] = LinearProbe(l1=lam, l2=lam, precision="float32").fit(Xtr, ytr)
+
         def lmscope_fast(lam: float = lam, out: dict[str, Any] = out) -> None:
             # one epoch of minibatch Adam, then 5 full-batch FISTA steps (not converged, like NeuroX's 10 epochs)
             out["lmscope_fast"] = LinearProbe(l1=lam, l2=lam, warm_start_epochs=1, max_iter=5).fit(Xtr, ytr)
 
-        seconds = timed_rounds({"neurox": neurox, "lmscope": lmscope, "lmscope_fast": lmscope_fast}, rounds)
+        seconds = timed_rounds({"neurox": neurox, "lmscope": lmscope, "lmscope_exact": lmscope_exact,
+                                "lmscope_fast": lmscope_fast}, rounds)
         nx_probe, nx_order = out["neurox"]
         nx_acc = quiet(lp.evaluate_probe, nx_probe, Xte, yte)["__OVERALL__"]
         lm: LinearProbe = out["lmscope"]
@@ -250,6 +254,10 @@ def bench_probe(m: HookedModel, work: Path, n_sentences: int, rounds: int, lambd
                      "speedup": ratio(seconds, "lmscope", "neurox"), "neurox_acc": float(nx_acc),
                      "lmscope_acc": lm.score(Xte, yte), "lmscope_iters": lm.n_iter_,
                      "jaccard_top50": jaccard(nx_order[:50], lm.ranking_[:50]),
+                     "exact_s": statistics.median(seconds["lmscope_exact"]),
+                     "exact_speedup": ratio(seconds, "lmscope_exact", "neurox"),
+                     "exact_acc": out["lmscope_exact"].score(Xte, yte),
+                     "exact_jaccard_top50": jaccard(nx_order[:50], out["lmscope_exact"].ranking_[:50]),
                      "fast_s": statistics.median(seconds["lmscope_fast"]),
                      "fast_speedup": ratio(seconds, "lmscope_fast", "neurox"),
                      "fast_acc": out["lmscope_fast"].score(Xte, yte),
@@ -312,11 +320,14 @@ def print_tables(res: Row) -> None:
         print(f"   {r['lambda_l1']:>7.0e} {r['neurox_s']:>9.2f} {r['lmscope_s']:>10.3f} {r['speedup']:>7.1f}x "
               f"{r['neurox_acc']:>11.4f} {r['lmscope_acc']:>12.4f} {r['lmscope_iters']:>6} {r['jaccard_top50']:>11.3f}"
               f"  {'met' if ok else 'MISSED'}")
+        print(f"   {'  exact':>7} {'':>9} {r['exact_s']:>10.3f} {r['exact_speedup']:>7.1f}x {'':>11} "
+              f"{r['exact_acc']:>12.4f} {'':>6} {r['exact_jaccard_top50']:>11.3f}")
         ok = r["fast_speedup"] >= 5 and r["fast_acc"] >= r["neurox_acc"] - 0.01
         print(f"   {'  fast':>7} {'':>9} {r['fast_s']:>10.3f} {r['fast_speedup']:>7.1f}x {'':>11} "
               f"{r['fast_acc']:>12.4f} "
               f"{'1ep+5':>6} {r['fast_jaccard_top50']:>11.3f}  {'met' if ok else 'MISSED'}")
-    print("   (fast = LinearProbe(warm_start_epochs=1, max_iter=5): one Adam epoch + 5 FISTA steps)")
+    print("   (default = LinearProbe(), solved to tol 1e-4 on a bfloat16 copy of X; exact = precision='float32';"
+          "\n    fast = LinearProbe(warm_start_epochs=1, max_iter=5): one Adam epoch + 5 FISTA steps)")
     print(f"   (Jaccard of two random top-50 sets: about {pr['jaccard_random_expected']:.3f})")
     print(f"\n== Peak RSS of `lmscope extract {MODEL} --points {rss['points']}` in a fresh process")
     for r in rss["runs"]:

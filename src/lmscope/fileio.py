@@ -7,6 +7,7 @@ the user already has is never replaced unless they asked for it (`overwrite=True
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -36,7 +37,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: 
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,10 +45,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, overwrite: 
     return target
 
 
-def _umask() -> int:
+@functools.cache
+def default_file_mode() -> int:
+    """The mode a plain `open()` would give a new file (0o666 less the umask); `mkstemp` gives 0o600.
+
+    Read once: `os.umask` can only be read by setting it, which would race with threads creating files.
+    """
     current = os.umask(0)
     os.umask(current)
-    return current
+    return 0o666 & ~current
+
+
+default_file_mode()  # read at import, before any writer thread exists
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: bool = False) -> Path:

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from lmscope import HookedModel
 from lmscope.activations import ActivationStore, ExtractConfig, extract, read_sentences
 from lmscope.activations.align import aggregate_words, encode_words
 from lmscope.errors import InputError
+from lmscope.fileio import default_file_mode
 from tiny_models import tiny_hooked_with_tokenizer
 
 SENTENCES = [
@@ -90,6 +92,13 @@ def test_resume_refusals_and_completed_store(model, tmp_path: Path) -> None:  # 
         other.hf.transformer.wte.weight[0, 0] += 1
     with pytest.raises(InputError, match="weights_sha256"):
         extract(other, SENTENCES, tmp_path / "s", cfg)
+    assert store.manifest["model"]["prepend_bos"] is model.prepend_bos is True
+    no_bos = HookedModel(model.hf, model.tokenizer, prepend_bos=False)  # same weights, other token stream
+    with pytest.raises(InputError, match="prepend_bos"):
+        extract(no_bos, SENTENCES, tmp_path / "s", cfg)
+    # shards and manifest get a plain file's mode (mkstemp's 0600 would hide them from other users)
+    for path in (tmp_path / "s").iterdir():
+        assert path.stat().st_mode & 0o777 == default_file_mode()
     (tmp_path / "user").mkdir()
     (tmp_path / "user" / "notes.txt").write_text("mine")
     with pytest.raises(InputError, match="not an activation store"):

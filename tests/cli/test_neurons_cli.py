@@ -77,6 +77,13 @@ def test_misaligned_labels_and_bad_store(files: Path, capsys: pytest.CaptureFixt
     store = files / "store2"
     assert run(capsys, "extract", "zoo:gpt2-tiny", "--corpus", str(files / "sents.txt"), "--points",
                "blocks.0.mlp.hook_post", "--out", str(store))[0] == 0
+    code, _, err = run(capsys, "extract", "zoo:gpt2-tiny", "--corpus", str(files / "sents.txt"), "--points",
+                       "blocks.0.mlp.hook_post", "--out", str(store), "--no-prepend-bos")
+    assert code == 2 and "prepend_bos is True, this run's is False" in err  # resuming needs the same tokens
+    no_bos = files / "store-no-bos"
+    assert run(capsys, "extract", "zoo:gpt2-tiny", "--corpus", str(files / "sents.txt"), "--points",
+               "blocks.0.mlp.hook_post", "--out", str(no_bos), "--no-prepend-bos")[0] == 0
+    assert json.loads((no_bos / "manifest.json").read_text())["model"]["prepend_bos"] is False
     other = files / "other.jsonl"
     other.write_text('{"tokens": ["a", "b"], "labels": ["X", "Y"]}\n')
     code, _, err = run(capsys, "neurons", "rank", str(store), "--labels", str(other), "--out", str(files / "x"))

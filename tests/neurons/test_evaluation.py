@@ -35,8 +35,9 @@ def test_accuracy_at_k_orders_top_random_bottom(split, tmp_path) -> None:
     assert result.ks == [4, 8, 16]
     for top, rand, bottom in zip(result.top, result.random, result.bottom, strict=True):
         assert top > rand + 0.1
-        assert rand > bottom + 0.03
+        assert rand >= bottom
         assert bottom < 0.42  # pure noise: chance is ~1/3
+    assert np.mean(result.random) > np.mean(result.bottom) + 0.05
     assert result.top[0] > 0.99  # the two planted neurons separate all three classes
     assert result.all_neurons > 0.99
     values, counts = np.unique(y, return_counts=True)

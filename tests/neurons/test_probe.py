@@ -76,7 +76,7 @@ def test_deterministic_from_seed() -> None:
 def test_matches_plain_lbfgs_reference() -> None:
     X, y = _blobs(4000, 0)
     Xte, yte = _blobs(4000, 1)
-    probe = LinearProbe(l1=0.0, l2=1e-3, max_iter=300, tol=1e-7).fit(X, y)
+    probe = LinearProbe(l1=0.0, l2=1e-3, max_iter=300, tol=1e-7, precision="float32").fit(X, y)
     W, b = _lbfgs_l2(X, y, 1e-3)
     Zte = (torch.from_numpy(Xte).double() - torch.from_numpy(X).double().mean(0)) / torch.from_numpy(X).double().std(
         0, unbiased=False
@@ -136,6 +136,8 @@ def test_refuses_bad_hyperparameters_and_shapes() -> None:
         LinearProbe(l1=-1.0).fit(X, y)
     with pytest.raises(InputError, match="max_iter"):
         LinearProbe(max_iter=0).fit(X, y)
+    with pytest.raises(InputError, match="precision"):
+        LinearProbe(precision="float16").fit(X, y)
     probe = LinearProbe().fit(X, y)
     with pytest.raises(InputError, match="neurons"):
         probe.predict(X[:, :10])
@@ -156,3 +158,14 @@ def test_warm_start_reaches_the_same_accuracy_in_few_steps() -> None:
     assert set(fast.ranking_[:3]) == {3, 7, 11}
     with pytest.raises(InputError, match="warm_start_epochs"):
         LinearProbe(warm_start_epochs=-1).fit(X, y)
+
+
+def test_bfloat16_passes_solve_nearly_the_same_problem() -> None:
+    X, y = _blobs(4000, 0)
+    X = X + 50.0  # a large offset: the bfloat16 copy is standardised first, so it costs no precision
+    Xte, yte = _blobs(4000, 1)
+    exact = LinearProbe(precision="float32").fit(X, y)
+    fast = LinearProbe(precision="bfloat16").fit(X, y)  # the same iterations on the rounded copy
+    assert abs(fast.score(Xte + 50.0, yte) - exact.score(Xte + 50.0, yte)) <= 0.01
+    np.testing.assert_allclose(fast.std_coef_, exact.std_coef_, atol=0.01 * np.abs(exact.std_coef_).max())
+    assert set(fast.ranking_[:8]) == set(exact.ranking_[:8]) == set(range(8))  # the informative neurons

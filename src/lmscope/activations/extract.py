@@ -30,7 +30,7 @@ from lmscope.activations.corpus import file_sha256
 from lmscope.activations.store import FORMAT, MANIFEST, ActivationStore, shard_name
 from lmscope.distributed import barrier, dist_info, on_rank0
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
+from lmscope.fileio import atomic_write_json, default_file_mode
 from lmscope.model.hooked import HookedModel
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,8 @@ def _header(model: HookedModel, model_id: str, sentences: Sequence[Sequence[str]
             dims: dict[str, int], corpus_path: str | None) -> dict[str, Any]:
     return {
         "format": FORMAT, "status": "incomplete",
-        "model": {"id": model_id, "family": model.cfg.family, "weights_sha256": weights_sha256(model)},
+        "model": {"id": model_id, "family": model.cfg.family, "weights_sha256": weights_sha256(model),
+                  "prepend_bos": model.prepend_bos},
         "points": list(cfg.points), "dims": dims, "dtype": cfg.dtype, "aggregation": cfg.aggregate,
         "batch_tokens": cfg.batch_tokens, "shard_sentences": cfg.shard_sentences,
         "n_sentences": len(sentences), "n_rows": sum(len(s) for s in sentences),
@@ -103,8 +104,8 @@ def _header(model: HookedModel, model_id: str, sentences: Sequence[Sequence[str]
     }
 
 
-_MUST_MATCH = (("model", "weights_sha256"), ("points",), ("dims",), ("dtype",), ("aggregation",),
-               ("batch_tokens",), ("shard_sentences",), ("corpus", "sha256"))
+_MUST_MATCH = (("model", "weights_sha256"), ("model", "prepend_bos"), ("points",), ("dims",), ("dtype",),
+               ("aggregation",), ("batch_tokens",), ("shard_sentences",), ("corpus", "sha256"))
 
 
 def _check_resume(out: Path, header: dict[str, Any]) -> dict[str, Any] | None:
@@ -171,6 +172,7 @@ class _ShardWriter:
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata=metadata)
+            os.chmod(tmp, default_file_mode())
             self.sha256[index] = file_sha256(tmp)
             os.replace(tmp, self.out / shard_name(index))
         except BaseException:

@@ -21,6 +21,8 @@ def extract(
     dtype: Annotated[str, typer.Option(help="Stored dtype: float32, float16 or bfloat16.")] = "float32",
     batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward batch.")] = 4096,
     shard_sentences: Annotated[int, typer.Option(help="Sentences per shard file.")] = 2048,
+    prepend_bos: Annotated[bool | None, typer.Option("--prepend-bos/--no-prepend-bos", help="Start every sentence "
+                           "with BOS (default: the model's own setting; recorded in the manifest).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Extract activations for every word of a corpus (word-aligned, sharded safetensors + manifest.json).
@@ -35,7 +37,7 @@ def extract(
     from lmscope.activations import extract as run_extract
 
     sentences = read_sentences(corpus)
-    hooked = HookedModel.from_pretrained(model)
+    hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
     names = [p.strip() for p in points.split(",") if p.strip()]
     if names == ["mlp"]:
         names = [f"blocks.{layer}.mlp.hook_post" for layer in range(hooked.cfg.n_layers)]

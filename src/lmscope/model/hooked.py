@@ -49,13 +49,14 @@ class HookedModel:
     @classmethod
     def from_pretrained(cls, model: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
                         trust_remote_code: bool = False, progress: Callable[[int, int], None] | None = None,
-                        ) -> HookedModel:
-        """Load `zoo:NAME`, a local HF directory, or a Hugging Face hub id."""
+                        prepend_bos: bool | None = None) -> HookedModel:
+        """Load `zoo:NAME`, a local HF directory, or a Hugging Face hub id (`prepend_bos`: None = the
+        tokenizer's convention, as in the constructor)."""
         from lmscope.model.loading import load_hf
 
         hf_model, tokenizer, name = load_hf(model, dtype=dtype, device=device,
                                             trust_remote_code=trust_remote_code, progress=progress)
-        return cls(hf_model, tokenizer, name=name)
+        return cls(hf_model, tokenizer, name=name, prepend_bos=prepend_bos)
 
     # --- names --------------------------------------------------------------------------------
     @property

@@ -75,6 +75,14 @@ class LinearProbe(Ranker):
     folded into the weights, so `X` is never copied. Stops when the objective changes by less than
     `tol` (relative) or after `max_iter` iterations.
 
+    Precision (`precision`, default "auto"): each iteration streams X twice, and once X outgrows the
+    cache (`"auto"`: from 2^23 values, 32 MB) those passes are memory-bound, so they run on a bfloat16 copy
+    of the standardised X (products accumulate in float32, all other state stays float32): about twice as
+    fast per iteration. Rounding X by 2^-9 of each neuron's spread perturbs the problem far less than the
+    data's own noise, but the objective can then only be resolved to about 1e-3 relative (top-50 neurons of
+    the zoo POS probe: Jaccard 0.89 with the exact optimum). `"float32"` always solves the exact problem,
+    `"bfloat16"` always uses the copy.
+
     Warm start (`warm_start_epochs`, default 0): before FISTA, that many epochs of minibatch Adam (batch
     512, lr 0.01) with a soft-threshold after each step. Cheap (small matrix products) and it lands close
     to the optimum, so the full-batch iterations, which cost two `[n, d] x [d, C]` products each, converge
@@ -96,12 +104,14 @@ class LinearProbe(Ranker):
         standardize: bool = True,
         device: str = "cpu",
         warm_start_epochs: int = 0,
+        precision: str = "auto",
     ) -> None:
         self.l1 = l1
         self.l2 = l2
         self.max_iter = max_iter
         self.tol = tol
         self.warm_start_epochs = warm_start_epochs
+        self.precision = precision
         self.seed = seed
         self.standardize = standardize
         self.device = device
@@ -115,6 +125,8 @@ class LinearProbe(Ranker):
             raise InputError(f"max_iter: expected an integer >= 1, found {self.max_iter!r}")
         if not isinstance(self.warm_start_epochs, int) or self.warm_start_epochs < 0:
             raise InputError(f"warm_start_epochs: expected an integer >= 0, found {self.warm_start_epochs!r}")
+        if self.precision not in ("auto", "bfloat16", "float32"):
+            raise InputError(f"precision: expected 'auto', 'bfloat16' or 'float32', found {self.precision!r}")
 
     def fit(self, X: ArrayLike, y: ArrayLike) -> Self:
         """Solve the elastic-net problem on the full batch; set weights, scores and rankings."""
@@ -133,21 +145,6 @@ class LinearProbe(Ranker):
             mean = torch.zeros(d, device=dev)
             std = torch.ones(d, device=dev)
         inv = 1.0 / std
-        l1, l2 = float(self.l1), float(self.l2)
-
-        # Work on [n, C] logits happens in numpy: it is tiny next to the two matrix products, and torch's
-        # multi-threaded elementwise kernels cost milliseconds each on a busy machine.
-        def forward(W: torch.Tensor, b: torch.Tensor) -> np.ndarray:
-            Wr = W * inv
-            return torch.addmm(b - Wr @ mean, Xt, Wr.T).cpu().numpy()  # [n, C]
-
-        def cross_entropy(Z: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-            """Mean cross-entropy, exp(Z - max) and its row sums."""
-            m = Z.max(axis=1, keepdims=True)
-            e = np.exp(Z - m)
-            s = e.sum(axis=1, keepdims=True)
-            ce = float(np.mean(np.log(s[:, 0]) + m[:, 0] - Z[rows_n, index], dtype=np.float64))
-            return ce, e, s
 
         # Curvature bound from a power iteration on (a sample of) the standardised X.
         gen = torch.Generator(device="cpu").manual_seed(int(self.seed))
@@ -160,47 +157,24 @@ class LinearProbe(Ranker):
             lam = float(v.norm())
             v = v / max(lam, 1e-30)
         del Xs
-        L = 0.5 * max(lam, 1.0) + 2 * l2
+        L = 0.5 * max(lam, 1.0) + 2 * self.l2
 
         W = torch.zeros(C, d, device=dev)
         b = torch.from_numpy(np.log(Yoh.sum(0) / n)).to(dev)
         if self.warm_start_epochs > 0:
             W, b = self._warm_start(Xt, torch.from_numpy(index).to(dev), mean, inv, W, b, gen)
-        Z = forward(W, b)
-        Fx = cross_entropy(Z)[0]
-        Wy, by, Zy = W, b, Z
-        t = 1.0
-        n_iter = 0
-        for n_iter in range(1, self.max_iter + 1):  # noqa: B007
-            ce, e, s = cross_entropy(Zy)
-            fy = ce + l2 * float((Wy * Wy).sum())
-            G_np = (e / s - Yoh) / n
-            G = torch.from_numpy(G_np).to(dev)
-            gb = torch.from_numpy(G_np.sum(0)).to(dev)
-            gW = (G.T @ Xt - gb[:, None] * mean[None, :]) * inv + 2 * l2 * Wy
-            while True:
-                step = 1.0 / L
-                Wn = Wy - step * gW
-                Wn = torch.sign(Wn) * (Wn.abs() - step * l1).clamp_min(0.0)
-                bn = by - step * gb
-                Zn = forward(Wn, bn)
-                fn = cross_entropy(Zn)[0] + l2 * float((Wn * Wn).sum())
-                dW, db = Wn - Wy, bn - by
-                quad = float((gW * dW).sum() + (gb * db).sum()) + 0.5 * L * float((dW * dW).sum() + (db * db).sum())
-                if fn <= fy + quad + 1e-7 * abs(fy) or L > 1e12:
-                    break
-                L *= 2.0
-            Fn = fn + l1 * float(Wn.abs().sum())
-            restart = Fn > Fx
-            t_next = 1.0 if restart else (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
-            beta = 0.0 if restart else (t - 1.0) / t_next
-            Wy, by = Wn + beta * (Wn - W), bn + beta * (bn - b)
-            Zy = Zn + np.float32(beta) * (Zn - Z)
-            converged = abs(Fx - Fn) <= self.tol * max(abs(Fn), 1e-12)
-            W, b, Z, Fx, t = Wn, bn, Zn, Fn, t_next
-            L *= 0.9
-            if converged and not restart:
-                break
+        if self.precision == "bfloat16" or (self.precision == "auto" and n * d >= 2**23):
+            # The passes over X are memory-bound: a bfloat16 copy of the standardised X halves the bytes (and
+            # keeps the rounding relative to each neuron's spread, not its offset); products accumulate in fp32.
+            Xb = torch.empty(n, d, dtype=torch.bfloat16, device=dev)
+            for rows in range(0, n, 1024):
+                torch.mul(Xt[rows : rows + 1024] - mean, inv, out=Xb[rows : rows + 1024])
+            W, b, _, n_iter, Fx = _fista(Xb, torch.ones_like(inv), torch.zeros_like(mean), Yoh, index, W, b, L,
+                                         self.l1, self.l2, self.tol, self.max_iter)
+            del Xb
+        else:
+            W, b, _, n_iter, Fx = _fista(Xt, inv, mean, Yoh, index, W, b, L, self.l1, self.l2, self.tol,
+                                         self.max_iter)
 
         self.std_coef_ = W.cpu().numpy().astype(np.float64)
         Wr = W * inv
@@ -261,3 +235,67 @@ class LinearProbe(Ranker):
         """NeuroX's top neurons covering `fraction` of each class's |weight| mass (standardised weights)."""
         self._check_fitted()
         return top_neurons_by_mass(self.std_coef_, fraction, self.classes_)
+
+
+def _fista(X: torch.Tensor, inv: torch.Tensor, mean: torch.Tensor, Yoh: np.ndarray, index: np.ndarray,
+           W: torch.Tensor, b: torch.Tensor, L: float, l1: float, l2: float, tol: float, max_iter: int
+           ) -> tuple[torch.Tensor, torch.Tensor, float, int, float]:
+    """FISTA on `mean CE(((X - mean) * inv) @ W.T + b) + l2 |W|^2 + l1 |W|_1`; returns W, b, L, iterations, F.
+
+    `X` may be bfloat16 (then already standardised: `inv` ones, `mean` zeros); products run in X's dtype.
+    """
+    n = X.shape[0]
+    dev = X.device
+    rows_n = np.arange(n)
+    dt = X.dtype
+
+    # Work on [n, C] logits happens in numpy: it is tiny next to the two matrix products, and torch's
+    # multi-threaded elementwise kernels cost milliseconds each on a busy machine.
+    def forward(W: torch.Tensor, b: torch.Tensor) -> np.ndarray:
+        Wr = W * inv
+        return (X @ Wr.T.to(dt)).float().add_(b - Wr @ mean).cpu().numpy()  # [n, C]
+
+    def cross_entropy(Z: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """Mean cross-entropy, exp(Z - max) and its row sums."""
+        m = Z.max(axis=1, keepdims=True)
+        e = np.exp(Z - m)
+        s = e.sum(axis=1, keepdims=True)
+        ce = float(np.mean(np.log(s[:, 0]) + m[:, 0] - Z[rows_n, index], dtype=np.float64))
+        return ce, e, s
+
+    Z = forward(W, b)
+    Fx = cross_entropy(Z)[0] + l2 * float((W * W).sum()) + l1 * float(W.abs().sum())
+    Wy, by, Zy = W, b, Z
+    t = 1.0
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):  # noqa: B007
+        ce, e, s = cross_entropy(Zy)
+        fy = ce + l2 * float((Wy * Wy).sum())
+        G_np = (e / s - Yoh) / n
+        G = torch.from_numpy(G_np).to(dev)
+        gb = torch.from_numpy(G_np.sum(0)).to(dev)
+        gW = ((G.T.to(dt) @ X).float() - gb[:, None] * mean[None, :]) * inv + 2 * l2 * Wy
+        while True:
+            step = 1.0 / L
+            Wn = Wy - step * gW
+            Wn = torch.sign(Wn) * (Wn.abs() - step * l1).clamp_min(0.0)
+            bn = by - step * gb
+            Zn = forward(Wn, bn)
+            fn = cross_entropy(Zn)[0] + l2 * float((Wn * Wn).sum())
+            dW, db = Wn - Wy, bn - by
+            quad = float((gW * dW).sum() + (gb * db).sum()) + 0.5 * L * float((dW * dW).sum() + (db * db).sum())
+            if fn <= fy + quad + 1e-7 * abs(fy) or L > 1e12:
+                break
+            L *= 2.0
+        Fn = fn + l1 * float(Wn.abs().sum())
+        restart = Fn > Fx
+        t_next = 1.0 if restart else (1.0 + math.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        beta = 0.0 if restart else (t - 1.0) / t_next
+        Wy, by = Wn + beta * (Wn - W), bn + beta * (bn - b)
+        Zy = Zn + np.float32(beta) * (Zn - Z)
+        converged = abs(Fx - Fn) <= tol * max(abs(Fn), 1e-12)
+        W, b, Z, Fx, t = Wn, bn, Zn, Fn, t_next
+        L *= 0.9
+        if converged and not restart:
+            break
+    return W, b, L, n_iter, Fx
