@@ -31,6 +31,7 @@ from lmscope.errors import InputError
 from lmscope.heads.succession import ln1
 from lmscope.model.hooked import HookedModel
 from lmscope.model.inputs import Inputs
+from lmscope.model.norms import frozen_divisor, norm_parts
 
 EXPANDABLE = ("feature", "head")
 
@@ -84,15 +85,11 @@ class FrozenNorm:
     """A LayerNorm or RMSNorm with its per-token scale frozen from the forward pass: affine in x."""
 
     def __init__(self, module: nn.Module, x: Tensor) -> None:
-        self.center = isinstance(module, nn.LayerNorm)
-        eps = getattr(module, "eps", None) or getattr(module, "variance_epsilon", None) or 1e-6
-        weight = getattr(module, "weight", None)
-        self.gamma = (weight.detach().double() if weight is not None else torch.ones(x.shape[-1], dtype=torch.float64))
-        bias = getattr(module, "bias", None)
-        self.beta = bias.detach().double() if isinstance(bias, Tensor) else torch.zeros_like(self.gamma)
-        xd = x.double()
-        spread = xd.var(-1, unbiased=False) if self.center else xd.pow(2).mean(-1)
-        self.sigma = (spread + float(eps)).sqrt()  # [pos]
+        parts = norm_parts(module)
+        self.center = parts.centers
+        self.gamma = parts.weight.double() if parts.weight is not None else torch.ones(x.shape[-1], dtype=torch.float64)
+        self.beta = parts.bias.double() if parts.bias is not None else torch.zeros_like(self.gamma)
+        self.sigma = frozen_divisor(module, x.double())  # [pos]
 
     def pull(self, v: Tensor, pos: int | None = None) -> Tensor:
         """`u` with `v · norm(x)[pos] = u · x[pos] + v · β` (`[..., d]`; every position `[..., pos, d]` if None)."""

@@ -27,6 +27,7 @@ from lmscope.data.sequences import ALL_TASKS, CYCLIC_TASKS
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
 from lmscope.model.hooked import HookedModel
+from lmscope.model.norms import frozen_divisor, norm_parts
 
 CATEGORIES: tuple[str, ...] = ("succession", "greater_than", "copying", "acronym", "other")
 _SUCCESSORS: dict[str, set[str]] = {}
@@ -58,15 +59,11 @@ def frozen_norm_map(norm: nn.Module, x: Tensor, c: Tensor) -> Tensor:
 
     LayerNorm: `gamma * (c - mean(c)) / sigma(x)`; RMSNorm: `gamma * c / rms(x)` (no bias: a difference).
     """
-    weight = getattr(norm, "weight", None)
-    eps = float(getattr(norm, "eps", getattr(norm, "variance_epsilon", 1e-5)))
-    if isinstance(norm, nn.LayerNorm):
-        scale = (x.var(-1, unbiased=False, keepdim=True) + eps).rsqrt()
+    parts = norm_parts(norm)
+    if parts.centers:
         c = c - c.mean(-1, keepdim=True)
-    else:
-        scale = (x.pow(2).mean(-1, keepdim=True) + eps).rsqrt()
-    out = c * scale[..., None, :]
-    return out if weight is None else out * weight
+    out = c / frozen_divisor(norm, x)[..., None, None]
+    return out if parts.weight is None else out * parts.weight
 
 
 @dataclass
