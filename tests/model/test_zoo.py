@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import pytest
@@ -53,7 +55,8 @@ def test_zoo_lookup_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert zoo.listing()[0]["location"] == "not trained"
 
 
-def test_training_is_reproducible_from_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_is_reproducible_from_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("LMSCOPE_HOME", str(tmp_path / "home"))
     a = zoo.train("llama-tiny", out_dir=tmp_path / "a", steps=3, n_samples=600)
     b = zoo.train("llama-tiny", out_dir=tmp_path / "b", steps=3, n_samples=600)
@@ -66,6 +69,19 @@ def test_training_is_reproducible_from_seed(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setenv("LMSCOPE_HOME", str(tmp_path))
     (tmp_path / "zoo").mkdir()
     a.rename(tmp_path / "zoo" / "llama-tiny")
-    assert zoo.locate("llama-tiny") == tmp_path / "zoo" / "llama-tiny"
+    with caplog.at_level(logging.WARNING, logger="lmscope.model.zoo"):
+        assert zoo.locate("llama-tiny") == tmp_path / "zoo" / "llama-tiny"
+        assert zoo.locate("llama-tiny") == tmp_path / "zoo" / "llama-tiny"
+    # a 3-step model hides the shipped one: said once, naming the directory to delete
+    assert [r.getMessage() for r in caplog.records] == [
+        f"zoo:llama-tiny: using the cached copy in {tmp_path / 'zoo' / 'llama-tiny'}, which differs from the "
+        "weights shipped with this lmscope; delete that directory to use the shipped ones"]
     loaded = HookedModel.from_pretrained("zoo:llama-tiny")
     assert torch.equal(loaded.W_E, HookedModel.from_pretrained(str(tmp_path / "zoo" / "llama-tiny")).W_E)
+    # a cached copy equal to the shipped weights (a faithful retrain) is not worth a warning
+    caplog.clear()
+    shutil.copytree(zoo.PACKAGED / "llama-tiny", tmp_path / "same" / "zoo" / "llama-tiny")
+    monkeypatch.setenv("LMSCOPE_HOME", str(tmp_path / "same"))
+    with caplog.at_level(logging.WARNING, logger="lmscope.model.zoo"):
+        assert zoo.locate("llama-tiny") == tmp_path / "same" / "zoo" / "llama-tiny"
+    assert not caplog.records

@@ -10,7 +10,9 @@ accuracy).
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +29,7 @@ from lmscope.model.training import TrainConfig, TrainLog, heldout_loss, pack_tok
 
 Progress = Callable[[int, int], None]
 PACKAGED = Path(__file__).parent / "zoo_weights"
+log = logging.getLogger(__name__)
 CORPUS_SEED = 0
 TRAIN_SAMPLES = 120_000
 HELDOUT_SAMPLES = 4_000
@@ -97,8 +100,29 @@ def locate(name: str) -> Path | None:
     use_packaged = os.environ.get("LMSCOPE_ZOO_PACKAGED", "1") != "0"  # 0: ignore shipped weights (cold start)
     for candidate in (cached_dir(name), *([PACKAGED / name] if use_packaged else [])):
         if (candidate / "config.json").exists():
+            if use_packaged and candidate != PACKAGED / name and (PACKAGED / name / "config.json").exists():
+                _warn_if_shadowing(name, candidate)
             return candidate
     return None
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _weights_digest(directory: Path) -> str:
+    weights = directory / "model.safetensors"
+    return hashlib.sha256(weights.read_bytes()).hexdigest() if weights.exists() else ""
+
+
+def _warn_if_shadowing(name: str, cached: Path) -> None:
+    """Warn (once per process) when a cached copy hides shipped weights that differ from it: a cache left by
+    an older lmscope, or a retrain with another recipe, silently changes every figure computed on the model."""
+    key = (name, str(cached))
+    if key in _warned or _weights_digest(cached) == _weights_digest(PACKAGED / name):
+        return
+    _warned.add(key)
+    log.warning(f"zoo:{name}: using the cached copy in {cached}, which differs from the weights shipped with this "
+                f"lmscope; delete that directory to use the shipped ones")
 
 
 def ensure(name: str, *, progress: Progress | None = None) -> Path:
