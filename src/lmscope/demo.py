@@ -172,7 +172,12 @@ def _causal(ctx: DemoContext) -> Section:
 
 
 def _heads(ctx: DemoContext) -> Section:
-    """Succession scores of every head, the best head per task, its mod-10 features and vector arithmetic."""
+    """Succession scores of every head, the best head per task, its mod-10 features and vector arithmetic.
+
+    On zoo:crate-tiny, the zoo model whose attention does the incrementing; zoo:gpt2-tiny, whose MLP0 does
+    it (its best head by the paper's formula is a copying head), is shown as the contrast.
+    """
+    from lmscope import HookedModel
     from lmscope.data.synthetic import generate_corpus
     from lmscope.heads import greater_than_bias, succession_scores
     from lmscope.heads.arithmetic import vector_arithmetic
@@ -180,16 +185,23 @@ def _heads(ctx: DemoContext) -> Section:
     from lmscope.heads.wild import heads_in_the_wild
     from lmscope.report.heads_sections import successor_heads_section
 
-    m = ctx.main
+    m = HookedModel.from_pretrained(f"zoo:{HEADS_MODEL}")
     succession = succession_scores(m)
     layer, head = succession.best_head()
     features = mod10_features(m, layer, head)
     arithmetic = vector_arithmetic(m, features)
     wild = heads_in_the_wild(m, [s.text for s in generate_corpus(200, seed=5, split="heldout")])
-    ctx.extras["heads"] = {"best": [layer, head], "score": float(succession.scores[layer, head]),
-                           "arithmetic": arithmetic.overall, "mod10_coverage": features.mean_coverage}
-    return successor_heads_section(f"zoo:{MAIN_MODEL}", succession.to_dict(), greater_than_bias(m, layer, head),
-                                   features.to_dict(), arithmetic.to_dict(), wild.head_summary(layer, head))
+    main_auto, main_paper = succession_scores(ctx.main), succession_scores(ctx.main, mode="mlp0")
+    contrast = {"model": f"zoo:{MAIN_MODEL}", "best": list(main_auto.best_head()),
+                "score": float(main_auto.scores.max()), "paper_best": list(main_paper.best_head()),
+                "paper_score": float(main_paper.scores.max()),
+                "paper_baseline": float(main_paper.baseline[main_paper.best_head()[0]])}  # type: ignore[index]
+    ctx.extras["heads"] = {"model": HEADS_MODEL, "best": [layer, head], "score": float(succession.scores[layer, head]),
+                           "arithmetic": arithmetic.overall, "mod10_coverage": features.mean_coverage,
+                           "contrast": contrast}
+    return successor_heads_section(f"zoo:{HEADS_MODEL}", succession.to_dict(), greater_than_bias(m, layer, head),
+                                   features.to_dict(), arithmetic.to_dict(), wild.head_summary(layer, head),
+                                   contrast)
 
 
 def _whitebox(ctx: DemoContext) -> Section:
@@ -207,6 +219,7 @@ POS_SENTENCES = 400
 TRANSCODER_FEATURES = 1024
 TRANSCODER_TOKENS = 200_000
 WHITEBOX_MODELS = ("crate-tiny", "gpt2-tiny-relu")
+HEADS_MODEL = "crate-tiny"
 DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [_card, _parity, _attention, _neurons, _pos_neurons,
                                                          _transcoder]
 DEMO_SECTIONS.append(_causal)

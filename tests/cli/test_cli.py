@@ -70,7 +70,12 @@ def test_demo_writes_report_and_refuses_overwrite(tmp_path: Path, capsys: pytest
     assert pos["noun_neuron"].startswith("blocks.") and len(pos["heatmap"]["sentences"]) == 6
     assert result["sections"]["model_card"]["data"]["card"]["name"] == "gpt2-tiny"
     heads = result["sections"]["successor-heads"]["data"]
-    assert max(max(row) for row in heads["succession"]["scores"]) >= 0.5  # the bar for the zoo model
+    assert heads["model"] == "zoo:crate-tiny"
+    best = max(max(row) for row in heads["succession"]["scores"])
+    assert best >= 0.5 > max(heads["succession"]["input_baseline"]["scores"])  # the bar, not a copy
+    contrast = heads["contrast"]  # gpt2-tiny: the paper's formula crowns a copying head that MLP0 feeds
+    assert contrast["score"] < 0.3 and contrast["paper_baseline"] > contrast["paper_score"] >= 0.5
+    assert "never reads MLP0" in html
     assert len(heads["succession"]["scores"]) == 4 and len(heads["mod10"]["features"]) == 10
     arith = heads["arithmetic"]
     assert arith["rates"] == arith["by_k"][str(arith["k"])] and 0.0 <= arith["overall"] <= 1.0

@@ -20,9 +20,12 @@ def test_succession_writes_scores_and_top_heads(capsys, tmp_path: Path) -> None:
     d = json.loads((tmp_path / "result.json").read_text())
     expected = succession_scores(HookedModel.from_pretrained(MODEL))
     assert d["scores"] == expected.scores.tolist()
-    assert d["top_heads"] == expected.top_heads(0.1) and set(d["top_heads"][0]) == {"layer", "head", "score"}
+    assert d["top_heads"] == expected.top_heads(0.1)
+    assert set(d["top_heads"][0]) == {"layer", "head", "score", "baseline"}
+    assert d["input_baseline"]["scores"] == expected.baseline.tolist()
     layer, head = expected.best_head()
     assert f"best successor head {layer}.{head}" in out and "greater-than bias" in out
+    assert f"input baseline of layer {layer}: {float(expected.baseline[layer]):.3f}" in out
     code, _, err = run(capsys, "heads", "succession", MODEL, "--out", str(tmp_path))
     assert code == 2 and "already exists" in err and len(err.strip().splitlines()) == 1
 

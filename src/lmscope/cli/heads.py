@@ -13,7 +13,9 @@ heads_app = typer.Typer(help="Attention heads: successor heads, mod-10 features,
                         no_args_is_help=True)
 OutOpt = Annotated[str | None, typer.Option("--out", help="Directory to write result.json into.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing result.json in --out.")]
-ModeOpt = Annotated[str, typer.Option(help="Effective embeddings: raw, mlp0, mlp0_no_ln or mlp0_with_attn.")]
+ModeOpt = Annotated[str, typer.Option(help="Effective embeddings: auto (what reaches each head: raw embeddings "
+                                           "for layer 0, MLP0's output after it), raw, mlp0 (the paper's, for "
+                                           "every head), mlp0_no_ln or mlp0_with_attn.")]
 HeadOpt = Annotated[str | None, typer.Option("--head", help="The head as LAYER.HEAD (default: the best "
                                                              "successor head).")]
 
@@ -55,12 +57,16 @@ def _head(hooked: Any, head: str | None, mode: str) -> tuple[int, int]:
 
 
 @heads_app.command("succession")
-def succession(model: ModelArg, out_dir: OutOpt = None, mode: ModeOpt = "mlp0",
+def succession(model: ModelArg, out_dir: OutOpt = None, mode: ModeOpt = "auto",
                threshold: Annotated[float, typer.Option(help="Report heads scoring at least this.")] = 0.4,
                overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Succession score of every head (share of ordinal pairs whose OV circuit outputs the successor).
 
-    Example: lmscope heads succession zoo:gpt2-tiny --out succ/
+    Each head is scored on the embedding that reaches it (--mode auto); the input baseline is the score of
+    the identity map on that input: a head that does not beat its layer's baseline passes on succession that
+    is already there (a copying head) rather than computing it.
+
+    Example: lmscope heads succession zoo:crate-tiny --out succ/
     """
     from lmscope.heads import succession_scores
     from lmscope.heads.succession import greater_than_bias
@@ -69,7 +75,9 @@ def succession(model: ModelArg, out_dir: OutOpt = None, mode: ModeOpt = "mlp0",
     result = succession_scores(hooked, mode=mode)
     result.threshold = threshold
     layer, head = result.best_head()
-    summary = [f"best successor head {layer}.{head}: score {float(result.scores[layer, head]):.3f}",
+    base = float(result.baseline[layer]) if result.baseline is not None else float("nan")
+    summary = [f"best successor head {layer}.{head}: score {float(result.scores[layer, head]):.3f} (input baseline "
+               f"of layer {layer}: {base:.3f})",
                "per task: " + ", ".join(f"{t} {float(s[layer, head]):.2f}" for t, s in result.per_task.items()),
                f"heads >= {threshold}: " + (", ".join(f"{h['layer']}.{h['head']} ({h['score']:.2f})"
                                                      for h in result.top_heads()) or "none")]
@@ -79,7 +87,7 @@ def succession(model: ModelArg, out_dir: OutOpt = None, mode: ModeOpt = "mlp0",
 
 
 @heads_app.command("mod10")
-def mod10(model: ModelArg, head: HeadOpt = None, out_dir: OutOpt = None, mode: ModeOpt = "mlp0",
+def mod10(model: ModelArg, head: HeadOpt = None, out_dir: OutOpt = None, mode: ModeOpt = "auto",
           seeds: Annotated[int, typer.Option(help="SAE seeds to fit (the modal choice is reported).")] = 3,
           d_sae: Annotated[int, typer.Option("--d-sae", help="SAE features.")] = 256,
           l1: Annotated[float, typer.Option(help="SAE L1 coefficient.")] = 3e-3,
@@ -106,7 +114,7 @@ def mod10(model: ModelArg, head: HeadOpt = None, out_dir: OutOpt = None, mode: M
 def edit(model: ModelArg, head: HeadOpt = None,
          from_residue: Annotated[int | None, typer.Option("--from", help="Residue (0-9) to remove.")] = None,
          to_residue: Annotated[int | None, typer.Option("--to", help="Residue (0-9) to add.")] = None,
-         out_dir: OutOpt = None, mode: ModeOpt = "mlp0",
+         out_dir: OutOpt = None, mode: ModeOpt = "auto",
          seeds: Annotated[int, typer.Option(help="SAE seeds for the mod-10 features.")] = 3,
          overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Vector arithmetic: move items from one residue mod 10 to another and check the head's successor.

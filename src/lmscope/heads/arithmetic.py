@@ -25,7 +25,7 @@ from torch import Tensor
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
 from lmscope.heads.mod10 import N_RESIDUES, Mod10Result, check_head, head_logits
-from lmscope.heads.succession import _need_tokenizer, _select_tasks, effective_embeddings, task_tokens
+from lmscope.heads.succession import _need_tokenizer, _select_tasks, effective_embeddings, input_mode, task_tokens
 from lmscope.model.hooked import HookedModel
 
 ONE_BASED: frozenset[str] = frozenset({"ordinals", "days", "day_abbrevs", "months", "month_abbrevs", "letters"})
@@ -93,11 +93,12 @@ def _edits(values: list[int], n_items: int, cyclic: bool, offset: int, pairs: li
 def vector_arithmetic(model: HookedModel, mod10: Mod10Result, *, layer: int | None = None,
                       head: int | None = None, from_residue: int | None = None, to_residue: int | None = None,
                       ks: Sequence[float] = DEFAULT_KS, tasks: Sequence[str] | None = None,
-                      mode: str = "mlp0", n_examples: int = 8) -> ArithmeticResult:
+                      mode: str = "auto", n_examples: int = 8) -> ArithmeticResult:
     """Success rate per task of the edits `from_residue -> to_residue` (all pairs if neither is given)."""
     layer = mod10.layer if layer is None else layer
     head = mod10.head if head is None else head
     check_head(model, layer, head)
+    mode = input_mode(mode, layer)  # the embedding this head reads
     if not ks or any(k <= 0 for k in ks):
         raise InputError(f"ks: got {list(ks)}, expected positive multipliers")
     pairs = residue_pairs(from_residue, to_residue)

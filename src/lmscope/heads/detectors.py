@@ -22,7 +22,7 @@ from torch import Tensor
 
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
-from lmscope.heads.succession import effective_embeddings, head_inputs
+from lmscope.heads.succession import head_inputs, layer_embeddings
 from lmscope.model.hooked import HookedModel
 
 DETECTORS: tuple[str, ...] = ("previous_token", "duplicate_token", "induction", "copying")
@@ -81,7 +81,7 @@ def attention_patterns(model: HookedModel, ids: Tensor) -> Tensor:
 
 
 @torch.inference_mode()
-def copying_score(model: HookedModel, *, n_tokens: int = 512, mode: str = "mlp0", seed: int = 0,
+def copying_score(model: HookedModel, *, n_tokens: int = 512, mode: str = "auto", seed: int = 0,
                   max_elements: int = 2**26) -> Tensor:
     """`[layer, head]`: share of `n_tokens` sampled tokens whose own logit tops the vocabulary under the OV circuit.
 
@@ -94,7 +94,7 @@ def copying_score(model: HookedModel, *, n_tokens: int = 512, mode: str = "mlp0"
     chunk = max(1, max_elements // (n_layers * n_heads * d_vocab))
     hits = torch.zeros(n_layers, n_heads)
     for part in ids.split(chunk):
-        x = head_inputs(model, effective_embeddings(model, part, mode=mode))  # [layer, n, d_model]
+        x = head_inputs(model, layer_embeddings(model, part, mode=mode))  # [layer, n, d_model]
         out = torch.einsum("lnd,lhde,lhem->lhnm", x, W_V, W_O)  # [layer, head, n, d_model]
         top = (out @ W_U).argmax(-1)  # [layer, head, n]
         hits += (top == part.to(top.device)).sum(-1).float().cpu()
@@ -143,7 +143,7 @@ class HeadScores:
 
 
 def detect_heads(model: HookedModel, *, seq_len: int = 20, n_seqs: int = 8, seed: int = 0,
-                 copying_mode: str = "mlp0", n_copy_tokens: int = 512) -> HeadScores:
+                 copying_mode: str = "auto", n_copy_tokens: int = 512) -> HeadScores:
     """Previous-token, duplicate-token, induction and copying scores of every head."""
     if seq_len < 2 or n_seqs < 1:
         raise InputError(f"seq_len, n_seqs: expected seq_len >= 2 and n_seqs >= 1, got {seq_len}, {n_seqs}")

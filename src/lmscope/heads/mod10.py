@@ -34,6 +34,7 @@ from lmscope.heads.succession import (
     _need_tokenizer,
     _select_tasks,
     effective_embeddings,
+    input_mode,
     ln1,
     task_tokens,
 )
@@ -177,9 +178,10 @@ def residue_probe(model: HookedModel, numbers: list[NumberTokens], directions: T
 
 def mod10_features(model: HookedModel, layer: int, head: int, *, seeds: Sequence[int] = (0, 1, 2),
                    d_sae: int = 256, l1_coefficient: float = 3e-3, n_steps: int = 1000, lr: float = 1e-2,
-                   mode: str = "mlp0", agree_cosine: float = 0.8) -> Mod10Result:
+                   mode: str = "auto", agree_cosine: float = 0.8) -> Mod10Result:
     """Find the mod-10 features of `model` through its successor head `layer.head` (module docstring)."""
     check_head(model, layer, head)
+    mode = input_mode(mode, layer)  # the embedding this head reads
     if not seeds:
         raise InputError("seeds: expected at least one SAE seed")
     numbers = number_tokens(model)

@@ -10,6 +10,16 @@ pairs with GPT-2-style tokenizers) would stand for all eight tasks. The pair-poo
 (`scores_pooled`).
 
 Choices, stated once:
+- Which embedding a head reads (`mode="auto"`, the default): heads of layer 0 read the raw token embedding,
+  because attention 0 runs before MLP0 (GPT-2, Llama, CRATE) or beside it (NeoX's parallel block); heads of
+  later layers read MLP0's effective embedding, the paper's `MLP0(W_E)`. Scoring a layer-0 head on MLP0's
+  output, as the paper's formula does for every head, scores it on an input it never sees: in zoo:gpt2-tiny
+  that made a copying head (0.2) look like a 0.63 successor head, because MLP0 itself writes each item's
+  successor (read straight through `W_U`, MLP0's effective embeddings already put the successor on top for
+  85% of pairs). `mode="mlp0"` gives the paper's definition for every head.
+- The input baseline: the same score for the identity map, i.e. each layer's input read straight through
+  `W_U` (`baseline`, per layer). A head whose score does not clearly exceed its layer's baseline passes on
+  succession that is already in its input (a copying head), it does not compute it.
 - Effective embeddings are token-only: no positional embedding is added (a head's OV circuit does not
   depend on position, and the paper's `W_U W_OV MLP0(W_E)` has none).
 - The head's own input norm (`ln_1` / `input_layernorm` of its layer) is applied to the effective
@@ -37,8 +47,8 @@ from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
 from lmscope.model.hooked import HookedModel
 
-MODES: tuple[str, ...] = ("raw", "mlp0", "mlp0_no_ln", "mlp0_with_attn")
-"""Effective-embedding modes; see `effective_embeddings`."""
+MODES: tuple[str, ...] = ("auto", "raw", "mlp0", "mlp0_no_ln", "mlp0_with_attn")
+"""Effective-embedding modes; see `effective_embeddings` ("auto": `input_mode`)."""
 
 
 @dataclass(frozen=True)
@@ -112,17 +122,33 @@ def ln1(model: HookedModel, layer: int) -> nn.Module:
     raise InputError(f"{model.cfg.family}: no attention input norm found in block {layer}")
 
 
+def input_mode(mode: str, layer: int) -> str:
+    """The concrete mode for heads of `layer`: "auto" is "raw" for layer 0 (attention 0 runs before or beside
+    MLP0) and "mlp0" after it; any other mode is returned as is."""
+    if mode not in MODES:
+        raise InputError(f"mode: got {mode!r}, expected one of {', '.join(MODES)}")
+    if mode != "auto":
+        return mode
+    return "raw" if layer == 0 else "mlp0"
+
+
 @torch.inference_mode()
-def effective_embeddings(model: HookedModel, token_ids: Tensor | Sequence[int], *, mode: str = "mlp0") -> Tensor:
+def effective_embeddings(model: HookedModel, token_ids: Tensor | Sequence[int], *, mode: str = "auto",
+                         layer: int | None = None) -> Tensor:
     """Effective token embeddings `[n, d_model]` (float32) of `token_ids [n]`, with no positional embedding.
 
+    - "auto": what reaches a head of `layer` (required): "raw" for layer 0, "mlp0" after it.
     - "raw": the rows of `W_E`.
     - "mlp0": `x + MLP0(LN2_0(x))`, `x = W_E[t]`: the residual after MLP0 with attention 0 left out.
     - "mlp0_no_ln": `x + MLP0(x)`: MLP0 applied without its LayerNorm.
     - "mlp0_with_attn": layer 0's output when the token attends only to itself: a one-token forward pass
       (positional embedding zeroed where the model has one) read at `blocks.0.hook_resid_post`.
     """
-    if mode not in MODES:
+    if mode == "auto":
+        if layer is None:
+            raise InputError("mode 'auto' depends on the head's layer: pass layer=, or use layer_embeddings")
+        mode = input_mode(mode, layer)
+    elif mode not in MODES:
         raise InputError(f"mode: got {mode!r}, expected one of {', '.join(MODES)}")
     ids = torch.as_tensor(token_ids, dtype=torch.long, device=model.device).reshape(-1)
     x = model.W_E[ids]
@@ -139,10 +165,18 @@ def effective_embeddings(model: HookedModel, token_ids: Tensor | Sequence[int], 
     return cache["blocks.0.hook_resid_post"][:, 0].float()
 
 
+def layer_embeddings(model: HookedModel, token_ids: Tensor | Sequence[int], *, mode: str = "auto") -> Tensor:
+    """The effective embedding each layer's heads read, `[layer, n, d_model]` (each distinct one computed once)."""
+    modes = [input_mode(mode, layer) for layer in range(model.cfg.n_layers)]
+    done = {m: effective_embeddings(model, token_ids, mode=m) for m in dict.fromkeys(modes)}
+    return torch.stack([done[m] for m in modes])
+
+
 def head_inputs(model: HookedModel, emb: Tensor) -> Tensor:
-    """`emb [n, d_model]` through each layer's attention input norm: `[layer, n, d_model]`."""
+    """`emb [n, d_model]` (or one per layer, `[layer, n, d_model]`) through each layer's attention input norm:
+    `[layer, n, d_model]`."""
     with torch.inference_mode():
-        return torch.stack([ln1(model, layer)(emb.to(model.W_E.dtype)).float()
+        return torch.stack([ln1(model, layer)((emb if emb.dim() == 2 else emb[layer]).to(model.W_E.dtype)).float()
                             for layer in range(model.cfg.n_layers)])
 
 
@@ -160,11 +194,11 @@ def ov_factors(model: HookedModel, x: Tensor, out_ids: Tensor) -> tuple[Tensor, 
 
 
 def ov_logits(model: HookedModel, token_ids: Tensor | Sequence[int], out_ids: Tensor | Sequence[int] | None = None,
-              *, mode: str = "mlp0") -> Tensor:
+              *, mode: str = "auto") -> Tensor:
     """OV-circuit logits of every head, `[layer, head, n, k]`, for inputs `token_ids [n]` over `out_ids [k]`."""
     ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
     out = ids if out_ids is None else torch.as_tensor(out_ids, dtype=torch.long).reshape(-1)
-    z, ou = ov_factors(model, head_inputs(model, effective_embeddings(model, ids, mode=mode)), out)
+    z, ou = ov_factors(model, head_inputs(model, layer_embeddings(model, ids, mode=mode)), out)
     return z @ ou
 
 
@@ -191,7 +225,8 @@ class SuccessionResult:
     `scores`: mean over the in-distribution tasks of each task's share of succeeding pairs; `per_task`:
     those shares; `scores_pooled`: the share of succeeding pairs pooled over all in-distribution tasks;
     `n_pairs`/`dropped`: pairs scored and multi-token items dropped per task (over both variants);
-    `ood`: the held-out roman numerals, not part of `scores`.
+    `ood`: the held-out roman numerals, not part of `scores`; `baseline*`: the same scores, per layer, for the
+    identity map on that layer's input (succession already present before any head acts).
     """
 
     scores: Tensor
@@ -199,16 +234,21 @@ class SuccessionResult:
     n_pairs: dict[str, int]
     dropped: dict[str, int]
     ood: dict[str, Tensor] = field(default_factory=dict)
-    mode: str = "mlp0"
+    mode: str = "auto"
     model: str = ""
     scores_pooled: Tensor | None = None
+    baseline: Tensor | None = None
+    """`[n_layers]`: the score of the identity map on the input each layer's heads read (task mean)."""
+    baseline_pooled: Tensor | None = None
+    baseline_per_task: dict[str, Tensor] = field(default_factory=dict)
     threshold: float = 0.4
     """Default threshold of `top_heads` and of the `top_heads` written by `to_dict`/`save`."""
 
     def top_heads(self, threshold: float | None = None) -> list[dict[str, Any]]:
-        """Heads scoring at least `threshold`, best first: `[{"layer", "head", "score"}]`."""
+        """Heads scoring at least `threshold`, best first: `[{"layer", "head", "score", "baseline"}]`."""
         threshold = self.threshold if threshold is None else threshold
-        found = [{"layer": int(layer), "head": int(head), "score": float(self.scores[layer, head])}
+        found = [{"layer": int(layer), "head": int(head), "score": float(self.scores[layer, head]),
+                  "baseline": None if self.baseline is None else float(self.baseline[layer])}
                  for layer, head in (self.scores >= threshold).nonzero().tolist()]
         return sorted(found, key=lambda d: -d["score"])
 
@@ -229,6 +269,10 @@ class SuccessionResult:
             "n_pairs": dict(self.n_pairs),
             "dropped": dict(self.dropped),
             "ood": {t: s.tolist() for t, s in self.ood.items()},
+            "input_baseline": None if self.baseline is None else {
+                "scores": self.baseline.tolist(),
+                "scores_pooled": None if self.baseline_pooled is None else self.baseline_pooled.tolist(),
+                "per_task": {t: s.tolist() for t, s in self.baseline_per_task.items()}},
         }
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
@@ -287,36 +331,58 @@ def _bucket_hits(z: Tensor, ou: Tensor, bucket: list[tuple[TaskTokens, Tensor]])
     return list(ok.sum(-1).float().cpu().unbind(-1))
 
 
-def succession_scores(model: HookedModel, *, mode: str = "mlp0", tasks: Sequence[str] | None = None,
+def succession_scores(model: HookedModel, *, mode: str = "auto", tasks: Sequence[str] | None = None,
                       ) -> SuccessionResult:
-    """Succession score of every head: batched over all layers and heads (one matmul per task variant)."""
+    """Succession score of every head: batched over all layers and heads (one matmul per task variant), with
+    each layer's input baseline (the identity map's score) beside it."""
     tokenizer = _need_tokenizer(model)
     groups, dropped = task_tokens(tokenizer, _select_tasks(tasks))
     ood_groups, _ = task_tokens(tokenizer, {ROMAN_TASK: ROMAN_NUMERALS})
     uniq, inverse = torch.unique(torch.cat([g.ids for g in groups + ood_groups]), return_inverse=True)
-    z, ou = ov_factors(model, head_inputs(model, effective_embeddings(model, uniq, mode=mode)), uniq)
+    emb = layer_embeddings(model, uniq, mode=mode)  # [layer, n, d_model]
+    z, ou = ov_factors(model, head_inputs(model, emb), uniq)
+    # the baseline: each distinct layer input read straight through W_U (one "head" per distinct input)
+    distinct = list(dict.fromkeys(input_mode(mode, layer) for layer in range(model.cfg.n_layers)))
+    first = [[input_mode(mode, layer) for layer in range(model.cfg.n_layers)].index(m) for m in distinct]
+    base_z = emb[first][:, None]  # [distinct, 1, n, d_model]
+    base_ou = model.W_U.float()[:, uniq.to(model.device)].expand(len(first), 1, -1, -1)
     shape = (model.cfg.n_layers, model.cfg.n_heads)
     hits: dict[str, Tensor] = {g.task: torch.zeros(shape) for g in groups + ood_groups}
+    base_hits: dict[str, Tensor] = {g.task: torch.zeros(len(first), 1) for g in groups + ood_groups}
     counts: dict[str, int] = {g.task: 0 for g in groups + ood_groups}
     starts = torch.tensor([0] + [len(g.ids) for g in groups + ood_groups]).cumsum(0).tolist()
     members = [(g, inverse[starts[i]:starts[i + 1]]) for i, g in enumerate(groups + ood_groups)]
     for bucket in _buckets([(g, idx) for g, idx in members if len(g.pairs()[0])]):
-        for g, n_hits in zip(bucket, _bucket_hits(z, ou, bucket), strict=True):
+        for g, n_hits, n_base in zip(bucket, _bucket_hits(z, ou, bucket), _bucket_hits(base_z, base_ou, bucket),
+                                     strict=True):
             hits[g[0].task] += n_hits
+            base_hits[g[0].task] += n_base
             counts[g[0].task] += len(g[0].pairs()[0])
+    layer_of = torch.tensor([distinct.index(input_mode(mode, layer)) for layer in range(model.cfg.n_layers)])
+    per_task, pooled, scores = _aggregate(hits, counts, shape)
+    base_task, base_pooled, base_scores = _aggregate({t: v[layer_of, 0] for t, v in base_hits.items()}, counts,
+                                                     (model.cfg.n_layers,))
+    ood = {ROMAN_TASK: per_task.pop(ROMAN_TASK)} if ROMAN_TASK in per_task else {}
+    base_task.pop(ROMAN_TASK, None)
+    ood_pairs = counts.pop(ROMAN_TASK, 0)
+    n_pairs = dict(counts) | ({f"ood:{ROMAN_TASK}": ood_pairs} if ood else {})
+    return SuccessionResult(scores, per_task, n_pairs, dropped, ood, mode=mode, model=model.name,
+                            scores_pooled=pooled, baseline=base_scores, baseline_pooled=base_pooled,
+                            baseline_per_task=base_task)
+
+
+def _aggregate(hits: dict[str, Tensor], counts: dict[str, int], shape: tuple[int, ...],
+               ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
+    """Per-task shares (the OOD task included), the in-distribution pooled share and the task mean."""
     per_task = {t: hits[t] / max(counts[t], 1) for t in hits}
     in_dist = [t for t in hits if t != ROMAN_TASK]
     pooled = sum((hits[t] for t in in_dist), torch.zeros(shape)) / max(sum(counts[t] for t in in_dist), 1)
     scored = [t for t in in_dist if counts[t] > 0]
     scores = sum((per_task[t] for t in scored), torch.zeros(shape)) / max(len(scored), 1)
-    ood = {ROMAN_TASK: per_task.pop(ROMAN_TASK)} if ROMAN_TASK in per_task else {}
-    ood_pairs = counts.pop(ROMAN_TASK, 0)
-    n_pairs = {t: counts[t] for t in in_dist} | ({f"ood:{ROMAN_TASK}": ood_pairs} if ood else {})
-    return SuccessionResult(scores, per_task, n_pairs, dropped, ood, mode=mode, model=model.name,
-                            scores_pooled=pooled)
+    return per_task, pooled, scores
 
 
-def greater_than_bias(model: HookedModel, layer: int, head: int, *, mode: str = "mlp0",
+def greater_than_bias(model: HookedModel, layer: int, head: int, *, mode: str = "auto",
                       tasks: Sequence[str] | None = None) -> dict[str, float]:
     """Per task, the share of (input item i, distance d >= 1) where the head favours i+d over i-d.
 
@@ -339,7 +405,7 @@ def greater_than_bias(model: HookedModel, layer: int, head: int, *, mode: str = 
                    for d in range(1, g.n_items) if k - d in where and k + d in where]
         if not triples:
             continue
-        x = head_inputs(model, effective_embeddings(model, g.ids, mode=mode))[layer]  # [n, d_model]
+        x = head_inputs(model, effective_embeddings(model, g.ids, mode=mode, layer=layer))[layer]  # [n, d_model]
         logits = x @ ov @ W_U[:, g.ids.to(model.device)]  # [n, n]
         src, lo, hi = (torch.tensor(c) for c in zip(*triples, strict=True))
         hits[g.task] = hits.get(g.task, 0.0) + float((logits[src, hi] > logits[src, lo]).sum())

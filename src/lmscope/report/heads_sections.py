@@ -12,8 +12,11 @@ from lmscope.report.report import Section
 
 def successor_heads_section(model_name: str, succession: Mapping[str, Any], bias: Mapping[str, float],
                             mod10: Mapping[str, Any], arithmetic: Mapping[str, Any],
-                            wild: Mapping[str, Any]) -> Section:
-    """`succession`, `mod10`, `arithmetic` are the results' `to_dict()`; `wild` a head summary of the best head."""
+                            wild: Mapping[str, Any], contrast: Mapping[str, Any] | None = None) -> Section:
+    """`succession`, `mod10`, `arithmetic` are the results' `to_dict()`; `wild` a head summary of the best head;
+    `contrast` (optional) another model's best head on what it reads and by the paper's formula, with the
+    paper-formula head's input baseline: `{"model", "best", "score", "paper_best", "paper_score",
+    "paper_baseline"}`."""
     scores = succession["scores"]
     n_layers, n_heads = len(scores), len(scores[0])
     flat = max(((lay, h) for lay in range(n_layers) for h in range(n_heads)), key=lambda p: scores[p[0]][p[1]])
@@ -30,12 +33,16 @@ def successor_heads_section(model_name: str, succession: Mapping[str, Any], bias
                  for f in mod10["features"]]
     edit_rows = [[t, f"{r:.2f}", arithmetic["n_edits"][t]] for t, r in arithmetic["rates"].items()]
     shares = wild["shares"]
+    baseline = (succession.get("input_baseline") or {}).get("scores")
     blocks = [
         Text(f"Successor heads (Gould et al. 2023) in `{model_name}`: each head's OV circuit is applied to the "
-             "effective token embeddings (embedding + MLP0) of ordinal tasks (numbers 0-199, number words, "
-             "ordinals, days, months and their abbreviations, letters; with and without a leading space); a pair "
-             "succeeds when the successor gets the head's highest logit among the task's tokens."),
+             "token embeddings that reach it (the raw embedding for layer 0, whose attention runs before MLP0; "
+             "embedding + MLP0 after it) for ordinal tasks (numbers 0-199, number words, ordinals, days, months "
+             "and their abbreviations, letters; with and without a leading space); a pair succeeds when the "
+             "successor gets the head's highest logit among the task's tokens. The input baseline scores the "
+             "identity map on the same input: a head must beat it to be computing succession itself."),
         KeyValues({"best head": f"{layer}.{head}", "succession score": f"{scores[layer][head]:.3f}",
+                   "input baseline of its layer": "n/a" if baseline is None else f"{baseline[layer]:.3f}",
                    "heads above the threshold": ", ".join(f"{h['layer']}.{h['head']}"
                                                          for h in succession["top_heads"]) or "none",
                    "greater-than bias (mean over tasks)": f"{sum(bias.values()) / max(len(bias), 1):.2f}",
@@ -54,7 +61,16 @@ def successor_heads_section(model_name: str, succession: Mapping[str, Any], bias
               caption="Vector arithmetic: x - k·f_i + k·f_j moves an item from residue i to j; success when the "
                       "head's top logit is the successor of the new value"),
     ]
-    data = {"model": model_name, "succession": dict(succession), "greater_than_bias": dict(bias),
+    if contrast is not None:
+        pl, ph = contrast["paper_best"]
+        blocks.insert(2, Text(
+            f"Contrast, `{contrast['model']}`: its best head on what it reads scores only {contrast['score']:.2f} "
+            f"(head {contrast['best'][0]}.{contrast['best'][1]}). Scored the paper's way (MLP0's output for every "
+            f"head) head {pl}.{ph} reaches {contrast['paper_score']:.2f}, but it is a layer-{pl} head that never "
+            f"reads MLP0's output, and MLP0's output read straight through the unembedding already scores "
+            f"{contrast['paper_baseline']:.2f}: there MLP0 computes the successor and the head copies."))
+    data = {"model": model_name, "succession": dict(succession),
+            "contrast": None if contrast is None else dict(contrast), "greater_than_bias": dict(bias),
             "mod10": dict(mod10), "arithmetic": dict(arithmetic), "wild": dict(wild), "heatmap": fig_data,
             "per_task": bars_data}
     return Section("successor-heads", "Successor heads", blocks, data)
