@@ -297,68 +297,108 @@ def _need_tokenizer(model: HookedModel) -> Any:
     return model.tokenizer
 
 
-def _buckets(members: list[tuple[TaskTokens, Tensor]]) -> list[list[tuple[TaskTokens, Tensor]]]:
-    """Task variants grouped by size (next power of two), so each bucket is one padded batched computation."""
-    out: dict[int, list[tuple[TaskTokens, Tensor]]] = {}
-    for g, idx in members:
-        out.setdefault(1 << max(len(idx) - 1, 1).bit_length(), []).append((g, idx))
-    return list(out.values())
+@dataclass(frozen=True)
+class _Bucket:
+    """Task variants of similar size scored as one padded batch: `index [b, n]` (positions in the unique-token
+    list), `valid [b, n]`, `src_tok [b, p]` (the pairs' input tokens), `dst [b, p]`, `used [b, p]`."""
+
+    variants: list[TaskTokens]
+    index: Tensor
+    valid: Tensor
+    src_tok: Tensor
+    dst: Tensor
+    used: Tensor
 
 
-def _bucket_hits(z: Tensor, ou: Tensor, bucket: list[tuple[TaskTokens, Tensor]]) -> list[Tensor]:
-    """Succeeding pairs of every head for each variant of a bucket: `[layer, head]` counts, one per variant.
+@dataclass(frozen=True)
+class _Plan:
+    """Everything about the tasks that does not depend on the weights: cached per tokenizer and task set."""
+
+    tasks: list[str]  # every task with a kept variant, the held-out one last
+    dropped: dict[str, int]
+    uniq: Tensor
+    buckets: list[_Bucket]
+
+
+_PLAN_CACHE: dict[tuple[int, int, tuple[str, ...]], tuple[Any, _Plan]] = {}
+
+
+def _plan(tokenizer: Any, tasks: Sequence[str] | None) -> _Plan:
+    key = (id(tokenizer), len(tokenizer), tuple(_select_tasks(tasks)))
+    hit = _PLAN_CACHE.get(key)
+    if hit is not None and hit[0] is tokenizer:
+        return hit[1]
+    groups, dropped = task_tokens(tokenizer, _select_tasks(tasks))
+    ood_groups, _ = task_tokens(tokenizer, {ROMAN_TASK: ROMAN_NUMERALS})
+    everything = groups + ood_groups
+    uniq, inverse = torch.unique(torch.cat([g.ids for g in everything]), return_inverse=True)
+    starts = torch.tensor([0] + [len(g.ids) for g in everything]).cumsum(0).tolist()
+    by_size: dict[int, list[tuple[TaskTokens, Tensor]]] = {}  # next power of two of the variant's size
+    for i, g in enumerate(everything):
+        if len(g.pairs()[0]):
+            size = 1 << max(len(g.ids) - 1, 1).bit_length()
+            by_size.setdefault(size, []).append((g, inverse[starts[i]:starts[i + 1]]))
+    buckets = [_bucket(members) for members in by_size.values()]
+    plan = _Plan(list(dict.fromkeys(g.task for g in everything)), dropped, uniq, buckets)
+    _PLAN_CACHE[key] = (tokenizer, plan)
+    return plan
+
+
+def _bucket(members: list[tuple[TaskTokens, Tensor]]) -> _Bucket:
+    """Pad `(variant, its positions in the unique-token list)` pairs into one batch."""
+    n, p = max(len(idx) for _, idx in members), max(len(g.pairs()[0]) for g, _ in members)
+    index = torch.zeros(len(members), n, dtype=torch.long)
+    valid = torch.zeros(len(members), n, dtype=torch.bool)
+    src, dst = torch.zeros(len(members), p, dtype=torch.long), torch.zeros(len(members), p, dtype=torch.long)
+    used = torch.zeros(len(members), p, dtype=torch.bool)
+    for b, (g, idx) in enumerate(members):
+        s_, d_ = g.pairs()
+        index[b, :len(idx)], valid[b, :len(idx)] = idx, True
+        src[b, :len(s_)], dst[b, :len(s_)], used[b, :len(s_)] = s_, d_, True
+    return _Bucket([g for g, _ in members], index, valid, index.gather(1, src), dst, used)
+
+
+def _bucket_hits(z: Tensor, ou: Tensor, bucket: _Bucket) -> Tensor:
+    """Succeeding pairs of every head for each variant of a bucket: `[layer, head, variant]` counts.
 
     Variants are padded to the bucket's largest (items) and most pairs; padded logits are -inf and padded
     pairs are masked out, so the result equals scoring each variant on its own.
     """
-    n = max(len(idx) for _, idx in bucket)
-    p = max(len(g.pairs()[0]) for g, _ in bucket)
-    index = torch.zeros(len(bucket), n, dtype=torch.long)
-    valid = torch.zeros(len(bucket), n, dtype=torch.bool)
-    src = torch.zeros(len(bucket), p, dtype=torch.long)
-    dst = torch.zeros(len(bucket), p, dtype=torch.long)
-    used = torch.zeros(len(bucket), p, dtype=torch.bool)
-    for b, (g, idx) in enumerate(bucket):
-        s, d = g.pairs()
-        index[b, :len(idx)], valid[b, :len(idx)] = idx, True
-        src[b, :len(s)], dst[b, :len(s)], used[b, :len(s)] = s, d, True
-    index, valid, src, dst, used = (t.to(z.device) for t in (index, valid, src, dst, used))
-    zs = z[:, :, index.gather(1, src)]  # [layer, head, bucket, p, d_head]: the pairs' inputs only
-    block = zs @ ou[:, :, :, index].permute(0, 1, 3, 2, 4)  # [layer, head, bucket, p, n]
-    if not bool(valid.all()):
-        block.masked_fill_(~valid[:, None, :], float("-inf"))
-    ok = strictly_top(block, dst.expand(*block.shape[:2], -1, -1)) & used  # the block is ours
-    return list(ok.sum(-1).float().cpu().unbind(-1))
+    dev = z.device
+    zs = z[:, :, bucket.src_tok.to(dev)]  # [layer, head, bucket, p, d_head]: the pairs' inputs only
+    block = zs @ ou[:, :, :, bucket.index.to(dev)].permute(0, 1, 3, 2, 4)  # [layer, head, bucket, p, n]
+    if not bool(bucket.valid.all()):
+        block.masked_fill_(~bucket.valid.to(dev)[:, None, :], float("-inf"))
+    ok = strictly_top(block, bucket.dst.to(dev).expand(*block.shape[:2], -1, -1)) & bucket.used.to(dev)
+    return ok.sum(-1).float().cpu()
 
 
 def succession_scores(model: HookedModel, *, mode: str = "auto", tasks: Sequence[str] | None = None,
                       ) -> SuccessionResult:
     """Succession score of every head: batched over all layers and heads (one matmul per task variant), with
     each layer's input baseline (the identity map's score) beside it."""
-    tokenizer = _need_tokenizer(model)
-    groups, dropped = task_tokens(tokenizer, _select_tasks(tasks))
-    ood_groups, _ = task_tokens(tokenizer, {ROMAN_TASK: ROMAN_NUMERALS})
-    uniq, inverse = torch.unique(torch.cat([g.ids for g in groups + ood_groups]), return_inverse=True)
+    plan = _plan(_need_tokenizer(model), tasks)
+    uniq = plan.uniq
     emb = layer_embeddings(model, uniq, mode=mode)  # [layer, n, d_model]
     z, ou = ov_factors(model, head_inputs(model, emb), uniq)
     # the baseline: each distinct layer input read straight through W_U (one "head" per distinct input)
-    distinct = list(dict.fromkeys(input_mode(mode, layer) for layer in range(model.cfg.n_layers)))
-    first = [[input_mode(mode, layer) for layer in range(model.cfg.n_layers)].index(m) for m in distinct]
-    base_z = emb[first][:, None]  # [distinct, 1, n, d_model]
-    base_ou = model.W_U.float()[:, uniq.to(model.device)].expand(len(first), 1, -1, -1)
+    modes = [input_mode(mode, layer) for layer in range(model.cfg.n_layers)]
+    distinct = list(dict.fromkeys(modes))
+    base_z = emb[[modes.index(m) for m in distinct]][:, None]  # [distinct, 1, n, d_model]
+    base_ou = model.W_U.float()[:, uniq.to(model.device)].expand(len(distinct), 1, -1, -1)
     shape = (model.cfg.n_layers, model.cfg.n_heads)
-    hits: dict[str, Tensor] = {g.task: torch.zeros(shape) for g in groups + ood_groups}
-    base_hits: dict[str, Tensor] = {g.task: torch.zeros(len(first), 1) for g in groups + ood_groups}
-    counts: dict[str, int] = {g.task: 0 for g in groups + ood_groups}
-    starts = torch.tensor([0] + [len(g.ids) for g in groups + ood_groups]).cumsum(0).tolist()
-    members = [(g, inverse[starts[i]:starts[i + 1]]) for i, g in enumerate(groups + ood_groups)]
-    for bucket in _buckets([(g, idx) for g, idx in members if len(g.pairs()[0])]):
-        for g, n_hits, n_base in zip(bucket, _bucket_hits(z, ou, bucket), _bucket_hits(base_z, base_ou, bucket),
-                                     strict=True):
-            hits[g[0].task] += n_hits
-            base_hits[g[0].task] += n_base
-            counts[g[0].task] += len(g[0].pairs()[0])
-    layer_of = torch.tensor([distinct.index(input_mode(mode, layer)) for layer in range(model.cfg.n_layers)])
+    tasks_all = plan.tasks
+    hits: dict[str, Tensor] = {t: torch.zeros(shape) for t in tasks_all}
+    base_hits: dict[str, Tensor] = {t: torch.zeros(len(distinct), 1) for t in tasks_all}
+    counts: dict[str, int] = dict.fromkeys(tasks_all, 0)
+    for bucket in plan.buckets:
+        n_hits, n_base = _bucket_hits(z, ou, bucket), _bucket_hits(base_z, base_ou, bucket)
+        for i, g in enumerate(bucket.variants):
+            hits[g.task] += n_hits[..., i]
+            base_hits[g.task] += n_base[..., i]
+            counts[g.task] += len(g.pairs()[0])
+    dropped = plan.dropped
+    layer_of = torch.tensor([distinct.index(m) for m in modes])
     per_task, pooled, scores = _aggregate(hits, counts, shape)
     base_task, base_pooled, base_scores = _aggregate({t: v[layer_of, 0] for t, v in base_hits.items()}, counts,
                                                      (model.cfg.n_layers,))
