@@ -1,6 +1,7 @@
 """Attention-head analysis: successor heads (Gould et al. 2023) and the standard head detectors.
 
-`succession_scores(model)` scores every head's OV circuit on ordinal tasks in one batched computation;
+`succession_scores(model)` scores every head's OV circuit on ordinal tasks in one batched computation, each
+head on the embedding that reaches it (`layer_embeddings`), with each layer's input baseline beside it;
 `greater_than_bias` measures a head's preference for later items; `detect_heads(model)` gives
 previous-token, duplicate-token, induction and copying scores for every head.
 """
@@ -18,6 +19,8 @@ from lmscope.heads.succession import (
     SuccessionResult,
     effective_embeddings,
     greater_than_bias,
+    input_mode,
+    layer_embeddings,
     ov_logits,
     succession_scores,
 )
@@ -32,6 +35,8 @@ __all__ = [
     "effective_embeddings",
     "greater_than_bias",
     "induction_score",
+    "input_mode",
+    "layer_embeddings",
     "ov_logits",
     "previous_token_score",
     "succession_scores",
