@@ -69,3 +69,20 @@ def test_topk_kernels_match_autograd() -> None:
     for got, want in zip(torch.autograd.grad((y * g).sum(), params), torch.autograd.grad((y_ref * g).sum(), params),
                          strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_scratch_buffer_is_reused_without_aliasing_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The [batch, d_sae] pre-activations live in one reused buffer; nothing a kernel returns may point into it."""
+    W_enc, b_enc, b_dec_in, W_dec, b_dec = (p.detach() for p in _params())
+    x1, x2 = torch.randn(30, 12, dtype=torch.float64), torch.randn(30, 12, dtype=torch.float64)
+    vals1, idx1 = topk_encode(x1, W_enc, b_enc, b_dec_in, 5)
+    first = (vals1.clone(), idx1.clone())
+    spare = kernels._SPARE[(torch.float64, torch.device("cpu"))]
+    topk_encode(x2, W_enc, b_enc, b_dec_in, 5)
+    assert kernels._SPARE[(torch.float64, torch.device("cpu"))].data_ptr() == spare.data_ptr()  # reused
+    assert torch.equal(vals1, first[0]) and torch.equal(idx1, first[1])
+    monkeypatch.setattr(kernels, "SPARSE_MAX_DENSITY", 1.0)  # the sparse path, which gives its buffer back
+    y1, s1, n1 = relu_dictionary(x1, W_enc, b_enc - 1.0, b_dec_in, W_dec, b_dec)
+    saved = (y1.clone(), s1.clone(), n1.clone())
+    relu_dictionary(x2, W_enc, b_enc - 1.0, b_dec_in, W_dec, b_dec)
+    assert all(torch.equal(a, b) for a, b in zip((y1, s1, n1), saved, strict=True))
