@@ -62,6 +62,7 @@ from lmscope.activations import ExtractConfig, extract
 from lmscope.data.labels import LabeledCorpus, from_synthetic, train_test_split_sentences
 from lmscope.data.synthetic import generate_corpus
 from lmscope.neurons import LinearProbe
+from lmscope.neurons.probe import FAST_SETTINGS
 
 MODEL = "zoo:gpt2-tiny"
 MIX = {"grammar": 0.7, "topic": 0.3}
@@ -241,7 +242,7 @@ def bench_probe(m: HookedModel, work: Path, n_sentences: int, rounds: int, lambd
 
         def lmscope_fast(lam: float = lam, out: dict[str, Any] = out) -> None:
             # one epoch of minibatch Adam, then 5 full-batch FISTA steps (not converged, like NeuroX's 10 epochs)
-            out["lmscope_fast"] = LinearProbe(l1=lam, l2=lam, warm_start_epochs=1, max_iter=5).fit(Xtr, ytr)
+            out["lmscope_fast"] = LinearProbe(l1=lam, l2=lam, **FAST_SETTINGS).fit(Xtr, ytr)
 
         seconds = timed_rounds({"neurox": neurox, "lmscope": lmscope, "lmscope_exact": lmscope_exact,
                                 "lmscope_fast": lmscope_fast}, rounds)

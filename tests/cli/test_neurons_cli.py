@@ -35,6 +35,15 @@ def test_extract_rank_evaluate_examples_ablate(files: Path, capsys: pytest.Captu
     ranking = json.loads((files / "rank" / "result.json").read_text())
     assert set(ranking["ranking"][0]) == {"point", "neuron", "score"} and "NOUN" in ranking["per_class"]
     assert len(ranking["ranking"]) == 1024
+    code, out, err = run(capsys, "neurons", "rank", str(store), "--labels", str(files / "pos.txt"), "--fast",
+                         "--out", str(files / "rank-fast"), "--json")
+    assert code == 0, err
+    fast = json.loads((files / "rank-fast" / "result.json").read_text())
+    assert fast["method"] == "lca" and fast["params"]["warm_start_epochs"] == 1 and fast["params"]["max_iter"] == 5
+    assert fast["accuracy"]["test"] > 0.8  # POS from two MLP layers, even unconverged
+    code, _, err = run(capsys, "neurons", "rank", str(store), "--labels", str(files / "pos.txt"), "--fast",
+                       "--method", "iou", "--out", str(files / "never"))
+    assert code == 2 and "--fast: only for --method lca" in err
     code, out, err = run(capsys, "neurons", "evaluate", str(store), "--labels", str(files / "pos.jsonl"),
                          "--ranking", str(files / "rank"), "--ks", "5,20", "--out", str(files / "eval"))
     assert code == 0 and "k=5" in out, err

@@ -49,6 +49,8 @@ def rank(store: StoreArg, labels: LabelsOpt, out_dir: OutOpt,
          method: Annotated[str, typer.Option(help="lca, probeless, iou, gaussian or random.")] = "lca",
          column: ColumnOpt = "upos", min_count: Annotated[int, typer.Option(help="Leave out rarer classes.")] = 1,
          balance: Annotated[bool, typer.Option(help="Undersample every class to the smallest.")] = False,
+         fast: Annotated[bool, typer.Option(help="lca only: one epoch of minibatch Adam then 5 FISTA steps, "
+                                            "not solved to convergence (as NeuroX's probe is not).")] = False,
          seed: int = 0, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Rank every neuron of a store for a labelled concept; writes the ranking (overall and per class).
 
@@ -57,13 +59,16 @@ def rank(store: StoreArg, labels: LabelsOpt, out_dir: OutOpt,
     from lmscope.activations import ActivationStore
     from lmscope.neurons.analysis import rank_neurons
     from lmscope.neurons.dataset import load_dataset
+    from lmscope.neurons.probe import FAST_SETTINGS
 
+    if fast and method != "lca":
+        raise InputError(f"--fast: only for --method lca (the probe), not {method}")
     st = ActivationStore(store)
     data = load_dataset(st, _corpus(st, labels, column), min_count=min_count, balance=balance, seed=seed,
                         control=False)
     with progress_bars(not as_json) as stage:
         stage(f"ranking ({method})", 0, 1)
-        result = rank_neurons(data, method, seed=seed)
+        result = rank_neurons(data, method, seed=seed, **(FAST_SETTINGS if fast else {}))
     path = result.save(out_dir, overwrite=overwrite)
     if as_json:
         print_json({"result": str(path), "accuracy": result.accuracy, "top": result.overall[:10]})
