@@ -65,7 +65,8 @@ def _attention(ctx: DemoContext) -> Section:
     layer, head = divmod(int(weight.argmax()), m.cfg.n_heads)
     note = (f"`{ATTENTION_PROMPT}`: in layer {layer}, head {head} the query at the last ' chapter' puts "
             f"{weight.max():.2f} of its attention on ' 17', eight tokens back: the item whose successor ' 18' "
-            "the model must produce next (a successor-head candidate).")
+            "the model must produce next. The head fetches the item; whether its OV circuit also increments it is "
+            "what the successor-heads section measures.")
     return attention_section(tokens, stacked[layer, head], layer, head, note)
 
 
