@@ -94,7 +94,7 @@ def mod10(model: ModelArg, head: HeadOpt = None, out_dir: OutOpt = None, mode: M
           overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Mod-10 features: an SAE on effective embeddings, one feature per residue class, a probe beside it.
 
-    Example: lmscope heads mod10 zoo:gpt2-tiny --head 0.3 --out mod10/
+    Example: lmscope heads mod10 zoo:crate-tiny --head 0.1 --out mod10/
     """
     from lmscope.heads.mod10 import mod10_features
 
@@ -119,7 +119,7 @@ def edit(model: ModelArg, head: HeadOpt = None,
          overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Vector arithmetic: move items from one residue mod 10 to another and check the head's successor.
 
-    Example: lmscope heads edit zoo:gpt2-tiny --head 0.3 --from 3 --to 7
+    Example: lmscope heads edit zoo:crate-tiny --head 0.1 --from 3 --to 7
     """
     from lmscope.heads.arithmetic import residue_pairs, vector_arithmetic
     from lmscope.heads.mod10 import mod10_features
@@ -160,7 +160,7 @@ def wild(model: ModelArg, out_dir: OutOpt = None,
          overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Heads in the wild: per token, the head whose direct effect matters most, and what kind of token it is.
 
-    Example: lmscope heads wild zoo:gpt2-tiny --samples 500
+    Example: lmscope heads wild zoo:crate-tiny --samples 500
     """
     from lmscope.heads.wild import heads_in_the_wild
 
