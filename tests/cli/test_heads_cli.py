@@ -56,6 +56,10 @@ def test_mod10_and_edit(capsys, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert code == 0, err
     d = json.loads(out)
     assert d["pairs"] == [[3, 7]] and d["n_edits"]["numbers"] == 40  # 3, 13, ..., 193, both variants
+    # no --head: the best head; gpt2-tiny has no successor head (MLP0 increments), which the user is told
+    code, out, err = run(capsys, "heads", "edit", MODEL, "--from", "3", "--to", "7", "--seeds", "1", "--json")
+    assert code == 0 and json.loads(out)["head"] == {"layer": 0, "head": 1}
+    assert "note: the best head, 0.1, scores only 0.16 (< 0.4): this model may have no successor head" in err
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, out, print_json
+from lmscope.cli.common import JsonFlag, ModelArg, err, out, print_json
 from lmscope.errors import InputError
 
 heads_app = typer.Typer(help="Attention heads: successor heads, mod-10 features, vector arithmetic, detectors.",
@@ -53,7 +53,14 @@ def _head(hooked: Any, head: str | None, mode: str) -> tuple[int, int]:
 
     if head is not None:
         return parse_head(head, hooked.cfg.n_layers, hooked.cfg.n_heads)
-    return succession_scores(hooked, mode=mode).best_head()
+    result = succession_scores(hooked, mode=mode)
+    layer, h = result.best_head()
+    score = float(result.scores[layer, h])
+    if score < result.threshold:
+        err.print(f"note: the best head, {layer}.{h}, scores only {score:.2f} (< {result.threshold}): this model may "
+                  "have no successor head; the analysis below runs on it anyway (choose one with --head)",
+                  markup=False, highlight=False, soft_wrap=True)
+    return layer, h
 
 
 @heads_app.command("succession")
