@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -28,7 +27,7 @@ ContinuationTokens = Annotated[int, typer.Option(help="Greedy tokens decoded for
 
 def read_texts(path: str, field: str = "text") -> list[str]:
     """Inputs from a text file (one per line) or a .jsonl file (the `field` of each row)."""
-    from lmscope.data.formats import read_lines
+    from lmscope.data.lines import read_lines
 
     if Path(path).suffix == ".jsonl":
         return [str(row[field]) for row in read_rows(path, [field])]
@@ -40,19 +39,13 @@ def read_texts(path: str, field: str = "text") -> list[str]:
 
 def read_rows(path: str, fields: list[str]) -> list[dict[str, Any]]:
     """JSONL rows, each required to carry `fields`; errors name the file and line."""
-    from lmscope.data.formats import read_lines
+    from lmscope.data.lines import json_lines
 
     rows = []
-    for n, line in enumerate(read_lines(path), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    for where, row in json_lines(path, f"expected an object with {', '.join(fields)}"):
         missing = [f for f in fields if not isinstance(row, dict) or f not in row]
         if missing:
-            raise InputError(f"{path}:{n}: missing field {missing[0]!r} (expected {', '.join(fields)})")
+            raise InputError(f"{where}: missing field {missing[0]!r} (expected {', '.join(fields)})")
         rows.append(row)
     if not rows:
         raise InputError(f"{path}: no rows")

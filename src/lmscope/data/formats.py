@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from lmscope.data.lines import json_lines, read_lines
 from lmscope.data.samples import Sample, read_jsonl
 from lmscope.data.topics import TOXIC_WORDS
 from lmscope.errors import InputError
@@ -29,37 +30,6 @@ FORMATS: tuple[str, ...] = ("auto", "conllu", "parallel", "jsonl", "synthetic")
 
 SYNTHETIC_LABELS: tuple[str, ...] = ("pos", "topic", "toxic", "task")
 """Label kinds that can be derived from a synthetic `Sample` (see `parse_synthetic`)."""
-
-
-def read_lines(path: str | os.PathLike[str]) -> list[str]:
-    """The lines of a UTF-8 text file (no line ends, `\\r` and a leading BOM removed).
-
-    Lines are split on `\\n` only (not on the other separators `str.splitlines` knows), so line numbers
-    match what editors and `grep -n` show. Undecodable bytes raise InputError naming the line.
-    """
-    source = Path(path)
-    try:
-        data = source.read_bytes()
-    except FileNotFoundError as exc:
-        raise InputError(f"{source}: no such file") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{source}: is a directory, expected a file") from exc
-    except OSError as exc:
-        raise InputError(f"{source}: cannot read ({exc.strerror or exc})") from exc
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise InputError(
-            f"{source}:{line}: byte 0x{data[exc.start]:02x} at column {column} is not valid UTF-8; "
-            "expected UTF-8 text"
-        ) from exc
-    text = text.removeprefix("\ufeff")
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()  # the final newline ends the last line; it does not start a new one
-    return [line.removesuffix("\r") for line in lines]
 
 
 def conllu_column_index(column: str | int) -> int:
@@ -168,14 +138,7 @@ def parse_jsonl_labels(path: str | os.PathLike[str]) -> Parsed:
     sentences: list[list[str]] = []
     labels: list[list[str]] = []
     expected = 'expected {"tokens": [...], "labels": [...]}'
-    for lineno, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{where}: not valid JSON ({exc.msg}); {expected}") from exc
+    for where, obj in json_lines(path, expected):
         if not isinstance(obj, dict):
             raise InputError(f"{where}: found a JSON {type(obj).__name__}; {expected}")
         for key in ("tokens", "labels"):

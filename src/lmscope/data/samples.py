@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lmscope.data.lines import json_lines
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_text
 
@@ -188,23 +189,10 @@ def write_jsonl(
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[Sample]:
     """Read samples written by `write_jsonl`; a bad line raises InputError naming `file:line`."""
-    source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise InputError(f"{source}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{source}: cannot read as UTF-8 text ({exc})") from exc
     samples: list[Sample] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{source}:{lineno}: not valid JSON ({exc.msg}); expected one sample object") from exc
+    for where, obj in json_lines(path, "expected one sample object"):
         try:
             samples.append(Sample.from_dict(obj))
         except InputError as exc:
-            raise InputError(f"{source}:{lineno}: {exc}") from exc
+            raise InputError(f"{where}: {exc}") from exc
     return samples
