@@ -11,8 +11,9 @@ import functools
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from lmscope.errors import InputError
 
@@ -67,3 +68,28 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: boo
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, overwrite: bool = False) -> Path:
     """Write `obj` as indented JSON to `path` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", overwrite=overwrite)
+
+
+T = TypeVar("T")
+
+
+def load_result(path: str | os.PathLike[str], kind: str, what: str, build: Callable[[dict[str, Any]], T]) -> T:
+    """Read a `result.json` (or the directory holding it) whose "kind" is `kind` and `build` an object from it.
+
+    Every failure is one InputError naming the file: missing, not JSON, another kind (`what` says what was
+    expected, e.g. "a neuron ranking (written by `lmscope neurons rank`)"), or missing keys.
+    """
+    source = Path(path)
+    source = source / "result.json" if source.is_dir() else source
+    try:
+        d = json.loads(source.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{source}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{source}: not JSON ({err.msg}); expected {what}") from None
+    if not isinstance(d, dict) or d.get("kind") != kind:
+        raise InputError(f"{source}: not {what}")
+    try:
+        return build(d)
+    except (KeyError, TypeError) as err:
+        raise InputError(f"{source}: not a readable {kind.replace('_', ' ')} ({err!r})") from None

@@ -16,7 +16,7 @@ import numpy as np
 
 from lmscope.activations import ActivationStore
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
+from lmscope.fileio import atomic_write_json, load_result
 from lmscope.model.units import Unit
 from lmscope.neurons.dataset import NeuronDataset
 from lmscope.neurons.evaluation import accuracy_at_k, selectivity
@@ -74,20 +74,9 @@ class NeuronRanking:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NeuronRanking:
         """Read a ranking's result.json (or the directory holding it)."""
-        import json
-
-        source = Path(path)
-        source = source / "result.json" if source.is_dir() else source
-        try:
-            d = json.loads(source.read_text())
-            if d.get("kind") != "neuron_ranking":
-                raise InputError(f"{source}: not a neuron ranking (written by `lmscope neurons rank`)")
-            return cls(d["method"], d["params"], d["ranking"], d["per_class"], d["n_rows"], d["labels"],
-                       d.get("accuracy", {}))
-        except FileNotFoundError:
-            raise InputError(f"{source}: no such file") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise InputError(f"{source}: not a readable neuron ranking ({err})") from None
+        return load_result(path, "neuron_ranking", "a neuron ranking (written by `lmscope neurons rank`)",
+                           lambda d: cls(d["method"], d["params"], d["ranking"], d["per_class"], d["n_rows"],
+                                         d["labels"], d.get("accuracy", {})))
 
 
 def rank_neurons(data: NeuronDataset, method: str = "lca", *, top: int | None = None, seed: int = 0,

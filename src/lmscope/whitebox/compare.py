@@ -26,7 +26,7 @@ from lmscope.autointerp import RecordConfig, relative_improvement, score_store, 
 from lmscope.autointerp.result import AutointerpResult
 from lmscope.autointerp.scoring import METRICS
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json, check_writable
+from lmscope.fileio import atomic_write_json, check_writable, load_result
 from lmscope.model.hooked import HookedModel
 from lmscope.report._json import json_safe
 
@@ -76,18 +76,10 @@ class ComparisonResult:
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ComparisonResult:
         """Read a comparison's result.json (or the directory holding it)."""
-        source = Path(path)
-        source = source / "result.json" if source.is_dir() else source
-        try:
-            d = json.loads(source.read_text())
-            if d.get("kind") != "whitebox_comparison":
-                raise InputError(f"{source}: not a white-box comparison (written by `lmscope whitebox compare`)")
-            return cls(d["models"], d["config"], d["per_model"], d["relative_improvement"], d["seconds"],
-                       d.get("units", {}))
-        except FileNotFoundError:
-            raise InputError(f"{source}: no such file") from None
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise InputError(f"{source}: not a readable comparison ({err})") from None
+        return load_result(path, "whitebox_comparison",
+                           "a white-box comparison (written by `lmscope whitebox compare`)",
+                           lambda d: cls(d["models"], d["config"], d["per_model"], d["relative_improvement"],
+                                         d["seconds"], d.get("units", {})))
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Path]:
         """`result.json` and `report.html` in `directory` (both refused if present unless `overwrite`)."""
