@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hook_checks import assert_pattern_replacement_is_used
 from lmscope import HookedModel
 from lmscope.errors import InputError
 from lmscope.model.parity import check_parity
@@ -124,18 +125,7 @@ def test_pattern_replacement_is_used(family: str, tokens: torch.Tensor) -> None:
     """Replacing the pattern by itself keeps the logits; attending only to position 0 changes them exactly."""
     model = HookedModel(tiny_hf_model(family))
     base, _cache = model.run_with_cache(tokens, names=["blocks.0.hook_resid_pre", "blocks.0.attn.hook_z"])
-    same = model.run_with_hooks(tokens, hooks=[("blocks.0.attn.hook_pattern", lambda t, *, hook: t.clone())])
-    torch.testing.assert_close(same, base, atol=1e-5, rtol=1e-5)
-
-    def first_only(t: torch.Tensor, *, hook: object) -> torch.Tensor:
-        out = torch.zeros_like(t)
-        out[..., 0] = 1
-        return out
-
-    _, edited = model.run_with_cache(tokens, names=["blocks.0.attn.hook_z"],
-                                     hooks=[("blocks.0.attn.hook_pattern", first_only)])
-    z = edited["blocks.0.attn.hook_z"]
-    assert torch.allclose(z, z[:, :1].expand_as(z), atol=1e-6)  # every position copies position 0's value
+    assert_pattern_replacement_is_used(model, tokens, base)
 
 
 def test_strings_are_padded_right_with_mask() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from hook_checks import assert_pattern_replacement_is_used
 from lmscope import HookedModel
 from lmscope.model import zoo
 from lmscope.model.parity import check_parity
@@ -115,18 +116,7 @@ def test_parity_and_weight_views(mode: str, tokens: torch.Tensor) -> None:
 def test_hooks_edit_crate_and_are_removed(tokens: torch.Tensor) -> None:
     model = HookedModel(tiny_crate())
     base = model(tokens)
-    same = model.run_with_hooks(tokens, hooks=[("blocks.0.attn.hook_pattern", lambda t, *, hook: t.clone())])
-    torch.testing.assert_close(same, base, atol=1e-5, rtol=1e-5)
-
-    def first_only(t: torch.Tensor, *, hook: object) -> torch.Tensor:
-        out = torch.zeros_like(t)
-        out[..., 0] = 1
-        return out
-
-    _, edited = model.run_with_cache(tokens, names=["blocks.0.attn.hook_z"],
-                                     hooks=[("blocks.0.attn.hook_pattern", first_only)])
-    z = edited["blocks.0.attn.hook_z"]
-    assert torch.allclose(z, z[:, :1].expand_as(z), atol=1e-6)
+    assert_pattern_replacement_is_used(model, tokens, base)
     ablated = model.run_with_hooks(tokens, hooks=[("blocks.1.mlp.hook_post", lambda t, *, hook: t * 0)])
     assert not torch.allclose(ablated, base)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.hf.modules())
