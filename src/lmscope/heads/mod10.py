@@ -34,8 +34,8 @@ from lmscope.heads.succession import (
     _need_tokenizer,
     _select_tasks,
     effective_embeddings,
+    head_logits,
     input_mode,
-    ln1,
     task_tokens,
 )
 from lmscope.model.hooked import HookedModel
@@ -62,15 +62,6 @@ def all_task_token_ids(model: HookedModel) -> Tensor:
     """Every single-token item of every in-distribution task, both variants, without repeats `[n]`."""
     groups, _ = task_tokens(_need_tokenizer(model), _select_tasks(None))
     return torch.unique(torch.cat([g.ids for g in groups]))
-
-
-def head_logits(model: HookedModel, layer: int, head: int, x: Tensor, out_ids: Tensor) -> Tensor:
-    """OV logits `[..., k]` of one head for effective embeddings `x [..., d_model]` over `out_ids [k]`."""
-    W_U = model.W_U.float()[:, out_ids.to(model.device)]
-    ov = model.W_V[layer, head].float() @ model.W_O[layer, head].float()
-    with torch.inference_mode():
-        h = ln1(model, layer)(x.to(model.W_E.dtype)).float()
-    return h @ ov @ W_U
 
 
 def check_head(model: HookedModel, layer: int, head: int) -> None:

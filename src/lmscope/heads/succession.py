@@ -193,6 +193,15 @@ def ov_factors(model: HookedModel, x: Tensor, out_ids: Tensor) -> tuple[Tensor, 
     return z, ou
 
 
+def head_logits(model: HookedModel, layer: int, head: int, x: Tensor, out_ids: Tensor) -> Tensor:
+    """OV logits `[..., k]` of one head for effective embeddings `x [..., d_model]` over `out_ids [k]`."""
+    W_U = model.W_U.float()[:, out_ids.to(model.device)]
+    ov = model.W_V[layer, head].float() @ model.W_O[layer, head].float()
+    with torch.inference_mode():
+        h = ln1(model, layer)(x.to(model.W_E.dtype)).float()
+    return h @ ov @ W_U
+
+
 def ov_logits(model: HookedModel, token_ids: Tensor | Sequence[int], out_ids: Tensor | Sequence[int] | None = None,
               *, mode: str = "auto") -> Tensor:
     """OV-circuit logits of every head, `[layer, head, n, k]`, for inputs `token_ids [n]` over `out_ids [k]`."""
@@ -435,8 +444,6 @@ def greater_than_bias(model: HookedModel, layer: int, head: int, *, mode: str = 
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
         raise InputError(f"head: got {layer}.{head}; the model has {n_layers} layers of {n_heads} heads")
     groups, _ = task_tokens(_need_tokenizer(model), _select_tasks(tasks))
-    ov = model.W_V[layer, head].float() @ model.W_O[layer, head].float()  # [d_model, d_model]
-    W_U = model.W_U.float()
     hits: dict[str, float] = {}
     counts: dict[str, int] = {}
     for g in groups:
@@ -445,8 +452,8 @@ def greater_than_bias(model: HookedModel, layer: int, head: int, *, mode: str = 
                    for d in range(1, g.n_items) if k - d in where and k + d in where]
         if not triples:
             continue
-        x = head_inputs(model, effective_embeddings(model, g.ids, mode=mode, layer=layer))[layer]  # [n, d_model]
-        logits = x @ ov @ W_U[:, g.ids.to(model.device)]  # [n, n]
+        logits = head_logits(model, layer, head, effective_embeddings(model, g.ids, mode=mode, layer=layer),
+                             g.ids)  # [n, n]
         src, lo, hi = (torch.tensor(c) for c in zip(*triples, strict=True))
         hits[g.task] = hits.get(g.task, 0.0) + float((logits[src, hi] > logits[src, lo]).sum())
         counts[g.task] = counts.get(g.task, 0) + len(triples)

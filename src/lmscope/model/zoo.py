@@ -106,7 +106,7 @@ def locate(name: str) -> Path | None:
     return None
 
 
-_warned: set[tuple[str, str]] = set()
+_checked: set[tuple[str, str, int]] = set()  # (name, cached dir, weights mtime): compared once per process
 
 
 def _weights_digest(directory: Path) -> str:
@@ -117,10 +117,13 @@ def _weights_digest(directory: Path) -> str:
 def _warn_if_shadowing(name: str, cached: Path) -> None:
     """Warn (once per process) when a cached copy hides shipped weights that differ from it: a cache left by
     an older lmscope, or a retrain with another recipe, silently changes every figure computed on the model."""
-    key = (name, str(cached))
-    if key in _warned or _weights_digest(cached) == _weights_digest(PACKAGED / name):
+    weights = cached / "model.safetensors"
+    key = (name, str(cached), weights.stat().st_mtime_ns if weights.exists() else 0)
+    if key in _checked:
         return
-    _warned.add(key)
+    _checked.add(key)
+    if _weights_digest(cached) == _weights_digest(PACKAGED / name):
+        return
     log.warning(f"zoo:{name}: using the cached copy in {cached}, which differs from the weights shipped with this "
                 f"lmscope; delete that directory to use the shipped ones")
 
