@@ -83,13 +83,14 @@ def test_interrupted_then_resumed_equals_uninterrupted(reference: dict[str, torc
 
 def test_kill_9_then_resume(reference: dict[str, torch.Tensor], tmp_path: Path) -> None:
     ck, out = tmp_path / "run", tmp_path / "w.pt"
-    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(out), str(ck)], env=ENV,
+    held = Path(str(out) + ".held")
+    proc = subprocess.Popen([sys.executable, str(SCRIPT), str(out), str(ck)], env={**ENV, "HOLD_AT": "60"},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 60
-    while latest_checkpoint(ck) is None and time.time() < deadline and proc.poll() is None:
+    deadline = time.time() + 120
+    while not held.exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
-    if proc.poll() is not None:
-        pytest.skip("the run finished before it could be killed")  # pragma: no cover
+    assert proc.poll() is None and held.exists(), "the run should be waiting at step 60 to be killed"
+    assert latest_checkpoint(ck) is not None  # step 50's checkpoint, mid-run
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not out.exists()

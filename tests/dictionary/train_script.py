@@ -1,12 +1,16 @@
 """Trains a small TopK SAE on planted data; run directly, under torchrun, or killed and resumed by the tests.
 
 usage: python train_script.py OUT_WEIGHTS [CHECKPOINT_DIR [resume]]
+With HOLD_AT=N in the environment it writes OUT_WEIGHTS.held after step N and then waits to be killed, so a
+test can kill -9 it mid-run however fast training is.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import time
+from pathlib import Path
 
 import torch
 
@@ -31,7 +35,14 @@ def estimator(out_dir: str | None = None, resume: bool = False, n_steps: int = 3
 if __name__ == "__main__":
     torch.set_num_threads(1)
     est = estimator(sys.argv[2] if len(sys.argv) > 2 else None, resume=len(sys.argv) > 3)
-    est.fit(data())
+    hold_at = int(os.environ.get("HOLD_AT", "0"))
+
+    def hold(done: int, total: int, record: dict[str, float]) -> None:
+        if done == hold_at:
+            Path(sys.argv[1] + ".held").touch()
+            time.sleep(600)
+
+    est.fit(data(), progress=hold if hold_at else None)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save(est.dictionary_.state_dict(), sys.argv[1])
     if torch.distributed.is_initialized():  # a live gloo group at exit can abort the process
