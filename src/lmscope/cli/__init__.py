@@ -1,6 +1,7 @@
 """The `lmscope` command: parse arguments, call the library, print or write. No analysis logic here.
 
-Errors the user can fix (`InputError`) print one line on stderr and exit with code 2; anything else is a
+`--quiet`, anywhere on the command line, silences progress on stderr for any command. Errors the
+user can fix (`InputError`) print one line on stderr and exit with code 2; anything else is a
 bug and exits with 1. Each command group lives in its own module and registers on the shared app.
 """
 
@@ -8,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from lmscope.cli import activations, core, zoo  # noqa: F401  (registers the commands)
 from lmscope.cli.autointerp import autointerp_app
 from lmscope.cli.causal import mediate, patch  # noqa: F401  (registers the commands)
 from lmscope.cli.circuits import circuit  # noqa: F401  (registers the command)
-from lmscope.cli.common import app, err
+from lmscope.cli.common import QUIET, app, err
 from lmscope.cli.dictionary import dict_app
 from lmscope.cli.heads import heads_app
 from lmscope.cli.neurons import neurons_app
@@ -32,8 +34,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: run the Typer app, turning InputError into one line on stderr and exit code 2."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # lmscope reports what matters itself
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    args = list(sys.argv[1:] if argv is None else argv)
+    QUIET["on"] = "--quiet" in args
+    args = [a for a in args if a != "--quiet"]  # accepted anywhere, for every command
     try:
-        app(args=argv, prog_name="lmscope")
+        app(args=args, prog_name="lmscope")
     except InputError as e:
         err.print(f"lmscope: error: {e}", markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(2) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -12,7 +13,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-app = typer.Typer(help="Neuron-, feature- and circuit-level interpretability for Hugging Face causal LMs.",
+app = typer.Typer(help="Neuron-, feature- and circuit-level interpretability for Hugging Face causal LMs. "
+                  "Long commands report progress on stderr (plain lines when it is not a terminal); add --quiet "
+                  "anywhere on the command line to silence it.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 zoo_app = typer.Typer(help="The model zoo: tiny models trained on lmscope's synthetic corpus.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
@@ -27,11 +30,22 @@ def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
+QUIET = {"on": False}
+"""Set by `--quiet` (anywhere on the command line, see `lmscope.cli.main`): no progress output at all."""
+
+PLAIN_EVERY_S = 5.0
+"""Off a terminal, a stage's progress line is printed when it starts, ends, and at most this often between."""
+
+
 @contextmanager
 def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar per stage, shown on stderr (silent with --json or when not a terminal)."""
-    if not enabled or not err.is_terminal:
+    """Progress per stage on stderr: rich bars in a terminal, plain lines otherwise (logs and CI see progress
+    too); silent with --quiet. `--json` keeps stdout clean either way, since progress goes to stderr."""
+    if QUIET["on"]:
         yield lambda stage, i, n: None
+        return
+    if not err.is_terminal:
+        yield _plain_progress()
         return
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=err, transient=True)
@@ -45,3 +59,23 @@ def progress_bars(enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
+def _plain_progress(clock: Callable[[], float] = time.monotonic) -> Callable[[str, int, int], None]:
+    """`stage: i/n (elapsed)` lines: at a stage's start and end, and every PLAIN_EVERY_S seconds in between."""
+    started: dict[str, float] = {}
+    last: dict[str, float] = {}
+    ended: set[str] = set()
+
+    def update(stage: str, i: int, n: int) -> None:
+        now = clock()
+        if stage not in started:
+            started[stage] = last[stage] = now
+        elif stage in ended or (now - last[stage] < PLAIN_EVERY_S and not (n > 0 and i >= n)):
+            return
+        last[stage] = now
+        if n > 0 and i >= n:
+            ended.add(stage)
+        total = f"/{n}" if n > 0 else ""
+        sys.stderr.write(f"{stage}: {i}{total} ({now - started[stage]:.0f} s)\n")
+        sys.stderr.flush()
+
+    return update
