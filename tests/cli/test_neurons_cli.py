@@ -47,6 +47,7 @@ def test_extract_rank_evaluate_examples_ablate(files: Path, capsys: pytest.Captu
     code, out, err = run(capsys, "neurons", "evaluate", str(store), "--labels", str(files / "pos.jsonl"),
                          "--ranking", str(files / "rank"), "--ks", "5,20", "--out", str(files / "eval"))
     assert code == 0 and "k=5" in out, err
+    assert "accuracy at k: 1/1" in err and "selectivity: 3/3" in err  # progress off a terminal
     result = json.loads((files / "eval" / "result.json").read_text())
     assert result["all_neurons"] > result["majority"] and set(result["selectivity"]) == {"5", "20", "1024"}
     top = ranking["per_class"]["NOUN"][0]
@@ -60,6 +61,9 @@ def test_extract_rank_evaluate_examples_ablate(files: Path, capsys: pytest.Captu
                          "--json")
     assert code == 0, err
     assert json.loads(out)["k"] == 20 and (files / "abl" / "result.json").exists()
+    code, out, err = run(capsys, "neurons", "ablate", "zoo:gpt2-tiny", str(store), "--labels", str(files / "pos.txt"),
+                         "--ranking", str(files / "rank"), "--k", "20", "--out", str(files / "abl2"))
+    assert code == 0 and "ablation runs: 5/5" in err and "top-20 ablated" in out  # clean, top-k, 3 random draws
     code, _, err = run(capsys, "neurons", "rank", str(store), "--labels", str(files / "pos.txt"), "--out",
                        str(files / "rank"))
     assert code == 2 and "already exists" in err

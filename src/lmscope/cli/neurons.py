@@ -96,7 +96,8 @@ def evaluate(store: StoreArg, labels: LabelsOpt, ranking: Annotated[str, typer.O
 
     st = ActivationStore(store)
     data = load_dataset(st, _corpus(st, labels, column), min_count=min_count, seed=seed)
-    result = evaluate_ranking(data, NeuronRanking.load(ranking), _ks(ks), seed=seed)
+    with progress_bars(not as_json) as stage:
+        result = evaluate_ranking(data, NeuronRanking.load(ranking), _ks(ks), seed=seed, progress=stage)
     path = atomic_write_json(Path(out_dir) / "result.json", result, overwrite=overwrite)
     if as_json:
         print_json(result)
@@ -144,8 +145,9 @@ def ablate(model: ModelArg, store: StoreArg, labels: LabelsOpt,
     from lmscope.neurons.analysis import NeuronRanking
 
     st = ActivationStore(store)
-    result = ablate_neurons(HookedModel.from_pretrained(model), st, _corpus(st, labels, column),
-                            NeuronRanking.load(ranking), k, mode=mode, seed=seed)
+    with progress_bars(not as_json) as stage:
+        result = ablate_neurons(HookedModel.from_pretrained(model), st, _corpus(st, labels, column),
+                                NeuronRanking.load(ranking), k, mode=mode, seed=seed, progress=stage)
     path = result.save(out_dir, overwrite=overwrite)
     if as_json:
         print_json(result.to_dict())

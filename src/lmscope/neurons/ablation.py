@@ -8,7 +8,7 @@ and the probe's accuracy and the LM loss are compared with ablating the same num
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,8 +60,14 @@ def _intervention(units: Sequence[str], mode: str, means: dict[str, torch.Tensor
 
 
 def ablate_neurons(model: HookedModel, store: ActivationStore, corpus: LabeledCorpus, ranking: NeuronRanking,
-                   k: int, *, mode: str = "zero", random_draws: int = 3, seed: int = 0) -> AblationResult:
-    """Ablate the top-k neurons of `ranking` (and k random ones) and measure probe accuracy and LM loss."""
+                   k: int, *, mode: str = "zero", random_draws: int = 3, seed: int = 0,
+                   progress: Callable[[str, int, int], None] | None = None) -> AblationResult:
+    """Ablate the top-k neurons of `ranking` (and k random ones) and measure probe accuracy and LM loss.
+
+    `progress(stage, i, n)` counts the measured runs: clean, top-k, then each random draw.
+    """
+    report = progress or (lambda stage, i, n: None)
+    n_runs = 2 + random_draws
     data = load_dataset(store, corpus, control=False, seed=seed)
     if not 1 <= k <= len(data.units):
         raise InputError(f"--k: expected 1..{len(data.units)}, got {k}")
@@ -78,11 +84,17 @@ def ablate_neurons(model: HookedModel, store: ActivationStore, corpus: LabeledCo
         [store.dims[p] for p in points])[:-1]), strict=True)}
     texts = [" ".join(s) for s in sentences]
 
+    done = [0]
+
     def measure(units: Sequence[str]) -> tuple[float, float]:
+        report("ablation runs", done[0], n_runs)
         hooks = _intervention(units, mode, means).hooks() if units else []
         acts = word_activations(model, sentences, points, aggregate=aggregate, hooks=hooks)  # type: ignore[arg-type]
         X = torch.cat([acts[p] for p in points], dim=1).numpy()
-        return float(probe.score(X, y_test)), lm_loss(model, texts, hooks=hooks)
+        scores = float(probe.score(X, y_test)), lm_loss(model, texts, hooks=hooks)
+        done[0] += 1
+        report("ablation runs", done[0], n_runs)
+        return scores
 
     clean_acc, clean_loss = measure([])
     top_units = ranking.units(k)

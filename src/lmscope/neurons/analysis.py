@@ -7,7 +7,7 @@ Rankings are reported in units (`blocks.1.mlp.hook_post:7`) so every other analy
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,19 +106,28 @@ def ranking_indices(ranking: NeuronRanking, units: Sequence[str]) -> np.ndarray:
     return np.asarray(order)
 
 
-def evaluate_ranking(data: NeuronDataset, ranking: NeuronRanking, ks: Sequence[int], *,
-                     seed: int = 0) -> dict[str, Any]:
-    """Accuracy with the top / random / bottom k neurons, and selectivity (task − control) on the top k."""
+def evaluate_ranking(data: NeuronDataset, ranking: NeuronRanking, ks: Sequence[int], *, seed: int = 0,
+                     progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+    """Accuracy with the top / random / bottom k neurons, and selectivity (task − control) on the top k.
+
+    `progress(stage, i, n)` is told when each stage starts and ends (the probes are the slow part).
+    """
+    report = progress or (lambda stage, i, n: None)
     order = ranking_indices(ranking, data.units)
     train, test = data.split(seed=seed)
+    report("accuracy at k", 0, 1)
     acc = accuracy_at_k(data.X[train], data.y[train], data.X[test], data.y[test], order, list(ks), seed=seed)
+    report("accuracy at k", 1, 1)
     result: dict[str, Any] = {"kind": "neuron_evaluation", "method": ranking.method, **acc.to_dict()}
     if data.control is not None:
         sel = {}
-        for k in [*ks, len(order)]:
+        sizes = [*ks, len(order)]
+        for i, k in enumerate(sizes):
+            report("selectivity", i, len(sizes))
             s = selectivity(data.X[train], data.y[train], data.X[test], data.y[test], data.control[train],
                             data.control[test], neurons=order[:k])
             sel[str(k)] = s.to_dict()
+        report("selectivity", len(sizes), len(sizes))
         result["selectivity"] = sel
     return result
 
