@@ -92,3 +92,83 @@ def test_conllu_labels_and_seed(capsys: pytest.CaptureFixture[str], store: tuple
         assert all(u["best_iou_label"].startswith("upos:") for u in units)
         picked.append({u["unit"] for u in units})
     assert picked[0] != picked[1]  # the seed draws the sampled units
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 saved as a plain HF directory (not a zoo model: it needs --corpus)."""
+    from lmscope.data.tokenizer import save_tokenizer
+
+    root = tmp_path_factory.mktemp("aimodel")
+    m = tiny_hooked_with_tokenizer(300)
+    m.hf.save_pretrained(root / "m")
+    save_tokenizer(m.tokenizer, root / "m")
+    return root / "m"
+
+
+def test_score_a_model_on_the_users_corpus(capsys: pytest.CaptureFixture[str], model_dir: Path,
+                                           tmp_path: Path) -> None:
+    from lmscope import HookedModel
+
+    docs = ["the shop was open on Monday and the road was closed", "it rained all day",
+            "we walked to the lake and back again before dinner, then read until late"] * 5
+    (tmp_path / "docs.txt").write_text("\n".join(docs) + "\n")
+    tok = HookedModel.from_pretrained(str(model_dir)).tokenizer
+    args = ["autointerp", "score", "--model", str(model_dir), "--corpus", str(tmp_path / "docs.txt"), "--points",
+            "blocks.0.mlp.hook_post", "--units-per-point", "3", "--context-tokens", "8"]
+    code, out, err = run(capsys, *args, "--prepend-bos", "--out", str(tmp_path / "a"), "--json")
+    assert code == 0, err
+    saved = json.loads((tmp_path / "a" / "result.json").read_text())
+    positions = saved["config"]["positions"]
+    n_tokens = sum(len(tok(d)["input_ids"]) for d in docs)
+    assert positions["prepend_bos"] is True and positions["rows"] == "tokens"
+    assert positions["n_rows"] == n_tokens  # every text token once (windows do not overlap), BOS never
+    assert positions["n_positions"] == n_tokens + positions["n_contexts"] and positions["n_contexts"] > len(docs)
+    assert saved["source"] == str(tmp_path / "docs.txt") and len(saved["units"]) == 3
+    code, out, err = run(capsys, *args, "--exclude-first", "1", "--max-texts", "4", "--out", str(tmp_path / "b"))
+    assert code == 0, err
+    positions = json.loads((tmp_path / "b" / "result.json").read_text())["config"]["positions"]
+    assert positions["prepend_bos"] is False and positions["n_contexts"] == 4
+    assert positions["n_positions"] - positions["n_rows"] == 4  # the first text token of each record
+    assert "3 units scored" in out and "left out: the first 1 text token" in out
+
+
+def test_score_a_model_with_a_dictionary(capsys: pytest.CaptureFixture[str], model_dir: Path,
+                                         tmp_path: Path) -> None:
+    from lmscope.dictionary import DictConfig, Dictionary, save_dictionary
+
+    save_dictionary(Dictionary(DictConfig(kind="sae", d_in=32, d_sae=16, hook_name="blocks.1.hook_resid_post")),
+                    tmp_path / "sae")
+    (tmp_path / "docs.txt").write_text("one two three four five six\nseven eight nine ten\n")
+    code, _, err = run(capsys, "autointerp", "score", "--model", str(model_dir), "--corpus",
+                       str(tmp_path / "docs.txt"), "--dict", str(tmp_path / "sae"), "--units-per-point", "2",
+                       "--out", str(tmp_path / "r"), "--json")
+    assert code == 0, err
+    units = json.loads((tmp_path / "r" / "result.json").read_text())["units"]
+    assert [u["unit"].rsplit(":", 1)[0] for u in units] == [f"dict:{tmp_path / 'sae'}"] * 2
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ([], "--corpus"),  # a model that is not a zoo model needs text
+    (["--corpus", "synthetic", "--labels", "x.conllu", "--points", "blocks.0.mlp.hook_post"], "--labels"),
+    (["--corpus", "synthetic"], "--points"),
+    (["--corpus", "nowhere.txt", "--points", "blocks.0.mlp.hook_post"], "no such file"),
+    (["--corpus", "synthetic", "--points", "blocks.0.mlp.hook_post", "--context-tokens", "1"], "--context-tokens"),
+])
+def test_bad_model_arguments(capsys: pytest.CaptureFixture[str], model_dir: Path, tmp_path: Path,
+                             extra: list[str], message: str) -> None:
+    code, _, err = run(capsys, "autointerp", "score", "--model", str(model_dir), "--out", str(tmp_path), *extra)
+    assert code == 2 and message in err, err
+
+
+def test_store_or_model_not_both(capsys: pytest.CaptureFixture[str], store: tuple[Path, Path], model_dir: Path,
+                                 tmp_path: Path) -> None:
+    code, _, err = run(capsys, "autointerp", "score", str(store[0]), "--model", str(model_dir), "--out",
+                       str(tmp_path))
+    assert code == 2 and "not both" in err
+    code, _, err = run(capsys, "autointerp", "score", "--out", str(tmp_path))
+    assert code == 2 and "give a STORE" in err
+    code, _, err = run(capsys, "autointerp", "score", str(store[0]), "--exclude-first", "1", "--out", str(tmp_path))
+    assert code == 2 and "--exclude-first: applies with --model" in err
+    code, _, err = run(capsys, "autointerp", "score", str(store[0]), "--corpus", "x.txt", "--out", str(tmp_path))
+    assert code == 2 and "--corpus: applies with --model" in err

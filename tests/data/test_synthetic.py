@@ -297,3 +297,51 @@ def test_greater_than_prompts_end_with_the_century() -> None:
         assert f"{p.century}{p.start_yy:02d}" in p.prompt.split(" ")
         assert all(int(a) > p.start_yy for a in p.good_answers)
         assert len(p.good_answers) + len(p.bad_answers) == 100
+
+
+def test_export_round_trips_through_lmscopes_readers(tmp_path: Path) -> None:
+    from lmscope.activations import read_sentences
+    from lmscope.data.corpus import load_corpus, read_documents
+    from lmscope.data.export import export_synthetic
+    from lmscope.data.labels import read_conllu, read_labels
+
+    paths = export_synthetic(tmp_path / "a", n_samples=120, seed=3, split="train")
+    samples = generate_corpus(120, seed=3, split="train")
+    assert sorted(p.name for p in paths.values()) == ["corpus.txt", "labels.conllu", "samples.jsonl"]
+    assert read_documents(paths["corpus.txt"]) == [s.text for s in samples]
+    assert read_sentences(paths["corpus.txt"]) == [list(s.words) for s in samples]
+    pos = read_labels(paths["labels.conllu"])
+    assert pos.sentences == [list(s.words) for s in samples] and pos.labels == [list(s.pos) for s in samples]
+    assert read_jsonl(paths["samples.jsonl"]) == samples
+    assert read_sentences(paths["samples.jsonl"]) == [list(s.words) for s in samples]
+    tasks = read_labels(paths["samples.jsonl"], synthetic_label="task")
+    misc = read_conllu(paths["labels.conllu"], column="misc")  # Item=N on exactly the task items
+    for s, tags, notes in zip(samples, tasks.labels, misc.labels, strict=True):
+        items = s.item_positions or (-1,) * len(s.words)
+        assert [t != "O" for t in tags] == [p >= 0 for p in items]
+        assert [f"Item={p}" in n for p, n in zip(items, notes, strict=True)] == [p >= 0 for p in items]
+        assert [("Toxic=Yes" in n) for n in notes] == [w in TOXIC_WORDS for w in s.words]
+    text = paths["labels.conllu"].read_text()
+    assert text.count("# kind = ") == 120 and text.count("# toxic = yes") == sum(s.toxic for s in samples)
+    # the defaults are exactly `--corpus synthetic`; the same seed gives the same bytes
+    default = export_synthetic(tmp_path / "b")
+    assert read_documents(default["corpus.txt"]) == load_corpus("synthetic", model_name="x").texts
+    again = export_synthetic(tmp_path / "c")
+    assert all(default[k].read_bytes() == again[k].read_bytes() for k in default)
+    other = export_synthetic(tmp_path / "d", seed=1000)
+    assert default["corpus.txt"].read_bytes() != other["corpus.txt"].read_bytes()
+
+
+def test_export_refuses_to_overwrite_before_writing_anything(tmp_path: Path) -> None:
+    from lmscope.data.export import export_synthetic
+
+    (tmp_path / "labels.conllu").write_text("mine\n")
+    with pytest.raises(InputError, match="already exists"):
+        export_synthetic(tmp_path, n_samples=5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.conllu"]
+    assert (tmp_path / "labels.conllu").read_text() == "mine\n"
+    export_synthetic(tmp_path, n_samples=5, overwrite=True)
+    assert len((tmp_path / "corpus.txt").read_text().splitlines()) == 5
+    for kwargs, message in (({"n_samples": 0}, "--samples"), ({"split": "test"}, "--split")):
+        with pytest.raises(InputError, match=message):
+            export_synthetic(tmp_path / "x", **kwargs)

@@ -19,6 +19,7 @@ from lmscope.autointerp.stats import bootstrap_mean
 from lmscope.autointerp.structural import RowLabels
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
+from lmscope.model.hooked import HookedModel
 from lmscope.report._json import json_safe
 
 Progress = Callable[[str, int, int], None]
@@ -73,11 +74,26 @@ class AutointerpResult:
         return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
 
 
-def _pick(n: int, k: int | None, seed: int, point: str) -> list[int]:
+def pick_units(n: int, k: int | None, seed: int, point: str) -> list[int]:
+    """Columns to score at `point` (of `n`): all, or a sample of `k` drawn from `seed` and the point's name."""
     if k is None or k >= n:
         return list(range(n))
     rng = np.random.default_rng([seed, sum(point.encode())])
     return sorted(rng.choice(n, size=k, replace=False).tolist())
+
+
+def _check_units_per_point(units_per_point: int | None) -> None:
+    if units_per_point is not None and units_per_point < 1:
+        raise InputError(f"--units-per-point: expected a positive integer, got {units_per_point}")
+
+
+def _score_point(acts: torch.Tensor, sentences: Sequence[Sequence[str]], units: list[str], point: str, *,
+                 labels: dict[str, RowLabels] | None, cfg: RecordConfig, explainer: Explainer | None,
+                 simulator: Simulator | None, progress: Progress | None) -> list[dict[str, Any]]:
+    scored = score_activations(acts, sentences, units, labels=labels, cfg=cfg, explainer=explainer,
+                               simulator=simulator,
+                               progress=(lambda i, n: progress(point, i, n)) if progress else None)
+    return scored.rows(point)
 
 
 def score_store(store: ActivationStore, *, points: Sequence[str] | None = None, units_per_point: int | None = None,
@@ -88,8 +104,7 @@ def score_store(store: ActivationStore, *, points: Sequence[str] | None = None, 
     """Score a store's neurons (every point, or `points`), or, with `dictionary`, its features at the
     dictionary's hook point. `units_per_point` scores a random sample of that many units per point."""
     cfg = cfg or RecordConfig()
-    if units_per_point is not None and units_per_point < 1:
-        raise InputError(f"--units-per-point: expected a positive integer, got {units_per_point}")
+    _check_units_per_point(units_per_point)
     if dictionary is not None:
         points = [dictionary.cfg.hook_name]
     chosen = list(points) if points else store.points
@@ -109,16 +124,61 @@ def score_store(store: ActivationStore, *, points: Sequence[str] | None = None, 
             name = f"dict:{dictionary_path or 'dictionary'}"
         else:
             name = point
-        cols = _pick(acts.shape[1], units_per_point, cfg.seed, point)
-        units = [f"{name}:{j}" for j in cols]
-        scored = score_activations(acts[:, cols], sentences, units, labels=labels, cfg=cfg, explainer=explainer,
-                                   simulator=simulator,
-                                   progress=(lambda i, n, p=point: progress(p, i, n)) if progress else None)
-        point_rows = scored.rows(point)
+        cols = pick_units(acts.shape[1], units_per_point, cfg.seed, point)
+        point_rows = _score_point(acts[:, cols], sentences, [f"{name}:{j}" for j in cols], point, labels=labels,
+                                  cfg=cfg, explainer=explainer, simulator=simulator, progress=progress)
         summary[point] = summarize(point_rows, seed=cfg.seed)
         rows.extend(point_rows)
     summary["all"] = summarize(rows, seed=cfg.seed)
-    model = str(store.manifest.get("model", {}).get("id", ""))
-    return AutointerpResult(str(store.path), model, getattr(explainer, "name", "offline"),
+    model = store.manifest.get("model", {})
+    positions = {"rows": "words (lmscope extract aligns tokens to words; the BOS position is never a row)",
+                 "prepend_bos": model.get("prepend_bos")}
+    return AutointerpResult(str(store.path), str(model.get("id", "")), getattr(explainer, "name", "offline"),
                             getattr(simulator, "name", "offline"),
-                            {**cfg.__dict__, "units_per_point": units_per_point}, rows, summary)
+                            {**cfg.__dict__, "units_per_point": units_per_point, "positions": positions}, rows,
+                            summary)
+
+
+def score_texts(model: HookedModel, texts: Sequence[str], *, points: Sequence[str] | None = None,
+                dictionary: Any = None, dictionary_path: str | None = None, units_per_point: int | None = None,
+                exclude_first: int | None = None, source: str = "", model_name: str | None = None,
+                cfg: RecordConfig | None = None, explainer: Explainer | None = None,
+                simulator: Simulator | None = None, batch_size: int = 16,
+                progress: Progress | None = None) -> AutointerpResult:
+    """Score units of `model` on `texts` (the user's corpus): `points`' neurons, or `dictionary`'s features.
+
+    Records are the texts with one activation per token (`lmscope.autointerp.text`); the BOS position and the
+    first `exclude_first` text tokens are left out (`PositionRule`; for a dictionary the `exclude_first` it was
+    trained with unless given). No word labels here, so `best_iou` is undefined.
+    """
+    from lmscope.autointerp.text import check_dictionary, choose_columns, text_activations
+    from lmscope.dictionary.positions import PositionRule
+
+    cfg = cfg or RecordConfig()
+    _check_units_per_point(units_per_point)
+    if dictionary is not None:
+        points = [check_dictionary(model, dictionary)]
+        rule = PositionRule.for_dictionary(model, dictionary, exclude_first)
+    else:
+        if not points:
+            raise InputError("--points: name the hook points to score (e.g. blocks.3.mlp.hook_post), or pass --dict")
+        rule = PositionRule.for_model(model, exclude_first or 0)
+    columns = choose_columns(model, list(points), units_per_point, cfg.seed, dictionary)
+    data = text_activations(model, texts, columns, rule=rule, dictionary=dictionary, batch_size=batch_size,
+                            progress=(lambda i, n: progress("running the model", i, n)) if progress else None)
+    name = f"dict:{dictionary_path or 'dictionary'}" if dictionary is not None else None
+    rows: list[dict[str, Any]] = []
+    summary: dict[str, dict[str, Any]] = {}
+    for point, cols in columns.items():
+        units = [f"{name or point}:{j}" for j in cols]
+        point_rows = _score_point(data.acts[point], data.contexts, units, point, labels=None, cfg=cfg,
+                                  explainer=explainer, simulator=simulator, progress=progress)
+        summary[point] = summarize(point_rows, seed=cfg.seed)
+        rows.extend(point_rows)
+    summary["all"] = summarize(rows, seed=cfg.seed)
+    positions = {"rows": "tokens", **rule.to_dict(), "rule": rule.describe(), "n_positions": data.n_positions,
+                 "n_rows": data.n_rows, "n_contexts": len(data.contexts)}
+    return AutointerpResult(source, model_name or model.name, getattr(explainer, "name", "offline"),
+                            getattr(simulator, "name", "offline"),
+                            {**cfg.__dict__, "units_per_point": units_per_point, "positions": positions}, rows,
+                            summary)

@@ -16,6 +16,7 @@ from lmscope.cli.autointerp import autointerp_app
 from lmscope.cli.causal import mediate, patch  # noqa: F401  (registers the commands)
 from lmscope.cli.circuits import circuit  # noqa: F401  (registers the command)
 from lmscope.cli.common import QUIET, app, err
+from lmscope.cli.data import data_app
 from lmscope.cli.dictionary import dict_app
 from lmscope.cli.heads import heads_app
 from lmscope.cli.neurons import neurons_app
@@ -27,6 +28,7 @@ app.add_typer(dict_app, name="dict")
 app.add_typer(heads_app, name="heads")
 app.add_typer(whitebox_app, name="whitebox")
 app.add_typer(autointerp_app, name="autointerp")
+app.add_typer(data_app, name="data")
 __all__ = ["app", "main"]
 
 

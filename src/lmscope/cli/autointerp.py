@@ -1,4 +1,5 @@
-"""`lmscope autointerp score`: explain and score the neurons of a store (or a dictionary's features)."""
+"""`lmscope autointerp score`: explain and score the neurons of a store (or a dictionary's features), or of a
+model run on the user's corpus (`--model` with `--corpus`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from lmscope.cli.common import JsonFlag, out, print_json, progress_bars
+from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
 autointerp_app = typer.Typer(help="Automated interpretability: explain, simulate, score (offline by default).",
@@ -60,17 +62,34 @@ def _pair(explainer: str, llm_url: str | None, llm_model: str | None) -> tuple[A
     return LLMExplainer(client), LLMSimulator(client)
 
 
+StoreArg = Annotated[str | None, typer.Argument(help="Activation store directory (from `lmscope extract`); or "
+                                              "leave it out and give --model and --corpus.")]
+
+
 @autointerp_app.command("score")
-def score(store: Annotated[str, typer.Argument(help="Activation store directory (from `lmscope extract`).")],
-          out_dir: Annotated[str, typer.Option("--out", help="Directory for result.json.")],
-          points: Annotated[str | None, typer.Option(help="Comma-separated hook points (default: all).")] = None,
+def score(store: StoreArg = None,
+          out_dir: Annotated[str, typer.Option("--out", help="Directory for result.json.")] = "",
+          model: Annotated[str | None, typer.Option(help="Run this model on --corpus instead of reading a store "
+                                                    "(records are documents, one activation per token).")] = None,
+          corpus: Annotated[str | None, typer.Option(help=CORPUS_HELP)] = None,
+          context_tokens: Annotated[int, typer.Option(help="With --model: tokens per record (documents are cut into "
+                                                      "windows this long).")] = 64,
+          max_texts: Annotated[int | None, typer.Option(help="With --model: use only the first N records.")] = None,
+          exclude_first: Annotated[int | None, typer.Option(help="With --model: also leave out the first N text "
+                                                            "tokens of every record (the BOS position always is); "
+                                                            "default 0, or what --dict was trained with.")] = None,
+          prepend_bos: Annotated[bool | None, typer.Option("--prepend-bos/--no-prepend-bos", help="With --model: "
+                                                           "start every record with BOS (default: what the "
+                                                           "tokenizer adds, or what --dict recorded).")] = None,
+          points: Annotated[str | None, typer.Option(help="Comma-separated hook points (default: all of the store's; "
+                                                     "required with --model unless --dict).")] = None,
           units_per_point: Annotated[int | None, typer.Option(help="Score a random sample of this many units per "
                                                               "point (default: all).")] = None,
           dictionary: Annotated[str | None, typer.Option("--dict", help="Score this dictionary's features (its "
-                                                         "hook point must be in the store).")] = None,
-          labels: Annotated[str | None, typer.Option(help="Word labels for the IoU metric: the synthetic "
-                                                     "corpus JSONL, .conllu, token-label .jsonl or a NeuroX "
-                                                     "label file.")] = None,
+                                                         "hook point must be in the store or the model).")] = None,
+          labels: Annotated[str | None, typer.Option(help="Word labels for the IoU metric (store only): the "
+                                                     "synthetic corpus JSONL, .conllu, token-label .jsonl or a "
+                                                     "NeuroX label file.")] = None,
           column: Annotated[str, typer.Option(help="Label kinds: pos,task,topic (synthetic) or a CoNLL-U "
                                               "column.")] = "pos,task,topic",
           explainer: Annotated[str, typer.Option(help="offline, openai or hf.")] = "offline",
@@ -83,26 +102,43 @@ def score(store: Annotated[str, typer.Argument(help="Activation store directory 
           as_json: JsonFlag = False) -> None:
     """Explain every unit from its top records and score the explanation on held-out records.
 
-    Example: lmscope autointerp score store/ --labels corpus.jsonl --units-per-point 64 --out ai/
+    From a store (records are sentences of words): lmscope autointerp score store/ --labels corpus.jsonl --out ai/
+    On your text (records are documents of tokens; BOS left out):
+    lmscope autointerp score --model real:smollm2-135m --corpus docs.txt --points blocks.5.mlp.hook_post
+    --units-per-point 20 --out ai/
     """
-    from lmscope.activations import ActivationStore
-    from lmscope.autointerp import RecordConfig, score_store
+    from lmscope.autointerp import RecordConfig
     from lmscope.fileio import check_writable
 
+    if not out_dir:
+        raise InputError("--out: expected a directory for result.json")
     check_writable(Path(out_dir) / "result.json", overwrite=overwrite)
-    st = ActivationStore(store)
+    if (store is None) == (model is None):
+        raise InputError("autointerp score: give a STORE (from `lmscope extract`) or --model MODEL with --corpus "
+                         "FILE" + (", not both" if store is not None else ""))
+    if store is not None:
+        given = [f for f, v in (("--corpus", corpus), ("--max-texts", max_texts), ("--exclude-first", exclude_first),
+                                ("--prepend-bos", prepend_bos)) if v is not None]
+        if given:
+            raise InputError(f"{given[0]}: applies with --model (a store's text and positions were fixed by "
+                             "`lmscope extract`)")
+    elif labels is not None:
+        raise InputError("--labels: word labels need a store (its rows are words); with --model the rows are tokens")
+    ex, sim = _pair(explainer, llm_url, llm_model)
+    chosen = [p.strip() for p in points.split(",") if p.strip()] if points else None
     d = None
     if dictionary is not None:
         from lmscope.dictionary import load_dictionary
 
         d = load_dictionary(dictionary)
-    row_labels = _labels(st, labels, column) if labels else None
-    ex, sim = _pair(explainer, llm_url, llm_model)
-    chosen = [p.strip() for p in points.split(",") if p.strip()] if points else None
+    cfg = RecordConfig(seed=seed)
     with progress_bars(not as_json) as stage:
-        result = score_store(st, points=chosen, units_per_point=units_per_point, labels=row_labels, dictionary=d,
-                             dictionary_path=dictionary, cfg=RecordConfig(seed=seed), explainer=ex, simulator=sim,
-                             progress=lambda p, i, n: stage(f"scoring {p}", i, n))
+        if store is not None:
+            result = _score_store(store, chosen, units_per_point, d, dictionary, labels, column, cfg, ex, sim, stage)
+        else:
+            assert model is not None
+            result = _score_model(model, corpus, chosen, units_per_point, d, dictionary, context_tokens, max_texts,
+                                  exclude_first, prepend_bos, cfg, ex, sim, stage)
     path = result.save(out_dir, overwrite=overwrite)
     if as_json:
         print_json({k: v for k, v in result.to_dict().items() if k != "units"})
@@ -111,4 +147,47 @@ def score(store: Annotated[str, typer.Argument(help="Activation store directory 
         parts = [f"{m} {s[m]['mean']:.3f} [{s[m]['lo']:.3f}, {s[m]['hi']:.3f}]" for m in
                  ("top_and_random", "random_only", "detection", "best_iou") if s[m]["mean"] is not None]
         out.print(f"{point}: {'; '.join(parts)}", soft_wrap=True)
+    positions = result.config["positions"]
+    if positions["rows"] == "tokens":
+        out.print(f"records: {positions['n_contexts']} contexts of {result.source}, {positions['n_rows']} tokens "
+                  f"({positions['rule']})", soft_wrap=True)
     out.print(f"{len(result.units)} units scored; wrote {path}")
+
+
+def _score_store(store: str, points: list[str] | None, units_per_point: int | None, d: Any, dictionary: str | None,
+                 labels: str | None, column: str, cfg: Any, ex: Any, sim: Any, stage: Any) -> Any:
+    from lmscope.activations import ActivationStore
+    from lmscope.autointerp import score_store
+
+    st = ActivationStore(store)
+    row_labels = _labels(st, labels, column) if labels else None
+    return score_store(st, points=points, units_per_point=units_per_point, labels=row_labels, dictionary=d,
+                       dictionary_path=dictionary, cfg=cfg, explainer=ex, simulator=sim,
+                       progress=lambda p, i, n: stage(f"scoring {p}", i, n))
+
+
+def _score_model(model: str, corpus: str | None, points: list[str] | None, units_per_point: int | None, d: Any,
+                 dictionary: str | None, context_tokens: int, max_texts: int | None, exclude_first: int | None,
+                 prepend_bos: bool | None, cfg: Any, ex: Any, sim: Any, stage: Any) -> Any:
+    from lmscope import HookedModel
+    from lmscope.autointerp import score_texts
+    from lmscope.data.corpus import load_corpus
+
+    if context_tokens < 2:
+        raise InputError(f"--context-tokens: expected at least 2 tokens per record, got {context_tokens}")
+    if max_texts is not None and max_texts < 1:
+        raise InputError(f"--max-texts: expected a positive number of records, got {max_texts}")
+    load_corpus(corpus, model_name=model)  # a missing or bad --corpus is refused before the model loads
+    if d is None and not points:
+        raise InputError("--points: name the hook points to score with --model (e.g. blocks.3.mlp.hook_post), or "
+                         "pass --dict")
+    if prepend_bos is None and d is not None:
+        prepend_bos = getattr(d.cfg, "prepend_bos", None)
+    hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos,
+                                         progress=lambda i, n: stage(f"training {model}", i, n))
+    texts = load_corpus(corpus, model_name=model, tokenizer=hooked.tokenizer, max_tokens=context_tokens)
+    chosen = texts.texts[:max_texts] if max_texts is not None else texts.texts
+    return score_texts(hooked, chosen, points=points, dictionary=d, dictionary_path=dictionary,
+                       units_per_point=units_per_point, exclude_first=exclude_first, source=texts.source,
+                       model_name=model, cfg=cfg, explainer=ex, simulator=sim,
+                       progress=lambda p, i, n: stage(p if p == "running the model" else f"scoring {p}", i, n))
