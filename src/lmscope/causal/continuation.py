@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmscope.causal.fastpath import KV
+from lmscope.causal.fastpath import KV, cache_keyword
 from lmscope.data.topics import TOXIC_WORDS
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
@@ -45,8 +45,8 @@ def greedy_continue(model: HookedModel, logits: Tensor, cache: Any, mask: Tensor
     tokens = [logits.argmax(-1)]
     for step in range(1, n_tokens):
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model.hf(input_ids=tokens[-1][:, None], past_key_values=cache, attention_mask=mask,
-                       position_ids=(next_pos + step - 1)[:, None], use_cache=True)
+        out = model.hf(input_ids=tokens[-1][:, None], attention_mask=mask, position_ids=(next_pos + step - 1)[:, None],
+                       use_cache=True, **{cache_keyword(model.hf): cache})
         tokens.append(out.logits[:, -1].argmax(-1))
     return torch.stack(tokens, dim=1)
 

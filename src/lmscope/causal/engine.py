@@ -19,7 +19,17 @@ from torch import Tensor
 
 from lmscope.causal.components import LAST, Component, Runnable
 from lmscope.causal.continuation import Continuation, continue_base, greedy_continue
-from lmscope.causal.fastpath import KV, Window, base_run, last_logits_only, start_at, window
+from lmscope.causal.fastpath import (
+    KV,
+    Window,
+    base_run,
+    cache_keyword,
+    fits_window,
+    last_logits_only,
+    sliding_window,
+    start_at,
+    window,
+)
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
 from lmscope.model.hookpoints import HookPoint
@@ -146,6 +156,10 @@ def _run_cached(model: Runnable, inputs: Prepared, names: list[str], outcome: Ou
                 ) -> tuple[Tensor, dict, KV | None]:
     index = torch.arange(len(inputs))
     if isinstance(model, HookedModel):
+        if isinstance(outcome, Continuation) and not fits_window(model, inputs.x.shape[1] + outcome.n_tokens):
+            raise InputError(f"outcome: a greedy continuation of {outcome.n_tokens} tokens after inputs of "
+                             f"{inputs.x.shape[1]} tokens passes the model's sliding attention window "
+                             f"({sliding_window(model)}); use shorter inputs or fewer continuation tokens")
         logits, cache, kv = base_run(model, inputs.x, inputs.last, names, want_kv)  # type: ignore[arg-type]
         if isinstance(outcome, Continuation):
             if kv is None:
@@ -248,7 +262,7 @@ def _patch_chunk(model: Runnable, base: Prepared, source: Prepared, chunk: Tenso
 def _continue(model: HookedModel, base: Prepared, b_idx: Tensor, win: Window, kv: KV, layer: int, logits: Tensor,
               outcome: Continuation) -> Tensor:
     """Greedy-decode after a patched last-token window; the blocks it skipped get the base's keys/values."""
-    cache, last = win.kwargs["past_key_values"], base.last[b_idx]  # type: ignore[index]
+    cache, last = win.kwargs[cache_keyword(model.hf)], base.last[b_idx]  # type: ignore[index]
     for lay in range(layer):  # unchanged by the patch: the base's keys/values of the last token
         k, v = kv[lay]
         cache.update(k[b_idx, :, last][:, :, None], v[b_idx, :, last][:, :, None], lay)

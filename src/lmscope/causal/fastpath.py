@@ -5,11 +5,17 @@ as in the base run. So a patched forward can start at block `l` from the base's 
 (`start_at`), and at position `p` with the base's keys and values of positions `< p` as the attention
 cache (`Window`): for a patch at each row's last token that is one token per row instead of the whole
 prompt. Only the last token's logits are unembedded (`last_logits_only`). Models whose forward returns
-no key/value cache simply run whole sequences.
+no key/value cache simply run whole sequences, and so do inputs longer than a model's sliding attention
+window (Gemma's local layers, Mistral): there a query's window is counted in the cache's positions, which
+right padding shifts, so a cached window could see keys the plain forward does not.
+
+The cache goes in and out under the name the installed transformers uses: `cache` where the forward has
+that keyword (`past_key_values` is deprecated there and warns), `past_key_values` in the releases before.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,13 +41,42 @@ def base_run(model: HookedModel, x: Tensor, last: Tensor, names: list[str], want
     def capture(t: Tensor, *, hook: HookPoint) -> None:
         cache[hook.name] = t.detach()
 
+    want_kv = want_kv and fits_window(model, x.shape[1])
     with last_logits_only(model, last), model.hooks([(n, capture) for n in names]):
         out = model.hf(input_ids=x, use_cache=want_kv)
     kv = None
-    layers = getattr(getattr(out, "past_key_values", None), "layers", None)
+    layers = getattr(returned_cache(out), "layers", None)
     if want_kv and layers is not None and len(layers) == model.cfg.n_layers:
         kv = [(layer.keys, layer.values) for layer in layers]
     return out.logits[:, 0], cache, kv
+
+
+def cache_keyword(hf: nn.Module) -> str:
+    """The keyword `hf.forward` takes a key/value cache by: `cache`, or `past_key_values` in the
+    transformers releases before the rename (the signature is read through the deprecation wrapper)."""
+    return "cache" if "cache" in inspect.signature(hf.forward).parameters else "past_key_values"
+
+
+def returned_cache(out: Any) -> Any:
+    """The key/value cache an HF forward returned (field `cache`, or `past_key_values` before the rename),
+    or None; read as a mapping so that no deprecated attribute is touched."""
+    for name in ("cache", "past_key_values"):
+        if name in out:
+            return out[name]
+    return None
+
+
+def sliding_window(model: HookedModel) -> int | None:
+    """The smallest attention window of any layer's local attention (config `sliding_window`), or None."""
+    window = getattr(model.hf.config.get_text_config(), "sliding_window", None)
+    return int(window) if isinstance(window, int) and window > 0 else None
+
+
+def fits_window(model: HookedModel, length: int) -> bool:
+    """Whether every query of `length` positions sees all earlier keys (no sliding window cuts in), so a
+    cached forward computes exactly what the plain one does."""
+    window = sliding_window(model)
+    return window is None or length <= window
 
 
 @dataclass
@@ -68,8 +103,8 @@ def window(model: HookedModel, ids: Tensor, last: Tensor, start: int | None, kv:
     `length`: only that many positions), attending to the base's keys and values of the earlier positions
     (of blocks from `first_layer` on)."""
     ids, last = ids[b_idx], last[b_idx]
-    if start is None or kv is None:
-        return Window(ids, last, 0, {})
+    if start is None or kv is None:  # no cache made either: a sliced block list would not match it
+        return Window(ids, last, 0, {"use_cache": False})
     from transformers import DynamicCache
 
     kwargs: dict[str, Any]
@@ -90,7 +125,7 @@ def window(model: HookedModel, ids: Tensor, last: Tensor, start: int | None, kv:
                          v[:1, :, :width].expand(len(b_idx), -1, -1, -1), layer)
         else:
             cache.update(k[b_idx, :, :width], v[b_idx, :, :width], layer)
-    kwargs["past_key_values"] = cache
+    kwargs[cache_keyword(model.hf)] = cache
     kwargs["use_cache"] = True
     return win
 
@@ -111,17 +146,27 @@ def last_logits_only(model: HookedModel, last: Tensor | None) -> Iterator[None]:
 
 @contextmanager
 def start_at(model: HookedModel, layer: int, stop: int | None = None) -> Iterator[None]:
-    """Run only blocks `layer..stop-1` (the caller feeds block `layer` its cached input); restored on exit."""
+    """Run only blocks `layer..stop-1` (the caller feeds block `layer` its cached input); restored on exit.
+
+    Families whose forward looks up each block's attention type by its index in the loop (`config.layer_types`:
+    Gemma's local and global layers, Qwen2) get that list sliced the same way, or block `layer` would run with
+    block 0's mask and rotary embedding."""
     if layer == 0 and stop is None:
         yield
         return
     blocks = model.adapter.blocks()
     parent, attr = _parent_of(model.hf, blocks)
+    config = model.hf.config.get_text_config()
+    layer_types = getattr(config, "layer_types", None)  # read by index in the loop (Gemma, Qwen2): slice it too
     setattr(parent, attr, nn.ModuleList(list(blocks)[layer:stop]))
+    if layer_types is not None:
+        config.layer_types = list(layer_types)[layer:stop]
     try:
         yield
     finally:
         setattr(parent, attr, blocks)
+        if layer_types is not None:
+            config.layer_types = layer_types
 
 
 def _parent_of(root: nn.Module, child: nn.Module) -> tuple[nn.Module, str]:
