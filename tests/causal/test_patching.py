@@ -48,10 +48,13 @@ def test_self_patching_changes_nothing_and_patching_everything_gives_the_source(
     model = HookedModel(tiny_hf_model("gpt2"))
     base, source = _pair(1)
     comps = standard_components(2, 4, "heads,mlp,resid", position=None) + standard_components(2, 4, "heads,resid")
-    calls: list[tuple[int, int]] = []
-    same = patch_sweep(model, base, base, comps, _metric, progress=lambda i, n: calls.append((i, n)))
+    calls: list[tuple[str, int, int]] = []
+    same = patch_sweep(model, base, base, comps, _metric, progress=lambda *a: calls.append(a))
     assert same.effects.abs().max() < 1e-5
-    assert calls[-1][0] == calls[-1][1] == len(calls) > 1  # one call per stacked forward
+    assert calls[:4] == [("source run", 0, 1), ("source run", 1, 1), ("base run", 0, 1), ("base run", 1, 1)]
+    patching = [(i, n) for stage, i, n in calls[4:] if stage == "patching"]
+    assert len(patching) == len(calls) - 4 and patching[0] == (0, patching[0][1])
+    assert [i for i, _ in patching] == list(range(len(patching))) and patching[-1][1] == len(patching) - 1 > 1
     everything = ["hook_embed"] + [f"blocks.{layer}.{p}" for layer in range(2)
                                                      for p in ("hook_attn_out", "hook_mlp_out")]
     full = patch_sweep(model, base, source, [Component.of(everything, label="all"), "blocks.1.hook_resid_post",

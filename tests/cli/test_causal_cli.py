@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,11 @@ from lmscope.causal import mediate, standard_components
 from lmscope.causal.data import topic_mediation_rows
 from lmscope.causal.scorers import lexicon_mass
 from tiny_models import tiny_hooked_with_tokenizer
+
+
+def _stages(err: str) -> list[tuple[str, int, int]]:
+    """The plain progress lines `stage: i/n (T s)` on stderr."""
+    return [(m[1], int(m[2]), int(m[3])) for m in re.finditer(r"^(.+): (\d+)/(\d+) \(\d+ s\)$", err, re.M)]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +43,12 @@ def test_mediate_writes_effects_and_matches_the_library(model_dir, rows_file, tm
     out = tmp_path / "med"
     code, stdout, err = run(capsys, "mediate", str(model_dir), str(rows_file), "--treatment", "toxic_cue",
                             "--confounder", "topic", "--components", "heads,mlp,resid", "--n-boot", "40",
-                            "--max-pairs", "120", "--out", str(out), "--json")
+                            "--max-pairs", "120", "--outcome", "toxicity", "--out", str(out), "--json")
     assert code == 0, err
+    stages = _stages(err)  # stderr is not a terminal here: plain progress lines
+    for step in (("source run", 0, 1), ("base run", 1, 1), ("bootstrap", 0, 1), ("bootstrap", 1, 1)):
+        assert step in stages, err
+    assert any(stage == "patching" and i == n > 0 for stage, i, n in stages), err
     result = json.loads((out / "result.json").read_text())
     assert json.loads(stdout)["effects"] == result["effects"]
     assert (out / "report.html").read_text().count("NIE by layer and component") == 3
@@ -50,8 +60,20 @@ def test_mediate_writes_effects_and_matches_the_library(model_dir, rows_file, tm
                   standard_components(2, 4, "heads,mlp,resid"), lexicon_mass(model), n_boot=40, max_pairs=120)
     assert result["effects"]["stratified"]["nie"]["estimate"] == pytest.approx(lib.nie("stratified").tolist())
     code, _, err = run(capsys, "mediate", str(model_dir), str(rows_file), "--treatment", "toxic_cue",
-                       "--confounder", "topic", "--out", str(out))
-    assert code == 2 and "already exists" in err
+                       "--confounder", "topic", "--outcome", "toxicity", "--out", str(out))
+    assert code == 2 and "already exists" in err and "patching" not in err  # refused before any work
+
+
+def test_mediate_asks_a_model_outside_the_zoo_for_an_outcome(model_dir, tmp_path, capsys) -> None:  # type: ignore
+    from lmscope.cli.causal import default_outcome
+
+    code, out, err = run(capsys, "mediate", str(model_dir), str(tmp_path / "not-read.jsonl"), "--treatment", "t",
+                         "--confounder", "c")
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1  # before the rows file is even read
+    assert "--outcome" in err and "is not a zoo model" in err
+    assert all(name in err for name in ("logit-diff", "prob", "--lexicon", "classifier:PATH", "py:MODULE:FUNCTION"))
+    assert default_outcome("zoo:gpt2-tiny", None) == "toxicity"  # the synthetic lexicon stays the zoo's default
+    assert default_outcome(str(model_dir), "prob") == "prob"
 
 
 def test_mediate_infers_topics_and_summarises(model_dir, rows_file, tmp_path, capsys) -> None:  # type: ignore
@@ -62,6 +84,7 @@ def test_mediate_infers_topics_and_summarises(model_dir, rows_file, tmp_path, ca
                             "--outcome", "log-toxicity", "--top-k", "1")
     assert code == 0, err
     assert "stratified" in stdout and "top-1 share" in stdout
+    assert ("topics (nmf)", 0, 1) in _stages(err) and ("topics (nmf)", 1, 1) in _stages(err)
     code, stdout, err = run(capsys, "mediate", str(model_dir), str(rows_file), "--treatment", "toxic_cue",
                             "--confounder", "topic", "--components", "mlp", "--n-boot", "10", "--max-pairs", "40",
                             "--outcome", "toxicity-continuation", "--continuation-tokens", "2", "--lexicon",
@@ -74,7 +97,8 @@ def test_mediate_infers_topics_and_summarises(model_dir, rows_file, tmp_path, ca
     assert -1 <= te <= 1 and 0 <= result["meta"]["mean_outcome_treated"] <= 1  # shares of 2 decoded tokens
     code, stdout, err = run(capsys, "mediate", str(model_dir), str(rows_file), "--treatment", "toxic_cue",
                             "--infer-topics", "kmeans", "--n-topics", "2", "--components", "neurons", "--neurons",
-                            "blocks.1.mlp.hook_post:3@-1", "--n-boot", "10", "--json")
+                            "blocks.1.mlp.hook_post:3@-1", "--n-boot", "10", "--outcome", "prob", "--target",
+                            " senator", "--json")
     assert code == 0, err
     result = json.loads(stdout)
     assert result["components"] == ["blocks.1.mlp.hook_post:3@-1"]
@@ -85,19 +109,20 @@ def test_mediate_refuses_bad_input(model_dir, rows_file, tmp_path, capsys) -> No
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "the senator", "toxic_cue": 1}\n')
     code, _, err = run(capsys, "mediate", str(model_dir), str(bad), "--treatment", "toxic_cue", "--confounder",
-                       "topic")
+                       "topic", "--outcome", "toxicity")
     assert code == 2 and "bad.jsonl:1: missing field 'topic'" in err
     bad.write_text('{"text": "the senator", "toxic_cue": 1, "topic": "politics"}\nnot json\n')
     code, _, err = run(capsys, "mediate", str(model_dir), str(bad), "--treatment", "toxic_cue", "--confounder",
-                       "topic")
+                       "topic", "--outcome", "toxicity")
     assert code == 2 and "bad.jsonl:2: not valid JSON" in err
     code, _, err = run(capsys, "mediate", str(model_dir), str(tmp_path / "none.jsonl"), "--treatment", "toxic_cue",
-                       "--confounder", "topic")
+                       "--confounder", "topic", "--outcome", "toxicity")
     assert code == 2 and "no such file" in err
-    code, _, err = run(capsys, "mediate", str(model_dir), str(rows_file), "--treatment", "toxic_cue")
+    code, _, err = run(capsys, "mediate", str(model_dir), str(rows_file), "--treatment", "toxic_cue",
+                       "--outcome", "toxicity")
     assert code == 2 and "give exactly one" in err
     code, _, err = run(capsys, "mediate", str(model_dir), str(rows_file), "--treatment", "topic", "--confounder",
-                       "topic")
+                       "topic", "--outcome", "toxicity")
     assert code == 2 and "expected 0/1" in err
     code, _, err = run(capsys, "mediate", str(model_dir), str(rows_file), "--treatment", "toxic_cue",
                        "--confounder", "topic", "--outcome", "logit-diff", "--target", " senator")
@@ -113,6 +138,8 @@ def test_patch_logit_diff_and_toxicity(model_dir, tmp_path, capsys, monkeypatch)
                             "--metric", "logit-diff", "--target", " senator", "--foil", " soup", "--out", str(out),
                             "--json")
     assert code == 0, err
+    stages = _stages(err)
+    assert stages[:2] == [("source run", 0, 1), ("source run", 1, 1)] and stages[-1] == ("patching", 2, 2)
     result = json.loads(stdout)
     assert len(result["components"]) == 12 and len(result["effects"]) == 2
     assert "Activation patching" in (out / "report.html").read_text()

@@ -38,7 +38,9 @@ from lmscope.model.units import Unit
 Outcome = Callable[[Tensor, Tensor], Tensor]
 """`outcome(output, index) -> Tensor [rows]`: `output` is a HookedModel's next-token logits at each row's last
 real token `[rows, d_vocab]` (any other model's own output); `index [rows]` says which base row each is."""
-Progress = Callable[[int, int], None]
+Progress = Callable[[str, int, int], None]
+"""`progress(stage, i, n)`: stages "source run" and "base run" (0/1, then 1/1) and "patching" (stacked forwards
+done out of n), as the CLI's `progress_bars` renders them."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +85,12 @@ def patched_outcomes(model: Runnable, base: Prepared, source: Prepared, pairs: T
     pairs = torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2)
     fast = isinstance(model, HookedModel) and skip_layers
     hooks_needed = sorted({h for c in components for h in c.hooks})
+    report = progress or (lambda stage, i, n: None)
     with torch.inference_mode():
         generative = isinstance(outcome, Continuation)
+        report("source run", 0, 1)
         y_src, src_cache, _ = _run_cached(model, source, hooks_needed, outcome, want_kv=generative)
+        report("source run", 1, 1)
         _check_shapes(components, base, source, src_cache)
         groups = _groups(components, model if fast else None, base)
         if generative and (not fast or any(start != LAST for _, start, _ in groups)):
@@ -96,10 +101,13 @@ def patched_outcomes(model: Runnable, base: Prepared, source: Prepared, pairs: T
                              | {f"blocks.{layer + 1}.hook_resid_pre" for layer, _, confined in groups
                                 if confined and layer + 1 < n_layers})
         want_kv = generative or any(start is not None for _, start, _ in groups)
+        report("base run", 0, 1)
         y_base, base_cache, kv = _run_cached(model, base, resid_names, outcome, want_kv=want_kv)
+        report("base run", 1, 1)
         y = torch.empty(len(pairs), len(components), dtype=y_base.dtype)
         chunks = [(key, idx, lo, min(lo + max(1, max_rows // len(idx)), len(pairs)))
                   for key, idx in groups.items() for lo in range(0, len(pairs), max(1, max_rows // len(idx)))]
+        report("patching", 0, len(chunks))
         for n, ((layer, start, confined), idx, lo, hi) in enumerate(chunks):
             comps = [components[i] for i in idx]
             if kv is None:
@@ -107,8 +115,7 @@ def patched_outcomes(model: Runnable, base: Prepared, source: Prepared, pairs: T
             out = _patch_chunk(model, base, source, pairs[lo:hi], comps, src_cache, base_cache, layer, start,
                                kv, outcome, y_base if confined else None)
             y[lo:hi, idx] = out.reshape(len(idx), hi - lo).T
-            if progress is not None:
-                progress(n + 1, len(chunks))
+            report("patching", n + 1, len(chunks))
     return PatchRun(y, y_base, y_src)
 
 

@@ -50,7 +50,8 @@ def mediate(model: Runnable, inputs: Any, treatment: Sequence[Any], confounder: 
     `inputs` are N texts (or a tensor for a `HookedModule`); `treatment` N values in {0, 1};
     `confounder` N labels; `features [N, q]` are the moments entropy balancing equalises (default: the
     label's indicators). At most `max_pairs` treated x control pairs are patched: all same-stratum pairs
-    first, the rest sampled, each weighted by its inverse inclusion probability.
+    first, the rest sampled, each weighted by its inverse inclusion probability. `progress(stage, i, n)` hears
+    the patching engine's stages, then "bootstrap".
     """
     comps = as_components(components)
     x = prepare(model, inputs)
@@ -78,6 +79,8 @@ def mediate(model: Runnable, inputs: Any, treatment: Sequence[Any], confounder: 
     nie[ii, jj] = run.y_patched[: len(ii)].double() - y_j
     nde[ii, jj] = run.y_patched[len(ii) :].double() - y_j
     te = (y[i1][:, None] - y[i0][None, :])[..., None]
+    if progress is not None:
+        progress("bootstrap", 0, 1)
     a, c = bootstrap_counts(len(i1), n_boot, gen), bootstrap_counts(len(i0), n_boot, gen)
     estimators = _estimators(a, c, codes[i1], codes[i0], len(levels), feats[i1], feats[i0], design)
     effects: dict[str, dict[str, Any]] = {}
@@ -91,6 +94,8 @@ def mediate(model: Runnable, inputs: Any, treatment: Sequence[Any], confounder: 
                          "se": reps[1:].std(0).tolist()}
         effects[scheme] = out
         diagnostics[scheme] = info
+    if progress is not None:
+        progress("bootstrap", 1, 1)
     return MediationResult(
         components=[c.label for c in comps], outcome=outcome_name, n_treated=len(i1), n_control=len(i0),
         strata=_strata_table(codes, t, levels), effects=effects,

@@ -52,21 +52,28 @@ def read_rows(path: str, fields: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def make_outcome(model: Any, outcome: str, target: str | None, foil: str | None, lexicon: str | None,
-                 n_tokens: int = 8) -> Any:
-    from lmscope.causal import continuation, scorers
-
-    if outcome.startswith("classifier:"):
-        return continuation.continuation_classifier(model, outcome.removeprefix("classifier:"), n_tokens=n_tokens)
-    if outcome.startswith("py:"):
-        return scorers.callable_outcome(_plugin(outcome.removeprefix("py:")))
+def check_outcome(outcome: str, target: str | None, foil: str | None) -> None:
+    """Refuse an unknown outcome, or one missing its --target/--foil, before the model is loaded."""
+    if outcome.startswith(("classifier:", "py:")):
+        return
     if outcome not in OUTCOMES:
         raise InputError(f"--outcome/--metric: got {outcome!r}, expected one of {', '.join(OUTCOMES)}")
     if outcome in ("logit-diff", "prob") and target is None:
         raise InputError(f"--target: required for {outcome}")
+    if outcome == "logit-diff" and foil is None:
+        raise InputError("--foil: required for logit-diff")
+
+
+def make_outcome(model: Any, outcome: str, target: str | None, foil: str | None, lexicon: str | None,
+                 n_tokens: int = 8) -> Any:
+    from lmscope.causal import continuation, scorers
+
+    check_outcome(outcome, target, foil)
+    if outcome.startswith("classifier:"):
+        return continuation.continuation_classifier(model, outcome.removeprefix("classifier:"), n_tokens=n_tokens)
+    if outcome.startswith("py:"):
+        return scorers.callable_outcome(_plugin(outcome.removeprefix("py:")))
     if outcome == "logit-diff":
-        if foil is None:
-            raise InputError("--foil: required for logit-diff")
         return scorers.logit_diff(model, target, foil)  # type: ignore[arg-type]
     if outcome == "prob":
         return scorers.target_prob(model, target)  # type: ignore[arg-type]
@@ -76,6 +83,19 @@ def make_outcome(model: Any, outcome: str, target: str | None, foil: str | None,
     if outcome == "toxicity-continuation":
         return continuation.continuation_lexicon_rate(model, words, n_tokens=n_tokens)
     return scorers.lexicon_mass(model, words, log=outcome == "log-toxicity")
+
+
+def default_outcome(model: str, outcome: str | None) -> str:
+    """`outcome`, or for a zoo model without one the synthetic corpus's toxicity; any other model must name one
+    (on a real LM the synthetic insult lexicon gives effects near 1e-5, which would read as "no mediation")."""
+    if outcome is not None:
+        return outcome
+    if model.startswith("zoo:"):
+        return "toxicity"
+    raise InputError(f"--outcome: {model} is not a zoo model, so name the outcome to measure: logit-diff "
+                     "--target T --foil F, prob --target T, toxicity|log-toxicity|toxicity-hit|toxicity-continuation "
+                     "--lexicon WORDS.txt, classifier:PATH (a local HF classifier on the continuation) or "
+                     "py:MODULE:FUNCTION")
 
 
 def _plugin(spec: str) -> Any:
@@ -114,11 +134,20 @@ def _position(text: str) -> int | None:
     raise InputError(f"--position: got {text!r}, expected last, all or a position index")
 
 
+def _check_out(out_dir: str | None, overwrite: bool) -> None:
+    """Refuse an --out that would be overwritten, before any work."""
+    from lmscope.fileio import check_writable
+
+    if out_dir:
+        for name in ("result.json", "report.html"):
+            check_writable(Path(out_dir) / name, overwrite=overwrite)
+
+
 def _write(out_dir: str, overwrite: bool, result: Any, section: Any, model: str) -> None:
-    from lmscope.fileio import atomic_write_text, check_writable
+    from lmscope.fileio import atomic_write_text
     from lmscope.report import Report
 
-    check_writable(Path(out_dir) / "report.html", overwrite=overwrite)  # refuse before writing anything
+    _check_out(out_dir, overwrite)  # again: refuse before writing anything
     result.save(out_dir, overwrite=overwrite)
     report = Report(section.title, meta={"model": model})
     report.add(section)
@@ -145,12 +174,13 @@ def patch(model: ModelArg,
     from lmscope.report.causal_sections import patching_section
 
     base_texts, source_texts, at = read_texts(base), read_texts(source), _position(position)
+    check_outcome(metric, target, foil)
+    _check_out(out_dir, overwrite)
     hooked = HookedModel.from_pretrained(model)
     score = make_outcome(hooked, metric, target, foil, lexicon, continuation_tokens)
     comps = _components(hooked, components, at, neurons)
     with progress_bars(not as_json) as stage:
-        result = patch_sweep(hooked, base_texts, source_texts, comps, score, metric_name=metric,
-                             progress=lambda i, n: stage("patching", i, n))
+        result = patch_sweep(hooked, base_texts, source_texts, comps, score, metric_name=metric, progress=stage)
     if out_dir:
         _write(out_dir, overwrite, result, patching_section(result.to_dict(), model_name=model), model)
     if as_json:
@@ -172,7 +202,9 @@ def mediate(model: ModelArg,
                                                              "(model activations) or nmf (TF-IDF).")] = None,
             n_topics: Annotated[int, typer.Option(help="Topics to infer.")] = 4,
             text: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
-            outcome: Annotated[str, typer.Option(help=f"One of {', '.join(OUTCOMES)}.")] = "toxicity",
+            outcome: Annotated[str | None, typer.Option(help=f"One of {', '.join(OUTCOMES)}. Default: toxicity "
+                                                        "(the synthetic corpus's insults) for zoo: models only; "
+                                                        "any other model needs one.")] = None,
             target: Target = None, foil: Foil = None, lexicon: Lexicon = None,
             continuation_tokens: ContinuationTokens = 8,
             components: Components = "heads,mlp,resid", neurons: Neurons = None,
@@ -194,22 +226,26 @@ def mediate(model: ModelArg,
         raise InputError("--confounder/--infer-topics: give exactly one (a field name, or kmeans/nmf)")
     if infer_topics not in (None, "kmeans", "nmf"):
         raise InputError(f"--infer-topics: got {infer_topics!r}, expected kmeans or nmf")
+    outcome = default_outcome(model, outcome)
+    check_outcome(outcome, target, foil)
+    _check_out(out_dir, overwrite)
     rows = read_rows(data, [text, treatment] + ([confounder] if confounder else []))
     texts = [str(r[text]) for r in rows]
-    hooked = HookedModel.from_pretrained(model)
+    labels: list[Any] = [r[confounder] for r in rows] if confounder else []
     features = None
-    if confounder:
-        labels: list[Any] = [r[confounder] for r in rows]
-    else:
-        topics = (topics_kmeans(hooked, texts, n_topics, seed=seed) if infer_topics == "kmeans"
-                  else topics_nmf(texts, n_topics, seed=seed))
-        labels, features = topics.labels, topics.features
+    hooked = HookedModel.from_pretrained(model)
     score = make_outcome(hooked, outcome, target, foil, lexicon, continuation_tokens)
     comps = _components(hooked, components, -1, neurons)
     with progress_bars(not as_json) as stage:
+        if not confounder:  # topics of the rows' own texts
+            stage(f"topics ({infer_topics})", 0, 1)
+            topics = (topics_kmeans(hooked, texts, n_topics, seed=seed) if infer_topics == "kmeans"
+                      else topics_nmf(texts, n_topics, seed=seed))
+            labels, features = topics.labels, topics.features
+            stage(f"topics ({infer_topics})", 1, 1)
         result = run_mediation(hooked, texts, [r[treatment] for r in rows], labels, comps, score, features=features,
                                n_boot=n_boot, max_pairs=max_pairs, top_k=top_k, seed=seed, outcome_name=outcome,
-                               progress=lambda i, n: stage("patching", i, n))
+                               progress=stage)
     result.meta["confounder"] = confounder or f"inferred topics ({infer_topics}, {n_topics})"
     if out_dir:
         section = mediation_section(result.to_dict(), model_name=model, treatment=treatment,
