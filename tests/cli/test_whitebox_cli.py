@@ -36,17 +36,24 @@ def test_train_a_small_crate(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert code == 2 and "no such file" in err
 
 
-def test_compare_two_saved_models(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def saved_pair(root: Path) -> str:
+    """A tiny CRATE and a tiny GPT-2 saved as plain HF directories (not zoo models); their --models value."""
     gpt = tiny_hooked_with_tokenizer()
     torch.manual_seed(0)
     crate = CrateForCausalLM(CrateConfig(vocab_size=gpt.cfg.d_vocab, n_positions=128, n_embd=32, n_layer=2,
                                          n_head=4, ista_expansion=2))
     for name, hf in (("crate", crate), ("gpt", gpt.hf)):
-        hf.save_pretrained(tmp_path / name)
-        save_tokenizer(gpt.tokenizer, tmp_path / name)
-    models = f"{tmp_path / 'crate'},{tmp_path / 'gpt'}"
-    args = ["whitebox", "compare", "--models", models, "--sentences", "40", "--units-per-layer", "4",
-            "--heldout-samples", "200", "--seed", "1", "--out", str(tmp_path / "cmp")]
+        hf.save_pretrained(root / name)
+        save_tokenizer(gpt.tokenizer, root / name)
+    return f"{root / 'crate'},{root / 'gpt'}"
+
+
+def test_compare_two_saved_models(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    models = saved_pair(tmp_path)
+    code, _, err = run(capsys, "whitebox", "compare", "--models", models, "--out", str(tmp_path / "x"))
+    assert code == 2 and "--corpus" in err and "is not a zoo model" in err  # refused before any work
+    args = ["whitebox", "compare", "--models", models, "--corpus", "synthetic", "--sentences", "40",
+            "--units-per-layer", "4", "--heldout-samples", "200", "--seed", "1", "--out", str(tmp_path / "cmp")]
     code, out, err = run(capsys, *args, "--json")
     assert code == 0, err
     shown = json.loads(out)
@@ -60,6 +67,25 @@ def test_compare_two_saved_models(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert code == 2 and "already exists" in err
     code, _, err = run(capsys, "whitebox", "compare", "--models", str(tmp_path / "crate"))
     assert code == 2 and "at least two" in err
+
+
+def test_compare_on_the_users_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    models = saved_pair(tmp_path)
+    docs = ["The river rose all night and by morning the bridge was closed to every car and cart in the valley.",
+            "She read the letter twice, folded it, and put it back in the drawer without a word."] * 6
+    (tmp_path / "prose.txt").write_text("\n".join(docs) + "\n")
+    code, out, err = run(capsys, "whitebox", "compare", "--models", models, "--corpus", str(tmp_path / "prose.txt"),
+                         "--sentences", "20", "--units-per-layer", "4", "--heldout-samples", "10", "--out",
+                         str(tmp_path / "cmp"))
+    assert code == 0, err
+    assert f"corpus {tmp_path / 'prose.txt'}: 12 documents" in out and "skipped: best_iou (needs word labels" in out
+    assert "loss on the corpus" in out and "best IoU" not in out
+    saved = json.loads((tmp_path / "cmp" / "result.json").read_text())
+    assert saved["corpus"]["source"] == str(tmp_path / "prose.txt") and saved["corpus"]["n_texts_loss"] == 10
+    assert set(saved["skipped"]) == {"best_iou"}
+    assert all(saved["per_model"][m]["summary"]["all"]["best_iou"]["mean"] is None for m in models.split(","))
+    code, _, err = run(capsys, "whitebox", "compare", "--models", models, "--corpus", str(tmp_path / "none.txt"))
+    assert code == 2 and "no such file" in err
 
 
 def test_train_complete_variant_on_the_synthetic_corpus(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

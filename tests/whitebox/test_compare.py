@@ -32,7 +32,7 @@ def tiny_pair() -> tuple[HookedModel, HookedModel]:
 @pytest.fixture(scope="module")
 def compared() -> ComparisonResult:
     crate, gpt = tiny_pair()
-    return compare_models([crate, gpt, gpt], SMALL, names=["crate", "gpt", "gpt-again"])
+    return compare_models([crate, gpt, gpt], SMALL, names=["crate", "gpt", "gpt-again"], corpus="synthetic")
 
 
 def test_comparison_structure_and_known_answers(compared: ComparisonResult) -> None:
@@ -62,6 +62,7 @@ def test_comparison_structure_and_known_answers(compared: ComparisonResult) -> N
         assert filled == pytest.approx(sum(values) / len(values))
     assert set(compared.relative["gpt"]["all"]["detection"]["zero_filled"]) == {"value", "lo", "hi"}
     assert compared.seconds > 0
+    assert compared.corpus == {"source": "synthetic"} and compared.skipped == {}
 
 
 def test_comparison_files(compared: ComparisonResult, tmp_path: Path) -> None:
@@ -103,3 +104,67 @@ def test_cached_comparison_is_keyed_by_weights(tmp_path: Path, monkeypatch: pyte
     assert len(list((tmp_path / "home" / "whitebox").glob("compare-*.json"))) == 2
     with pytest.raises(InputError, match="not a white-box comparison"):
         ComparisonResult.load(tmp_path / "crate" / "config.json")
+
+
+PROSE = ("The committee met on a grey Tuesday morning to review the budget, and after two hours of argument about "
+         "roads, schools and the new library it agreed to postpone every decision until the spring, when the "
+         "figures from the tax office would finally be known to everyone in the town.")
+
+
+def test_models_that_are_not_zoo_models_need_a_corpus() -> None:
+    crate, gpt = tiny_pair()
+    with pytest.raises(InputError, match="--corpus"):
+        compare_models([crate, gpt], SMALL, names=["crate", "gpt"])
+    with pytest.raises(InputError, match="no such file"):
+        compare_models([crate, gpt], SMALL, names=["crate", "gpt"], corpus="/nowhere/docs.txt")
+
+
+def test_common_windows_fit_every_tokenizer() -> None:
+    from types import SimpleNamespace
+
+    from lmscope.data.synthetic import generate_corpus
+    from lmscope.data.tokenizer import train_tokenizer
+    from lmscope.whitebox.compare import common_windows
+
+    big = train_tokenizer(generate_corpus(1500, seed=0))
+    small = train_tokenizer(generate_corpus(10, seed=1))  # fewer merges: more tokens per English word
+    assert len(small(PROSE)["input_ids"]) > len(big(PROSE)["input_ids"])  # two different tokenizations
+    models = [SimpleNamespace(tokenizer=big, prepend_bos=True, cfg=SimpleNamespace(n_ctx=1024)),
+              SimpleNamespace(tokenizer=small, prepend_bos=False, cfg=SimpleNamespace(n_ctx=20))]
+    docs = [PROSE, "short text"]
+    windows = common_windows(docs, models, 32)  # type: ignore[arg-type]
+    assert windows[-1] == "short text" and len(windows) > 3
+    assert all(len(tok(w)["input_ids"]) <= 20 for w in windows for tok in (big, small))  # small: n_ctx 20
+    assert all(w in PROSE for w in windows[:-1])  # windows are substrings of their document, in order
+    assert "".join(windows[:-1]).replace(" ", "") == PROSE.replace(" ", "")  # covering it once (stride = length)
+
+
+def test_comparison_on_a_user_corpus_skips_only_the_label_iou(tmp_path: Path) -> None:
+    from lmscope.model.stats import lm_loss
+    from lmscope.report import Report
+    from lmscope.report.whitebox_sections import comparison_section
+    from lmscope.whitebox.compare import common_windows
+
+    crate, gpt = tiny_pair()
+    (tmp_path / "docs.txt").write_text("\n".join([PROSE, "It rained.", PROSE.upper()] * 4) + "\n")
+    cfg = CompareConfig(n_sentences=30, units_per_layer=6, heldout_samples=9, seq_len=24, records=SMALL.records)
+    result = compare_models([crate, gpt], cfg, names=["crate", "gpt"], corpus=str(tmp_path / "docs.txt"))
+    windows = common_windows([PROSE, "It rained.", PROSE.upper()] * 4, [crate, gpt], 24)
+    assert result.corpus["source"] == str(tmp_path / "docs.txt") and result.corpus["n_documents"] == 12
+    assert result.corpus["n_texts"] == len(windows) > 12 and result.corpus["max_tokens"] == 24
+    assert result.corpus["n_texts_scored"] == min(30, len(windows)) and result.corpus["n_texts_loss"] == 9
+    assert result.per_model["gpt"]["heldout_loss"] == pytest.approx(lm_loss(gpt, windows[:9]))
+    assert set(result.skipped) == {"best_iou"} and "synthetic corpus" in result.skipped["best_iou"]
+    for name in ("crate", "gpt"):
+        overall = result.per_model[name]["summary"]["all"]
+        assert overall["best_iou"]["mean"] is None and overall["best_iou"]["n"] == 0
+        assert overall["top_and_random"]["n"] + overall["top_and_random"]["n_undefined"] == 12
+        assert overall["structure"]["mean_density"] > 0
+    paths = result.save(tmp_path / "out")
+    saved = ComparisonResult.load(paths["json"])
+    assert saved.corpus == json.loads(json.dumps(result.corpus)) and saved.skipped == result.skipped
+    report = Report("t")
+    report.add(comparison_section(result.to_dict()))
+    html = report.write(tmp_path / "r")["html"].read_text()
+    assert "Skipped: best label IoU" in html and html.count("best label IoU") == 1  # no table row for it
+    assert "loss on the corpus" in html

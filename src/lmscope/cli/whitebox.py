@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from lmscope.cli.common import JsonFlag, out, print_json, progress_bars
+from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
 whitebox_app = typer.Typer(help="White-box (CRATE) language models: train one, compare its neurons with GPT's.",
@@ -67,17 +68,22 @@ def compare(models: Annotated[str, typer.Option(help="Comma-separated models; th
                                                 "other one.")] = "zoo:crate-tiny,zoo:gpt2-tiny-relu",
             out_dir: Annotated[str | None, typer.Option("--out", help="Directory for result.json and "
                                                         "report.html.")] = None,
-            sentences: Annotated[int, typer.Option(help="Held-out corpus sentences to score on.")] = 1500,
+            corpus: Annotated[str | None, typer.Option(help=CORPUS_HELP + " With your text the label IoU is "
+                                                       "skipped (its labels exist only for the synthetic "
+                                                       "corpus).")] = None,
+            sentences: Annotated[int, typer.Option(help="Sentences to score the neurons on (with --corpus: the "
+                                                   "first N windows).")] = 1500,
             units_per_layer: Annotated[int | None, typer.Option(help="Score a random sample of this many neurons "
                                                                 "per layer (default: all).")] = None,
             heldout_samples: Annotated[int, typer.Option(help="Zoo held-out corpus documents for the LM "
-                                                         "loss.")] = 4000,
+                                                         "loss (with --corpus: the first N windows).")] = 4000,
             seed: Annotated[int, typer.Option(help="Corpus, sampling and bootstrap seed.")] = 0,
             overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Held-out loss and neuron interpretability per layer (offline autointerp, bootstrap CIs) of each model.
 
-    Zoo models missing from the cache are trained first (a few minutes each).
+    Zoo models missing from the cache are trained first (a few minutes each). Other models need --corpus.
     Example: lmscope whitebox compare --models zoo:crate-tiny,zoo:gpt2-tiny-relu --out cmp/
+    On your text: lmscope whitebox compare --models crate/,gpt/ --corpus docs.txt --out cmp/
     """
     from lmscope.autointerp import RecordConfig
     from lmscope.fileio import check_writable
@@ -92,18 +98,27 @@ def compare(models: Annotated[str, typer.Option(help="Comma-separated models; th
     cfg = CompareConfig(n_sentences=sentences, units_per_layer=units_per_layer, corpus_seed=4242 + seed,
                         heldout_samples=heldout_samples, records=RecordConfig(seed=seed))
     with progress_bars(not as_json) as stage:
-        result = compare_models(names, cfg, stage=stage)
+        result = compare_models(names, cfg, corpus=corpus, stage=stage)
     if out_dir is not None:
         result.save(out_dir, overwrite=overwrite)
     if as_json:
         print_json({k: v for k, v in result.to_dict().items() if k != "units"})
         return
     first = names[0]
+    if result.corpus.get("source") != "synthetic":
+        c = result.corpus
+        out.print(f"corpus {c['source']}: {c['n_documents']} documents -> {c['n_texts']} windows of <= "
+                  f"{c['max_tokens']} tokens; neurons scored on {c['n_texts_scored']}, loss on {c['n_texts_loss']}",
+                  soft_wrap=True)
+    for metric, why in result.skipped.items():
+        out.print(f"skipped: {metric} ({why})", soft_wrap=True)
+    loss_name = "held-out loss" if result.corpus.get("source") == "synthetic" else "loss on the corpus"
     for name in names:
         s = result.per_model[name]["summary"]["all"]
-        out.print(f"{name}: held-out loss {result.per_model[name]['heldout_loss']:.4f}; top-and-random "
+        out.print(f"{name}: {loss_name} {result.per_model[name]['heldout_loss']:.4f}; top-and-random "
                   f"{_fmt(s['top_and_random'])}, random-only {_fmt(s['random_only'])}, detection "
-                  f"{_fmt(s['detection'])}, best IoU {_fmt(s['best_iou'])}", soft_wrap=True)
+                  f"{_fmt(s['detection'])}" + ("" if "best_iou" in result.skipped else
+                                                f", best IoU {_fmt(s['best_iou'])}"), soft_wrap=True)
     for other, rows in result.relative.items():
         r = rows["all"]["top_and_random"]
         if r["value"] is not None:

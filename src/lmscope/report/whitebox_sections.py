@@ -31,16 +31,18 @@ def comparison_section(result: Mapping[str, Any], key: str = "whitebox") -> Sect
     first, per = models[0], result["per_model"]
     others = models[1:]
     layers = [k for k in per[first]["summary"] if k != "all"]
+    skipped = dict(result.get("skipped") or {})
+    metrics = {m: label for m, label in METRIC_NAMES.items() if m not in skipped}
     rows = []
     for layer in [*layers, "all"]:
-        for metric, label in METRIC_NAMES.items():
+        for metric, label in metrics.items():
             row = [layer, label, *(_ci(per[m]["summary"].get(layer, {}).get(metric)) for m in models)]
             row += [_rel(result["relative_improvement"][o].get(layer, {}).get(metric)) for o in others]
             rows.append(row)
     columns = ["layer", "score", *(f"{m} mean [95% CI]" for m in models), *(f"{first} vs {o}" for o in others)]
     filled = [[label, *(_ci(per[m]["summary"]["all"][metric]["zero_filled"]) for m in models),
                *(_rel(result["relative_improvement"][o]["all"][metric]["zero_filled"]) for o in others)]
-              for metric, label in METRIC_NAMES.items()]
+              for metric, label in metrics.items()]
     series = {m: (layers, [per[m]["summary"][lay]["top_and_random"]["mean"] for lay in layers]) for m in models}
     chart, chart_data = line_chart(series, title="Top-and-random explanation score per layer", x_title="layer",
                                    y_title="mean correlation (offline explainer)", markers=True)
@@ -52,15 +54,24 @@ def comparison_section(result: Mapping[str, Any], key: str = "whitebox") -> Sect
         units = sorted((u for u in result.get("units", {}).get(m, []) if u.get("top_and_random") is not None),
                        key=lambda u: -u["top_and_random"])[:4]
         examples += [[m, u["unit"], u["top_and_random"], u["explanation"]] for u in units]
+    corpus = result.get("corpus") or {"source": "synthetic"}
+    synthetic = corpus.get("source") == "synthetic"
+    where = (f"the same held-out synthetic corpus ({result['config']['n_sentences']} sentences)" if synthetic else
+             f"the same text, `{corpus['source']}` ({corpus.get('n_documents')} documents in "
+             f"{corpus.get('n_texts')} windows of at most {corpus.get('max_tokens')} tokens; neurons scored on "
+             f"{corpus.get('n_texts_scored')}, loss on {corpus.get('n_texts_loss')})")
+    loss_label = "held-out loss (nats)" if synthetic else "loss on the corpus (nats/token)"
     blocks = [
-        Text(f"`{first}` against {', '.join(f'`{o}`' for o in others)} on the same held-out synthetic corpus "
-             f"({result['config']['n_sentences']} sentences): each model's MLP neurons (CRATE: the ISTA sparse "
-             "codes) are explained offline from their top-activating and quantile contexts and scored on held-out "
-             "records (Bills et al.: correlation of simulated and true activations on top-and-random and "
-             "random-only records; detection: balanced accuracy at telling top from non-activating contexts), "
-             "beside the best IoU of each neuron with a known label (POS, task item, topic). Brackets are 95% "
-             "bootstrap CIs; the last columns are the relative improvement `mean(first) / mean(other) - 1`."),
-        KeyValues({**{f"{m}: held-out loss (nats)": f"{per[m]['heldout_loss']:.4f}" for m in models},
+        Text(f"`{first}` against {', '.join(f'`{o}`' for o in others)} on {where}: each model's MLP neurons "
+             "(CRATE: the ISTA sparse codes) are explained offline from their top-activating and quantile contexts "
+             "and scored on held-out records (Bills et al.: correlation of simulated and true activations on "
+             "top-and-random and random-only records; detection: balanced accuracy at telling top from "
+             "non-activating contexts)"
+             + (", beside the best IoU of each neuron with a known label (POS, task item, topic)" if synthetic else "")
+             + ". Brackets are 95% bootstrap CIs; the last columns are the relative improvement "
+             "`mean(first) / mean(other) - 1`."
+             + "".join(f" Skipped: {METRIC_NAMES.get(m, m)}, which {why}." for m, why in skipped.items())),
+        KeyValues({**{f"{m}: {loss_label}": f"{per[m]['heldout_loss']:.4f}" for m in models},
                    **{f"{m}: parameters / neurons per layer": f"{per[m]['n_params']:,} / {per[m]['d_mlp']}"
                       for m in models},
                    "wall time": f"{result['seconds']:.1f} s"}),

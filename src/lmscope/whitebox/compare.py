@@ -1,13 +1,19 @@
 """White-box vs GPT, side by side: held-out LM loss and neuron interpretability per layer, with bootstrap CIs.
 
-Every model is run on the same held-out synthetic corpus: its MLP neurons (`mlp.hook_post`; for CRATE the
-sparse codes) are extracted per word into an activation store and scored offline by `lmscope.autointerp`
-(top-and-random and random-only correlation, detection, best IoU with the corpus's POS / task / topic
-labels, plus sparsity, dead fraction and kurtosis). The first model is the candidate; for every other
-model the result gives the relative improvement `mean(candidate) / mean(other) - 1` per layer and
-overall, each with a bootstrap CI, as the CRATE paper reports it. Undefined scores (dead neurons, neurons
+Every model is run on the same text, by default (zoo models only) the held-out synthetic corpus: its MLP
+neurons (`mlp.hook_post`; for CRATE the sparse codes) are extracted per word into an activation store and scored
+offline by `lmscope.autointerp` (top-and-random and random-only correlation, detection, best IoU with the
+corpus's POS / task / topic labels, plus sparsity, dead fraction and kurtosis). The first model is the
+candidate; for every other model the result gives the relative improvement `mean(candidate) / mean(other) - 1`
+per layer and overall, each with a bootstrap CI, as the CRATE paper reports it. Undefined scores (dead neurons, neurons
 constant on the random records) are left out of the means; every summary and improvement also has a
 `zero_filled` variant that counts them as 0.
+
+With the user's corpus (`corpus=FILE`) every model sees the same texts: documents cut into windows that fit
+every model's tokenizer (at most `seq_len` tokens each); the loss is the mean next-token loss on those windows,
+and the neurons are scored on their words. Everything label-free is computed as on the synthetic corpus; the
+best label IoU is skipped (`skipped` says so and why): its POS / task / topic labels exist only for the
+synthetic corpus.
 """
 
 from __future__ import annotations
@@ -47,6 +53,11 @@ class CompareConfig:
     n_boot: int = 1000
 
 
+SKIPPED_ON_USER_TEXT = {"best_iou": "needs word labels (POS, task item, topic), which only the synthetic corpus "
+                                    "has; every other score needs none"}
+"""Scores a comparison on the user's corpus does not compute, and why."""
+
+
 def heldout_lm_loss(model: HookedModel, n_samples: int = 4000, seq_len: int = 64) -> float:
     """Mean next-token loss (nats) on the zoo's held-out corpus, in windows of `seq_len` (as on the zoo card)."""
     from lmscope.data.synthetic import generate_corpus
@@ -67,11 +78,15 @@ class ComparisonResult:
     relative: dict[str, dict[str, dict[str, Any]]]
     seconds: float
     units: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    corpus: dict[str, Any] = field(default_factory=lambda: {"source": "synthetic"})
+    """`Corpus.to_dict()` of the text every model ran on, plus `n_texts_scored` / `n_texts_loss` for a user's file."""
+    skipped: dict[str, str] = field(default_factory=dict)
+    """Scores not computed, each with the reason (the label IoU on a user's corpus)."""
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe({"kind": "whitebox_comparison", "models": self.models, "config": self.config,
-                          "per_model": self.per_model, "relative_improvement": self.relative,
-                          "seconds": self.seconds, "units": self.units})
+                          "corpus": self.corpus, "skipped": self.skipped, "per_model": self.per_model,
+                          "relative_improvement": self.relative, "seconds": self.seconds, "units": self.units})
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ComparisonResult:
@@ -79,7 +94,8 @@ class ComparisonResult:
         return load_result(path, "whitebox_comparison",
                            "a white-box comparison (written by `lmscope whitebox compare`)",
                            lambda d: cls(d["models"], d["config"], d["per_model"], d["relative_improvement"],
-                                         d["seconds"], d.get("units", {})))
+                                         d["seconds"], d.get("units", {}),
+                                         d.get("corpus", {"source": "synthetic"}), d.get("skipped", {})))
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Path]:
         """`result.json` and `report.html` in `directory` (both refused if present unless `overwrite`)."""
@@ -100,31 +116,82 @@ def _layer_key(point: str) -> str:
     return point.split(".")[1] if point.startswith("blocks.") else point
 
 
+def common_windows(docs: Sequence[str], models: Sequence[HookedModel], max_tokens: int) -> list[str]:
+    """Documents cut (at token offsets) into windows that every model tokenizes into at most `max_tokens` tokens
+    (and into its context, BOS included): cut by each model's tokenizer in turn until no model cuts further."""
+    from lmscope.data.corpus import window_documents
+
+    texts = list(docs)
+    for _ in range(4):
+        before = texts
+        for m in models:
+            texts = window_documents(texts, m.tokenizer, min(max_tokens, m.cfg.n_ctx - int(m.prepend_bos)))
+        if texts == before:
+            break
+    return texts
+
+
+def _load(models: Sequence[str | HookedModel], names: Sequence[str], stage: Stage | None) -> list[HookedModel]:
+    out = []
+    for name, spec in zip(names, models, strict=True):
+        if isinstance(spec, HookedModel):
+            out.append(spec)
+            continue
+        what = f"{name}: {'training' if name.startswith('zoo:') else 'loading'}"
+        out.append(HookedModel.from_pretrained(spec, progress=(lambda i, n, w=what: stage(w, i, n)) if stage else None))
+    return out
+
+
 def compare_models(models: Sequence[str | HookedModel], cfg: CompareConfig | None = None, *,
-                   names: Sequence[str] | None = None, stage: Stage | None = None) -> ComparisonResult:
-    """Load (or take) each model, measure its held-out loss, extract and score its neurons, compare to the first."""
+                   names: Sequence[str] | None = None, corpus: str | None = None,
+                   stage: Stage | None = None) -> ComparisonResult:
+    """Load (or take) each model, measure its loss, extract and score its neurons, compare to the first.
+
+    `corpus`: None (the synthetic held-out corpus, allowed only when every model is a `zoo:` model), "synthetic",
+    or a text/JSONL file (see the module docstring for what is computed on it).
+    """
     from lmscope.activations import ExtractConfig, extract
+    from lmscope.data.corpus import SYNTHETIC, load_corpus
     from lmscope.data.synthetic import generate_corpus
 
     cfg = cfg or CompareConfig()
     if len(models) < 2:
         raise InputError(f"--models: expected at least two models to compare, got {len(models)}")
-    start = time.perf_counter()
-    samples = generate_corpus(cfg.n_sentences, seed=cfg.corpus_seed, split="heldout")
-    sentences = [list(s.words) for s in samples]
-    labels = synthetic_row_labels(samples)
     labels_of = [str(m) if isinstance(m, str) else m.name for m in models] if names is None else list(names)
+    if corpus is None:
+        for name in labels_of:
+            load_corpus(None, model_name=name)  # refuses a model that is not a zoo model: it needs --corpus
+        corpus = SYNTHETIC
+    docs = load_corpus(corpus, model_name=labels_of[0])  # a missing file is refused before any model loads
+    start = time.perf_counter()
+    hooked_models = _load(models, labels_of, stage)
+    if docs.is_synthetic:
+        samples = generate_corpus(cfg.n_sentences, seed=cfg.corpus_seed, split="heldout")
+        sentences = [list(s.words) for s in samples]
+        labels: dict[str, Any] | None = synthetic_row_labels(samples)
+        corpus_info, skipped, loss_texts = {"source": SYNTHETIC}, {}, None
+    else:
+        windows = common_windows(docs.texts, hooked_models, cfg.seq_len)
+        sentences = [w.split() for w in windows[: cfg.n_sentences] if w.split()]
+        loss_texts = windows[: cfg.heldout_samples]
+        labels, skipped = None, dict(SKIPPED_ON_USER_TEXT)
+        corpus_info = {**docs.to_dict(), "n_texts": len(windows), "max_tokens": cfg.seq_len,
+                       "n_texts_scored": len(sentences), "n_texts_loss": len(loss_texts)}
     per_model: dict[str, dict[str, Any]] = {}
     results: dict[str, AutointerpResult] = {}
-    for name, spec in zip(labels_of, models, strict=True):
+    for name, hooked in zip(labels_of, hooked_models, strict=True):
         def report(what: str, i: int, n: int, name: str = name) -> None:
             if stage is not None:
                 stage(f"{name}: {what}", i, n)
 
-        hooked = spec if isinstance(spec, HookedModel) else HookedModel.from_pretrained(
-            spec, progress=lambda i, n, r=report: r("training", i, n))
-        report("held-out loss", 0, 1)
-        loss = heldout_lm_loss(hooked, cfg.heldout_samples, cfg.seq_len)
+        report("loss", 0, 1)
+        if loss_texts is None:
+            loss = heldout_lm_loss(hooked, cfg.heldout_samples, cfg.seq_len)
+        else:
+            from lmscope.model.stats import lm_loss
+
+            loss = lm_loss(hooked, loss_texts)
+        report("loss", 1, 1)
         points = tuple(f"blocks.{layer}.mlp.hook_post" for layer in range(hooked.cfg.n_layers))
         with tempfile.TemporaryDirectory(prefix="lmscope-compare-") as tmp:
             store = extract(hooked, sentences, Path(tmp) / "store", ExtractConfig(points), model_id=name,
@@ -139,7 +206,8 @@ def compare_models(models: Sequence[str | HookedModel], cfg: CompareConfig | Non
     units = {name: [{k: u[k] for k in ("unit", "point", *METRICS, "density", "kurtosis", "best_iou_label")}
                     | {"explanation": u["explanation"]["text"]} for u in r.units] for name, r in results.items()}
     config = {**asdict(cfg), "models": labels_of}
-    return ComparisonResult(labels_of, config, per_model, relative, time.perf_counter() - start, units)
+    return ComparisonResult(labels_of, config, per_model, relative, time.perf_counter() - start, units,
+                            corpus_info, skipped)
 
 
 def _relative(names: Sequence[str], results: dict[str, AutointerpResult],
@@ -166,7 +234,8 @@ def _relative(names: Sequence[str], results: dict[str, AutointerpResult],
 
 def cached_comparison(models: Sequence[str], cfg: CompareConfig | None = None, *,
                       stage: Stage | None = None) -> ComparisonResult:
-    """`compare_models` cached under `lmscope.model.zoo.home()/whitebox/`, keyed by the weights and the settings.
+    """`compare_models` on the synthetic corpus, cached under `lmscope.model.zoo.home()/whitebox/`, keyed by the
+    weights and the settings.
 
     A retrained model (other weights) or other settings compute afresh; `seconds` is the original run's.
     """
@@ -181,6 +250,6 @@ def cached_comparison(models: Sequence[str], cfg: CompareConfig | None = None, *
     path = home() / "whitebox" / f"compare-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
     if path.exists():
         return ComparisonResult.load(path)
-    result = compare_models(hooked, cfg, names=list(models), stage=stage)
+    result = compare_models(hooked, cfg, names=list(models), corpus="synthetic", stage=stage)
     atomic_write_json(path, result.to_dict(), overwrite=True)
     return result
