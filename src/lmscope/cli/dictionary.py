@@ -1,35 +1,93 @@
-"""`lmscope dict train | eval | features`: SAEs and transcoders on a model's activations."""
+"""`lmscope dict train | eval | features`: SAEs and transcoders on a model's activations, over the user's text."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, out, print_json, progress_bars
+from lmscope.cli.common import JsonFlag, ModelArg, err, out, print_json, progress_bars
+from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
 dict_app = typer.Typer(help="Sparse dictionaries: train, evaluate and read SAEs and transcoders.",
                        no_args_is_help=True)
 DirArg = Annotated[str, typer.Argument(help="A dictionary directory (cfg.json + sae_weights.safetensors).")]
 ModelOpt = Annotated[str | None, typer.Option("--model", help="Model (default: the one it was trained on).")]
+CorpusOpt = Annotated[str | None, typer.Option(help=CORPUS_HELP)]
+HeldOutCorpusOpt = Annotated[str | None, typer.Option(help=CORPUS_HELP + " Use held-out text, not the training "
+                                                      "file (a note says when it is the same file).")]
+ExcludeFirstOpt = Annotated[int | None, typer.Option(
+    "--exclude-first", help="Also leave out the first N text tokens of every text (the BOS position always is): "
+    "real LMs use the first position as an attention sink. Default: what the dictionary was trained with.")]
+TextsOpt = Annotated[int, typer.Option(help="Use at most this many texts of the corpus (its first ones).")]
 
 
-def _model_for(directory: str, model: str | None) -> tuple[Any, Any]:
+def _stage_for(stage: Any) -> Any:
+    """A training progress callback `(i, n, record)` that reports the stage 'training'."""
+    return lambda i, n, rec: stage("training", i, n)
+
+
+def _load(directory: str, model: str | None, corpus: str | None, texts: int, stage: Any,
+          features: list[int] | None = None) -> tuple[Any, Any, Any]:
+    """(model, dictionary, corpus): the corpus and `features` are checked (one line asking for --corpus for a
+    real model) before the model loads; the model tokenizes as the dictionary was trained (its recorded
+    prepend_bos)."""
     from lmscope import HookedModel
+    from lmscope.data.corpus import load_corpus
     from lmscope.dictionary import load_dictionary
+    from lmscope.dictionary.recipes import model_corpus
 
+    if texts < 1:
+        raise InputError(f"--texts: expected a positive number of texts, got {texts}")
     dictionary = load_dictionary(directory)
+    bad = [f for f in features or [] if not 0 <= f < dictionary.cfg.d_sae]
+    if bad:
+        raise InputError(f"--features: {bad[0]} is out of range (the dictionary has {dictionary.cfg.d_sae} features)")
     name = model or dictionary.cfg.model_id
     if not name:
         raise InputError(f"{directory}: cfg.json names no model; pass --model")
-    return HookedModel.from_pretrained(name), dictionary
+    load_corpus(corpus, model_name=name, synthetic_texts=1)  # refuses a missing corpus/file before the model loads
+    stage("loading model", 0, 1)
+    hooked = HookedModel.from_pretrained(name)
+    stage("loading model", 1, 1)
+    recorded = dictionary.cfg.prepend_bos
+    if recorded is not None and recorded != hooked.prepend_bos:
+        if recorded and getattr(hooked.tokenizer, "bos_token_id", None) is None:
+            err.print(f"note: {directory} was trained with a BOS, but {name}'s tokenizer has none; running without")
+        else:
+            hooked.prepend_bos = recorded  # tokenize as in training
+    text = model_corpus(corpus, hooked, synthetic_texts=texts)
+    _note_training_overlap(dictionary, text)
+    return hooked, dictionary, text
+
+
+def _note_training_overlap(dictionary: Any, corpus: Any) -> None:
+    """Say on stderr when the evaluation text is the text the dictionary was trained on."""
+    from lmscope.dictionary.recipes import corpus_record
+
+    trained = dictionary.cfg.corpus or {}
+    if not trained or corpus.is_synthetic:
+        return
+    mine = corpus_record(corpus)
+    if trained.get("sha256") and trained.get("sha256") == mine.get("sha256"):
+        err.print(f"note: {corpus.source} is the file this dictionary was trained on, so these figures are on "
+                  "training text, not held-out text; pass a held-out file with --corpus", soft_wrap=True)
+
+
+def _texts(corpus: Any, n: int) -> tuple[list[str], str]:
+    """The first `n` texts of `corpus` and a line saying which text was used."""
+    chosen = corpus.texts[:n]
+    part = "" if len(chosen) == len(corpus.texts) else f", first {len(chosen)} of {len(corpus.texts)} texts"
+    return chosen, corpus.describe() + part
 
 
 @dict_app.command("train")
 def train(model: ModelArg,
           out_dir: Annotated[str, typer.Option("--out", help="Directory for the dictionary (SAELens layout).")],
+          corpus: CorpusOpt = None,
           kind: Annotated[str, typer.Option(help="sae or transcoder.")] = "transcoder",
           layer: Annotated[int, typer.Option(help="Block whose MLP (transcoder) or hook point (SAE) to use.")] = 1,
           hook: Annotated[str | None, typer.Option(help="SAE hook point (default blocks.L.hook_resid_post).")]
@@ -38,61 +96,106 @@ def train(model: ModelArg,
           activation: Annotated[str, typer.Option(help="relu (with L1) or topk.")] = "relu",
           l1: Annotated[float, typer.Option(help="L1 coefficient (relu).")] = 1.0,
           k: Annotated[int | None, typer.Option(help="Active features per token (topk).")] = None,
-          tokens: Annotated[int, typer.Option(help="Training tokens, streamed from the model.")] = 200_000,
+          tokens: Annotated[int, typer.Option(help="Training tokens, streamed from the model (the corpus is "
+                                              "cycled through as often as needed).")] = 200_000,
           batch_size: Annotated[int, typer.Option(help="Rows per step.")] = 1024,
+          exclude_first: Annotated[int, typer.Option(
+              "--exclude-first", help="Also leave out the first N text tokens of every text (the BOS position "
+              "always is): real LMs use the first position as an attention sink.")] = 0,
+          prepend_bos: Annotated[bool | None, typer.Option(
+              "--prepend-bos/--no-prepend-bos", help="Start every text with BOS (default: what the tokenizer "
+              "adds). The BOS position is never a training row.")] = None,
           seed: int = 0,
           checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: none).")] = 0,
           resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
           overwrite: Annotated[bool, typer.Option(help="Replace an existing dictionary in --out.")] = False,
           as_json: JsonFlag = False) -> None:
-    """Train an SAE or a transcoder on activations streamed from the model over the synthetic corpus.
+    """Train an SAE or a transcoder on activations streamed from the model over your corpus.
 
-    Example: lmscope dict train zoo:gpt2-tiny --kind transcoder --layer 2 --d-sae 1024 --l1 1.0 --out tc2/
+    Example: lmscope dict train real:smollm2-135m --layer 15 --corpus train.txt --d-sae 4096 --out tc15/
+    (zoo models default to the synthetic corpus: lmscope dict train zoo:gpt2-tiny --layer 2 --out tc2/)
     """
     from lmscope import HookedModel
-    from lmscope.dictionary.recipes import train_dictionary
+    from lmscope.data.corpus import load_corpus
+    from lmscope.dictionary.positions import PositionRule
+    from lmscope.dictionary.recipes import model_corpus, train_dictionary
 
     target = Path(out_dir)
     if (target / "cfg.json").exists() and not overwrite:
         raise InputError(f"{target / 'cfg.json'}: already exists; pass --overwrite to replace it")
-    hooked = HookedModel.from_pretrained(model)
-    with progress_bars(not as_json) as stage:
+    rule_check = PositionRule(False, exclude_first)  # refuses a negative --exclude-first before any work
+    load_corpus(corpus, model_name=model, synthetic_texts=1)  # one line asking for --corpus, before the model loads
+    with progress_bars(True) as stage:
+        stage("loading model", 0, 1)
+        hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
+        stage("loading model", 1, 1)
+        text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         est = train_dictionary(hooked, kind=kind, layer=layer, hook=hook, d_sae=d_sae, activation=activation,
                                l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size, seed=seed,
+                               corpus=text, exclude_first=rule_check.exclude_first,
                                out_dir=target if checkpoint_every else None, checkpoint_every=checkpoint_every,
-                               resume=resume, progress=lambda i, n, rec: stage("training", i, n))
+                               resume=resume, progress=_stage_for(stage))
     path = est.save(target, overwrite=overwrite)
+    cfg = est.dictionary_.cfg
     last = est.history_[-1] if est.history_ else {}
-    summary = {"path": str(path), "kind": kind, "hook_name": est.dictionary_.cfg.hook_name,
-               "hook_name_out": est.dictionary_.cfg.hook_name_out, "steps": est.n_steps_,
-               "final_loss": last.get("loss"), "final_l0": last.get("l0")}
+    record = cfg.corpus or {}
+    rule = PositionRule(bool(cfg.prepend_bos), cfg.exclude_first)
+    rows = est.n_steps_ * batch_size
+    passes = rows / record["tokens"] if record.get("tokens") else math.nan
+    summary = {"path": str(path), "kind": kind, "hook_name": cfg.hook_name, "hook_name_out": cfg.hook_name_out,
+               "steps": est.n_steps_, "rows": rows, "final_loss": last.get("loss"), "final_l0": last.get("l0"),
+               "corpus": record, "positions": rule.to_dict(),
+               "passes_over_corpus": None if math.isnan(passes) else passes}
     if as_json:
         print_json(summary)
-    else:
-        out.print(f"{path}: {kind} on {summary['hook_name']} -> {summary['hook_name_out']}, {est.n_steps_} steps, "
-                  f"train loss {summary['final_loss']:.4g}, L0 {summary['final_l0']:.1f}")
+        return
+    out.print(f"{path}: {kind} on {cfg.hook_name} -> {cfg.hook_name_out}, {est.n_steps_} steps, "
+              f"train loss {summary['final_loss']:.4g}, L0 {summary['final_l0']:.1f}", soft_wrap=True)
+    over = "" if math.isnan(passes) else (f"; {rows:,} rows = {passes:.2f} passes over its {record['tokens']:,} "
+                                         "tokens" + (" (a small corpus: features may fit its texts)"
+                                                     if passes > 4 else ""))
+    out.print(f"trained on {text.describe()}{over}; {rule.describe()}", soft_wrap=True, markup=False)
 
 
 @dict_app.command("eval")
-def evaluate_cmd(directory: DirArg, model: ModelOpt = None,
-                 texts: Annotated[int, typer.Option(help="Held-out corpus texts to evaluate on.")] = 300,
+def evaluate_cmd(directory: DirArg, model: ModelOpt = None, corpus: HeldOutCorpusOpt = None,
+                 texts: TextsOpt = 300, exclude_first: ExcludeFirstOpt = None,
+                 out_dir: Annotated[str | None, typer.Option("--out", help="Directory to write result.json "
+                                                             "into.")] = None,
+                 overwrite: Annotated[bool, typer.Option(help="Replace an existing result.json in --out.")] = False,
                  as_json: JsonFlag = False) -> None:
     """L0, FVU, dead/dense features on held-out tokens, and LM loss with the dictionary spliced in.
 
-    Example: lmscope dict eval tc2/
+    Example: lmscope dict eval tc15/ --corpus heldout.txt
     """
-    from lmscope.dictionary.recipes import corpus_texts
+    from lmscope.dictionary.positions import PositionRule
+    from lmscope.dictionary.recipes import corpus_record
     from lmscope.dictionary.report import dictionary_metrics
+    from lmscope.fileio import atomic_write_json, check_writable
 
-    hooked, dictionary = _model_for(directory, model)
-    result = dictionary_metrics(hooked, dictionary, corpus_texts(texts, seed=999))
+    if out_dir is not None:
+        check_writable(Path(out_dir) / "result.json", overwrite=overwrite)
+    with progress_bars(True) as stage:
+        hooked, dictionary, text = _load(directory, model, corpus, texts, stage)
+        chosen, used = _texts(text, texts)
+        result = dictionary_metrics(hooked, dictionary, chosen, exclude_first=exclude_first, progress=stage)
+    result.update(model=hooked.name, dictionary=str(directory),
+                  corpus={**corpus_record(text), "n_texts_used": len(chosen)}, trained_on=dictionary.cfg.corpus)
+    if out_dir is not None:
+        atomic_write_json(Path(out_dir) / "result.json", result, overwrite=overwrite)
     if as_json:
         print_json(result)
         return
     m, s = result["metrics"], result["spliced"]
+    recovered = (f"{s['loss_recovered']:.3f}" if s["loss_recovered"] is not None
+                 else s["loss_recovered_note"] or "undefined")
     out.print(f"L0 {m['l0']:.1f}  FVU {m['fvu']:.4f}  dead {m['dead_fraction']:.3f}  dense {m['dense_fraction']:.3f}\n"
               f"LM loss clean {s['clean_loss']:.4f}  spliced {s['spliced_loss']:.4f}  mean-ablated "
-              f"{s['ablated_loss']:.4f}  loss recovered {s['loss_recovered']:.3f}  KL {s['kl_div']:.4f}")
+              f"{s['ablated_loss']:.4f}  KL {s['kl_div']:.4f}\nloss recovered {recovered}", soft_wrap=True,
+              markup=False)
+    p = result["positions"]
+    out.print(f"on {used}: {m['n_rows']:,} tokens ({s['n_tokens']:,} scored predictions); "
+              f"{PositionRule(p['prepend_bos'], p['exclude_first']).describe()}", soft_wrap=True, markup=False)
 
 
 @dict_app.command("features")
@@ -100,21 +203,23 @@ def features_cmd(directory: DirArg, model: ModelOpt = None,
                  features: Annotated[str | None, typer.Option(help="Comma-separated feature indices "
                                                               "(default: the most frequent).")] = None,
                  top_examples: Annotated[int, typer.Option("--top-examples", help="Contexts per feature.")] = 5,
-                 texts: Annotated[int, typer.Option(help="Corpus texts to search.")] = 300,
+                 corpus: HeldOutCorpusOpt = None, texts: TextsOpt = 300, exclude_first: ExcludeFirstOpt = None,
                  as_json: JsonFlag = False) -> None:
     """Each feature's top-activating contexts and its top input tokens through the embedding.
 
-    Example: lmscope dict features tc2/ --features 3,17 --top-examples 5
+    Example: lmscope dict features tc15/ --corpus heldout.txt --features 3,17 --top-examples 5
     """
     from lmscope.dictionary.features import feature_reports
-    from lmscope.dictionary.recipes import corpus_texts
 
     try:
         chosen = [int(f) for f in features.split(",")] if features else None
     except ValueError:
         raise InputError(f"--features: expected comma-separated integers, got {features!r}") from None
-    hooked, dictionary = _model_for(directory, model)
-    reports = feature_reports(hooked, dictionary, corpus_texts(texts, seed=999), features=chosen, k=top_examples)
+    with progress_bars(True) as stage:
+        hooked, dictionary, text = _load(directory, model, corpus, texts, stage, chosen)
+        some, used = _texts(text, texts)
+        reports = feature_reports(hooked, dictionary, some, features=chosen, k=top_examples,
+                                  exclude_first=exclude_first, progress=stage)
     if as_json:
         print_json([r.to_dict() for r in reports])
         return
@@ -122,5 +227,6 @@ def features_cmd(directory: DirArg, model: ModelOpt = None,
         tokens = " ".join(repr(t) for t, _ in r.de_embedding[:6])
         out.print(f"[bold]feature {r.feature}[/] (fires on {r.density:.1%} of tokens); de-embedding: {tokens}",
                   soft_wrap=True)
-        for value, text in r.top_examples:
-            out.print(f"  {value:7.3f}  {text}", soft_wrap=True, markup=False)
+        for value, example in r.top_examples:
+            out.print(f"  {value:7.3f}  {example}", soft_wrap=True, markup=False)
+    out.print(f"on {used}", soft_wrap=True, markup=False)

@@ -1,8 +1,9 @@
 """A shuffling buffer of activations computed on the fly from a model, filled by a background thread.
 
 The thread runs `model.run_with_cache(batch, names=hook_names, return_logits=False)` over the texts in
-batches of `batch_size` texts (cycling through them, epoch after epoch), drops padding and BOS positions,
-and queues the rows. The consumer keeps a pool of up to `buffer_tokens` rows: whenever the pool falls to
+batches of `batch_size` texts (cycling through them, epoch after epoch), keeps the rows of
+`lmscope.dictionary.positions.kept_positions` (no padding, no BOS position, no position the user left out with
+`exclude_first`), and queues them. The consumer keeps a pool of up to `buffer_tokens` rows: whenever the pool falls to
 half, it tops it up from the queue and reshuffles it with its own seeded generator, then serves batches from
 the shuffled half. Which rows are served depends only on the texts, the model and the seed, never on thread
 timing. Under torchrun each rank reads texts[rank::world].
@@ -18,21 +19,30 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lmscope.dictionary.positions import PositionRule
 from lmscope.errors import InputError
 
 _DONE = object()
 
 
 class ActivationBuffer:
-    """Rows of activations at `hook_names` (one tensor per name, same rows), shuffled, from `model` on `texts`."""
+    """Rows of activations at `hook_names` (one tensor per name, same rows), shuffled, from `model` on `texts`.
+
+    `exclude_first`: leading text tokens of every text left out besides the BOS position (`positions`).
+    `corpus`: where the texts came from (`lmscope.dictionary.recipes.corpus_record`); a dictionary fitted on
+    this buffer records it, and the position rule, in its cfg.json.
+    """
 
     def __init__(self, model: Any, texts: Sequence[str], hook_names: Sequence[str], *,
-                 buffer_tokens: int = 65536, batch_size: int = 16, seed: int = 0, prefetch: int = 4) -> None:
+                 buffer_tokens: int = 65536, batch_size: int = 16, seed: int = 0, prefetch: int = 4,
+                 exclude_first: int = 0, corpus: dict[str, Any] | None = None) -> None:
         if not texts:
             raise InputError("texts: the activation buffer needs at least one text")
         if not hook_names:
             raise InputError("hook_names: expected at least one hook name")
         self.model = model
+        self.positions = PositionRule.for_model(model, exclude_first)
+        self.corpus = corpus
         self.texts = list(texts)
         self.hook_names = list(model.check_names(list(hook_names)))
         self.buffer_tokens = buffer_tokens
@@ -58,20 +68,25 @@ class ActivationBuffer:
     @torch.inference_mode()
     def _rows(self, batch: list[str]) -> list[Tensor]:
         tokens = self.model.to_tokens(batch)
-        _, cache = self.model.run_with_cache(batch, names=self.hook_names, return_logits=False)
-        mask = tokens.attention_mask.bool().clone()
-        if getattr(self.model, "prepend_bos", False):
-            mask[:, 0] = False
+        _, cache = self.model.run_with_cache(tokens, names=self.hook_names, return_logits=False)
+        mask = self.positions.kept(tokens)
         return [cache[n][mask].float().clone() for n in self.hook_names]
 
     def _producer(self, q: queue.Queue[Any], stop: threading.Event) -> None:
         texts = self.texts[self.rank::self.world] or self.texts
         try:
             while not stop.is_set():
+                n_rows = 0
                 for i in range(0, len(texts), self.text_batch):
                     if stop.is_set():
                         return
-                    q.put(self._rows(texts[i:i + self.text_batch]))
+                    rows = self._rows(texts[i:i + self.text_batch])
+                    n_rows += rows[0].shape[0]
+                    q.put(rows)
+                if n_rows == 0:  # an epoch with nothing to serve would loop for ever
+                    raise InputError(f"texts: no token to train on: every text is at most "
+                                     f"{self.positions.n_leading} token(s) long, and those are left out "
+                                     f"({self.positions.describe()})")
         except BaseException as err:  # surfaced in the consumer
             q.put(err)
 

@@ -129,10 +129,14 @@ class _DictionaryEstimator:
         hook = self.hook_name or (names[0] if names else "")
         hook_out = self.hook_name_out or (names[-1] if names else "")
         tc = self._train_config()
+        data: dict[str, Any] = {}
+        if isinstance(X, ActivationBuffer):  # the rows' provenance goes into cfg.json
+            data = {"prepend_bos": X.positions.prepend_bos, "exclude_first": X.positions.exclude_first,
+                    "corpus": X.corpus}
         cfg = DictConfig(kind=self._kind, d_in=d_in, d_sae=self.d_sae, d_out=d_out, activation=self.activation,
                          k=self.k, l1_coefficient=self.l1_coefficient if self.activation == "relu" else 0.0,
                          hook_name=hook, hook_name_out=hook_out if self._kind == "transcoder" else hook,
-                         skip=self.skip, dtype=self.dtype, model_id=self.model_id, train=tc.to_dict())
+                         skip=self.skip, dtype=self.dtype, model_id=self.model_id, train=tc.to_dict(), **data)
         if tc.batch_size < 1 or tc.n_steps < 0:
             raise InputError("batch_size must be positive and n_steps non-negative")
         module = Dictionary(cfg, generator=torch.Generator().manual_seed(self.seed))

@@ -2,18 +2,20 @@
 
 The de-embedding of feature f is `W_E @ W_enc[:, f]`: the direct path from each token's embedding to the
 feature's encoder, ignoring attention and LayerNorm scale (Dunefsky et al. 2024). It is input-invariant,
-so it tells which tokens could drive the feature, while top examples tell where it does fire.
+so it tells which tokens could drive the feature, while top examples tell where it does fire. Top examples
+and densities skip the attention-sink positions (`lmscope.dictionary.positions`), as training does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from lmscope.dictionary.modules import Dictionary
+from lmscope.dictionary.positions import PositionRule
 from lmscope.dictionary.splice import feature_activations
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
@@ -44,33 +46,57 @@ def de_embedding(model: HookedModel, dictionary: Dictionary, feature: int, k: in
 
 def feature_reports(model: HookedModel, dictionary: Dictionary, texts: Sequence[str], *,
                     features: Sequence[int] | None = None, n_features: int = 5, k: int = 5,
-                    batch_size: int = 32, context: int = 8) -> list[FeatureReport]:
-    """Reports for `features` (default: the `n_features` features firing most often on `texts`)."""
-    acts, rows = [], []
-    for i in range(0, len(texts), batch_size):
-        chunk = list(texts[i : i + batch_size])
-        z = feature_activations(model, dictionary, chunk)  # [b, pos, d_sae], padding zeroed
-        acts.append(z.reshape(-1, z.shape[-1]))
-        ids = model.to_tokens(chunk).input_ids
-        rows.extend((i + b, p, ids[b]) for b in range(z.shape[0]) for p in range(z.shape[1]))
-    z = torch.cat(acts)
-    density = (z > 0).float().mean(0)
-    if features is None:
-        features = density.topk(min(n_features, z.shape[1])).indices.tolist()
-    bad = [f for f in features if not 0 <= f < z.shape[1]]
+                    batch_size: int = 32, context: int = 8, exclude_first: int | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> list[FeatureReport]:
+    """Reports for `features` (default: the `n_features` features firing most often on `texts`).
+
+    Densities and top examples count only the positions of the dictionary's `PositionRule` (no padding, no
+    BOS position, no leading token the user left out: `exclude_first`, default the dictionary's recorded
+    value), so an attention sink is never a feature's top example. One pass over `texts`, keeping a running
+    top-k per feature; `progress(stage, i, n)` is called per batch.
+    """
+    d_sae = dictionary.cfg.d_sae
+    bad = [f for f in (features or []) if not 0 <= f < d_sae]
     if bad:
-        raise InputError(f"--features: {bad[0]} is out of range (the dictionary has {z.shape[1]} features)")
+        raise InputError(f"--features: {bad[0]} is out of range (the dictionary has {d_sae} features)")
+    rule = PositionRule.for_dictionary(model, dictionary, exclude_first)
+    report = progress or (lambda stage, i, n: None)
+    fires = torch.zeros(d_sae, dtype=torch.float64)
+    top_v, top_i = torch.empty(0, d_sae), torch.empty(0, d_sae, dtype=torch.long)
+    where: list[tuple[int, int]] = []  # kept row -> (text index, position)
+    token_ids: list[list[int]] = []
+    n_batches = -(-len(texts) // batch_size)
+    for j, i in enumerate(range(0, len(texts), batch_size)):
+        report("feature activations", j, n_batches)
+        batch = model.to_tokens(list(texts[i : i + batch_size]))
+        mask = rule.kept(batch)
+        zk = feature_activations(model, dictionary, batch, positions=rule)[mask].float().cpu()  # [rows, d_sae]
+        rows_b, rows_p = mask.nonzero(as_tuple=True)
+        offset = len(where)
+        where.extend(zip((rows_b + i).tolist(), rows_p.tolist(), strict=True))
+        token_ids.extend(ids[: int(n)].tolist() for ids, n in zip(batch.input_ids.cpu(), batch.lengths, strict=True))
+        fires += (zk > 0).sum(0, dtype=torch.float64)
+        cand_v = torch.cat([top_v, zk])
+        cand_i = torch.cat([top_i, torch.arange(offset, offset + zk.shape[0])[:, None].expand(-1, d_sae)])
+        best = cand_v.topk(min(k, cand_v.shape[0]), dim=0)
+        top_v, top_i = best.values, cand_i.gather(0, best.indices)
+    report("feature activations", n_batches, n_batches)
+    if not where:
+        raise InputError(f"texts: no token to read features on ({rule.describe()})")
+    density = fires / len(where)
+    if features is None:
+        features = density.topk(min(n_features, d_sae)).indices.tolist()
+    special = set(getattr(model.tokenizer, "all_special_ids", None) or [])
     out = []
     for f in features:
-        top = z[:, f].topk(min(k, z.shape[0]))
         examples = []
-        for value, row in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        for value, row in zip(top_v[:, f].tolist(), top_i[:, f].tolist(), strict=True):
             if value <= 0:
                 break
-            _, pos, ids = rows[row]
-            window = ids[max(0, pos - context) : pos + 1].tolist()
-            pieces = [model.tokenizer.decode([t]) for t in window]
-            pieces[-1] = f"[{pieces[-1]}]"
-            examples.append((float(value), "".join(pieces).replace("<|endoftext|>", "")))
+            t, pos = where[row]
+            window = token_ids[t][max(0, pos - context) : pos + 1]
+            pieces = [model.tokenizer.decode([tok]) for tok in window[:-1] if tok not in special]
+            pieces.append(f"[{model.tokenizer.decode([window[-1]])}]")
+            examples.append((float(value), "".join(pieces)))
         out.append(FeatureReport(int(f), float(density[f]), examples, de_embedding(model, dictionary, int(f))))
     return out

@@ -8,9 +8,12 @@ SAELens, which has no such tensor, still loads the file).
 cfg.json carries SAELens 6's keys (`architecture`, `d_in`, `d_sae`, `dtype`, `device`,
 `apply_b_dec_to_input`, `normalize_activations`, `metadata: {hook_name, model_name, ...}`), `hook_name`
 and `model_name` at top level for older readers, `k` for TopK, `d_out` and `hook_name_out` for
-transcoders, and lmscope's own keys (`kind`, `activation`, `l1_coefficient`, `skip`, `train`), which
-SAELens ignores. Architectures: "standard", "topk", "transcoder", "skip_transcoder"; a TopK transcoder
-is "topk_transcoder", which SAELens (no such class) refuses rather than loading as ReLU.
+transcoders, and lmscope's own keys (`kind`, `activation`, `l1_coefficient`, `skip`, `train`, and the
+training data: `prepend_bos`, `exclude_first`, `corpus`), which SAELens ignores. Where the training data is
+known, `metadata` also gets SAELens's names for it: `prepend_bos`, `seqpos_slice` (`[first kept position,
+null]`, see `lmscope.dictionary.positions`), `dataset_path` and `context_size`. Architectures: "standard",
+"topk", "transcoder", "skip_transcoder"; a TopK transcoder is "topk_transcoder", which SAELens (no such
+class) refuses rather than loading as ReLU.
 """
 
 from __future__ import annotations
@@ -39,8 +42,14 @@ _FROM_ARCH = {arch: key for key, arch in _ARCH.items()}
 def dictionary_cfg_json(dictionary: Dictionary) -> dict[str, Any]:
     """The cfg.json contents for `dictionary` (SAELens 6 keys plus lmscope's)."""
     c = dictionary.cfg
-    meta: dict[str, Any] = {"model_name": c.model_id, "hook_name": c.hook_name, "hook_head_index": None,
-                            "prepend_bos": True}
+    meta: dict[str, Any] = {"model_name": c.model_id, "hook_name": c.hook_name, "hook_head_index": None}
+    if c.prepend_bos is not None:  # SAELens's names for the training data: BOS, positions used, dataset
+        meta["prepend_bos"] = c.prepend_bos
+        meta["seqpos_slice"] = [int(c.prepend_bos) + c.exclude_first, None]
+    if c.corpus:
+        meta["dataset_path"] = c.corpus.get("source")
+        if c.corpus.get("max_tokens"):
+            meta["context_size"] = c.corpus["max_tokens"]
     out: dict[str, Any] = {
         "architecture": _ARCH[(c.kind, c.activation, c.skip)], "d_in": c.d_in, "d_sae": c.d_sae,
         "dtype": c.dtype, "device": "cpu", "apply_b_dec_to_input": c.apply_b_dec_to_input,
@@ -54,7 +63,8 @@ def dictionary_cfg_json(dictionary: Dictionary) -> dict[str, Any]:
                    hook_head_index_out=None)
         meta["hook_name_out"] = c.hook_name_out
     out.update(kind=c.kind, activation=c.activation, l1_coefficient=c.l1_coefficient, skip=c.skip,
-               lmscope_format="lmscope.dictionary/1", train=c.train)
+               lmscope_format="lmscope.dictionary/1", train=c.train, prepend_bos=c.prepend_bos,
+               exclude_first=c.exclude_first, corpus=c.corpus)
     return out
 
 
@@ -107,6 +117,15 @@ def _cfg_from_json(raw: dict[str, Any], where: Path) -> DictConfig:
     if dtype not in DTYPES:
         raise InputError(f"{where}: dtype {dtype!r}, expected one of {', '.join(DTYPES)}")
     hook = raw.get("hook_name") or meta.get("hook_name") or ""
+    prepend_bos = raw.get("prepend_bos", meta.get("prepend_bos"))
+    if prepend_bos is not None and not isinstance(prepend_bos, bool):
+        raise InputError(f"{where}: 'prepend_bos' must be true, false or null, got {prepend_bos!r}")
+    exclude_first = raw.get("exclude_first", 0)
+    if isinstance(exclude_first, bool) or not isinstance(exclude_first, int) or exclude_first < 0:
+        raise InputError(f"{where}: 'exclude_first' must be a non-negative integer, got {exclude_first!r}")
+    corpus = raw.get("corpus")
+    if corpus is not None and not isinstance(corpus, dict):
+        raise InputError(f"{where}: 'corpus' must be an object or null")
     try:
         d_in, d_sae = int(raw["d_in"]), int(raw["d_sae"])
         return DictConfig(
@@ -115,7 +134,8 @@ def _cfg_from_json(raw: dict[str, Any], where: Path) -> DictConfig:
             l1_coefficient=float(raw.get("l1_coefficient") or 0.0), hook_name=hook,
             hook_name_out=raw.get("hook_name_out") or meta.get("hook_name_out") or hook, skip=skip,
             apply_b_dec_to_input=bool(raw.get("apply_b_dec_to_input", kind == "sae")), dtype=dtype,
-            model_id=meta.get("model_name") or raw.get("model_name"), train=dict(raw.get("train") or {}))
+            model_id=meta.get("model_name") or raw.get("model_name"), train=dict(raw.get("train") or {}),
+            prepend_bos=prepend_bos, exclude_first=exclude_first, corpus=corpus)
     except KeyError as err:
         raise InputError(f"{where}: missing key {err.args[0]!r}") from None
     except (TypeError, ValueError) as err:

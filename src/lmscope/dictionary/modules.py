@@ -53,6 +53,10 @@ class DictConfig:
     dtype: str = "float32"
     model_id: str | None = None
     train: dict[str, Any] = field(default_factory=dict)  # training hyperparameters (lr, batch_size, n_steps, ...)
+    # the data it was trained on (None / 0 / None when unknown, e.g. trained from tensors or by SAELens):
+    prepend_bos: bool | None = None  # whether its token rows started with a BOS (that position left out)
+    exclude_first: int = 0  # further leading text tokens left out (see lmscope.dictionary.positions)
+    corpus: dict[str, Any] | None = None  # lmscope.dictionary.recipes.corpus_record of the training text
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -71,6 +75,8 @@ class DictConfig:
             raise InputError(f"d_in, d_sae, d_out must be positive, got {self.d_in}, {self.d_sae}, {self.d_out}")
         if self.kind == "sae" and (self.d_out != self.d_in or self.skip):
             raise InputError("an SAE reconstructs its input: d_out must equal d_in and skip must be off")
+        if isinstance(self.exclude_first, bool) or not isinstance(self.exclude_first, int) or self.exclude_first < 0:
+            raise InputError(f"exclude_first: expected a non-negative int, got {self.exclude_first!r}")
         if self.activation == "topk" and (self.k is None or not 1 <= self.k <= self.d_sae):
             raise InputError(f"k: a TopK dictionary needs 1 <= k <= d_sae ({self.d_sae}), got {self.k!r}")
 

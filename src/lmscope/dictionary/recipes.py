@@ -1,15 +1,19 @@
 """Training a dictionary on a model in one call: default hook points per kind and the on-the-fly data path.
 
-Used by `lmscope dict train` and the demo; the estimators (`SAE`, `Transcoder`) stay the general API.
+Used by `lmscope dict train` and the demo; the estimators (`SAE`, `Transcoder`) stay the general API. Text
+comes from `lmscope.data.corpus` (the user's file, or the synthetic corpus only for zoo models), windowed to
+the model's context, and is recorded with the dictionary (`corpus_record`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lmscope.data.corpus import SYNTHETIC, Corpus, load_corpus
 from lmscope.dictionary.buffer import ActivationBuffer
 from lmscope.dictionary.estimators import SAE, Transcoder
 from lmscope.errors import InputError
@@ -37,24 +41,75 @@ def dictionary_hooks(model: HookedModel, kind: str, layer: int, hook: str | None
 
 
 def corpus_texts(n: int, seed: int = 0) -> list[str]:
-    """Texts of lmscope's synthetic corpus (the zoo's training distribution, a held-out seed)."""
-    from lmscope.data.synthetic import generate_corpus
+    """`n` texts of lmscope's synthetic corpus (the zoo's training distribution, a held-out seed), through
+    `lmscope.data.corpus.load_corpus`."""
+    return load_corpus(SYNTHETIC, model_name="zoo:", synthetic_texts=n, seed=seed).texts
 
-    return [s.text for s in generate_corpus(n, seed=seed, split="heldout")]
+
+def model_corpus(corpus: str | None, model: HookedModel, *, synthetic_texts: int = 300, seed: int = 999,
+                 flag: str = "--corpus") -> Corpus:
+    """`load_corpus` for `model`: documents cut into windows of the model's context (less one position where
+    it prepends a BOS), a new window every context length (no overlap; the stride is in `Corpus.describe`).
+    `corpus=None` is the synthetic corpus for zoo models and an InputError for any other."""
+    window = max(1, model.cfg.n_ctx - int(model.prepend_bos))
+    return load_corpus(corpus, model_name=model.name, tokenizer=model.tokenizer, max_tokens=window, stride=window,
+                       synthetic_texts=synthetic_texts, seed=seed, flag=flag)
+
+
+def texts_sha256(texts: Sequence[str]) -> str:
+    """A hash of the exact texts (order included) a dictionary saw."""
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8"))
+        h.update(b"\x1e")
+    return h.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def corpus_record(corpus: Corpus, model: HookedModel | None = None, exclude_first: int = 0) -> dict[str, Any]:
+    """What cfg.json and result.json record about a corpus: `Corpus.to_dict()` plus the file's `sha256`,
+    the texts' `texts_sha256`, and with `model` the number of `tokens` at kept positions (BOS and the first
+    `exclude_first` text tokens left out)."""
+    rec: dict[str, Any] = {**corpus.to_dict(), "texts_sha256": texts_sha256(corpus.texts)}
+    if not corpus.is_synthetic and Path(corpus.source).expanduser().is_file():
+        rec["sha256"] = file_sha256(Path(corpus.source).expanduser())
+    if model is not None and model.tokenizer is not None:
+        ids = model.tokenizer(list(corpus.texts), add_special_tokens=False)["input_ids"]
+        rec["tokens"] = int(sum(max(0, len(r) - exclude_first) for r in ids))
+    return rec
 
 
 def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int = 1, hook: str | None = None,
                      d_sae: int = 1024, activation: str = "relu", l1_coefficient: float = 1.0,
                      k: int | None = None, tokens: int = 200_000, batch_size: int = 1024, lr: float = 2e-3,
-                     texts: Sequence[str] | None = None, seed: int = 0, out_dir: str | Path | None = None,
+                     texts: Sequence[str] | None = None, corpus: Corpus | str | None = None,
+                     exclude_first: int = 0, seed: int = 0, out_dir: str | Path | None = None,
                      checkpoint_every: int = 0, resume: bool = False,
                      progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> SAE | Transcoder:
-    """Train an SAE or transcoder on activations streamed from `model` over `texts` (default: the corpus)."""
+    """Train an SAE or transcoder on activations streamed from `model`.
+
+    The text: `texts` as given, or `corpus` (a `Corpus`, a file, or `"synthetic"`; None: the synthetic
+    corpus for zoo models, an InputError asking for text for any other, see `lmscope.data.corpus`). The
+    BOS position and the first `exclude_first` text tokens of every text are left out
+    (`lmscope.dictionary.positions`); the position rule and the corpus (`corpus_record`) go into cfg.json.
+    """
     hook_in, hook_out = dictionary_hooks(model, kind, layer, hook)
     if activation == "topk" and k is None:
         raise InputError("--k: a TopK dictionary needs k")
     n_steps = max(1, math.ceil(tokens / batch_size))
-    texts = list(texts) if texts is not None else corpus_texts(max(200, tokens // 10), seed=seed + 100)
+    if texts is not None:
+        record: dict[str, Any] = {"source": "texts", "n_texts": len(texts), "texts_sha256": texts_sha256(texts)}
+    else:
+        if not isinstance(corpus, Corpus):
+            corpus = model_corpus(corpus, model, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
+        texts, record = corpus.texts, corpus_record(corpus, model, exclude_first)
     estimator_cls = Transcoder if kind == "transcoder" else SAE
     est = estimator_cls(d_sae=d_sae, activation=activation, l1_coefficient=l1_coefficient, k=k, lr=lr,
                         batch_size=batch_size, n_steps=n_steps, warmup_steps=min(50, n_steps // 10),
@@ -62,5 +117,6 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
                         checkpoint_every=checkpoint_every, out_dir=out_dir, resume=resume, hook_name=hook_in,
                         hook_name_out=hook_out, model_id=model.name)
     names = [hook_in] if hook_in == hook_out else [hook_in, hook_out]
-    buffer = ActivationBuffer(model, texts, names, buffer_tokens=max(8 * batch_size, 16384), seed=seed)
+    buffer = ActivationBuffer(model, texts, names, buffer_tokens=max(8 * batch_size, 16384), seed=seed,
+                              exclude_first=exclude_first, corpus=record)
     return est.fit(buffer, progress=progress)

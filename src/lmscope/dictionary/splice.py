@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import operator
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -24,11 +24,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from lmscope.dictionary.positions import PositionRule
+from lmscope.dictionary.positions import scored_positions as scored_positions  # re-exported (its old home)
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
 from lmscope.model.hooked import HookedModel
 from lmscope.model.hookpoints import HookPoint
-from lmscope.model.inputs import Inputs, TokenBatch
+from lmscope.model.inputs import Inputs
 from lmscope.model.interventions import HookPair, Intervention, MeanAblation
 
 
@@ -74,10 +76,12 @@ class Splice(Intervention):
     the unedited splice is the identity and an edit changes the output by exactly `decode(z') − decode(z)`.
     Edits are applied as `reconstruction + decode(z') − decode(z)`, so terms outside the latents (a skip
     connection) are kept. Activations are cast to the dictionary's dtype and device, and the result back.
+    `keep_first`: the first `keep_first` positions of every row keep their true activation (the attention
+    sinks a dictionary was not trained on: `PositionRule.n_leading`, as `spliced_metrics` uses it).
     """
 
     def __init__(self, dictionary: DictionaryLike, *, features: Iterable[int] | None = None,
-                 ablate: Iterable[int] | None = None, error_term: bool = False) -> None:
+                 ablate: Iterable[int] | None = None, error_term: bool = False, keep_first: int = 0) -> None:
         cfg = getattr(dictionary, "cfg", None)
         if cfg is None or not getattr(cfg, "hook_name", None):
             raise InputError("dictionary: expected an SAE or transcoder whose cfg names its hook_name")
@@ -87,6 +91,9 @@ class Splice(Intervention):
         self.features = None if features is None else _indices(features, "features")
         self.ablate = () if ablate is None else _indices(ablate, "ablate")
         self.error_term = bool(error_term)
+        if isinstance(keep_first, bool) or not isinstance(keep_first, int) or keep_first < 0:
+            raise InputError(f"keep_first: expected a non-negative number of positions, got {keep_first!r}")
+        self.keep_first = keep_first
 
     @property
     def edits(self) -> bool:
@@ -109,7 +116,15 @@ class Splice(Intervention):
         return z.masked_fill(~keep, 0)
 
     def output(self, x: Tensor, target: Tensor) -> Tensor:
-        """What replaces `target` (the true activation at hook_name_out) given the input `x` at hook_name."""
+        """What replaces `target` (the true activation at hook_name_out, `[batch, pos, ...]`) given the input
+        `x` at hook_name; the first `keep_first` positions are `target`'s."""
+        out = self._output(x, target)
+        if self.keep_first and out is not target:
+            out = out.clone()
+            out[:, : self.keep_first] = target[:, : self.keep_first]
+        return out
+
+    def _output(self, x: Tensor, target: Tensor) -> Tensor:
         if self.error_term and not self.edits:
             return target  # reconstruction + (true − reconstruction): nothing to compute
         d = self.dictionary
@@ -155,6 +170,8 @@ class Splice(Intervention):
             parts.append(f"ablate={list(self.ablate)}")
         if self.error_term:
             parts.append("error_term=True")
+        if self.keep_first:
+            parts.append(f"keep_first={self.keep_first}")
         return f"Splice({', '.join(parts)})"
 
 
@@ -181,18 +198,21 @@ def _to_dictionary(d: object, x: Tensor) -> Tensor:
     return x if first is None else x.to(device=first.device, dtype=first.dtype)
 
 
-def feature_activations(model: HookedModel, dictionary: DictionaryLike, inputs: Inputs) -> Tensor:
-    """The dictionary's latents `[batch, pos, d_sae]` on `inputs` (padding positions set to zero).
+def feature_activations(model: HookedModel, dictionary: DictionaryLike, inputs: Inputs, *,
+                        positions: PositionRule | None = None) -> Tensor:
+    """The dictionary's latents `[batch, pos, d_sae]` on `inputs`, zero at padding positions.
 
+    `positions`: also zero the positions this rule leaves out (the attention sinks; pass
+    `PositionRule.for_dictionary(model, dictionary)` for the rule the dictionary was trained with).
     One forward pass that stops at the input hook point; no gradients.
     """
     hook = dictionary.cfg.hook_name
     batch = model.to_tokens(inputs)
-    _, cache = model.run_with_cache(inputs, names=[hook], return_logits=False)
+    _, cache = model.run_with_cache(batch, names=[hook], return_logits=False)
     with torch.no_grad():
         z = dictionary.encode(_to_dictionary(dictionary, cache[hook]))
-    mask = batch.attention_mask.to(device=z.device, dtype=torch.bool)
-    return z.masked_fill(~mask[..., None], 0)
+    mask = batch.attention_mask.bool() if positions is None else positions.kept(batch)
+    return z.masked_fill(~mask.to(device=z.device)[..., None], 0)
 
 
 @dataclass
@@ -201,8 +221,9 @@ class SplicedMetrics:
 
     Losses are mean next-token cross-entropy in nats. `loss_recovered = (ablated − spliced) / (ablated −
     clean)`: 1.0 for a perfect dictionary, 0.0 for one no better than the target's mean, negative for one
-    worse than that; NaN when mean ablation does not change the loss. `kl_div`: mean KL(clean ‖ spliced) of
-    the next-token distributions at the same positions as the losses.
+    worse than that; NaN (undefined, `loss_recovered_note` says why) when mean ablation does not raise the
+    loss. `kl_div`: mean KL(clean ‖ spliced) of the next-token distributions at the same positions as the
+    losses.
     """
 
     hook_name: str
@@ -213,6 +234,7 @@ class SplicedMetrics:
     loss_recovered: float
     kl_div: float
     n_tokens: int
+    loss_recovered_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
@@ -222,46 +244,42 @@ class SplicedMetrics:
         return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
 
 
-def scored_positions(batch: TokenBatch, *, prepend_bos: bool) -> Tensor:
-    """Bool `[batch, pos - 1]`: positions whose next-token prediction is scored.
-
-    A position counts when the token it predicts is real (not padding). Where the model prepends BOS the
-    prediction made at the BOS position is left out: it sees no text, only the model's unigram guess of
-    the first token, and BOS is an attention-sink outlier that dictionaries are usually not trained on, so
-    it would measure something other than the dictionary on text.
-    """
-    mask = batch.attention_mask[:, 1:].bool().clone()
-    if prepend_bos and mask.shape[1]:
-        mask[:, 0] = False
-    return mask
-
-
 def spliced_metrics(model: HookedModel, dictionary: DictionaryLike, texts: Sequence[str], *,
-                    batch_size: int = 16) -> SplicedMetrics:
+                    batch_size: int = 16, exclude_first: int | None = None,
+                    progress: Callable[[str, int, int], None] | None = None) -> SplicedMetrics:
     """Clean, spliced and mean-ablated LM loss, fraction of loss recovered and KL(clean ‖ spliced) on `texts`.
 
-    The mean ablation replaces the whole target hook (`hook_name_out`) by `site_mean` over the same texts
-    (every real token, as `compute_means` takes it) through `MeanAblation`; the mean is gathered during
-    the clean passes. Losses and KL count the positions of `scored_positions` (real tokens; not the BOS
-    position, see there) and are computed in float64. Forward passes: one clean, one spliced and one
-    ablated per batch.
+    Positions follow the dictionary's `PositionRule` (`lmscope.dictionary.positions`: the BOS position when
+    the model prepends one, and the first `exclude_first` text tokens, default the dictionary's recorded
+    `cfg.exclude_first`, are left out). At those leading positions neither the dictionary nor the ablation
+    is applied (they keep their true activation), and predictions made there are not scored; elsewhere the
+    splice and the ablation replace the whole target hook (`hook_name_out`), the ablation by its mean over
+    the kept positions of the same texts (`site_mean`), gathered during the clean passes. Losses and KL
+    count `scored_positions` and are computed in float64. Forward passes: one clean, one spliced and one
+    ablated per batch. `progress(stage, i, n)` is called per batch.
+
+    `loss_recovered` is undefined (NaN, null in JSON, with `loss_recovered_note` saying why) when the
+    ablation does not raise the loss: the ratio then has no meaning, whatever its value.
     """
     chunks = _chunks(texts, batch_size)
-    splice = Splice(dictionary)
+    rule = PositionRule.for_dictionary(model, dictionary, exclude_first)
+    splice = Splice(dictionary, keep_first=rule.n_leading)
     hook_out = splice.hook_name_out
     model.check_names([splice.hook_name, hook_out])
+    report = progress or (lambda stage, i, n: None)
 
     clean_sum = spliced_sum = kl_sum = 0.0
     n_tokens = 0
     mean = _MeanAccumulator()
-    for chunk in chunks:
+    for i, chunk in enumerate(chunks):
+        report("clean and spliced loss", i, len(chunks))
         batch = model.to_tokens(chunk)
         with torch.no_grad():
-            clean, cache = model.run_with_cache(chunk, names=[hook_out])
-            spliced = model.run_with_hooks(chunk, hooks=splice.hooks())
+            clean, cache = model.run_with_cache(batch, names=[hook_out])
+            spliced = model.run_with_hooks(batch, hooks=splice.hooks())
         assert clean is not None and spliced is not None
-        mean.add(cache[hook_out], batch.attention_mask)
-        mask = scored_positions(batch, prepend_bos=model.prepend_bos)
+        mean.add(cache[hook_out], rule.kept(batch))
+        mask = rule.scored(batch)
         targets = batch.input_ids[:, 1:]
         lp_clean = torch.log_softmax(clean[:, :-1].double(), dim=-1)
         lp_spliced = torch.log_softmax(spliced[:, :-1].double(), dim=-1)
@@ -270,52 +288,81 @@ def spliced_metrics(model: HookedModel, dictionary: DictionaryLike, texts: Seque
         kl = (lp_clean.exp() * (lp_clean - lp_spliced)).sum(-1)
         kl_sum += float(kl[mask].sum())
         n_tokens += int(mask.sum())
+    report("clean and spliced loss", len(chunks), len(chunks))
     if n_tokens == 0:
-        raise InputError("texts: no token to score (each text needs at least two tokens after BOS)")
+        raise InputError(f"texts: no token to score (each text needs at least two tokens after the "
+                         f"{rule.n_leading} leading position(s) left out; {rule.describe()})")
 
-    ablation = MeanAblation([hook_out], {hook_out: mean.mean()}).hooks()
+    ablation = _mean_ablation(hook_out, mean.mean(), rule.n_leading)
     ablated_sum = 0.0
-    for chunk in chunks:
+    for i, chunk in enumerate(chunks):
+        report("mean-ablated loss", i, len(chunks))
         batch = model.to_tokens(chunk)
         with torch.no_grad():
-            ablated = model.run_with_hooks(chunk, hooks=ablation)
+            ablated = model.run_with_hooks(batch, hooks=ablation)
         assert ablated is not None
         lp = torch.log_softmax(ablated[:, :-1].double(), dim=-1)
-        mask = scored_positions(batch, prepend_bos=model.prepend_bos)
-        ablated_sum += float(_nll(lp, batch.input_ids[:, 1:])[mask].sum())
+        ablated_sum += float(_nll(lp, batch.input_ids[:, 1:])[rule.scored(batch)].sum())
+    report("mean-ablated loss", len(chunks), len(chunks))
 
     clean_loss, spliced_loss, ablated_loss = clean_sum / n_tokens, spliced_sum / n_tokens, ablated_sum / n_tokens
-    gap = ablated_loss - clean_loss
-    recovered = (ablated_loss - spliced_loss) / gap if gap != 0 else math.nan
+    recovered, note = recovered_fraction(clean_loss, spliced_loss, ablated_loss, hook_out)
     return SplicedMetrics(splice.hook_name, hook_out, clean_loss, spliced_loss, ablated_loss, recovered,
-                          kl_sum / n_tokens, n_tokens)
+                          kl_sum / n_tokens, n_tokens, note)
 
 
-def site_mean(model: HookedModel, hook_name: str, texts: Sequence[str], *, batch_size: int = 16) -> Tensor:
-    """Mean of `hook_name` over every real token of `texts` (`[d]`), exactly as `spliced_metrics` ablates with.
+def recovered_fraction(clean: float, spliced: float, ablated: float,
+                       hook: str = "the target") -> tuple[float, str | None]:
+    """`((ablated − spliced) / (ablated − clean), None)`, or `(nan, reason)` when ablating `hook` does not raise
+    the loss (`ablated <= clean`): then there is no loss for a dictionary to recover, and the ratio's sign
+    and size say nothing about it."""
+    if ablated > clean:
+        return (ablated - spliced) / (ablated - clean), None
+    return math.nan, (f"undefined: mean-ablating {hook} does not raise the loss (ablated {ablated:.4f} <= clean "
+                      f"{clean:.4f} nats), so there is no loss for the dictionary to recover")
 
-    The same as `compute_means(model, texts, [hook_name])` up to rounding, but batched and summed in
-    float64 in `spliced_metrics`'s batch order, so a dictionary that outputs this tensor scores exactly 0.
+
+def _mean_ablation(hook: str, mean: Tensor, keep_first: int) -> list[HookPair]:
+    """`hook` set to `mean` at every position from `keep_first` on (the leading ones keep their true value)."""
+    if keep_first == 0:
+        return MeanAblation([hook], {hook: mean}).hooks()
+
+    def ablate(t: Tensor, *, hook: HookPoint) -> Tensor:
+        out = t.clone()
+        out[:, keep_first:] = mean.to(t.dtype)
+        return out
+
+    return [(hook, ablate)]
+
+
+def site_mean(model: HookedModel, hook_name: str, texts: Sequence[str], *, batch_size: int = 16,
+              exclude_first: int = 0) -> Tensor:
+    """Mean of `hook_name` over the kept positions of `texts` (`[d]`), exactly as `spliced_metrics` ablates with.
+
+    Kept: `kept_positions` with the model's BOS and `exclude_first` (every real token when the model adds no
+    BOS and `exclude_first` is 0, as `compute_means` takes them). Batched and summed in float64 in
+    `spliced_metrics`'s batch order, so a dictionary that outputs this tensor scores exactly 0.
     """
     model.check_names([hook_name])
+    rule = PositionRule.for_model(model, exclude_first)
     mean = _MeanAccumulator()
     for chunk in _chunks(texts, batch_size):
         batch = model.to_tokens(chunk)
-        _, cache = model.run_with_cache(chunk, names=[hook_name], return_logits=False)
-        mean.add(cache[hook_name], batch.attention_mask)
+        _, cache = model.run_with_cache(batch, names=[hook_name], return_logits=False)
+        mean.add(cache[hook_name], rule.kept(batch))
     return mean.mean()
 
 
 class _MeanAccumulator:
-    """Running float64 sum and count of an activation `[batch, pos, ...]` over real tokens."""
+    """Running float64 sum and count of an activation `[batch, pos, ...]` over the positions of a mask."""
 
     def __init__(self) -> None:
         self.total: Tensor | None = None
         self.count = 0
         self.dtype = torch.float32
 
-    def add(self, act: Tensor, attention_mask: Tensor) -> None:
-        real = attention_mask.to(device=act.device, dtype=torch.bool)
+    def add(self, act: Tensor, mask: Tensor) -> None:
+        real = mask.to(device=act.device, dtype=torch.bool)
         part = act[real].double().sum(0)
         self.total = part if self.total is None else self.total + part
         self.count += int(real.sum())
@@ -323,7 +370,7 @@ class _MeanAccumulator:
 
     def mean(self) -> Tensor:
         if self.total is None or self.count == 0:
-            raise InputError("texts: no real tokens to average")
+            raise InputError("texts: no kept token to average (all are padding or leading positions left out)")
         return (self.total / self.count).to(self.dtype)
 
 

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from lmscope.data.corpus import SYNTHETIC, Corpus
 from lmscope.dictionary.io import CFG_FILE, load_dictionary, save_dictionary
 from lmscope.dictionary.modules import Dictionary
 from lmscope.errors import InputError
@@ -63,12 +64,22 @@ def stack_dir(model: HookedModel, settings: Mapping[str, object]) -> Path:
 
 def transcoder_stack(model: HookedModel, *, layers: list[int] | None = None, d_sae: int = 1024,
                      tokens: int = 200_000, l1_coefficient: float = 1.0, seed: int = 0, cache: bool = True,
+                     corpus: Corpus | str = SYNTHETIC,
                      progress: Callable[[str, int, int], None] | None = None) -> dict[int, Dictionary]:
-    """A transcoder for each of `layers` (default: all), from the cache or trained (and then cached)."""
-    from lmscope.dictionary.recipes import train_dictionary
+    """A transcoder for each of `layers` (default: all), from the cache or trained (and then cached).
+
+    `corpus`: the training text (`lmscope.dictionary.recipes.train_dictionary`); the default, the synthetic
+    corpus, suits the zoo models only: pass the user's corpus (a file or a `Corpus`) for a real model. A
+    corpus other than the synthetic one is part of the cache key (by the hash of its texts).
+    """
+    from lmscope.dictionary.recipes import model_corpus, texts_sha256, train_dictionary
 
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    settings = {"d_sae": d_sae, "tokens": tokens, "l1_coefficient": l1_coefficient, "seed": seed}
+    settings: dict[str, object] = {"d_sae": d_sae, "tokens": tokens, "l1_coefficient": l1_coefficient, "seed": seed}
+    if not isinstance(corpus, Corpus):
+        corpus = model_corpus(corpus, model, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
+    if not corpus.is_synthetic:
+        settings["corpus"] = texts_sha256(corpus.texts)
     where = stack_dir(model, settings)
     out: dict[int, Dictionary] = {}
     for i, layer in enumerate(layers):
@@ -79,7 +90,7 @@ def transcoder_stack(model: HookedModel, *, layers: list[int] | None = None, d_s
         if progress is not None:
             progress("training transcoders", i, len(layers))
         est = train_dictionary(model, kind="transcoder", layer=layer, d_sae=d_sae, tokens=tokens,
-                               l1_coefficient=l1_coefficient, seed=seed)
+                               l1_coefficient=l1_coefficient, seed=seed, corpus=corpus)
         out[layer] = est.dictionary_
         if cache:
             save_dictionary(est.dictionary_, path, overwrite=True)

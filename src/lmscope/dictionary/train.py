@@ -205,6 +205,8 @@ class Trainer:
     def _fingerprint(self) -> dict[str, Any]:
         c = self.m.cfg.to_dict()
         c.pop("train", None)
+        if c.get("corpus"):  # the same texts, wherever the file was read from
+            c["corpus"] = c["corpus"].get("texts_sha256")
         return {"dictionary": c, "train": {k: v for k, v in self.tc.to_dict().items()
                                            if k not in ("checkpoint_every", "keep_checkpoints")}}
 

@@ -10,6 +10,28 @@ from lmscope.report.figures import histogram, line_chart
 from lmscope.report.report import Section
 
 
+def recovered_text(spliced: Mapping[str, Any]) -> str:
+    """The fraction of loss recovered, or "undefined" with the reason when the ablation did not hurt."""
+    if spliced.get("loss_recovered") is None:
+        return spliced.get("loss_recovered_note") or "undefined"
+    return f"{spliced['loss_recovered']:.3f}"
+
+
+def positions_text(positions: Mapping[str, Any]) -> str:
+    """Which leading positions (attention sinks) were left out of training and evaluation."""
+    parts = (["BOS"] if positions.get("prepend_bos") else []) + (
+        [f"first {positions['exclude_first']} text tokens"] if positions.get("exclude_first") else [])
+    return "all real tokens" if not parts else "all real tokens except " + " and ".join(parts)
+
+
+def corpus_text(corpus: Mapping[str, Any] | None) -> str:
+    """The training corpus in a few words."""
+    if not corpus:
+        return "not recorded"
+    tokens = f", {corpus['tokens']:,} tokens" if corpus.get("tokens") else ""
+    return f"{corpus.get('source')} ({corpus.get('n_texts', '?')} texts{tokens})"
+
+
 def transcoder_section(model_name: str, cfg: Mapping[str, Any], result: Mapping[str, Any],
                        history: Sequence[Mapping[str, Any]], features: Sequence[Mapping[str, Any]]) -> Section:
     """Metrics (L0, FVU, loss recovered), the loss curve, the density histogram and feature read-outs."""
@@ -29,14 +51,16 @@ def transcoder_section(model_name: str, cfg: Mapping[str, Any], result: Mapping[
         Text(f"A transcoder for the MLP of `{cfg['hook_name'].split('.')[1]}` in `{model_name}`: a wide ReLU MLP "
              f"with an L1 penalty trained to map `{cfg['hook_name']}` to `{cfg['hook_name_out']}` on "
              "activations streamed from the model. Spliced in place of the MLP, it keeps the LM loss close to "
-             "clean; the de-embedding (`W_E @ W_enc[:, f]`) lists the tokens that drive a feature directly."),
+             "clean; the de-embedding (`W_E @ W_enc[:, f]`) lists the tokens that drive a feature directly. "
+             "Attention-sink positions (the BOS) are left out of training, metrics and top contexts."),
         KeyValues({"features (d_sae)": cfg["d_sae"], "L0 (active features per token)": f"{m['l0']:.1f}",
                    "FVU (vs the mean)": f"{m['fvu']:.4f}", "dead / dense features":
                    f"{m['dead_fraction']:.3f} / {m['dense_fraction']:.3f}",
                    "LM loss clean / spliced / MLP mean-ablated":
                    f"{s['clean_loss']:.4f} / {s['spliced_loss']:.4f} / {s['ablated_loss']:.4f}",
-                   "fraction of loss recovered": f"{s['loss_recovered']:.3f}", "KL(clean ‖ spliced)":
-                   f"{s['kl_div']:.4f}"}),
+                   "fraction of loss recovered": recovered_text(s), "KL(clean ‖ spliced)": f"{s['kl_div']:.4f}",
+                   "positions": positions_text(result.get("positions") or cfg),
+                   "trained on": corpus_text(cfg.get("corpus"))}),
         curve, hist,
         Table(["feature", "density", "top contexts ([token] where it fires)", "top de-embedding tokens"], rows,
               caption="The most frequent features"),
