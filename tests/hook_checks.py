@@ -22,3 +22,28 @@ def assert_pattern_replacement_is_used(model: HookedModel, tokens: torch.Tensor,
                                      hooks=[("blocks.0.attn.hook_pattern", first_only)])
     z = edited["blocks.0.attn.hook_z"]
     assert torch.allclose(z, z[:, :1].expand_as(z), atol=1e-6)
+
+
+def assert_all_hooks_bit_identical(model: HookedModel, inputs: object) -> dict[str, torch.Tensor]:
+    """Capturing every hook point leaves the logits `torch.equal` to the bare HF forward on the same batch
+    (with its padding mask); returns the cache."""
+    batch = model.to_tokens(inputs)  # type: ignore[arg-type]
+    mask = None if bool(batch.attention_mask.all()) else batch.attention_mask
+    with torch.no_grad():
+        bare = model.hf(input_ids=batch.input_ids, attention_mask=mask, use_cache=False).logits
+    logits, cache = model.run_with_cache(batch)
+    assert logits is not None and torch.equal(logits, bare), (logits - bare).abs().max()
+    assert set(cache) == set(model.hook_names)
+    return cache
+
+
+def assert_residual_identities(model: HookedModel, cache: dict[str, torch.Tensor]) -> None:
+    """Exactly (`torch.equal`, the model adds these very tensors): `resid_mid = resid_pre + attn_out`,
+    `resid_post = resid_mid + mlp_out`, and each block's `resid_post` is the next block's `resid_pre`."""
+    for layer in range(model.cfg.n_layers):
+        p = f"blocks.{layer}."
+        mid = cache[p + "hook_resid_mid"]
+        assert torch.equal(mid, cache[p + "hook_resid_pre"] + cache[p + "hook_attn_out"]), layer
+        assert torch.equal(cache[p + "hook_resid_post"], mid + cache[p + "hook_mlp_out"]), layer
+        if layer + 1 < model.cfg.n_layers:
+            assert torch.equal(cache[p + "hook_resid_post"], cache[f"blocks.{layer + 1}.hook_resid_pre"]), layer

@@ -4,6 +4,13 @@ Adapters never change the HF model; they only name its modules. Weight views fol
 `W_Q/W_K/W_V [layer, head, d_model, d_head]`, `W_O [layer, head, d_head, d_model]`,
 `W_in [layer, d_model, d_mlp]`, `W_out [layer, d_mlp, d_model]`, `W_E [d_vocab, d_model]`,
 `W_U [d_model, d_vocab]`. Grouped-query K/V heads are repeated to one per query head.
+
+Every family question an analysis may ask is a method here, answered per family, so no caller probes
+module attributes: the attention input norm (`ln1`), norms between a sub-layer and the residual stream
+(`attn_post_norm`, `mlp_post_norm`: Gemma; where present, `hook_attn_out` / `hook_mlp_out` are their
+outputs, i.e. what is added to the residual stream), the score scale (`attn_scale`), attention and
+final-logit soft-capping (`attn_softcap`, `logit_softcap`) and local attention (`sliding_window`).
+The Gemma family lives in `lmscope.model.gemma` and registers itself.
 """
 
 from __future__ import annotations
@@ -55,8 +62,20 @@ class Adapter(ABC):
     @abstractmethod
     def attn_out_proj(self, layer: int) -> nn.Linear: ...
 
+    def ln1(self, layer: int) -> nn.Module:
+        """The norm in front of `layer`'s attention."""
+        raise InputError(f"{self.family}: the adapter does not name the attention input norm")
+
+    def attn_post_norm(self, layer: int) -> nn.Module | None:
+        """A norm between the attention output projection and the residual stream (Gemma), else None."""
+        return None
+
     @abstractmethod
     def ln2(self, layer: int) -> nn.Module: ...
+
+    def mlp_post_norm(self, layer: int) -> nn.Module | None:
+        """A norm between the MLP's down projection and the residual stream (Gemma), else None."""
+        return None
 
     @abstractmethod
     def mlp(self, layer: int) -> nn.Module: ...
@@ -69,6 +88,25 @@ class Adapter(ABC):
 
     def has_resid_mid(self) -> bool:
         return not self.cfg.parallel_attn_mlp
+
+    # --- attention and output details (family questions, answered here rather than by hasattr) ------
+    def attn_scale(self, layer: int) -> float:
+        """The factor on `q . k` before the softmax (TransformerLens's `1 / attn_scale`)."""
+        return self.cfg.d_head ** -0.5
+
+    def attn_softcap(self, layer: int) -> float | None:
+        """`c` where attention scores are capped as `c * tanh(s / c)` before the mask (Gemma 2), else None."""
+        return None
+
+    def sliding_window(self, layer: int) -> int | None:
+        """`w` where `layer` attends only to keys with `q - k < w` (local layers), None for global attention."""
+        return None
+
+    @property
+    def logit_softcap(self) -> float | None:
+        """`c` where the model returns `c * tanh(logits / c)` (Gemma 2), else None: the logits are then not
+        linear in `ln_final.hook_normalized @ W_U`."""
+        return None
 
     def extra_sites(self) -> dict[str, Site]:
         """Family-specific hook points beyond the common ones (e.g. GPT-2's positional embedding)."""
@@ -84,13 +122,14 @@ class Adapter(ABC):
             sites[p + "hook_resid_pre"] = Site("input", block)
             sites[p + "attn.hook_pattern"] = Site("pattern", self.attn(layer))
             sites[p + "attn.hook_z"] = Site("input", self.attn_out_proj(layer), head_view, head_unview)
-            sites[p + "hook_attn_out"] = Site("output", self.attn(layer))
+            attn_post, mlp_post = self.attn_post_norm(layer), self.mlp_post_norm(layer)
+            sites[p + "hook_attn_out"] = Site("output", self.attn(layer) if attn_post is None else attn_post)
             if self.has_resid_mid():
                 sites[p + "hook_resid_mid"] = Site("input", self.ln2(layer))
             sites[p + "ln2.hook_normalized"] = Site("output", self.ln2(layer))
             sites[p + "mlp.hook_pre"] = Site("input", self.mlp_act(layer))
             sites[p + "mlp.hook_post"] = Site("input", self.mlp_out_proj(layer))
-            sites[p + "hook_mlp_out"] = Site("output", self.mlp(layer))
+            sites[p + "hook_mlp_out"] = Site("output", self.mlp(layer) if mlp_post is None else mlp_post)
             sites[p + "hook_resid_post"] = Site("output", block)
         sites["ln_final.hook_normalized"] = Site("output", self.ln_final())
         return sites
@@ -160,6 +199,9 @@ class GPT2Adapter(Adapter):
     def attn_out_proj(self, layer: int) -> nn.Module:
         return self.attn(layer).c_proj
 
+    def ln1(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].ln_1
+
     def ln2(self, layer: int) -> nn.Module:
         return self.blocks()[layer].ln_2
 
@@ -220,6 +262,9 @@ class NeoXAdapter(Adapter):
     def attn_out_proj(self, layer: int) -> nn.Module:
         return self.attn(layer).dense
 
+    def ln1(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].input_layernorm
+
     def ln2(self, layer: int) -> nn.Module:
         return self.blocks()[layer].post_attention_layernorm
 
@@ -276,6 +321,9 @@ class LlamaAdapter(Adapter):
     def attn_out_proj(self, layer: int) -> nn.Module:
         return self.attn(layer).o_proj
 
+    def ln1(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].input_layernorm
+
     def ln2(self, layer: int) -> nn.Module:
         return self.blocks()[layer].post_attention_layernorm
 
@@ -305,7 +353,14 @@ class LlamaAdapter(Adapter):
 ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, NeoXAdapter, LlamaAdapter)
 
 
+def _register_builtin_families() -> None:
+    """Families in modules of their own register themselves on import (they subclass `Adapter`, so they
+    cannot be imported at the top of this module)."""
+    import lmscope.model.gemma  # noqa: F401
+
+
 def supported_model_types() -> list[str]:
+    _register_builtin_families()
     return [t for a in ADAPTERS for t in a.model_types]
 
 
@@ -318,6 +373,7 @@ def register_adapter(adapter: type[Adapter]) -> None:
 
 def adapter_for(hf_model: nn.Module) -> Adapter:
     """The adapter for a loaded HF causal LM; refuses families lmscope does not know."""
+    _register_builtin_families()
     model_type = getattr(getattr(hf_model, "config", None), "model_type", None)
     for adapter in ADAPTERS:
         if model_type in adapter.model_types:
