@@ -294,3 +294,15 @@ def test_every_family_names_its_attention_input_norm_and_post_norms() -> None:
     b = a.blocks()[1]
     assert a.ln1(1) is b.input_layernorm and a.attn_post_norm(1) is b.post_attention_layernorm
     assert a.ln2(1) is b.pre_feedforward_layernorm and a.mlp_post_norm(1) is b.post_feedforward_layernorm
+
+
+
+def test_parity_report_reconstructs_through_the_post_norms(ids: Tensor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """check_parity's z -> attn_out and post -> mlp_out identities hold on Gemma only through its post-norms."""
+    from lmscope.model.parity import check_parity
+
+    model = HookedModel(tiny_gemma())
+    report = check_parity(model, ids)
+    assert report.ok(tol=1e-5) and report.n_hook_points == len(model.hook_names)
+    monkeypatch.setattr(model.adapter, "mlp_post_norm", lambda layer: None)  # forget the post-feedforward norm
+    assert check_parity(model, ids).post_to_mlp_out > 0.1
