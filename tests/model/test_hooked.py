@@ -136,7 +136,9 @@ def test_strings_are_padded_right_with_mask() -> None:
     tok_model = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
     tok_model.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=tok_model, bos_token="<|endoftext|>", pad_token="<|endoftext|>")
-    model = HookedModel(tiny_hf_model("gpt2"), tok)
+    plain = HookedModel(tiny_hf_model("gpt2"), tok)  # the tokenizer has a bos_token but adds none: no BOS
+    assert not plain.prepend_bos and plain.to_tokens(["a b c", "d"]).input_ids.tolist() == [[1, 2, 3], [4, 0, 0]]
+    model = HookedModel(tiny_hf_model("gpt2"), tok, prepend_bos=True)
     batch = model.to_tokens(["a b c", "d"])
     assert batch.input_ids.tolist() == [[0, 1, 2, 3], [0, 4, 0, 0]]
     assert batch.attention_mask.tolist() == [[1, 1, 1, 1], [1, 1, 0, 0]]

@@ -62,6 +62,7 @@ def test_training_is_reproducible_from_seed(tmp_path: Path, monkeypatch: pytest.
     b = zoo.train("llama-tiny", out_dir=tmp_path / "b", steps=3, n_samples=600)
     assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
     card = json.loads((a / "zoo_card.json").read_text())
+    assert HookedModel.from_pretrained(str(a)).prepend_bos  # the trained tokenizer adds its BOS itself
     assert card["train"]["steps"] == 3 and len(card["curve"]["losses"]) == 1
     with pytest.raises(InputError, match="already exists"):
         zoo.train("llama-tiny", out_dir=a, steps=1, n_samples=600)
@@ -85,3 +86,32 @@ def test_training_is_reproducible_from_seed(tmp_path: Path, monkeypatch: pytest.
     with caplog.at_level(logging.WARNING, logger="lmscope.model.zoo"):
         assert zoo.locate("llama-tiny") == tmp_path / "same" / "zoo" / "llama-tiny"
     assert not caplog.records
+
+
+def test_zoo_tokenizer_adds_the_bos_the_models_were_trained_with(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """`tokenizer(text)` is what a zoo model sees: BOS (`<|endoftext|>`, id 0) first, added by the tokenizer."""
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    text = "the day after Monday is Tuesday ."
+    ids = model.tokenizer(text)["input_ids"]
+    assert ids[0] == 0 and ids[1:] == model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert model.prepend_bos and model.to_tokens(text).input_ids[0].tolist() == ids
+    assert model.to_str_tokens("Monday")[0] == "<|endoftext|>"
+    # a cache written by an older lmscope (tokenizer adding nothing) is upgraded on load, not silently changed
+    old = tmp_path / "zoo" / "llama-tiny"
+    shutil.copytree(zoo.PACKAGED / "llama-tiny", old)
+    spec = json.loads((old / "tokenizer.json").read_text())
+    spec["post_processor"] = None
+    (old / "tokenizer.json").write_text(json.dumps(spec))
+    monkeypatch.setenv("LMSCOPE_HOME", str(tmp_path))
+    upgraded = HookedModel.from_pretrained("zoo:llama-tiny")
+    assert upgraded.prepend_bos and upgraded.tokenizer(text)["input_ids"] == ids
+
+
+def test_shipped_tokenizer_is_what_training_writes(tmp_path: Path) -> None:
+    """`lmscope zoo train` reproduces the shipped tokenizer.json byte for byte, BOS template included."""
+    from lmscope.data.tokenizer import save_tokenizer
+
+    save_tokenizer(zoo.zoo_tokenizer(), tmp_path)
+    for name in zoo.SPECS:
+        assert (tmp_path / "tokenizer.json").read_bytes() == (zoo.PACKAGED / name / "tokenizer.json").read_bytes()

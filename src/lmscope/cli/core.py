@@ -35,21 +35,23 @@ def demo(out_dir: Annotated[str, typer.Option("--out", help="Directory for repor
 
 @app.command()
 def info(model: ModelArg, as_json: JsonFlag = False) -> None:
-    """Print a model's family, sizes and hook names.
+    """Print a model's family, sizes, whether strings get a BOS, and hook names.
 
-    Example: lmscope info zoo:gpt2-tiny
+    Example: lmscope info zoo:gpt2-tiny     (or real:smollm2-135m, or path/to/model.gguf)
     """
     from lmscope import HookedModel
 
+    verb = "training" if model.startswith("zoo:") else "converting"
     with progress_bars(not as_json) as stage:
-        m = HookedModel.from_pretrained(model, progress=lambda i, n: stage(f"training {model}", i, n))
-    result = {"model": model, "n_params": m.n_params(), **m.cfg.to_dict(), "hook_names": m.hook_names}
+        m = HookedModel.from_pretrained(model, progress=lambda i, n: stage(f"{verb} {model}", i, n))
+    result = {"model": model, "n_params": m.n_params(), **m.cfg.to_dict(), "prepend_bos": m.prepend_bos,
+              "hook_names": m.hook_names}
     if as_json:
         print_json(result)
         return
     table = Table(show_header=False, box=None)
     for key in ("model", "family", "model_type", "n_params", "n_layers", "n_heads", "n_kv_heads", "d_model",
-                "d_head", "d_mlp", "d_vocab", "n_ctx", "act_fn", "parallel_attn_mlp"):
+                "d_head", "d_mlp", "d_vocab", "n_ctx", "act_fn", "parallel_attn_mlp", "prepend_bos"):
         table.add_row(key, str(result[key]))
     out.print(table)
     per_block = [n.split(".", 2)[2] for n in m.hook_names if n.startswith("blocks.0.")]

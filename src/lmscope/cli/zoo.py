@@ -14,16 +14,31 @@ from lmscope.errors import InputError
 
 @zoo_app.command("list")
 def zoo_list(as_json: JsonFlag = False) -> None:
-    """List the zoo's models and where each is (cache, package, or not trained)."""
-    from lmscope.model import zoo
+    """List the zoo's models (MODEL zoo:NAME) and where each is (cache, package, or not trained), then the
+    real pretrained models that PyPI packages ship (MODEL real:NAME): installed, or the command to install.
 
-    rows = zoo.listing()
+    Example: lmscope zoo list
+    """
+    from lmscope.model import real, zoo
+
+    rows = [{**r, "kind": "zoo"} for r in zoo.listing()]
+    real_rows = [{**r, "kind": "real"} for r in real.listing()]
     if as_json:
-        print_json(rows)
+        print_json(rows + real_rows)
         return
-    table = Table("name", "family", "location", "description")
+    table = Table(title="zoo (MODEL = zoo:NAME)")
+    table.add_column("name", no_wrap=True)
+    for column in ("family", "location", "description"):
+        table.add_column(column)
     for r in rows:
         table.add_row(r["name"], r["family"], r["location"], r["description"])
+    out.print(table)
+    table = Table(title="real models (MODEL = the name)")
+    table.add_column("name", no_wrap=True)
+    for column in ("family", "installed", "licence", "description"):
+        table.add_column(column)
+    for r in real_rows:
+        table.add_row(r["name"], r["family"], r["location"], r["licence"], r["description"])
     out.print(table)
 
 

