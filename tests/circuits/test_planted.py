@@ -39,6 +39,7 @@ from lmscope.circuits import (
     root_probe,
     top_connections,
 )
+from lmscope.errors import InputError
 
 TARGET = Target("feature", layer=1, feature=0, pos=2)  # b at the last position
 
@@ -116,13 +117,17 @@ def test_graph_merges_paths_and_prunes_into_rest(trace: CircuitTrace) -> None:
 
 
 def test_input_invariant_connections_are_decoder_dot_encoder() -> None:
-    model, tcs = planted()
-    assert connection(tcs[0], 0, tcs[1], 0) == pytest.approx(W_OUT * W_RES)  # d2 · (W_RES d2 + W_HEAD d4)
-    full = connections(tcs[0], tcs[1])
-    assert torch.allclose(full, (tcs[0].W_dec @ tcs[1].W_enc).double())
-    assert top_connections(tcs[0], tcs[1], 0, k=1) == [(0, pytest.approx(W_OUT * W_RES))]
-    scores = de_embedding_scores(model, tcs[0], 0)
-    assert scores[1] == pytest.approx(TRIG_SCALE * W_IN) and scores[OTHER] == 0  # only the trigger drives a
+    model, tcs = planted()  # unit gains and mean-zero directions: folding the norms changes nothing here
+    for fold in (True, False):
+        assert connection(tcs[0], 0, tcs[1], 0, model=model, fold=fold) == pytest.approx(W_OUT * W_RES)
+        full = connections(tcs[0], tcs[1], model=model, fold=fold)  # d2 · (W_RES d2 + W_HEAD d4)
+        assert torch.allclose(full, (tcs[0].W_dec @ tcs[1].W_enc).double())
+        assert top_connections(tcs[0], tcs[1], 0, k=1, model=model, fold=fold) == [(0, pytest.approx(W_OUT * W_RES))]
+        scores = de_embedding_scores(model, tcs[0], 0, fold=fold)
+        assert scores[1] == pytest.approx(TRIG_SCALE * W_IN) and scores[OTHER] == 0  # only the trigger drives a
+    assert connection(tcs[0], 0, tcs[1], 0, fold=False) == pytest.approx(W_OUT * W_RES)  # raw: no model needed
+    with pytest.raises(InputError, match="needs the model"):
+        connection(tcs[0], 0, tcs[1], 0)  # folding a norm's gain without the model that has the norm
 
 
 def test_recovery_keeps_features_per_position() -> None:

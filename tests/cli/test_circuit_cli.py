@@ -44,7 +44,8 @@ def test_circuit_writes_result_graph_and_report(setup: tuple[Path, Path], tmp_pa
     assert "recovered" in out and "frozen" in out and "target ←" in out and "graph.json" in out
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["options"] == {"n_iters": 2, "branches": 4, "beam": 8, "threshold": 0.0,
-                                 "pos": len(result["tokens"]) - 1, "layers": [0, 1]}
+                                 "pos": len(result["tokens"]) - 1, "layers": [0, 1], "layers_without_transcoder": []}
+    assert "no transcoder" not in out
     assert max(len(p["nodes"]) for p in result["paths"]) == 3  # two iterations: target plus two steps
     target_node = next(n for n in result["graph"]["nodes"] if n["kind"] == "target")
     assert target_node["value"] == pytest.approx(result["target_value"])
@@ -59,7 +60,7 @@ def test_circuit_writes_result_graph_and_report(setup: tuple[Path, Path], tmp_pa
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    (["--target", "logit:the year"], "single token"),
+    (["--target", "logit:the year"], "single known token"),
     (["--target", "feature:1:99"], "outside 0..31"),
     (["--target", "logit:40", "--position", "99"], "--position"),
     (["--target", "logit:40", "--iters", "0"], "--iters"),
@@ -78,3 +79,45 @@ def test_circuit_refuses_a_missing_transcoder_directory(setup: tuple[Path, Path]
     code, _, err = run(capsys, "circuit", str(model), "--transcoders", str(tmp_path / "none"), "--prompt", PROMPT,
                        "--target", "logit:40")
     assert code == 2 and "--transcoders" in err and "not a directory" in err
+
+
+def _digit_model(root: Path) -> Path:
+    """A random 3-layer GPT-2 whose tokenizer cuts numbers into single digits, saved as an HF directory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    words = ["[UNK]", "from", "the", "year", "to", *map(str, range(10))]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(),
+                                                 pre_tokenizers.Digits(individual_digits=True)])
+    torch.manual_seed(0)
+    cfg = GPT2Config(n_layer=3, n_embd=16, n_head=2, vocab_size=len(words), n_positions=32, bos_token_id=0,
+                     eos_token_id=0, pad_token_id=0)
+    GPT2LMHeadModel(cfg).save_pretrained(root / "digits")
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[UNK]").save_pretrained(root / "digits")
+    return root / "digits"
+
+
+def test_circuit_names_the_year_and_the_layers_without_a_transcoder(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    model = _digit_model(tmp_path)
+    cfg = DictConfig(kind="transcoder", d_in=16, d_sae=8, hook_name="blocks.1.ln2.hook_normalized",
+                     hook_name_out="blocks.1.hook_mlp_out")
+    save_transcoders({1: Dictionary(cfg, generator=torch.Generator().manual_seed(0))}, tmp_path / "tcs")
+    code, out, err = run(capsys, "circuit", str(model), "--transcoders", str(tmp_path / "tcs"), "--prompt", PROMPT,
+                         "--target", "greater-than:1732", "--iters", "2", "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert first.startswith("target greater-than:1732: years split into digits: mean logit(next digit 4..9) - "
+                            "mean logit(next digit 0..2)"), out
+    assert "no transcoder for layers 0, 2 of 3: each is one opaque 'mlp' leaf, with no features" in out
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert result["options"]["layers_without_transcoder"] == [0, 2]
+    assert result["target"]["label"].startswith("greater-than:1732:")
+    assert "layers without a transcoder" in (tmp_path / "out" / "report.html").read_text()
+    lines = err.splitlines()  # stderr is not a terminal: plain progress lines per stage
+    for stage in ("trace: 0/1", "trace: 1/1", "path search: 2/2", "check: 1/1"):
+        assert any(line.startswith(stage + " (") for line in lines), err
+    code, _, err = run(capsys, "circuit", str(model), "--transcoders", str(tmp_path / "tcs"), "--prompt", PROMPT,
+                       "--target", "greater-than:95")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "split" in err and "trace" not in err

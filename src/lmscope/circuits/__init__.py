@@ -13,6 +13,7 @@ from lmscope.circuits.invariant import (
     connection,
     connections,
     de_embedding_scores,
+    logit_scores,
     ov_de_embedding,
     top_connections,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "de_embedding_scores",
     "find_paths",
     "greater_than_target",
+    "logit_scores",
     "ov_de_embedding",
     "parse_target",
     "recovery",

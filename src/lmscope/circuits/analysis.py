@@ -80,6 +80,23 @@ def attribute(trace: CircuitTrace, target: Target) -> Attribution:
     return Attribution(target, pos, target_value(trace, target), trace.children(probe), trace.str_tokens())
 
 
+def layers_without_transcoder(model: HookedModel, transcoders: Mapping[int, Dictionary], target: Target) -> list[int]:
+    """The MLP layers the target reads (every layer for a logit; those before its own for a feature target)
+    that have no transcoder: each is one opaque `mlp` leaf in the graph."""
+    reach = target.layer if target.kind == "feature" else model.cfg.n_layers
+    return [layer for layer in range(reach) if layer not in transcoders]
+
+
+def describe_missing(missing: list[int], n_layers: int) -> str | None:
+    """One line naming the layers traced without a transcoder, or None when every layer has one."""
+    if not missing:
+        return None
+    if len(missing) == n_layers:
+        return "no layer has a transcoder: every MLP is one opaque 'mlp' leaf, so the graph has no features"
+    return (f"no transcoder for layer{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of "
+            f"{n_layers}: {'each is' if len(missing) > 1 else 'it is'} one opaque 'mlp' leaf, with no features")
+
+
 @dataclass
 class CircuitResult:
     """Everything `trace_circuit` found for one prompt and target."""
@@ -122,24 +139,36 @@ def trace_circuit(model: HookedModel, transcoders: Mapping[int, Dictionary], pro
                   n_iters: int = 3, branches: int = 5, beam: int | None = None, threshold: float = 0.01,
                   check: bool = True, progress: Callable[[str, int, int], None] | None = None) -> CircuitResult:
     """Trace `prompt`, attribute `target`, search paths, build the graph pruned at `threshold × |target|`, and
-    (if `check`) measure how much of the target the graph's features alone recover."""
+    (if `check`) measure how much of the target the graph's features alone recover.
+
+    Layers without a transcoder are traced as one `mlp` leaf each (no features below them); they are listed in
+    `options["layers_without_transcoder"]` (those the target reads: all layers for a logit, the layers before
+    a feature target's own). `progress(stage, i, n)` hears "trace", "path search" and "check"."""
+    report = progress or (lambda stage, i, n: None)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
+    report("trace", 0, 1)
     trace = CircuitTrace(model, transcoders, prompt)
     attribution = attribute(trace, target)
+    report("trace", 1, 1)
     t1 = time.perf_counter()
     probe, pos = root_probe(trace, target)
     search = find_paths(trace, probe, n_iters=n_iters, branches=branches, beam=beam, root_value=attribution.value,
-                        progress=None if progress is None else (lambda i, n: progress("path search", i, n)))
+                        progress=lambda i, n: report("path search", i, n))
     t2 = time.perf_counter()
     acts = {(layer, int(f), p): float(z[p, f]) for layer, z in trace.z.items() for p, f in z.nonzero().tolist()}
     graph = build_graph(search, attribution.tokens, threshold=threshold, activations=acts)
     t3 = time.perf_counter()
     times.update(trace=t1 - t0, search=t2 - t1, graph=t3 - t2, build=t3 - t0)
+    if check:
+        report("check", 0, 1)
     rec = recovery(model, transcoders, prompt, target, graph.features()) if check else None
+    if check:
+        report("check", 1, 1)
     times["check"] = time.perf_counter() - t3
     options = {"n_iters": n_iters, "branches": branches, "beam": beam or branches, "threshold": threshold,
-               "pos": pos, "layers": sorted(transcoders)}
+               "pos": pos, "layers": sorted(transcoders),
+               "layers_without_transcoder": layers_without_transcoder(model, transcoders, target)}
     features = feature_readout(model, transcoders, list(graph.nodes.values()))
     return CircuitResult(model.name, prompt, attribution.tokens, attribution, search, graph, rec, times, options,
                          features)

@@ -6,9 +6,15 @@ Spec strings (the CLI's `--target`):
 - `logit:40-20` — logit("40") − logit("20");
 - `logit:33,34,35-30,31,32` — mean of the first group's logits minus mean of the second's;
 - `feature:L:F` — the pre-activation of feature F of layer L's transcoder (its activation when it fires);
-- `greater-than:YY` — mean logit of the two-digit years after YY minus those up to it ("... to the year 17").
+- `greater-than:YY` — mean logit of the two-digit years after YY minus those up to it ("... to the year 17");
+  `greater-than:1732` (a full year) means the same as `greater-than:32`, and the label names what was given.
 
 A token is written as its text (tried as is, then with a leading space) or as `#ID`.
+
+Where a tokenizer splits years into single digits (Llama 1/2, SmolLM2, Gemma: "1732" is "1","7","3","2"), the
+token after "... to the year 17" is the year's tens digit, so `greater-than:YY` becomes the mean logit of the
+tens digits above YY's minus those below it; YY's own tens digit is left out (its years fall on both sides),
+which needs a tens digit of 1..8. A tokenizer with neither two-digit nor single-digit number tokens is refused.
 """
 
 from __future__ import annotations
@@ -52,6 +58,17 @@ class Target:
         return v - W_U[:, list(self.minus)].mean(1) if self.minus else v
 
 
+def single_token(tokenizer: Any, text: str) -> int | None:
+    """The id of `text` (or `" " + text`) where the tokenizer encodes it as one token other than its unknown
+    token, else None."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    for candidate in (text, " " + text):
+        ids = tokenizer(candidate, add_special_tokens=False)["input_ids"]
+        if len(ids) == 1 and ids[0] != unk:
+            return int(ids[0])
+    return None
+
+
 def token_id(model: HookedModel, text: str, where: str = "--target") -> int:
     """The id of one token written as text ("40", " 17") or `#ID`."""
     if text.startswith("#") and text[1:].isdigit():
@@ -62,11 +79,10 @@ def token_id(model: HookedModel, text: str, where: str = "--target") -> int:
     tok = model.tokenizer
     if tok is None:
         raise InputError(f"{where}: the model has no tokenizer; write tokens as #ID")
-    for candidate in (text, " " + text):
-        ids = tok(candidate, add_special_tokens=False)["input_ids"]
-        if len(ids) == 1:
-            return int(ids[0])
-    raise InputError(f"{where}: {text!r} is not a single token (write it as one token's text or as #ID)")
+    found = single_token(tok, text)
+    if found is None:
+        raise InputError(f"{where}: {text!r} is not a single known token (write it as one token's text or as #ID)")
+    return found
 
 
 def parse_target(spec: str, model: HookedModel, *, pos: int = -1) -> Target:
@@ -88,17 +104,39 @@ def parse_target(spec: str, model: HookedModel, *, pos: int = -1) -> Target:
             raise InputError(f"--target: layer {layer} is outside 0..{model.cfg.n_layers - 1}")
         return Target("feature", layer=layer, feature=feature, pos=pos, label=spec)
     if kind == "greater-than" and rest.isdigit():
-        return greater_than_target(model, int(rest), pos=pos)
+        return greater_than_target(model, rest, pos=pos)
     raise InputError(f"--target: {spec!r}: expected logit:A, logit:A-B, logit:A,B-C,D, feature:L:F or greater-than:YY")
 
 
-def greater_than_target(model: HookedModel, start_yy: int, *, pos: int = -1) -> Target:
-    """Mean logit of the two-digit years after `start_yy` minus those up to it (the greater-than task)."""
-    if not 0 <= start_yy < 99:
-        raise InputError(f"--target: greater-than:YY needs YY in 0..98, got {start_yy}")
-    ids = [token_id(model, f"{yy:02d}", "start_yy") for yy in range(100)]
-    return Target("logit", tuple(ids[start_yy + 1 :]), tuple(ids[: start_yy + 1]), pos=pos,
-                  label=f"mean logit(YY > {start_yy:02d}) - mean logit(YY <= {start_yy:02d})")
+def greater_than_target(model: HookedModel, start_yy: int | str, *, pos: int = -1) -> Target:
+    """Mean logit of the two-digit years after `start_yy` minus those up to it (the greater-than task);
+    `start_yy` is YY (0..98) or a four-digit year. Single-digit number tokens: see the module docstring."""
+    given = f"{start_yy:02d}" if isinstance(start_yy, int) else start_yy
+    if not given.isdigit() or len(given) not in (1, 2, 4):
+        raise InputError(f"--target: greater-than:{given}: expected YY (e.g. 32) or a year (e.g. 1732)")
+    yy = int(given[-2:])
+    if not 0 <= yy < 99:
+        raise InputError(f"--target: greater-than:YY needs YY in 0..98, got {given}")
+    name = f"greater-than:{given}"
+    tok = model.tokenizer
+    if tok is None:
+        raise InputError(f"--target: {name} needs the model's tokenizer (or write the years' tokens as logit:#ID,...)")
+    two = [single_token(tok, f"{n:02d}") for n in range(100)]
+    if all(i is not None for i in two):
+        return Target("logit", tuple(two[yy + 1 :]), tuple(two[: yy + 1]), pos=pos,  # type: ignore[arg-type]
+                      label=f"{name}: mean logit(YY {yy + 1:02d}..99) - mean logit(YY 00..{yy:02d})")
+    digits = [single_token(tok, str(d)) for d in range(10)]
+    if any(i is None for i in digits):
+        missing = next(f"{n:02d}" for n, i in enumerate(two) if i is None)
+        raise InputError(f"--target: {name} needs the years 00-99 as single tokens, or the digits 0-9 (this "
+                         f"tokenizer splits {missing!r} and has no token for every digit)")
+    tens = yy // 10
+    if not 1 <= tens <= 8:
+        raise InputError(f"--target: {name}: this tokenizer splits years into digits, so the target is the next "
+                         f"digit (the tens) above {tens} against below it, and one side is empty: use YY 10..89")
+    return Target("logit", tuple(digits[tens + 1 :]), tuple(digits[:tens]), pos=pos,  # type: ignore[arg-type]
+                  label=f"{name}: years split into digits: mean logit(next digit {tens + 1}..9) - "
+                        f"mean logit(next digit 0..{tens - 1}) ({tens}, on both sides of {yy:02d}, left out)")
 
 
 def logit_metric(logits: Tensor, target: Target, pos: int) -> Tensor:

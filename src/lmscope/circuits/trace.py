@@ -111,6 +111,20 @@ class FrozenNorm:
         return self.gamma * xd / self.sigma[:, None] + self.beta
 
 
+def _check_linear(model: HookedModel) -> None:
+    """Refuse families whose frozen forward pass is not the sum the trace decomposes: a norm between the attention
+    output and the residual stream (Gemma: `hook_attn_out` is not the sum of its heads), or soft-capped logits."""
+    adapter = model.adapter
+    # getattr: these adapter questions arrive with the Gemma family; any adapter without them has neither
+    post_norm = getattr(adapter, "attn_post_norm", lambda layer: None)
+    if any(post_norm(layer) is not None for layer in range(model.cfg.n_layers)):
+        raise InputError(f"model: {model.cfg.family} puts a norm after each attention output, which circuit traces "
+                         "do not linearise yet (heads would not add up to hook_attn_out); use a GPT-2, NeoX or Llama "
+                         "layout model")
+    if getattr(adapter, "logit_softcap", None) is not None:
+        raise InputError(f"model: {model.cfg.family} soft-caps its logits, so a logit is not a sum of attributions")
+
+
 class CircuitTrace:
     """The frozen forward pass of one prompt through `model`, with transcoders for some (or all) MLPs.
 
@@ -123,6 +137,7 @@ class CircuitTrace:
         self.model, self.cfg = model, model.cfg
         self.transcoders = dict(transcoders)
         n = self.cfg.n_layers
+        _check_linear(model)
         for layer, tc in self.transcoders.items():
             want = (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out")
             if not 0 <= layer < n or (tc.cfg.hook_name, tc.cfg.hook_name_out) != want:

@@ -36,6 +36,7 @@ def circuit(model: ModelArg,
     """
     from lmscope import HookedModel
     from lmscope.circuits import parse_target, trace_circuit
+    from lmscope.circuits.analysis import describe_missing
     from lmscope.dictionary.stack import load_transcoders
     from lmscope.fileio import atomic_write_text, check_writable
     from lmscope.report import Report
@@ -62,7 +63,11 @@ def circuit(model: ModelArg,
     rec = result.recovery
     out.print(f"target {spec.label} at position {data['options']['pos']}: {result.attribution.value:.4f} "
               f"(unexplained remainder {result.attribution.remainder:.1e}); graph {len(result.graph.nodes)} nodes, "
-              f"{len(result.graph.edges)} edges, built in {result.seconds['build']:.3f} s", soft_wrap=True)
+              f"{len(result.graph.edges)} edges, built in {result.seconds['build']:.3f} s", soft_wrap=True,
+              markup=False)
+    missing = describe_missing(data["options"]["layers_without_transcoder"], hooked.cfg.n_layers)
+    if missing is not None:
+        out.print(missing, soft_wrap=True, markup=False, highlight=False)
     if rec is not None and rec.recovered is not None:
         out.print(f"only the graph's {rec.n_features} features kept: {rec.circuit:.4f}; none: {rec.none:.4f}; "
                   f"all but the graph's: {rec.without:.4f}; recovered {rec.recovered:.3f} of the target",

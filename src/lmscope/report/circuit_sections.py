@@ -101,6 +101,9 @@ def circuit_section(result: Mapping[str, Any], n_layers: int, *, key: str = "cir
         "graph": f"{len(g['nodes'])} nodes, {len(g['edges'])} edges, pruned at {g['threshold']:.3g} × |target|",
         "time to build the graph": f"{result['seconds']['build']:.3f} s",
     }
+    missing = result.get("options", {}).get("layers_without_transcoder")
+    if missing:  # saved before this was recorded: nothing to say
+        kv["layers without a transcoder (one opaque MLP leaf each)"] = ", ".join(map(str, missing))
     if rec is not None:
         kv["target: clean / only the graph's features / none / all but the graph's"] = (
             f"{rec['clean']:.4f} / {rec['circuit']:.4f} / {rec['none']:.4f} / {rec['without']:.4f}")
@@ -121,11 +124,14 @@ def circuit_section(result: Mapping[str, Any], n_layers: int, *, key: str = "cir
         KeyValues(kv),
         Figure(graph_figure(g, result["tokens"], n_layers)),
         Table(["contribution", "path (target ← ... ← source)"], paths, caption="Top paths"),
-        Table(["feature", "activation", "contribution via the graph", "top de-embedding tokens"],
+        Table(["feature", "activation", "contribution via the graph", "top de-embedding tokens",
+               "top logit tokens"],
               [[f["label"], f"{f['activation']:.3f}" if f.get("activation") is not None else "", f"{f['value']:.4f}",
-                " ".join(repr(t) for t, _ in f.get("de_embedding", []))] for f in result.get("features", [])],
-              caption="The graph's largest features (de-embedding: W_E @ W_enc[:, f], the tokens that drive "
-                      "the feature directly)"),
+                " ".join(repr(t) for t, _ in f.get("de_embedding", [])),
+                " ".join(repr(t) for t, _ in f.get("logit_tokens", []))] for f in result.get("features", [])],
+              caption="The graph's largest features. De-embedding: W_E @ W_enc[:, f], the tokens that drive the "
+                      "feature directly; logit tokens: W_dec[f] @ W_U, the next tokens it promotes directly; both "
+                      "with the norms' gains folded in (MLP input norm into W_enc, final norm into W_U)"),
         Table(["kind", "sum of direct attributions"], [[k, f"{v:.4f}"] for k, v in kinds],
               caption="Direct attributions to the target, by kind"),
     ]
