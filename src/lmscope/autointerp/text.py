@@ -13,14 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from lmscope.dictionary.positions import PositionRule
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
+
+if TYPE_CHECKING:  # imported where used: autointerp on a store needs nothing from lmscope.dictionary
+    from lmscope.dictionary.positions import PositionRule
 
 Progress = Callable[[str, int, int], None]
 _VISIBLE = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍"}
