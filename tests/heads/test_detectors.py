@@ -89,11 +89,18 @@ def test_pattern_scores_find_their_heads() -> None:
 
 
 def test_repeated_tokens_and_errors(prev_model: HookedModel) -> None:
+    # the synthetic tokenizer adds no BOS, so neither do the repeated sequences; asked for, one leads each row
+    assert not prev_model.prepend_bos
     ids = repeated_tokens(prev_model, 5, 3, seed=1)
+    assert ids.shape == (3, 10) and torch.equal(ids[:, :5], ids[:, 5:])
+    with_bos = HookedModel(prev_model.hf, prev_model.tokenizer, prepend_bos=True)
+    ids = repeated_tokens(with_bos, 5, 3, seed=1)
     assert ids.shape == (3, 11)
+    assert (ids[:, 0] == prev_model.tokenizer.bos_token_id).all()
     assert torch.equal(ids[:, 1:6], ids[:, 6:])
-    assert all(len(set(row[1:6].tolist())) == 5 for row in ids)
-    assert torch.equal(ids, repeated_tokens(prev_model, 5, 3, seed=1))
+    special = set(prev_model.tokenizer.all_special_ids)
+    assert all(len(set(row[1:6].tolist())) == 5 and not set(row[1:].tolist()) & special for row in ids)
+    assert torch.equal(ids, repeated_tokens(with_bos, 5, 3, seed=1))
     with pytest.raises(InputError):
         detect_heads(prev_model, seq_len=1)
     with pytest.raises(InputError):

@@ -61,6 +61,8 @@ def test_mod10_features_are_the_units_directions(tens_units, features) -> None: 
     assert all(f["coverage"] > 0.9 for f in result.features)
     assert all(f["agreement"] == 1.0 for f in result.features)  # both seeds find the same direction
     assert result.probe["accuracy"] == 1.0
+    # stratified split: 40 numbers per residue (both variants), three quarters of each residue trained on
+    assert result.probe["n_train"] == 300 and result.probe["n_test"] == 100
     assert result.probe["mean_cosine"] > 0.5
     d = result.to_dict()
     assert d["head"] == {"layer": 1, "head": 0} and len(d["features"]) == 10 and len(d["choices"]) == 2

@@ -185,14 +185,19 @@ def zoo() -> HookedModel:
     return HookedModel.from_pretrained("zoo:gpt2-tiny")
 
 
-def _loop_scores(model: HookedModel, layer: int, head: int, mode: str) -> dict[str, float]:
-    """Reference: one head at a time, plain matrices, per pair."""
+def _loop_scores(model: HookedModel, layer: int, head: int, mode: str, fold: bool) -> dict[str, float]:
+    """Reference: one head at a time, plain matrices, per pair; `fold`: W_U read through GPT-2's final
+    LayerNorm, written out (its weight times each row, then each column centred over d_model)."""
     groups, _ = task_tokens(model.tokenizer, SUCCESSION_TASKS)
     hits: dict[str, int] = {}
     counts: dict[str, int] = {}
     for g in groups:
         x = head_inputs(model, effective_embeddings(model, g.ids, mode=mode, layer=layer))[layer]
-        logits = x @ model.W_V[layer, head] @ model.W_O[layer, head] @ model.W_U[:, g.ids]
+        W_U = model.W_U[:, g.ids]
+        if fold:
+            W_U = model.hf.transformer.ln_f.weight.detach()[:, None] * W_U
+            W_U = W_U - W_U.mean(0, keepdim=True)
+        logits = x @ model.W_V[layer, head] @ model.W_O[layer, head] @ W_U
         for s, t in zip(*g.pairs(), strict=True):
             row = logits[s].clone()
             target = row[t].item()
@@ -204,15 +209,17 @@ def _loop_scores(model: HookedModel, layer: int, head: int, mode: str) -> dict[s
                        "mean": sum(per_task.values()) / len(per_task)}
 
 
-@pytest.mark.parametrize("mode", ["auto", "mlp0", "mlp0_with_attn"])
-def test_zoo_batched_equals_per_head_loop(zoo: HookedModel, mode: str) -> None:
-    result = succession_scores(zoo, mode=mode)
+@pytest.mark.parametrize(("mode", "fold"), [("auto", True), ("auto", False), ("mlp0", True),
+                                            ("mlp0_with_attn", True)])
+def test_zoo_batched_equals_per_head_loop(zoo: HookedModel, mode: str, fold: bool) -> None:
+    result = succession_scores(zoo, mode=mode, fold_ln=fold)
+    assert result.fold_ln == fold and result.headline_tasks == list(SUCCESSION_TASKS)  # every task has >= 10
     n = (zoo.cfg.n_layers, zoo.cfg.n_heads)
     assert result.scores.shape == n and all(s.shape == n for s in result.per_task.values())
     assert result.scores.min() >= 0 and result.scores.max() <= 1
     assert sum(result.dropped.values()) == 0
     for layer, head in [result.best_head(), (3, 1)]:
-        ref = _loop_scores(zoo, layer, head, mode)
+        ref = _loop_scores(zoo, layer, head, mode, fold)
         assert result.scores[layer, head].item() == pytest.approx(ref["mean"], abs=1e-6)
         assert result.scores_pooled is not None
         assert result.scores_pooled[layer, head].item() == pytest.approx(ref["pooled"], abs=1e-6)

@@ -6,10 +6,20 @@ import pytest
 import torch
 from torch import nn
 
+from heads.tiny_tokenizers import tiny_gemma3, tiny_llama
 from lmscope import HookedModel
 from lmscope.errors import InputError
-from lmscope.heads.wild import CATEGORIES, classify, frozen_norm_map, heads_in_the_wild
-from tiny_models import tiny_hooked_with_tokenizer
+from lmscope.heads.wild import (
+    CATEGORIES,
+    WildResult,
+    _mean_z,
+    batch_losses,
+    classify,
+    frozen_norm_map,
+    heads_in_the_wild,
+)
+from lmscope.model.inputs import TokenBatch
+from tiny_models import tiny_hf_model, tiny_hooked_with_tokenizer
 
 
 @pytest.mark.parametrize(("context", "target", "expected"), [
@@ -68,3 +78,75 @@ def test_bad_texts() -> None:
     model = tiny_hooked_with_tokenizer()
     with pytest.raises(InputError, match="texts"):
         heads_in_the_wild(model, [])
+
+
+def _reference_losses(model: HookedModel, batch: TokenBatch, z_mean: torch.Tensor) -> torch.Tensor:
+    """The definition, one position and one head at a time: the head's output difference `(z - z_mean) @ W_O`,
+    through the post-attention norm where there is one and the final norm (each frozen at the position's
+    scale, `frozen_norm_map`), then `@ W_U` over the whole vocabulary; the next token's loss change."""
+    L, H = model.cfg.n_layers, model.cfg.n_heads
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
+    logits, cache = model.run_with_cache(batch, names=names)
+    W_O, W_U = model.W_O.float(), model.W_U.float()
+    rows = []
+    for b in range(batch.input_ids.shape[0]):
+        for p in range(int(batch.attention_mask[b].sum()) - 1):
+            base, y = logits[b, p].float(), int(batch.input_ids[b, p + 1])
+            row = torch.empty(L, H)
+            for layer in range(L):
+                z = cache[names[layer]][b, p].float()  # [H, dh]
+                post = model.adapter.attn_post_norm(layer)
+                for h in range(H):
+                    delta = ((z[h] - z_mean[layer, h]) @ W_O[layer, h])[None]  # [1, d]
+                    if post is not None:
+                        delta = frozen_norm_map(post, torch.einsum("he,hed->d", z, W_O[layer]), delta)
+                    d_logits = (frozen_norm_map(model.adapter.ln_final(), cache[names[-1]][b, p].float(), delta)
+                                @ W_U)[0]
+                    ablated = base - d_logits
+                    row[layer, h] = (torch.logsumexp(ablated, -1) - torch.logsumexp(base, -1)
+                                     - (ablated[y] - base[y]))
+            rows.append(row)
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3"])
+def test_batched_losses_equal_the_per_head_definition(family: str) -> None:
+    """The factored, chunked computation equals the definition on random models (LayerNorm, RMSNorm, and
+    Gemma's post-attention norm), with a padded row; a small `max_elements` forces many chunks."""
+    hf = {"gpt2": lambda: tiny_hf_model("gpt2"), "llama": lambda: tiny_hf_model("llama"), "gemma3": tiny_gemma3}
+    model = HookedModel(hf[family]())
+    ids = torch.randint(3, 60, (3, 9), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0
+    batch = TokenBatch(ids, mask)
+    z_mean = _mean_z(model, [batch], None).float()
+    got_mask, got = batch_losses(model, batch, z_mean, max_elements=500)
+    assert got_mask.sum().item() == 8 + 4 + 8
+    assert torch.allclose(got, _reference_losses(model, batch, z_mean), rtol=1e-4, atol=1e-5)
+
+
+def test_category_tops_and_corpus_record() -> None:
+    counts = torch.zeros(2, 3, len(CATEGORIES))
+    counts[1, 2, 0], counts[0, 1, 0], counts[0, 0, 2] = 3, 1, 5  # succession: 1.2 wins 3 of 4; copying: 0.0
+    result = WildResult(counts, 9, corpus={"source": "x.txt"})
+    tops = {t["category"]: t for t in result.category_tops()}
+    assert tops["succession"] == {"category": "succession", "n_tokens": 4, "layer": 1, "head": 2, "tokens": 3,
+                                  "share": 0.75}
+    assert tops["copying"]["layer"] == 0 and tops["copying"]["head"] == 0 and tops["copying"]["share"] == 1.0
+    assert tops["other"] == {"category": "other", "n_tokens": 0, "layer": None, "head": None, "tokens": 0,
+                             "share": 0.0}
+    d = result.to_dict()
+    assert d["category_tops"] == result.category_tops() and d["corpus"] == {"source": "x.txt"}
+
+
+def test_wild_on_llama_raises_no_transformers_warning(recwarn: pytest.WarningsRecorder) -> None:
+    """Issue 13 item 9: heads in the wild runs plain forward passes (`use_cache=False`), so nothing of
+    transformers' deprecated cache path is touched."""
+    import warnings
+
+    base = tiny_hooked_with_tokenizer()
+    model = HookedModel(tiny_llama(len(base.tokenizer)), base.tokenizer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = heads_in_the_wild(model, ["after Monday comes Tuesday .", "the list reads 3 4 5 6 ."])
+    assert result.n_tokens > 0

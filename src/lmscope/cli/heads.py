@@ -6,7 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, err, out, print_json
+from lmscope.cli.common import JsonFlag, ModelArg, err, out, print_json, progress_bars
+from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
 heads_app = typer.Typer(help="Attention heads: successor heads, mod-10 features, vector arithmetic, detectors.",
@@ -18,6 +19,12 @@ ModeOpt = Annotated[str, typer.Option(help="Effective embeddings: auto (what rea
                                            "every head), mlp0_no_ln or mlp0_with_attn.")]
 HeadOpt = Annotated[str | None, typer.Option("--head", help="The head as LAYER.HEAD (default: the best "
                                                              "successor head).")]
+FoldOpt = Annotated[bool, typer.Option("--fold-ln/--no-fold-ln", help="Read W_U through the final norm (its gain "
+                                                                      "folded in, columns centred for LayerNorm), "
+                                                                      "as TransformerLens does; --no-fold-ln reads "
+                                                                      "the raw W_U.")]
+FEW_TOKENS = 10
+"""Heads-in-the-wild categories with fewer tokens are marked as resting on little data."""
 
 
 def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int]:
@@ -39,7 +46,7 @@ def _finish(result: Any, out_dir: str | None, overwrite: bool, as_json: bool, su
         print_json(result.to_dict())
     else:
         for line in summary:
-            out.print(line, markup=False, highlight=False)
+            out.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 def _load(model: str) -> Any:
@@ -48,12 +55,12 @@ def _load(model: str) -> Any:
     return HookedModel.from_pretrained(model)
 
 
-def _head(hooked: Any, head: str | None, mode: str) -> tuple[int, int]:
+def _head(hooked: Any, head: str | None, mode: str, fold_ln: bool) -> tuple[int, int]:
     from lmscope.heads import succession_scores
 
     if head is not None:
         return parse_head(head, hooked.cfg.n_layers, hooked.cfg.n_heads)
-    result = succession_scores(hooked, mode=mode)
+    result = succession_scores(hooked, mode=mode, fold_ln=fold_ln)
     layer, h = result.best_head()
     score = float(result.scores[layer, h])
     if score < result.threshold:
@@ -63,32 +70,65 @@ def _head(hooked: Any, head: str | None, mode: str) -> tuple[int, int]:
     return layer, h
 
 
+def task_lines(result: Any, layer: int, head: int) -> list[str]:
+    """One line per task: the head's score, pairs scored, items dropped (unknown tokens among them), and
+    whether the task is too thin to be in the headline score."""
+    lines = [f"per task: score of head {layer}.{head}, pairs scored, items dropped (of both variants, ' x' and "
+             f"'x': several tokens or the unknown token); tasks with < {result.min_pairs} pairs are not in the score"]
+    width = max(len(t) for t in [*result.tasks, *result.ood]) + 12
+    rows = [(t, result.per_task.get(t), result.n_pairs[t], t) for t in result.tasks]
+    rows += [(f"{t} (held out)", s, result.n_pairs.get(f"ood:{t}", 0), None) for t, s in result.ood.items()]
+    for name, scores, pairs, task in rows:
+        score = "  -  " if scores is None else f"{float(scores[layer, head]):.2f}"
+        line = f"  {name:<{width}} {score}  {pairs:>4} pairs"
+        if task is not None:
+            unknown = result.unknown.get(task, 0)
+            line += f"  {result.dropped[task]:>3}/{result.tried[task]} dropped" + \
+                (f" ({unknown} unknown)" if unknown else "")
+            if pairs < result.min_pairs:
+                line += "  too few pairs: not in the score" if task not in result.headline_tasks else \
+                    "  too few pairs (in the score only because no task has enough)"
+        lines.append(line)
+    return lines
+
+
 @heads_app.command("succession")
 def succession(model: ModelArg, out_dir: OutOpt = None, mode: ModeOpt = "auto",
                threshold: Annotated[float, typer.Option(help="Report heads scoring at least this.")] = 0.4,
-               overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
+               min_pairs: Annotated[int, typer.Option("--min-pairs", help="Tasks with fewer pairs than this are "
+                                                      "shown but left out of the score (below 10, one pair moves a "
+                                                      "task's score by more than 0.1).")] = 10,
+               fold_ln: FoldOpt = True, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Succession score of every head (share of ordinal pairs whose OV circuit outputs the successor).
 
     Each head is scored on the embedding that reaches it (--mode auto); the input baseline is the score of
     the identity map on that input: a head that does not beat its layer's baseline passes on succession that
-    is already there (a copying head) rather than computing it.
+    is already there (a copying head) rather than computing it. The score is the mean over tasks with at
+    least --min-pairs pairs; items that are not one token (or are the tokenizer's unknown token) are dropped,
+    and each task's pairs and drops are printed.
 
     Example: lmscope heads succession zoo:crate-tiny --out succ/
     """
     from lmscope.heads import succession_scores
     from lmscope.heads.succession import greater_than_bias
 
+    if min_pairs < 1:
+        raise InputError(f"--min-pairs: got {min_pairs}, expected at least 1")
     hooked = _load(model)
-    result = succession_scores(hooked, mode=mode)
+    result = succession_scores(hooked, mode=mode, fold_ln=fold_ln, min_pairs=min_pairs)
     result.threshold = threshold
     layer, head = result.best_head()
     base = float(result.baseline[layer]) if result.baseline is not None else float("nan")
-    summary = [f"best successor head {layer}.{head}: score {float(result.scores[layer, head]):.3f} (input baseline "
-               f"of layer {layer}: {base:.3f})",
-               "per task: " + ", ".join(f"{t} {float(s[layer, head]):.2f}" for t, s in result.per_task.items()),
-               f"heads >= {threshold}: " + (", ".join(f"{h['layer']}.{h['head']} ({h['score']:.2f})"
-                                                     for h in result.top_heads()) or "none")]
-    bias = greater_than_bias(hooked, layer, head, mode=mode)
+    n_head = len(result.headline_tasks)
+    summary = [f"best successor head {layer}.{head}: score {float(result.scores[layer, head]):.3f}, the mean over "
+               f"{n_head} task{'s' if n_head != 1 else ''} (input baseline of layer {layer}: {base:.3f})"]
+    if result.headline_is_thin:
+        summary.append(f"note: no task has {min_pairs} pairs with this tokenizer, so the score rests on thin tasks "
+                       "and means little")
+    summary += task_lines(result, layer, head)
+    summary.append(f"heads >= {threshold}: " + (", ".join(f"{h['layer']}.{h['head']} ({h['score']:.2f})"
+                                                          for h in result.top_heads()) or "none"))
+    bias = greater_than_bias(hooked, layer, head, mode=mode, fold_ln=fold_ln)
     summary.append("greater-than bias of the best head: " + ", ".join(f"{t} {v:.2f}" for t, v in bias.items()))
     _finish(result, out_dir, overwrite, as_json, summary)
 
@@ -98,18 +138,23 @@ def mod10(model: ModelArg, head: HeadOpt = None, out_dir: OutOpt = None, mode: M
           seeds: Annotated[int, typer.Option(help="SAE seeds to fit (the modal choice is reported).")] = 3,
           d_sae: Annotated[int, typer.Option("--d-sae", help="SAE features.")] = 256,
           l1: Annotated[float, typer.Option(help="SAE L1 coefficient.")] = 3e-3,
-          overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
+          fold_ln: FoldOpt = True, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Mod-10 features: an SAE on effective embeddings, one feature per residue class, a probe beside it.
+
+    Needs every residue 0-9 on at least 2 single-token numbers whose successor is one token too: a tokenizer
+    that splits numbers into digits (only 0-9 are one token) is refused in one line.
 
     Example: lmscope heads mod10 zoo:crate-tiny --head 0.1 --out mod10/
     """
-    from lmscope.heads.mod10 import mod10_features
+    from lmscope.heads.mod10 import check_residues, mod10_features
 
     if seeds < 1:
         raise InputError(f"--seeds: got {seeds}, expected at least 1")
     hooked = _load(model)
-    layer, h = _head(hooked, head, mode)
-    result = mod10_features(hooked, layer, h, seeds=tuple(range(seeds)), d_sae=d_sae, l1_coefficient=l1, mode=mode)
+    check_residues(hooked)  # before any scoring or SAE fit
+    layer, h = _head(hooked, head, mode, fold_ln)
+    result = mod10_features(hooked, layer, h, seeds=tuple(range(seeds)), d_sae=d_sae, l1_coefficient=l1, mode=mode,
+                            fold_ln=fold_ln)
     summary = [f"mod-10 features through head {layer}.{h} (mean coverage {result.mean_coverage:.2f}):"]
     summary += [f"  residue {f['residue']}: feature {f['feature']} (seed {f['seed']}), coverage {f['coverage']:.2f}, "
                 f"agreement {f['agreement']:.2f}" for f in result.features]
@@ -123,19 +168,25 @@ def edit(model: ModelArg, head: HeadOpt = None,
          to_residue: Annotated[int | None, typer.Option("--to", help="Residue (0-9) to add.")] = None,
          out_dir: OutOpt = None, mode: ModeOpt = "auto",
          seeds: Annotated[int, typer.Option(help="SAE seeds for the mod-10 features.")] = 3,
-         overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
+         fold_ln: FoldOpt = True, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Vector arithmetic: move items from one residue mod 10 to another and check the head's successor.
+
+    Needs the mod-10 features, so the same tokenizers are refused as by `heads mod10`.
 
     Example: lmscope heads edit zoo:crate-tiny --head 0.1 --from 3 --to 7
     """
     from lmscope.heads.arithmetic import residue_pairs, vector_arithmetic
-    from lmscope.heads.mod10 import mod10_features
+    from lmscope.heads.mod10 import check_residues, mod10_features
 
     residue_pairs(from_residue, to_residue)  # refuse bad residues before any work
+    if seeds < 1:
+        raise InputError(f"--seeds: got {seeds}, expected at least 1")
     hooked = _load(model)
-    layer, h = _head(hooked, head, mode)
-    features = mod10_features(hooked, layer, h, seeds=tuple(range(max(seeds, 1))), mode=mode)
-    result = vector_arithmetic(hooked, features, from_residue=from_residue, to_residue=to_residue, mode=mode)
+    check_residues(hooked)  # before any scoring or SAE fit
+    layer, h = _head(hooked, head, mode, fold_ln)
+    features = mod10_features(hooked, layer, h, seeds=tuple(range(seeds)), mode=mode, fold_ln=fold_ln)
+    result = vector_arithmetic(hooked, features, from_residue=from_residue, to_residue=to_residue, mode=mode,
+                               fold_ln=fold_ln)
     summary = [f"vector arithmetic through head {layer}.{h}, k = {result.k}: overall {result.overall:.2f}"]
     summary += [f"  {t}: {r:.2f} of {result.n_edits[t]} edits" for t, r in result.rates.items()]
     _finish(result, out_dir, overwrite, as_json, summary)
@@ -144,7 +195,7 @@ def edit(model: ModelArg, head: HeadOpt = None,
 @heads_app.command("detect")
 def detect(model: ModelArg, out_dir: OutOpt = None,
            seq_len: Annotated[int, typer.Option(help="Length of the repeated random block.")] = 20,
-           overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
+           fold_ln: FoldOpt = True, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Previous-token, duplicate-token, induction and copying scores of every head.
 
     Example: lmscope heads detect zoo:gpt2-tiny --out detect/
@@ -152,7 +203,9 @@ def detect(model: ModelArg, out_dir: OutOpt = None,
     from lmscope.heads import detect_heads
     from lmscope.heads.detectors import DETECTORS
 
-    result = detect_heads(_load(model), seq_len=seq_len)
+    hooked = _load(model)
+    with progress_bars(not as_json) as stage:
+        result = detect_heads(hooked, seq_len=seq_len, fold_ln=fold_ln, progress=stage)
     summary = []
     for kind in DETECTORS:
         best = result.top_heads(kind, 1)[0]
@@ -162,29 +215,52 @@ def detect(model: ModelArg, out_dir: OutOpt = None,
 
 @heads_app.command("wild")
 def wild(model: ModelArg, out_dir: OutOpt = None,
-         samples: Annotated[int, typer.Option(help="Held-out synthetic-corpus lines to run.")] = 300,
-         corpus: Annotated[str | None, typer.Option(help="A text file, one sample per line, instead.")] = None,
+         corpus: Annotated[str | None, typer.Option(help=CORPUS_HELP)] = None,
+         samples: Annotated[int | None, typer.Option(help="Run at most this many texts (windows) of the corpus "
+                                                          "(default: all of a file; 300 synthetic texts).")] = None,
+         max_tokens: Annotated[int, typer.Option("--max-tokens", help="Cut documents into windows of at most this "
+                                                  "many tokens (the cost grows with tokens x heads x "
+                                                  "vocabulary).")] = 128,
+         batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")] = 8,
          overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Heads in the wild: per token, the head whose direct effect matters most, and what kind of token it is.
 
+    Prints each category's top head (the head that matters most most often for that category's tokens),
+    then the heads that matter most often overall. A real model needs --corpus (your text); the synthetic
+    corpus is the default for zoo: models only.
+
     Example: lmscope heads wild zoo:crate-tiny --samples 500
     """
+    from lmscope.data.corpus import load_corpus
     from lmscope.heads.wild import heads_in_the_wild
 
-    if corpus is not None:
-        from lmscope.activations.corpus import read_sentences
-
-        texts = [" ".join(words) for words in read_sentences(corpus)]
-    else:
-        from lmscope.data.synthetic import generate_corpus
-
-        texts = [s.text for s in generate_corpus(samples, seed=5, split="heldout")]
+    if samples is not None and samples < 1:
+        raise InputError(f"--samples: got {samples}, expected at least 1")
+    if max_tokens < 2:
+        raise InputError(f"--max-tokens: got {max_tokens}, expected at least 2 (a token and its next)")
+    if batch_size < 1:
+        raise InputError(f"--batch-size: got {batch_size}, expected at least 1")
+    load_corpus(corpus, model_name=model, synthetic_texts=1)  # a missing or bad --corpus is refused before loading
     hooked = _load(model)
-    result = heads_in_the_wild(hooked, texts)
+    source = load_corpus(corpus, model_name=model, tokenizer=hooked.tokenizer,
+                         max_tokens=min(max_tokens, hooked.cfg.n_ctx), synthetic_texts=samples or 300, seed=5)
+    texts = source.texts[:samples] if samples is not None else source.texts
+    with progress_bars(not as_json) as stage:
+        result = heads_in_the_wild(hooked, texts, batch_size=batch_size, progress=stage,
+                                   corpus=source.to_dict() | {"n_used": len(texts)})
+    used = "" if len(texts) == len(source.texts) else f" (the first {len(texts)} of {len(source.texts)} texts)"
+    summary = [f"{result.n_tokens} tokens from {source.describe()}{used}",
+               "top head per category (the head whose direct effect matters most, most often, for its tokens):"]
+    for top in result.category_tops():
+        if top["layer"] is None:
+            summary.append(f"  {top['category']:<13} no token of this category")
+            continue
+        few = f"  (few tokens: < {FEW_TOKENS})" if top["n_tokens"] < FEW_TOKENS else ""
+        summary.append(f"  {top['category']:<13} head {top['layer']}.{top['head']}: {top['tokens']} of "
+                       f"{top['n_tokens']} tokens ({top['share']:.0%}){few}")
     totals = result.counts.sum(-1).flatten()
-    top = totals.argsort(descending=True)[:3].tolist()
-    summary = [f"{result.n_tokens} tokens; heads that matter most often:"]
-    for flat in top:
+    summary.append("heads that matter most often:")
+    for flat in totals.argsort(descending=True)[:3].tolist():
         s = result.head_summary(*divmod(int(flat), hooked.cfg.n_heads))
         summary.append(f"  {s['layer']}.{s['head']}: {s['tokens']} tokens, " +
                        ", ".join(f"{k} {v:.2f}" for k, v in s["shares"].items()))

@@ -93,8 +93,12 @@ def _edits(values: list[int], n_items: int, cyclic: bool, offset: int, pairs: li
 def vector_arithmetic(model: HookedModel, mod10: Mod10Result, *, layer: int | None = None,
                       head: int | None = None, from_residue: int | None = None, to_residue: int | None = None,
                       ks: Sequence[float] = DEFAULT_KS, tasks: Sequence[str] | None = None,
-                      mode: str = "auto", n_examples: int = 8) -> ArithmeticResult:
-    """Success rate per task of the edits `from_residue -> to_residue` (all pairs if neither is given)."""
+                      mode: str = "auto", n_examples: int = 8, fold_ln: bool | None = None) -> ArithmeticResult:
+    """Success rate per task of the edits `from_residue -> to_residue` (all pairs if neither is given).
+
+    `fold_ln`: read the head's output through the final norm (`lmscope.heads.ov`); None: as `mod10` was found.
+    """
+    fold = bool(mod10.settings.get("fold_ln", True)) if fold_ln is None else fold_ln
     layer = mod10.layer if layer is None else layer
     head = mod10.head if head is None else head
     check_head(model, layer, head)
@@ -118,7 +122,7 @@ def vector_arithmetic(model: HookedModel, mod10: Mod10Result, *, layer: int | No
         x = effective_embeddings(model, g.ids, mode=mode)[src]  # [e, d]
         counts[g.task] = counts.get(g.task, 0) + len(edits)
         for k in ks:
-            top = head_logits(model, layer, head, x - k * feats[i] + k * feats[j], g.ids).argmax(-1)
+            top = head_logits(model, layer, head, x - k * feats[i] + k * feats[j], g.ids, fold_ln=fold).argmax(-1)
             hits[k][g.task] = hits[k].get(g.task, 0.0) + float((top == dst).sum())
             outcomes[k].append((g, src, i, j, dst, top))
     if not counts:

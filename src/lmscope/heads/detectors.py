@@ -6,13 +6,15 @@ Attention-pattern scores come from one batched forward pass on repeated random t
 - previous-token: mean attention from each position q >= 1 to q - 1.
 - duplicate-token: mean attention from each second-half token to its earlier copy (n positions back).
 - induction: mean attention from each second-half token to the token after its earlier copy (n - 1 back).
-- copying: share of sampled tokens whose own logit is the top logit over the whole vocabulary under
-  `LN1_l(emb) @ W_V[l, h] @ W_O[l, h] @ W_U` (effective embeddings as in `succession`).
+- copying: share of sampled tokens whose own logit is strictly the top logit over the whole vocabulary under
+  `LN1_l(emb) @ W_V[l, h] @ W_O[l, h] @ W_U` (effective embeddings as in `succession`; `W_U` read through the
+  final norm unless `fold_ln=False`, see `lmscope.heads.ov`).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,12 @@ from torch import Tensor
 
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
-from lmscope.heads.succession import head_inputs, layer_embeddings
+from lmscope.heads.ov import head_inputs, head_W_O, layer_embeddings, unembedding
 from lmscope.model.hooked import HookedModel
 
 DETECTORS: tuple[str, ...] = ("previous_token", "duplicate_token", "induction", "copying")
+Progress = Callable[[str, int, int], None]
+"""`progress(stage, i, n)`, called as work completes."""
 
 
 def _diagonal_mean(patterns: Tensor, back: int, q_start: int) -> Tensor:
@@ -59,10 +63,13 @@ def induction_score(patterns: Tensor, seq_len: int, *, bos: bool = True) -> Tens
 
 
 def repeated_tokens(model: HookedModel, seq_len: int, n_seqs: int, seed: int = 0) -> Tensor:
-    """`[n_seqs, 1 + 2 * seq_len]` ids: BOS (where the tokenizer has one) then r, r; no id repeats within r."""
-    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
-    special = {i for i in (bos, getattr(model.tokenizer, "eos_token_id", None),
-                           getattr(model.tokenizer, "pad_token_id", None)) if i is not None}
+    """`[n_seqs, 1 + 2 * seq_len]` ids: BOS (where the model's strings get one: `model.prepend_bos`) then r, r
+    (`[n_seqs, 2 * seq_len]` without); r avoids special tokens and repeats no id."""
+    tok = model.tokenizer
+    bos = getattr(tok, "bos_token_id", None) if tok is not None and model.prepend_bos else None
+    special = {i for i in (bos, getattr(tok, "eos_token_id", None), getattr(tok, "pad_token_id", None),
+                           getattr(tok, "unk_token_id", None), *(getattr(tok, "all_special_ids", None) or []))
+               if isinstance(i, int)}
     pool = torch.tensor([i for i in range(model.cfg.d_vocab) if i not in special])
     if len(pool) < seq_len:
         raise InputError(f"seq_len: {seq_len} distinct tokens needed, the vocabulary has {len(pool)}")
@@ -82,22 +89,38 @@ def attention_patterns(model: HookedModel, ids: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def copying_score(model: HookedModel, *, n_tokens: int = 512, mode: str = "auto", seed: int = 0,
-                  max_elements: int = 2**26) -> Tensor:
-    """`[layer, head]`: share of `n_tokens` sampled tokens whose own logit tops the vocabulary under the OV circuit.
+                  max_elements: int = 2**24, fold_ln: bool = True, progress: Progress | None = None) -> Tensor:
+    """`[layer, head]`: share of `n_tokens` sampled tokens whose own logit is strictly above every other token's
+    under the OV circuit (`fold_ln`: `W_U` read through the final norm, see `lmscope.heads.ov`).
 
-    Chunked over tokens so that at most `max_elements` logits `[layer, head, chunk, d_vocab]` exist at once.
+    Computed from the low-rank factors, layer by layer and over vocabulary chunks of at most `max_elements`
+    logits `[head, n, chunk]`: `(x W_V) (W_O W_U[:, chunk])` costs `d_head / d_model` of `(x W_V W_O) W_U`'s
+    multiplications per logit, and no `[layer, head, n, d_vocab]` tensor is ever made.
     """
     d_vocab, n_layers, n_heads = model.cfg.d_vocab, model.cfg.n_layers, model.cfg.n_heads
     g = torch.Generator().manual_seed(seed)
     ids = torch.randperm(d_vocab, generator=g)[:n_tokens]
-    W_V, W_O, W_U = model.W_V.float(), model.W_O.float(), model.W_U.float()
-    chunk = max(1, max_elements // (n_layers * n_heads * d_vocab))
+    x = head_inputs(model, layer_embeddings(model, ids, mode=mode))  # [layer, n, d_model]
+    W_V, W_O = model.W_V.float(), head_W_O(model, fold_ln=fold_ln)
+    W_U = unembedding(model, fold_ln=fold_ln)  # [d_model, d_vocab]
+    own_cols = W_U[:, ids.to(W_U.device)]  # [d_model, n]
+    chunk = max(1, max_elements // (n_heads * len(ids)))
+    arange = torch.arange(len(ids), device=W_U.device)
     hits = torch.zeros(n_layers, n_heads)
-    for part in ids.split(chunk):
-        x = head_inputs(model, layer_embeddings(model, part, mode=mode))  # [layer, n, d_model]
-        out = torch.einsum("lnd,lhde,lhem->lhnm", x, W_V, W_O)  # [layer, head, n, d_model]
-        top = (out @ W_U).argmax(-1)  # [layer, head, n]
-        hits += (top == part.to(top.device)).sum(-1).float().cpu()
+    for layer in range(n_layers):
+        z = torch.einsum("nd,hde->hne", x[layer], W_V[layer])  # [head, n, d_head]
+        own = (z @ (W_O[layer] @ own_cols))[:, arange, arange]  # [head, n]: each token's own logit
+        best_other = torch.full_like(own, float("-inf"))
+        for start in range(0, d_vocab, chunk):
+            logits = z @ (W_O[layer] @ W_U[:, start:start + chunk])  # [head, n, chunk]
+            mine = (ids >= start) & (ids < start + chunk)  # tokens whose own column is in this chunk
+            if bool(mine.any()):
+                rows = mine.nonzero().flatten().to(logits.device)
+                logits[:, rows, ids[mine].to(logits.device) - start] = float("-inf")
+            best_other = torch.maximum(best_other, logits.amax(-1))
+        hits[layer] = (own > best_other).sum(-1).float().cpu()
+        if progress is not None:
+            progress("copying score", layer + 1, n_layers)
     return hits / len(ids)
 
 
@@ -113,6 +136,7 @@ class HeadScores:
     n_seqs: int = 8
     seed: int = 0
     model: str = ""
+    fold_ln: bool = True
 
     def scores(self, detector: str) -> Tensor:
         if detector not in DETECTORS:
@@ -133,6 +157,7 @@ class HeadScores:
             "seq_len": self.seq_len,
             "n_seqs": self.n_seqs,
             "seed": self.seed,
+            "fold_ln": self.fold_ln,
             "scores": {d: self.scores(d).tolist() for d in DETECTORS},
             "top_heads": {d: self.top_heads(d) for d in DETECTORS},
         }
@@ -143,17 +168,24 @@ class HeadScores:
 
 
 def detect_heads(model: HookedModel, *, seq_len: int = 20, n_seqs: int = 8, seed: int = 0,
-                 copying_mode: str = "auto", n_copy_tokens: int = 512) -> HeadScores:
-    """Previous-token, duplicate-token, induction and copying scores of every head."""
+                 copying_mode: str = "auto", n_copy_tokens: int = 512, fold_ln: bool = True,
+                 progress: Progress | None = None) -> HeadScores:
+    """Previous-token, duplicate-token, induction and copying scores of every head (`fold_ln`: the copying
+    score reads `W_U` through the final norm; `progress(stage, i, n)` as stages complete)."""
     if seq_len < 2 or n_seqs < 1:
         raise InputError(f"seq_len, n_seqs: expected seq_len >= 2 and n_seqs >= 1, got {seq_len}, {n_seqs}")
     ids = repeated_tokens(model, seq_len, n_seqs, seed)
     bos = ids.shape[1] == 2 * seq_len + 1
+    if progress is not None:
+        progress("attention patterns", 0, 1)
     patterns = attention_patterns(model, ids)  # [layer, batch, head, q, k]
+    if progress is not None:
+        progress("attention patterns", 1, 1)
     return HeadScores(
         previous_token=previous_token_score(patterns),
         duplicate_token=duplicate_token_score(patterns, seq_len, bos=bos),
         induction=induction_score(patterns, seq_len, bos=bos),
-        copying=copying_score(model, n_tokens=n_copy_tokens, mode=copying_mode, seed=seed),
-        seq_len=seq_len, n_seqs=n_seqs, seed=seed, model=model.name,
+        copying=copying_score(model, n_tokens=n_copy_tokens, mode=copying_mode, seed=seed, fold_ln=fold_ln,
+                              progress=progress),
+        seq_len=seq_len, n_seqs=n_seqs, seed=seed, model=model.name, fold_ln=fold_ln,
     )

@@ -13,8 +13,16 @@ Recipe, stated once:
 - Seeds: per residue, the chosen decoder directions of all seeds are compared; the modal choice is the one
   with the most seeds agreeing with it (cosine >= `agree_cosine`), and `agreement` is that share.
 - Probe: an L2 multinomial probe from effective embeddings of numbers to the residue, fitted on three
-  quarters of the numbers and scored on the rest; `cosines[r]` is the cosine of the probe's row r with the
-  modal feature of residue r (after both are centred over residues).
+  quarters of each residue's numbers (at least one, leaving at least one out) and scored on the rest;
+  `cosines[r]` is the cosine of the probe's row r with the modal feature of residue r (after both are
+  centred over residues).
+- Support: every residue 0-9 needs at least `MIN_PER_RESIDUE` (2) single-token numbers whose successor is
+  one token too (in the same variant), or there is nothing to choose a feature by and nothing to hold out
+  for the probe. A digit-split tokenizer (SmolLM2, Llama 3...: only 0-9 are one token) has one number per
+  residue and none for 9 (10 is two tokens); `check_residues` refuses such a model in one line before any
+  work. Reading two-digit numbers through their last token in context is no fix: that token *is* the last
+  digit, so "the value mod 10" would be the token's identity, not a feature shared by different tokens,
+  which is the paper's finding.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ from lmscope.heads.succession import (
 from lmscope.model.hooked import HookedModel
 
 N_RESIDUES = 10
+MIN_PER_RESIDUE = 2
+"""Single-token numbers with a single-token successor that each residue needs (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,33 @@ def all_task_token_ids(model: HookedModel) -> Tensor:
     return torch.unique(torch.cat([g.ids for g in groups]))
 
 
+def residue_support(model: HookedModel) -> Tensor:
+    """`[10]`: per residue, the single-token numbers (both variants) whose successor is one token too."""
+    support = torch.zeros(N_RESIDUES, dtype=torch.long)
+    for g in number_tokens(model):
+        values = set(g.values.tolist())
+        with_succ = torch.tensor([v for v in values if v + 1 in values], dtype=torch.long)
+        support += torch.bincount(with_succ % N_RESIDUES, minlength=N_RESIDUES)
+    return support
+
+
+def check_residues(model: HookedModel, min_per_residue: int = MIN_PER_RESIDUE) -> None:
+    """Refuse, in one line, a model whose tokenizer leaves a residue with too few single-token numbers."""
+    support = residue_support(model)
+    short = [r for r in range(N_RESIDUES) if int(support[r]) < min_per_residue]
+    if not short:
+        return
+    values = sorted({int(v) for g in number_tokens(model) for v in g.values.tolist()})
+    have = "no single-token numbers" if not values else (
+        f"{len(values)} single-token numbers ({values[0]}-{values[-1]}"
+        + (": it splits longer numbers into digits)" if values[-1] < 10 else ")"))
+    which = "every residue" if len(short) == N_RESIDUES else \
+        f"residue{'s' if len(short) > 1 else ''} {', '.join(map(str, short))}"
+    raise InputError(f"model: mod-10 features need every residue 0-9 on at least {min_per_residue} single-token "
+                     f"numbers whose successor is one token too; this tokenizer has {have}, which leaves {which} "
+                     f"short (per residue: {', '.join(str(int(c)) for c in support)})")
+
+
 def check_head(model: HookedModel, layer: int, head: int) -> None:
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
@@ -80,7 +117,7 @@ def fit_embedding_sae(x: Tensor, *, d_sae: int, l1_coefficient: float, n_steps: 
 
 
 def removal_effects(model: HookedModel, layer: int, head: int, sae: Any, numbers: NumberTokens,
-                    mode: str) -> tuple[Tensor, Tensor]:
+                    mode: str, *, fold_ln: bool = True) -> tuple[Tensor, Tensor]:
     """For each residue and feature, the mean drop of the successor margin when the feature is removed.
 
     Returns `effects [10, d_sae]` and the codes `codes [n, d_sae]` of the variant's number tokens.
@@ -97,9 +134,9 @@ def removal_effects(model: HookedModel, layer: int, head: int, sae: Any, numbers
         target = logits.gather(-1, dst.expand(*logits.shape[:-1])[..., None]).squeeze(-1)
         return target - logits.mean(-1)
 
-    base = margin(head_logits(model, layer, head, x[src_t], numbers.ids))  # [p]
+    base = margin(head_logits(model, layer, head, x[src_t], numbers.ids, fold_ln=fold_ln))  # [p]
     removed = x[src_t][None] - codes[src_t].T[:, :, None] * W_dec[:, None, :]  # [F, p, d]
-    drop = base[None] - margin(head_logits(model, layer, head, removed, numbers.ids))  # [F, p]
+    drop = base[None] - margin(head_logits(model, layer, head, removed, numbers.ids, fold_ln=fold_ln))  # [F, p]
     residues = numbers.values[src_t] % N_RESIDUES
     effects = torch.stack([drop[:, residues == r].mean(-1) if bool((residues == r).any())
                            else torch.zeros(drop.shape[0]) for r in range(N_RESIDUES)])
@@ -155,9 +192,15 @@ def residue_probe(model: HookedModel, numbers: list[NumberTokens], directions: T
     x = torch.cat([effective_embeddings(model, g.ids, mode=mode) for g in numbers])
     y = torch.cat([g.values % N_RESIDUES for g in numbers])
     gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(x), generator=gen)
-    n_train = (3 * len(x)) // 4
-    tr, te = perm[:n_train], perm[n_train:]
+    train, test = [], []
+    for r in range(N_RESIDUES):  # stratified: every residue on both sides (callers ensure >= 2 per residue)
+        members = (y == r).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        n_train = min(len(members) - 1, max(1, (3 * len(members)) // 4))
+        train.append(members[:n_train])
+        test.append(members[n_train:])
+    tr, te = torch.cat(train), torch.cat(test)
+    n_train = len(tr)
     probe = LinearProbe(l1=0.0, l2=1e-3).fit(x[tr].numpy(), y[tr].numpy())
     rows = torch.from_numpy(probe.coef_).float()  # [10, d]
     rows = rows - rows.mean(0)
@@ -169,15 +212,16 @@ def residue_probe(model: HookedModel, numbers: list[NumberTokens], directions: T
 
 def mod10_features(model: HookedModel, layer: int, head: int, *, seeds: Sequence[int] = (0, 1, 2),
                    d_sae: int = 256, l1_coefficient: float = 3e-3, n_steps: int = 1000, lr: float = 1e-2,
-                   mode: str = "auto", agree_cosine: float = 0.8) -> Mod10Result:
-    """Find the mod-10 features of `model` through its successor head `layer.head` (module docstring)."""
+                   mode: str = "auto", agree_cosine: float = 0.8, fold_ln: bool = True) -> Mod10Result:
+    """Find the mod-10 features of `model` through its successor head `layer.head` (module docstring).
+
+    `fold_ln`: read the head's output through the final norm (`lmscope.heads.ov`)."""
     check_head(model, layer, head)
     mode = input_mode(mode, layer)  # the embedding this head reads
     if not seeds:
         raise InputError("seeds: expected at least one SAE seed")
+    check_residues(model)
     numbers = number_tokens(model)
-    if not numbers:
-        raise InputError("model: its tokenizer has no single-token numbers")
     data = effective_embeddings(model, all_task_token_ids(model), mode=mode)
     per_seed: list[dict[str, Tensor]] = []  # per seed: choice, effect, coverage, direction, scale per residue
     for seed in seeds:
@@ -186,7 +230,7 @@ def mod10_features(model: HookedModel, layer: int, head: int, *, seeds: Sequence
         effects, covers, acts = torch.zeros(N_RESIDUES, d_sae), torch.zeros(N_RESIDUES, d_sae), []
         counts = torch.zeros(N_RESIDUES)
         for g in numbers:
-            eff, codes = removal_effects(model, layer, head, sae, g, mode)
+            eff, codes = removal_effects(model, layer, head, sae, g, mode, fold_ln=fold_ln)
             residues = g.values % N_RESIDUES
             n_r = torch.bincount(residues, minlength=N_RESIDUES).float()
             effects += eff * n_r[:, None]
@@ -214,6 +258,6 @@ def mod10_features(model: HookedModel, layer: int, head: int, *, seeds: Sequence
     dirs_t = torch.stack(directions)
     probe = residue_probe(model, numbers, dirs_t, mode=mode)
     settings = {"mode": mode, "d_sae": d_sae, "l1_coefficient": l1_coefficient, "n_steps": n_steps, "lr": lr,
-                "agree_cosine": agree_cosine, "n_embeddings": len(data)}
+                "agree_cosine": agree_cosine, "n_embeddings": len(data), "fold_ln": fold_ln}
     return Mod10Result(layer, head, features, [p["choice"].tolist() for p in per_seed], list(seeds), probe, dirs_t,
                        torch.stack(scales), settings)

@@ -1,13 +1,13 @@
 """Successor heads (Gould, Ong, Ogden, Conmy 2023): succession scores of every head at once.
 
 A head's OV circuit maps each task token's effective embedding to logits,
-`logits[l, h, i, :] = LN1_l(emb_i) @ W_V[l, h] @ W_O[l, h] @ W_U`; a consecutive pair (item_k, item_k+1)
-of a task succeeds for the head when item_k+1's logit is strictly above every other token of the same
-task (and variant). A task's score is the share of its pairs that succeed ("proportion of tokens where
-succession occurs", the paper's Figure 2), over both variants; the succession score is the mean of the
-in-distribution tasks' scores, so every task counts once: pooled over pairs, numbers 0-199 (398 of 586
-pairs with GPT-2-style tokenizers) would stand for all eight tasks. The pair-pooled share is kept beside it
-(`scores_pooled`).
+`logits[l, h, i, :] = LN1_l(emb_i) @ W_V[l, h] @ W_O[l, h] @ W_U` (read through the final norm by default:
+`lmscope.heads.ov`); a consecutive pair (item_k, item_k+1) of a task succeeds for the head when item_k+1's
+logit is strictly above every other token of the same task (and variant). A task's score is the share of its
+pairs that succeed ("proportion of tokens where succession occurs", the paper's Figure 2), over both
+variants; the succession score is the mean of the in-distribution tasks' scores, so every task counts once:
+pooled over pairs, numbers 0-199 (398 of 586 pairs with GPT-2-style tokenizers) would stand for all eight
+tasks. The pair-pooled share is kept beside it (`scores_pooled`).
 
 Choices, stated once:
 - Which embedding a head reads (`mode="auto"`, the default): heads of layer 0 read the raw token embedding,
@@ -22,11 +22,19 @@ Choices, stated once:
   succession that is already in its input (a copying head), it does not compute it.
 - Effective embeddings are token-only: no positional embedding is added (a head's OV circuit does not
   depend on position, and the paper's `W_U W_OV MLP0(W_E)` has none).
-- The head's own input norm (`ln_1` / `input_layernorm` of its layer) is applied to the effective
-  embedding, as the head reads it in the forward pass. The final norm is not applied: the head's output
-  is read straight through `W_U` (the direct path); its per-position scale cannot change an argmax.
+- The head's own input norm is applied to the effective embedding, as the head reads it in the forward
+  pass. With `fold_ln=True` (the default, as TransformerLens) `W_U` is read through the final norm's gain
+  (and centring, for LayerNorm): see `lmscope.heads.ov`; `fold_ln=False` reads the raw `W_U`.
 - Each task has a leading-space variant (" Monday") and a bare one ("Monday"); pairs and the competing
   tokens stay within one variant; a bare variant identical to the spaced one is not counted twice.
+- Items that are not one token are dropped and counted (`dropped`, over both variants), and so are items
+  the tokenizer maps to its unknown token (word-level tokenizers), counted also in `unknown`: scoring them
+  would score the unknown token's embedding under the item's name.
+- A task with fewer than `min_pairs` pairs (default `MIN_PAIRS` = 10: below that one pair moves the task's
+  score by more than 0.1) is too thin to mean anything: it keeps its per-task score but is left out of the
+  headline `scores` and `scores_pooled` (and so of `best_head` and `top_heads`); `thin_tasks` lists it. A
+  digit-split tokenizer (only 0-9 are one token) leaves "numbers" with 9 pairs, for example. When no task
+  has enough pairs, the headline falls back to every task with a pair and `headline_is_thin` says so.
 - Cyclic tasks (days, months and their abbreviations) include the wrap pair (Sunday -> Monday).
 """
 
@@ -40,15 +48,33 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lmscope.data.sequences import CYCLIC_TASKS, ROMAN_NUMERALS, ROMAN_TASK, SUCCESSION_TASKS
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
+from lmscope.heads.ov import (
+    MODES,
+    effective_embeddings,
+    head_inputs,
+    head_logits,
+    input_mode,
+    layer_embeddings,
+    ln1,
+    ov_factors,
+    ov_logits,
+    unembedding,
+)
 from lmscope.model.hooked import HookedModel
 
-MODES: tuple[str, ...] = ("auto", "raw", "mlp0", "mlp0_no_ln", "mlp0_with_attn")
-"""Effective-embedding modes; see `effective_embeddings` ("auto": `input_mode`)."""
+__all__ = [  # the OV helpers are re-exported: callers (circuits, tests) import them from here
+    "MIN_PAIRS", "MODES", "SuccessionResult", "TaskTokens", "effective_embeddings", "greater_than_bias",
+    "head_inputs", "head_logits", "input_mode", "layer_embeddings", "ln1", "ov_factors", "ov_logits",
+    "pair_success", "strictly_top", "succession_scores", "task_tokens", "unembedding",
+]
+
+MIN_PAIRS = 10
+"""Tasks with fewer pairs are left out of the headline score (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -81,134 +107,61 @@ class TaskTokens:
         return torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long)
 
 
-_TASK_CACHE: dict[tuple[int, int, tuple[tuple[str, int], ...]], tuple[Any, list[TaskTokens], dict[str, int]]] = {}
+@dataclass(frozen=True)
+class TaskDrops:
+    """Per task, over both variants: items tried (`tried`), dropped in all (`dropped`), of which mapped to
+    the unknown token (`unknown`); the rest of the drops are items of several tokens."""
+
+    tried: dict[str, int]
+    dropped: dict[str, int]
+    unknown: dict[str, int]
 
 
-def task_tokens(tokenizer: Any, tasks: dict[str, list[str]]) -> tuple[list[TaskTokens], dict[str, int]]:
-    """Tokenize every task's items with and without a leading space; drop (and count) multi-token items.
+_TASK_CACHE: dict[tuple[int, int, tuple[tuple[str, int], ...]], tuple[Any, list[TaskTokens], TaskDrops]] = {}
+
+
+def _unknown_id(tokenizer: Any) -> int | None:
+    unk = getattr(tokenizer, "unk_token_id", None)
+    return unk if isinstance(unk, int) else None
+
+
+def tokenize_tasks(tokenizer: Any, tasks: dict[str, list[str]]) -> tuple[list[TaskTokens], TaskDrops]:
+    """Tokenize every task's items with and without a leading space; drop (and count) items of several tokens
+    and items that map to the unknown token (unless the item is the unknown token's own text).
 
     One batched tokenizer call per task variant; the result is cached per tokenizer object and task set.
     """
     key = (id(tokenizer), len(tokenizer), tuple((t, hash(tuple(w))) for t, w in tasks.items()))
     hit = _TASK_CACHE.get(key)
     if hit is not None and hit[0] is tokenizer:
-        return list(hit[1]), dict(hit[2])
+        return list(hit[1]), hit[2]
+    unk, unk_text = _unknown_id(tokenizer), getattr(tokenizer, "unk_token", None)
     out: list[TaskTokens] = []
-    dropped: dict[str, int] = {}
+    drops = TaskDrops({}, {}, {})
     for task, words in tasks.items():
-        dropped[task] = 0
+        drops.tried[task], drops.dropped[task], drops.unknown[task] = 2 * len(words), 0, 0
         seen: list[list[int]] = []
         for variant, prefix in (("space", " "), ("bare", "")):
             encoded = tokenizer([prefix + word for word in words], add_special_tokens=False)["input_ids"]
-            kept = [(int(toks[0]), k) for k, toks in enumerate(encoded) if len(toks) == 1]
-            dropped[task] += len(words) - len(kept)
+            unknown = [unk is not None and unk in toks and word.strip() != unk_text
+                       for word, toks in zip(words, encoded, strict=True)]
+            kept = [(int(toks[0]), k) for k, toks in enumerate(encoded) if len(toks) == 1 and not unknown[k]]
+            drops.dropped[task] += len(words) - len(kept)
+            drops.unknown[task] += sum(unknown)
             ids = [i for i, _ in kept]
             if not ids or ids in seen:
                 continue  # nothing kept, or the tokenizer does not tell this variant apart
             seen.append(ids)
             out.append(TaskTokens(task, variant, torch.tensor(ids), torch.tensor([k for _, k in kept]), len(words),
                                   task in CYCLIC_TASKS))
-    _TASK_CACHE[key] = (tokenizer, out, dropped)
-    return list(out), dict(dropped)
+    _TASK_CACHE[key] = (tokenizer, out, drops)
+    return list(out), drops
 
 
-# --- effective embeddings and the OV circuit ------------------------------------------------------
-def ln1(model: HookedModel, layer: int) -> nn.Module:
-    """The input norm of `layer`'s attention (GPT-2 `ln_1`; NeoX and Llama `input_layernorm`)."""
-    block = model.adapter.blocks()[layer]
-    for name in ("ln_1", "input_layernorm"):
-        if hasattr(block, name):
-            return getattr(block, name)
-    raise InputError(f"{model.cfg.family}: no attention input norm found in block {layer}")
-
-
-def input_mode(mode: str, layer: int) -> str:
-    """The concrete mode for heads of `layer`: "auto" is "raw" for layer 0 (attention 0 runs before or beside
-    MLP0) and "mlp0" after it; any other mode is returned as is."""
-    if mode not in MODES:
-        raise InputError(f"mode: got {mode!r}, expected one of {', '.join(MODES)}")
-    if mode != "auto":
-        return mode
-    return "raw" if layer == 0 else "mlp0"
-
-
-@torch.inference_mode()
-def effective_embeddings(model: HookedModel, token_ids: Tensor | Sequence[int], *, mode: str = "auto",
-                         layer: int | None = None) -> Tensor:
-    """Effective token embeddings `[n, d_model]` (float32) of `token_ids [n]`, with no positional embedding.
-
-    - "auto": what reaches a head of `layer` (required): "raw" for layer 0, "mlp0" after it.
-    - "raw": the rows of `W_E`.
-    - "mlp0": `x + MLP0(LN2_0(x))`, `x = W_E[t]`: the residual after MLP0 with attention 0 left out.
-    - "mlp0_no_ln": `x + MLP0(x)`: MLP0 applied without its LayerNorm.
-    - "mlp0_with_attn": layer 0's output when the token attends only to itself: a one-token forward pass
-      (positional embedding zeroed where the model has one) read at `blocks.0.hook_resid_post`.
-    """
-    if mode == "auto":
-        if layer is None:
-            raise InputError("mode 'auto' depends on the head's layer: pass layer=, or use layer_embeddings")
-        mode = input_mode(mode, layer)
-    elif mode not in MODES:
-        raise InputError(f"mode: got {mode!r}, expected one of {', '.join(MODES)}")
-    ids = torch.as_tensor(token_ids, dtype=torch.long, device=model.device).reshape(-1)
-    x = model.W_E[ids]
-    if mode == "raw":
-        return x.float()
-    if mode == "mlp0":
-        return (x + model.adapter.mlp(0)(model.adapter.ln2(0)(x))).float()
-    if mode == "mlp0_no_ln":
-        return (x + model.adapter.mlp(0)(x)).float()
-    hooks = [("hook_pos_embed", lambda t, *, hook: torch.zeros_like(t))] if "hook_pos_embed" in model.hook_names \
-        else []
-    _, cache = model.run_with_cache(ids[:, None], names=["blocks.0.hook_resid_post"], hooks=hooks,
-                                    return_logits=False, prepend_bos=False)
-    return cache["blocks.0.hook_resid_post"][:, 0].float()
-
-
-def layer_embeddings(model: HookedModel, token_ids: Tensor | Sequence[int], *, mode: str = "auto") -> Tensor:
-    """The effective embedding each layer's heads read, `[layer, n, d_model]` (each distinct one computed once)."""
-    modes = [input_mode(mode, layer) for layer in range(model.cfg.n_layers)]
-    done = {m: effective_embeddings(model, token_ids, mode=m) for m in dict.fromkeys(modes)}
-    return torch.stack([done[m] for m in modes])
-
-
-def head_inputs(model: HookedModel, emb: Tensor) -> Tensor:
-    """`emb [n, d_model]` (or one per layer, `[layer, n, d_model]`) through each layer's attention input norm:
-    `[layer, n, d_model]`."""
-    with torch.inference_mode():
-        return torch.stack([ln1(model, layer)((emb if emb.dim() == 2 else emb[layer]).to(model.W_E.dtype)).float()
-                            for layer in range(model.cfg.n_layers)])
-
-
-def ov_factors(model: HookedModel, x: Tensor, out_ids: Tensor) -> tuple[Tensor, Tensor]:
-    """Factors of the OV logits of every head: `z [layer, head, n, d_head]` and `ou [layer, head, d_head, k]`.
-
-    `x [layer, n, d_model]` are the head inputs; `out_ids [k]` the unembedding columns kept;
-    `z[l, h] @ ou[l, h]` is `x[l] @ W_V[l, h] @ W_O[l, h] @ W_U[:, out_ids]`.
-    """
-    W_V, W_O = model.W_V.float(), model.W_O.float()
-    W_U = model.W_U.float()[:, out_ids.to(model.device)]
-    z = torch.einsum("lnd,lhde->lhne", x, W_V)
-    ou = torch.einsum("lhem,mk->lhek", W_O, W_U)
-    return z, ou
-
-
-def head_logits(model: HookedModel, layer: int, head: int, x: Tensor, out_ids: Tensor) -> Tensor:
-    """OV logits `[..., k]` of one head for effective embeddings `x [..., d_model]` over `out_ids [k]`."""
-    W_U = model.W_U.float()[:, out_ids.to(model.device)]
-    ov = model.W_V[layer, head].float() @ model.W_O[layer, head].float()
-    with torch.inference_mode():
-        h = ln1(model, layer)(x.to(model.W_E.dtype)).float()
-    return h @ ov @ W_U
-
-
-def ov_logits(model: HookedModel, token_ids: Tensor | Sequence[int], out_ids: Tensor | Sequence[int] | None = None,
-              *, mode: str = "auto") -> Tensor:
-    """OV-circuit logits of every head, `[layer, head, n, k]`, for inputs `token_ids [n]` over `out_ids [k]`."""
-    ids = torch.as_tensor(token_ids, dtype=torch.long).reshape(-1)
-    out = ids if out_ids is None else torch.as_tensor(out_ids, dtype=torch.long).reshape(-1)
-    z, ou = ov_factors(model, head_inputs(model, layer_embeddings(model, ids, mode=mode)), out)
-    return z @ ou
+def task_tokens(tokenizer: Any, tasks: dict[str, list[str]]) -> tuple[list[TaskTokens], dict[str, int]]:
+    """`tokenize_tasks` with only the dropped counts (multi-token and unknown items together), per task."""
+    groups, drops = tokenize_tasks(tokenizer, tasks)
+    return groups, dict(drops.dropped)
 
 
 def pair_success(block: Tensor, src: Tensor, dst: Tensor) -> Tensor:
@@ -231,11 +184,13 @@ def strictly_top(rows: Tensor, dst: Tensor) -> Tensor:
 class SuccessionResult:
     """Succession scores of every head. Arrays are `[n_layers, n_heads]`, entries in [0, 1].
 
-    `scores`: mean over the in-distribution tasks of each task's share of succeeding pairs; `per_task`:
-    those shares; `scores_pooled`: the share of succeeding pairs pooled over all in-distribution tasks;
-    `n_pairs`/`dropped`: pairs scored and multi-token items dropped per task (over both variants);
-    `ood`: the held-out roman numerals, not part of `scores`; `baseline*`: the same scores, per layer, for the
-    identity map on that layer's input (succession already present before any head acts).
+    `scores`: mean over the headline tasks (`headline_tasks`: the in-distribution tasks with at least
+    `min_pairs` pairs) of each task's share of succeeding pairs; `per_task`: those shares for every task with
+    a pair; `scores_pooled`: the share of succeeding pairs pooled over the headline tasks; `n_pairs`: pairs
+    scored per task (every task asked for, 0 when none); `tried`/`dropped`/`unknown`: items tried, dropped,
+    and dropped as unknown tokens per task (over both variants); `ood`: the held-out roman numerals, not part
+    of `scores`; `baseline*`: the same scores, per layer, for the identity map on that layer's input
+    (succession already present before any head acts).
     """
 
     scores: Tensor
@@ -252,6 +207,26 @@ class SuccessionResult:
     baseline_per_task: dict[str, Tensor] = field(default_factory=dict)
     threshold: float = 0.4
     """Default threshold of `top_heads` and of the `top_heads` written by `to_dict`/`save`."""
+    unknown: dict[str, int] = field(default_factory=dict)
+    tried: dict[str, int] = field(default_factory=dict)
+    min_pairs: int = MIN_PAIRS
+    headline_tasks: list[str] = field(default_factory=list)
+    fold_ln: bool = True
+
+    @property
+    def tasks(self) -> list[str]:
+        """The in-distribution tasks asked for (with or without pairs)."""
+        return [t for t in self.n_pairs if not t.startswith("ood:")]
+
+    @property
+    def thin_tasks(self) -> list[str]:
+        """In-distribution tasks with fewer than `min_pairs` pairs (none at all included)."""
+        return [t for t in self.tasks if self.n_pairs[t] < self.min_pairs]
+
+    @property
+    def headline_is_thin(self) -> bool:
+        """True when no task had `min_pairs` pairs, so the headline rests on thin tasks."""
+        return any(t in self.thin_tasks for t in self.headline_tasks)
 
     def top_heads(self, threshold: float | None = None) -> list[dict[str, Any]]:
         """Heads scoring at least `threshold`, best first: `[{"layer", "head", "score", "baseline"}]`."""
@@ -271,12 +246,19 @@ class SuccessionResult:
         return {
             "model": self.model,
             "mode": self.mode,
+            "fold_ln": self.fold_ln,
             "scores": self.scores.tolist(),
             "scores_pooled": None if self.scores_pooled is None else self.scores_pooled.tolist(),
             "top_heads": self.top_heads(threshold),
             "per_task": {t: s.tolist() for t, s in self.per_task.items()},
             "n_pairs": dict(self.n_pairs),
+            "tried": dict(self.tried),
             "dropped": dict(self.dropped),
+            "unknown": dict(self.unknown),
+            "min_pairs": self.min_pairs,
+            "headline_tasks": list(self.headline_tasks),
+            "thin_tasks": self.thin_tasks,
+            "headline_is_thin": self.headline_is_thin,
             "ood": {t: s.tolist() for t, s in self.ood.items()},
             "input_baseline": None if self.baseline is None else {
                 "scores": self.baseline.tolist(),
@@ -323,8 +305,8 @@ class _Bucket:
 class _Plan:
     """Everything about the tasks that does not depend on the weights: cached per tokenizer and task set."""
 
-    tasks: list[str]  # every task with a kept variant, the held-out one last
-    dropped: dict[str, int]
+    tasks: list[str]  # every task asked for, the held-out one last
+    drops: TaskDrops
     uniq: Tensor
     buckets: list[_Bucket]
 
@@ -337,9 +319,13 @@ def _plan(tokenizer: Any, tasks: Sequence[str] | None) -> _Plan:
     hit = _PLAN_CACHE.get(key)
     if hit is not None and hit[0] is tokenizer:
         return hit[1]
-    groups, dropped = task_tokens(tokenizer, _select_tasks(tasks))
-    ood_groups, _ = task_tokens(tokenizer, {ROMAN_TASK: ROMAN_NUMERALS})
+    selected = _select_tasks(tasks)
+    groups, drops = tokenize_tasks(tokenizer, selected)
+    ood_groups, _ = tokenize_tasks(tokenizer, {ROMAN_TASK: ROMAN_NUMERALS})
     everything = groups + ood_groups
+    if not groups:
+        raise InputError(f"tasks: no item of {', '.join(selected)} is a single token of this tokenizer "
+                         f"({sum(drops.unknown.values())} map to its unknown token)")
     uniq, inverse = torch.unique(torch.cat([g.ids for g in everything]), return_inverse=True)
     starts = torch.tensor([0] + [len(g.ids) for g in everything]).cumsum(0).tolist()
     by_size: dict[int, list[tuple[TaskTokens, Tensor]]] = {}  # next power of two of the variant's size
@@ -348,7 +334,7 @@ def _plan(tokenizer: Any, tasks: Sequence[str] | None) -> _Plan:
             size = 1 << max(len(g.ids) - 1, 1).bit_length()
             by_size.setdefault(size, []).append((g, inverse[starts[i]:starts[i + 1]]))
     buckets = [_bucket(members) for members in by_size.values()]
-    plan = _Plan(list(dict.fromkeys(g.task for g in everything)), dropped, uniq, buckets)
+    plan = _Plan([*selected, *(g.task for g in ood_groups[:1])], drops, uniq, buckets)
     _PLAN_CACHE[key] = (tokenizer, plan)
     return plan
 
@@ -383,62 +369,69 @@ def _bucket_hits(z: Tensor, ou: Tensor, bucket: _Bucket) -> Tensor:
 
 
 def succession_scores(model: HookedModel, *, mode: str = "auto", tasks: Sequence[str] | None = None,
-                      ) -> SuccessionResult:
-    """Succession score of every head: batched over all layers and heads (one matmul per task variant), with
-    each layer's input baseline (the identity map's score) beside it."""
+                      fold_ln: bool = True, min_pairs: int = MIN_PAIRS) -> SuccessionResult:
+    """Succession score of every head: batched over all layers and heads (one matmul per bucket of task
+    variants), with each layer's input baseline (the identity map's score) beside it.
+
+    `fold_ln`: read `W_U` through the final norm (`lmscope.heads.ov`); `min_pairs`: tasks with fewer pairs
+    are left out of the headline scores (module docstring)."""
+    if min_pairs < 1:
+        raise InputError(f"min_pairs: got {min_pairs}, expected at least 1")
     plan = _plan(_need_tokenizer(model), tasks)
     uniq = plan.uniq
     emb = layer_embeddings(model, uniq, mode=mode)  # [layer, n, d_model]
-    z, ou = ov_factors(model, head_inputs(model, emb), uniq)
+    z, ou = ov_factors(model, head_inputs(model, emb), uniq, fold_ln=fold_ln)
     # the baseline: each distinct layer input read straight through W_U (one "head" per distinct input)
     modes = [input_mode(mode, layer) for layer in range(model.cfg.n_layers)]
     distinct = list(dict.fromkeys(modes))
     base_z = emb[[modes.index(m) for m in distinct]][:, None]  # [distinct, 1, n, d_model]
-    base_ou = model.W_U.float()[:, uniq.to(model.device)].expand(len(distinct), 1, -1, -1)
+    base_ou = unembedding(model, uniq, fold_ln=fold_ln).expand(len(distinct), 1, -1, -1)
     shape = (model.cfg.n_layers, model.cfg.n_heads)
-    tasks_all = plan.tasks
-    hits: dict[str, Tensor] = {t: torch.zeros(shape) for t in tasks_all}
-    base_hits: dict[str, Tensor] = {t: torch.zeros(len(distinct), 1) for t in tasks_all}
-    counts: dict[str, int] = dict.fromkeys(tasks_all, 0)
+    hits: dict[str, Tensor] = {t: torch.zeros(shape) for t in plan.tasks}
+    base_hits: dict[str, Tensor] = {t: torch.zeros(len(distinct), 1) for t in plan.tasks}
+    counts: dict[str, int] = dict.fromkeys(plan.tasks, 0)
     for bucket in plan.buckets:
         n_hits, n_base = _bucket_hits(z, ou, bucket), _bucket_hits(base_z, base_ou, bucket)
         for i, g in enumerate(bucket.variants):
             hits[g.task] += n_hits[..., i]
             base_hits[g.task] += n_base[..., i]
             counts[g.task] += len(g.pairs()[0])
-    dropped = plan.dropped
+    headline = [t for t in plan.tasks if t != ROMAN_TASK and counts[t] >= min_pairs] \
+        or [t for t in plan.tasks if t != ROMAN_TASK and counts[t] > 0]
     layer_of = torch.tensor([distinct.index(m) for m in modes])
-    per_task, pooled, scores = _aggregate(hits, counts, shape)
+    per_task, pooled, scores = _aggregate(hits, counts, headline, shape)
     base_task, base_pooled, base_scores = _aggregate({t: v[layer_of, 0] for t, v in base_hits.items()}, counts,
-                                                     (model.cfg.n_layers,))
+                                                     headline, (model.cfg.n_layers,))
     ood = {ROMAN_TASK: per_task.pop(ROMAN_TASK)} if ROMAN_TASK in per_task else {}
     base_task.pop(ROMAN_TASK, None)
     ood_pairs = counts.pop(ROMAN_TASK, 0)
     n_pairs = dict(counts) | ({f"ood:{ROMAN_TASK}": ood_pairs} if ood else {})
-    return SuccessionResult(scores, per_task, n_pairs, dropped, ood, mode=mode, model=model.name,
+    drops = plan.drops
+    return SuccessionResult(scores, per_task, n_pairs, dict(drops.dropped), ood, mode=mode, model=model.name,
                             scores_pooled=pooled, baseline=base_scores, baseline_pooled=base_pooled,
-                            baseline_per_task=base_task)
+                            baseline_per_task=base_task, unknown=dict(drops.unknown), tried=dict(drops.tried),
+                            min_pairs=min_pairs, headline_tasks=headline, fold_ln=fold_ln)
 
 
-def _aggregate(hits: dict[str, Tensor], counts: dict[str, int], shape: tuple[int, ...],
+def _aggregate(hits: dict[str, Tensor], counts: dict[str, int], headline: list[str], shape: tuple[int, ...],
                ) -> tuple[dict[str, Tensor], Tensor, Tensor]:
-    """Per-task shares (the OOD task included), the in-distribution pooled share and the task mean."""
-    per_task = {t: hits[t] / max(counts[t], 1) for t in hits}
-    in_dist = [t for t in hits if t != ROMAN_TASK]
-    pooled = sum((hits[t] for t in in_dist), torch.zeros(shape)) / max(sum(counts[t] for t in in_dist), 1)
-    scored = [t for t in in_dist if counts[t] > 0]
-    scores = sum((per_task[t] for t in scored), torch.zeros(shape)) / max(len(scored), 1)
+    """Per-task shares (every task with a pair, the OOD task included), and the pooled share and task mean
+    over the headline tasks."""
+    per_task = {t: hits[t] / counts[t] for t in hits if counts[t] > 0}
+    pooled = sum((hits[t] for t in headline), torch.zeros(shape)) / max(sum(counts[t] for t in headline), 1)
+    scores = sum((per_task[t] for t in headline), torch.zeros(shape)) / max(len(headline), 1)
     return per_task, pooled, scores
 
 
 def greater_than_bias(model: HookedModel, layer: int, head: int, *, mode: str = "auto",
-                      tasks: Sequence[str] | None = None) -> dict[str, float]:
+                      tasks: Sequence[str] | None = None, fold_ln: bool = True) -> dict[str, float]:
     """Per task, the share of (input item i, distance d >= 1) where the head favours i+d over i-d.
 
     For each input item i and each d with both i-d and i+d in the task (in task order, no wrap-around),
     the comparison counts as greater-than when `logit[i+d] > logit[i-d]` under the head's OV circuit.
     Comparing tokens at the same distance from the input isolates the direction of the bias from mere
     closeness (a head boosting both neighbours scores 0.5, not 1). Tasks with fewer than 3 items are left out.
+    `fold_ln`: as in `succession_scores`.
     """
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if not (0 <= layer < n_layers and 0 <= head < n_heads):
@@ -453,7 +446,7 @@ def greater_than_bias(model: HookedModel, layer: int, head: int, *, mode: str = 
         if not triples:
             continue
         logits = head_logits(model, layer, head, effective_embeddings(model, g.ids, mode=mode, layer=layer),
-                             g.ids)  # [n, n]
+                             g.ids, fold_ln=fold_ln)  # [n, n]
         src, lo, hi = (torch.tensor(c) for c in zip(*triples, strict=True))
         hits[g.task] = hits.get(g.task, 0.0) + float((logits[src, hi] > logits[src, lo]).sum())
         counts[g.task] = counts.get(g.task, 0) + len(triples)

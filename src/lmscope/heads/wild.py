@@ -3,8 +3,13 @@ matters most for each next token, and what kind of token that is.
 
 For every position, each head's direct effect is mean-ablated: its output `z @ W_O` is replaced by its
 mean over the corpus and the difference is carried to the logits through the final norm frozen at the
-position's scale (the head's direct path only). The head whose ablation raises the loss of the correct next
-token most is that token's head. Each token is then sorted by rule, first match wins:
+position's scale (the head's direct path only; where the family has a norm after the attention output,
+Gemma's `post_attention_layernorm`, through that one too, frozen likewise). The head whose ablation raises
+the loss of the correct next token most is that token's head. The loss change is exact (a log-sum-exp over
+the whole vocabulary per head and position); it is computed per layer from `z @ (W_O W_U')`, whose
+`[head, d_head, d_vocab]` factor is made once per batch, so each logit costs `d_head` multiplications
+instead of `d_model`. Two passes over the texts: the first takes the mean of each head's `z`, the second
+the effects (no activations are kept between batches). Each token is then sorted by rule, first match wins:
 - succession: the token is the successor (in a succession task, roman numerals included) of an earlier item;
 - greater_than: a number greater than every earlier number of the same width ("from 1732 to 17" -> 89);
 - copying: the token already occurred earlier in the text;
@@ -15,7 +20,7 @@ token most is that token's head. Each token is then sorted by rule, first match 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,8 +31,13 @@ from torch import Tensor, nn
 from lmscope.data.sequences import ALL_TASKS, CYCLIC_TASKS
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
+from lmscope.heads.ov import head_W_O, unembedding
 from lmscope.model.hooked import HookedModel
+from lmscope.model.inputs import TokenBatch
 from lmscope.model.norms import frozen_divisor, norm_parts
+
+Progress = Callable[[str, int, int], None]
+"""`progress(stage, i, n)`, called as batches complete."""
 
 CATEGORIES: tuple[str, ...] = ("succession", "greater_than", "copying", "acronym", "other")
 _SUCCESSORS: dict[str, set[str]] = {}
@@ -70,12 +80,14 @@ def frozen_norm_map(norm: nn.Module, x: Tensor, c: Tensor) -> Tensor:
 class WildResult:
     """Per head, how often it is the most important head for a next token, by category.
 
-    `counts [layer, head, category]` (categories in `CATEGORIES`); `examples[(layer, head)]` a few cases.
+    `counts [layer, head, category]` (categories in `CATEGORIES`); `examples[(layer, head)]` a few cases;
+    `corpus`: where the texts came from (`Corpus.to_dict()`), when the caller says.
     """
 
     counts: Tensor
     n_tokens: int
     examples: dict[tuple[int, int], list[dict[str, Any]]] = field(default_factory=dict)
+    corpus: dict[str, Any] | None = None
 
     def head_summary(self, layer: int, head: int) -> dict[str, Any]:
         c = self.counts[layer, head]
@@ -83,58 +95,146 @@ class WildResult:
         return {"layer": layer, "head": head, "tokens": total,
                 "shares": {k: (float(c[i]) / total if total else 0.0) for i, k in enumerate(CATEGORIES)}}
 
+    def category_tops(self) -> list[dict[str, Any]]:
+        """Per category, the head that is most often the most important one for its tokens:
+        `{"category", "n_tokens" (the category's tokens), "layer", "head", "tokens" (those it wins),
+        "share"}`; layer and head are None for a category with no token."""
+        out = []
+        n_heads = self.counts.shape[1]
+        for i, cat in enumerate(CATEGORIES):
+            per_head = self.counts[..., i].flatten()
+            total = int(per_head.sum())
+            if total == 0:
+                out.append({"category": cat, "n_tokens": 0, "layer": None, "head": None, "tokens": 0, "share": 0.0})
+                continue
+            flat = int(per_head.argmax())
+            out.append({"category": cat, "n_tokens": total, "layer": flat // n_heads, "head": flat % n_heads,
+                        "tokens": int(per_head[flat]), "share": float(per_head[flat]) / total})
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {"categories": list(CATEGORIES), "counts": self.counts.tolist(), "n_tokens": self.n_tokens,
+                "category_tops": self.category_tops(), "corpus": self.corpus,
                 "examples": {f"{layer}.{head}": ex for (layer, head), ex in self.examples.items()}}
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
 
 
+def _z_names(n_layers: int) -> list[str]:
+    return [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
+
+
+def _mean_z(model: HookedModel, batches: list[TokenBatch], progress: Progress | None) -> Tensor:
+    """`[layer, head, d_head]` (float64): each head's mean `z` over the real tokens of every batch."""
+    names = _z_names(model.cfg.n_layers)
+    total, count = None, 0
+    for i, batch in enumerate(batches):
+        _, cache = model.run_with_cache(batch, names=names, return_logits=False)
+        mask = batch.attention_mask.bool()
+        z = torch.stack([cache[n][mask] for n in names], dim=1).double()  # [tokens, layer, head, d_head]
+        total = z.sum(0) if total is None else total + z.sum(0)
+        count += int(mask.sum())
+        if progress is not None:
+            progress("mean head outputs", i + 1, len(batches))
+    assert total is not None
+    return total / count
+
+
 @torch.inference_mode()
-def heads_in_the_wild(model: HookedModel, texts: Sequence[str], *, batch_size: int = 32,
-                      n_examples: int = 5) -> WildResult:
-    """Direct-effect mean ablation of every head on `texts`; categories of the tokens each head matters for."""
+def heads_in_the_wild(model: HookedModel, texts: Sequence[str], *, batch_size: int = 8, n_examples: int = 5,
+                      max_elements: int = 2**24, progress: Progress | None = None,
+                      corpus: dict[str, Any] | None = None) -> WildResult:
+    """Direct-effect mean ablation of every head on `texts`; categories of the tokens each head matters for.
+
+    `max_elements` bounds the `[positions, head, d_vocab]` logits made at once; `corpus` is recorded as is.
+    """
     if isinstance(texts, str) or not texts:
         raise InputError("texts: expected a non-empty list of strings")
+    if batch_size < 1:
+        raise InputError(f"batch_size: got {batch_size}, expected at least 1")
+    if getattr(model.adapter, "logit_softcap", None) is not None:
+        raise InputError(f"model: {model.name} soft-caps its logits, so a head's direct effect is not linear in "
+                         "its output; heads in the wild needs a model without final logit soft-capping")
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    last = f"blocks.{L - 1}.hook_resid_post"
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)] + [last]
-    runs = []  # (ids [b, p], mask [b, p], z [b, p, L, H, dh], resid [b, p, d], logits [b, p, V])
-    for start in range(0, len(texts), batch_size):
-        batch = model.to_tokens(list(texts[start:start + batch_size]))
-        logits, cache = model.run_with_cache(batch, names=names)
-        z = torch.stack([cache[f"blocks.{layer}.attn.hook_z"] for layer in range(L)], dim=2).float()
-        runs.append((batch.input_ids, batch.attention_mask, z, cache[last].float(), logits.float()))
-    mask_all = torch.cat([m.flatten() for _, m, *_ in runs]).bool()
-    z_mean = torch.cat([z.flatten(0, 1) for _, _, z, *_ in runs])[mask_all].mean(0)  # [L, H, dh]
-    W_O = model.W_O.float()  # [L, H, dh, d]
-    W_U = model.W_U.float()
+    batches = [model.to_tokens(list(texts[start:start + batch_size])) for start in range(0, len(texts), batch_size)]
+    z_mean = _mean_z(model, batches, progress).float()
     counts = torch.zeros(L, H, len(CATEGORIES))
     examples: dict[tuple[int, int], list[dict[str, Any]]] = {}
-    tok = model.tokenizer
     n_tokens = 0
-    for ids, mask, z, resid, logits in runs:
-        for b in range(ids.shape[0]):
-            n = int(mask[b].sum())
-            if n < 2:
-                continue
-            y = ids[b, 1:n]  # the next token of positions 0..n-2
-            delta = torch.einsum("plhe,lhed->plhd", z[b, : n - 1] - z_mean, W_O).flatten(1, 2)  # [p, L*H, d]
-            d_logits = frozen_norm_map(model.adapter.ln_final(), resid[b, : n - 1], delta) @ W_U  # [p, LH, V]
-            base = logits[b, : n - 1]
-            ablated = base[:, None, :] - d_logits
-            loss_up = torch.logsumexp(ablated, -1) - torch.logsumexp(base, -1)[:, None] \
-                - (ablated.gather(-1, y[:, None, None].expand(-1, L * H, 1)).squeeze(-1) - base.gather(-1, y[:, None]))
-            best = loss_up.argmax(-1)  # [p]
-            strs = [tok.decode([int(t)]) for t in ids[b, :n]]
-            for p in range(n - 1):
-                cat = classify(strs[: p + 1], strs[p + 1])
-                layer, head = divmod(int(best[p]), H)
-                counts[layer, head, CATEGORIES.index(cat)] += 1
-                ex = examples.setdefault((layer, head), [])
-                if cat != "other" and len(ex) < n_examples:
-                    ex.append({"context": "".join(strs[: p + 1]), "next": strs[p + 1], "category": cat,
-                               "loss_increase": float(loss_up[p, best[p]])})
-            n_tokens += n - 1
-    return WildResult(counts, n_tokens, examples)
+    for i, batch in enumerate(batches):
+        mask, loss_up = batch_losses(model, batch, z_mean, max_elements=max_elements)
+        best = loss_up.flatten(1).argmax(-1)  # [P]
+        n_tokens += _tally(model, batch.input_ids, mask, best, loss_up, counts, examples, n_examples)
+        if progress is not None:
+            progress("direct effects", i + 1, len(batches))
+    return WildResult(counts, n_tokens, examples, corpus)
+
+
+def batch_losses(model: HookedModel, batch: TokenBatch, z_mean: Tensor, *, max_elements: int = 2**24,
+                 ) -> tuple[Tensor, Tensor]:
+    """`(mask [batch, pos], loss_up [P, layer, head])`: for the P positions where `mask` is true (a real token
+    followed by one), how much mean-ablating each head's direct effect (`z -> z_mean [layer, head, d_head]`)
+    raises the next token's loss, through the norms frozen at the position (module docstring)."""
+    L = model.cfg.n_layers
+    W_O = head_W_O(model, fold_ln=True)  # [L, H, dh, d], Gemma's post-attention gain folded in
+    W_U = unembedding(model, fold_ln=True)  # the final norm's linear part (gain, centring) folded in
+    raw_W_O = model.W_O.float()
+    post = [model.adapter.attn_post_norm(layer) for layer in range(L)]
+    names = [*_z_names(L), f"blocks.{L - 1}.hook_resid_post"]
+    logits, cache = model.run_with_cache(batch, names=names)
+    assert logits is not None
+    mask = batch.attention_mask.bool().clone()
+    mask[:, -1] = False  # the last position has no next token
+    mask[:, :-1] &= batch.attention_mask[:, 1:].bool()
+    y = batch.input_ids[:, 1:][mask[:, :-1]]  # [P]: the next token of each kept position
+    base = logits[mask].float()  # [P, V]
+    final_div = frozen_divisor(model.adapter.ln_final(), cache[names[-1]][mask].float())  # [P]
+    loss_up = torch.empty(len(y), L, model.cfg.n_heads)
+    for layer in range(L):
+        z = cache[names[layer]][mask].float()  # [P, H, dh]
+        scale = final_div
+        if post[layer] is not None:  # Gemma: the post-attention norm's scale at this position, frozen
+            scale = scale * frozen_divisor(post[layer], torch.einsum("phe,hed->pd", z, raw_W_O[layer]))
+        dz = (z - z_mean[layer]) / scale[:, None, None]
+        loss_up[:, layer] = _loss_increase(dz, W_O[layer] @ W_U, base, y, max_elements)
+    return mask, loss_up
+
+
+def _loss_increase(dz: Tensor, ou: Tensor, base: Tensor, y: Tensor, max_elements: int) -> Tensor:
+    """`[P, H]`: next-token loss increase when each head's direct effect `dz [P, H, dh] @ ou [H, dh, V]` is
+    removed from the logits `base [P, V]`: `LSE(base - d) - LSE(base) + d[y]`."""
+    n_heads, vocab = ou.shape[0], ou.shape[-1]
+    chunk = max(1, max_elements // (n_heads * vocab))
+    out = torch.empty(dz.shape[0], n_heads)
+    for start in range(0, dz.shape[0], chunk):
+        sl = slice(start, start + chunk)
+        d = torch.einsum("phe,hev->phv", dz[sl], ou)  # [c, H, V]
+        b = base[sl]
+        target = d.gather(-1, y[sl, None, None].expand(-1, n_heads, 1)).squeeze(-1)
+        out[sl] = torch.logsumexp(b[:, None, :] - d, -1) - torch.logsumexp(b, -1)[:, None] + target
+    return out
+
+
+def _tally(model: HookedModel, ids: Tensor, mask: Tensor, best: Tensor, loss_up: Tensor, counts: Tensor,
+           examples: dict[tuple[int, int], list[dict[str, Any]]], n_examples: int) -> int:
+    """Add one batch's winners to `counts` and `examples`; returns the number of tokens counted."""
+    tok = model.tokenizer
+    n_heads = counts.shape[1]
+    k = 0
+    for b in range(ids.shape[0]):
+        n = int(mask[b].sum())
+        if n == 0:
+            continue
+        strs = [tok.decode([int(t)]) for t in ids[b, : n + 1]]
+        for p in range(n):
+            cat = classify(strs[: p + 1], strs[p + 1])
+            win = int(best[k])
+            layer, head = divmod(win, n_heads)
+            counts[layer, head, CATEGORIES.index(cat)] += 1
+            ex = examples.setdefault((layer, head), [])
+            if cat != "other" and len(ex) < n_examples:
+                ex.append({"context": "".join(strs[: p + 1]), "next": strs[p + 1], "category": cat,
+                           "loss_increase": float(loss_up[k].flatten()[win])})
+            k += 1
+    return k

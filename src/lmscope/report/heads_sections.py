@@ -29,6 +29,7 @@ def successor_heads_section(model_name: str, succession: Mapping[str, Any], bias
     bars, bars_data = bar_chart([*tasks, "roman (OOD)"],
                                 [*per_task, succession["ood"].get("roman_numerals", [[0.0]])[layer][head]],
                                 title=f"Head {layer}.{head}: succession score per task", y_title="score")
+    task_rows = _task_rows(succession, layer, head)
     feat_rows = [[f["residue"], f["feature"], f"{f['coverage']:.2f}", f"{f['agreement']:.2f}", f"{f['effect']:.3f}"]
                  for f in mod10["features"]]
     edit_rows = [[t, f"{r:.2f}", arithmetic["n_edits"][t]] for t, r in arithmetic["rates"].items()]
@@ -54,6 +55,10 @@ def successor_heads_section(model_name: str, succession: Mapping[str, Any], bias
                    "in the wild: tokens this head matters most for": f"{wild['tokens']} ("
                    + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()) + ")"}),
         fig, bars,
+        Table(["task", f"score of {layer}.{head}", "pairs", "items dropped (unknown tokens)", "in the score"],
+              task_rows, caption=f"Per task: pairs scored and items dropped (of both variants: several tokens, or "
+                                 f"the unknown token); tasks with fewer than {succession.get('min_pairs', 10)} pairs "
+                                 "are too thin to count in the score"),
         Table(["residue", "feature", "coverage", "agreement over seeds", "successor-margin drop"], feat_rows,
               caption="Mod-10 features: per residue class, the SAE feature whose removal most lowers the "
                       "successor logit through the best head"),
@@ -74,3 +79,19 @@ def successor_heads_section(model_name: str, succession: Mapping[str, Any], bias
             "mod10": dict(mod10), "arithmetic": dict(arithmetic), "wild": dict(wild), "heatmap": fig_data,
             "per_task": bars_data}
     return Section("successor-heads", "Successor heads", blocks, data)
+
+
+def _task_rows(succession: Mapping[str, Any], layer: int, head: int) -> list[list[Any]]:
+    """One row per task of a succession result's dict (older results without counts show "n/a")."""
+    n_pairs, dropped = succession.get("n_pairs", {}), succession.get("dropped", {})
+    unknown, tried = succession.get("unknown", {}), succession.get("tried", {})
+    headline = succession.get("headline_tasks")
+    rows = []
+    for task in [t for t in n_pairs if not t.startswith("ood:")] or list(succession["per_task"]):
+        scores = succession["per_task"].get(task)
+        drop = "n/a" if task not in dropped else (
+            f"{dropped[task]}" + (f"/{tried[task]}" if task in tried else "")
+            + (f" ({unknown[task]})" if unknown.get(task) else ""))
+        rows.append([task, "-" if scores is None else f"{scores[layer][head]:.2f}", n_pairs.get(task, "n/a"), drop,
+                     "n/a" if headline is None else ("yes" if task in headline else "no: too few pairs")])
+    return rows
