@@ -86,3 +86,5 @@ def test_layers_without_a_transcoder_are_named() -> None:
     none = trace_circuit(model, {}, PROMPT, target, n_iters=1, check=False)
     assert describe_missing(none.options["layers_without_transcoder"], 3).startswith("no layer has a transcoder")
     assert describe_missing([], 3) is None
+    assert describe_missing([0, 1, 2, 3, 5, 7, 8, 9], 12).startswith("no transcoder for layers 0-3, 5, 7-9 of 12: ")
+    assert describe_missing([4], 12).startswith("no transcoder for layer 4 of 12: it is one")

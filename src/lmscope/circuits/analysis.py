@@ -93,8 +93,15 @@ def describe_missing(missing: list[int], n_layers: int) -> str | None:
         return None
     if len(missing) == n_layers:
         return "no layer has a transcoder: every MLP is one opaque 'mlp' leaf, so the graph has no features"
-    return (f"no transcoder for layer{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of "
-            f"{n_layers}: {'each is' if len(missing) > 1 else 'it is'} one opaque 'mlp' leaf, with no features")
+    runs: list[list[int]] = []
+    for layer in missing:
+        if runs and layer == runs[-1][-1] + 1:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    names = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+    return (f"no transcoder for layer{'s' if len(missing) > 1 else ''} {names} of {n_layers}: "
+            f"{'each is' if len(missing) > 1 else 'it is'} one opaque 'mlp' leaf, with no features")
 
 
 @dataclass
@@ -155,6 +162,7 @@ def trace_circuit(model: HookedModel, transcoders: Mapping[int, Dictionary], pro
     probe, pos = root_probe(trace, target)
     search = find_paths(trace, probe, n_iters=n_iters, branches=branches, beam=beam, root_value=attribution.value,
                         progress=lambda i, n: report("path search", i, n))
+    report("path search", n_iters, n_iters)  # also when the search ran out of nodes to expand early
     t2 = time.perf_counter()
     acts = {(layer, int(f), p): float(z[p, f]) for layer, z in trace.z.items() for p, f in z.nonzero().tolist()}
     graph = build_graph(search, attribution.tokens, threshold=threshold, activations=acts)
