@@ -62,6 +62,11 @@ def test_second_load_reads_the_cache(tmp_path: Path, home: Path, monkeypatch: py
     card = json.loads((target / gguf.CARD).read_text())
     assert card["sha256"] == sha and card["source"] == "tiny.gguf" and card["size"] == path.stat().st_size
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no temporary directory left
+    from lmscope.fileio import default_file_mode
+
+    mode = default_file_mode()  # plain modes, not mkdtemp's 0700 / safetensors' 0600: a shared cache stays readable
+    assert {p.stat().st_mode & 0o777 for p in [*target.iterdir(), home / "gguf" / "hashes.json"]} == {mode}
+    assert target.stat().st_mode & 0o777 == mode | (mode & 0o444) >> 2
 
     def no_convert(*args: object, **kwargs: object) -> None:
         raise AssertionError("converted again")
@@ -140,5 +145,10 @@ def test_tied_gguf_converts(tmp_path: Path, home: Path) -> None:
     m = HookedModel.from_pretrained(str(path))
     ref_hf, ref_tok = transformers_load(path)
     assert m.hf.config.tie_word_embeddings and torch.equal(m.W_U, m.W_E.T)
+    from safetensors import safe_open
+
+    with safe_open(str(home / "gguf" / gguf.file_sha256(path) / "model.safetensors"), "pt") as f:
+        keys = set(f.keys())
+    assert "model.embed_tokens.weight" in keys and "lm_head.weight" not in keys  # stored once
     with torch.no_grad():
         assert torch.equal(m(TEXT), ref_hf(**ref_tok(TEXT, return_tensors="pt")).logits)

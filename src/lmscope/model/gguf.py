@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from lmscope.errors import InputError, LmscopeError
+from lmscope.fileio import atomic_write_json, default_file_mode
 
 log = logging.getLogger(__name__)
 MAGIC = b"GGUF"
@@ -77,7 +78,7 @@ def file_sha256(path: Path) -> str:
     sha = digest.hexdigest()
     memo = _read_memo(memo_path)  # re-read: another process may have added entries meanwhile
     memo[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
-    _write_json_atomically(memo_path, memo)
+    atomic_write_json(memo_path, memo, overwrite=True)
     return sha
 
 
@@ -89,16 +90,13 @@ def _read_memo(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_json_atomically(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=1)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _plain_modes(directory: Path) -> None:
+    """Give a directory written through mkdtemp (0700, files 0600 from safetensors) the modes a plain mkdir and
+    open() would: a shared `$LMSCOPE_HOME` stays readable by the users it is shared with."""
+    mode = default_file_mode()
+    directory.chmod(mode | (mode & 0o444) >> 2)  # searchable wherever readable
+    for p in directory.iterdir():
+        p.chmod(mode)
 
 
 def cached_dir(sha256: str) -> Path | None:
@@ -171,6 +169,7 @@ def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
         {k: v for k, v in model.config.to_dict().items() if k != "quantization_config"})
     with _no_init():
         fresh = type(model)(config).to(torch.float32)
+    fresh.tie_weights()  # skipped with the init: a tied model must save one embedding matrix, not two copies
     result = fresh.load_state_dict(model.state_dict(), strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise LmscopeError(f"GGUF conversion: rebuilt {type(model).__name__} does not match the loaded one "
@@ -230,6 +229,7 @@ def convert(source: Path, target: Path, *, sha256: str, what: str, progress: Pro
         card = {"source": source.name, "size": source.stat().st_size, "sha256": sha256,
                 "transformers": transformers.__version__, "lmscope": __version__, "dtype": "float32"}
         (tmp / CARD).write_text(json.dumps(card, indent=2) + "\n")
+        _plain_modes(tmp)
         if target.exists() and cached_dir(sha256) is None:  # an incomplete leftover (no card)
             shutil.rmtree(target)
         try:
