@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 from cli_runner import run
 from lmscope import HookedModel
-from lmscope.dictionary import load_dictionary
+from lmscope.cli import main
+from lmscope.dictionary import DictConfig, Dictionary, load_dictionary, save_dictionary
 from lmscope.dictionary.features import de_embedding
 from lmscope.dictionary.recipes import dictionary_hooks
 from lmscope.errors import InputError
@@ -18,11 +24,6 @@ from lmscope.errors import InputError
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dict") / "tc"
-    import contextlib
-    import io
-
-    from lmscope.cli import main
-
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
         main(["dict", "train", "zoo:gpt2-tiny", "--layer", "1", "--d-sae", "256", "--tokens", "20000", "--batch-size",
               "512", "--out", str(out), "--json"])
@@ -75,3 +76,137 @@ def test_hooks_and_de_embedding_by_hand(trained: Path) -> None:
     top = de_embedding(model, d, 3, k=4)
     scores = model.W_E @ d.W_enc[:, 3].detach()
     assert [s for _, s in top] == pytest.approx(scores.topk(4).values.tolist())
+
+
+# --- the user's corpus, attention sinks, honest loss recovered ------------------------------------------------
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def user_trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """`dict train zoo:gpt2-tiny --corpus user.txt --exclude-first 1`, with every token the model was run on
+    recorded (HookedModel.run_with_cache spied on), and a held-out file in the same style."""
+    root = tmp_path_factory.mktemp("user")
+    corpus, heldout = root / "user.txt", root / "heldout.txt"
+    corpus.write_text("\n".join(f"my garden has {i} red roses and {i + 1} tulips" for i in range(30)) + "\n")
+    heldout.write_text("\n".join(f"my garden has {i} red tulips" for i in range(40, 50)) + "\n")
+    seen: list[torch.Tensor] = []
+    original = HookedModel.run_with_cache
+
+    def spy(self: HookedModel, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        batch = self.to_tokens(inputs)
+        seen.append(batch.input_ids[batch.attention_mask.bool()])
+        return original(self, inputs, *args, **kwargs)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(HookedModel, "run_with_cache", spy)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+                contextlib.suppress(SystemExit):
+            main(["dict", "train", "zoo:gpt2-tiny", "--layer", "1", "--d-sae", "64", "--tokens", "2048",
+                  "--batch-size", "256", "--corpus", str(corpus), "--exclude-first", "1", "--out",
+                  str(root / "tc"), "--json"])
+    finally:
+        mp.undo()
+    return {"dir": root / "tc", "corpus": corpus, "heldout": heldout, "seen": torch.cat(seen) if seen else None,
+            "out": stdout.getvalue(), "err": stderr.getvalue()}
+
+
+def test_train_on_a_user_corpus_records_it_and_sees_only_its_tokens(user_trained: dict[str, Any]) -> None:
+    corpus: Path = user_trained["corpus"]
+    assert (user_trained["dir"] / "cfg.json").exists(), user_trained["err"]
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    ids = model.tokenizer(_lines(corpus), add_special_tokens=False)["input_ids"]
+    user_tokens = {t for row in ids for t in row}
+    bos = {model.tokenizer.bos_token_id} if model.prepend_bos else set()
+    assert set(user_trained["seen"].tolist()) == user_tokens | bos  # trained on the file's texts, nothing else
+    assert model.tokenizer(" Monday", add_special_tokens=False)["input_ids"][0] not in user_tokens
+    cfg = json.loads((user_trained["dir"] / "cfg.json").read_text())
+    record = cfg["corpus"]
+    assert record["source"] == str(corpus) and record["n_documents"] == 30 and record["n_texts"] == 30
+    assert record["sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
+    assert record["tokens"] == sum(len(row) - 1 for row in ids)  # the first text token of each is left out
+    assert (cfg["exclude_first"], cfg["prepend_bos"]) == (1, model.prepend_bos)
+    assert cfg["metadata"]["dataset_path"] == str(corpus)
+    assert cfg["metadata"]["seqpos_slice"] == [1 + int(model.prepend_bos), None]
+    summary = json.loads(user_trained["out"])
+    assert summary["passes_over_corpus"] == pytest.approx(2048 / record["tokens"])
+    assert summary["positions"]["exclude_first"] == 1
+    err_lines = user_trained["err"].splitlines()
+    assert "loading model: 0/1 (0 s)" in err_lines and any(line.startswith("training: 8/8") for line in err_lines)
+
+
+def test_eval_and_features_on_held_out_text(user_trained: dict[str, Any], capsys: pytest.CaptureFixture[str],
+                                            tmp_path: Path) -> None:
+    d, heldout = str(user_trained["dir"]), str(user_trained["heldout"])
+    code, out, err = run(capsys, "dict", "eval", d, "--corpus", heldout, "--json", "--out", str(tmp_path))
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["corpus"]["source"] == heldout and result["trained_on"]["source"] == str(user_trained["corpus"])
+    assert result["positions"]["exclude_first"] == 1  # as trained
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    lengths = [len(r) for r in model.tokenizer(_lines(user_trained["heldout"]), add_special_tokens=False)["input_ids"]]
+    assert result["metrics"]["n_rows"] == sum(n - 1 for n in lengths)
+    assert json.loads((tmp_path / "result.json").read_text()) == result
+    assert "is the file this dictionary was trained on" not in err
+    assert "clean and spliced loss: " in err and "mean-ablated loss: " in err
+    code, _, err = run(capsys, "dict", "eval", d, "--corpus", heldout, "--out", str(tmp_path))
+    assert code == 2 and "already exists" in err
+    code, out, err = run(capsys, "dict", "eval", d, "--corpus", str(user_trained["corpus"]))
+    assert code == 0 and "note: " in err and "is the file this dictionary was trained on" in err
+    assert "loss recovered" in out and "left out:" in out
+    code, out, err = run(capsys, "dict", "features", d, "--corpus", heldout, "--top-examples", "3", "--json")
+    assert code == 0, err
+    reports = json.loads(out)
+    assert reports and all("<|endoftext|>" not in text for r in reports for _, text in r["top_examples"])
+    assert "feature activations: " in err
+
+
+def test_a_real_model_without_corpus_gets_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model_dir = _saved_model(tmp_path)
+    code, _, err = run(capsys, "dict", "train", str(model_dir), "--out", str(tmp_path / "tc"))
+    assert code == 2 and err.count("\n") == 1 and "--corpus" in err and "not a zoo model" in err
+    d = _saved_dictionary(model_dir, tmp_path / "d")
+    for command in ("eval", "features"):
+        code, _, err = run(capsys, "dict", command, str(d))
+        assert code == 2 and err.count("\n") == 1 and "--corpus" in err, command
+    code, _, err = run(capsys, "dict", "eval", str(d), "--corpus", str(tmp_path / "missing.txt"))
+    assert code == 2 and "no such file" in err
+
+
+def test_eval_says_undefined_where_ablation_helps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lmscope.data.synthetic import generate_corpus
+
+    model_dir = _saved_model(tmp_path, harmful=True)
+    d = _saved_dictionary(model_dir, tmp_path / "d")
+    text = tmp_path / "heldout.txt"
+    text.write_text("\n".join(s.text for s in generate_corpus(12, seed=1)) + "\n")
+    code, out, err = run(capsys, "dict", "eval", str(d), "--corpus", str(text))
+    assert code == 0, err
+    assert "loss recovered undefined: mean-ablating blocks.1.hook_mlp_out does not raise the loss" in out
+    code, out, _ = run(capsys, "dict", "eval", str(d), "--corpus", str(text), "--json")
+    s = json.loads(out)["spliced"]
+    assert s["loss_recovered"] is None and s["ablated_loss"] < s["clean_loss"]
+    assert s["loss_recovered_note"].startswith("undefined")
+
+
+def _saved_model(root: Path, harmful: bool = False) -> Path:
+    """zoo:gpt2-tiny written as a plain HF directory (not a zoo: name, so no synthetic default); `harmful`:
+    block 1's MLP output negated and doubled, so mean-ablating it lowers the loss (9.2 -> 2.4 nats)."""
+    m = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    if harmful:
+        with torch.no_grad():
+            m.hf.transformer.h[1].mlp.c_proj.weight.mul_(-2.0)
+            m.hf.transformer.h[1].mlp.c_proj.bias.mul_(-2.0)
+    out = root / ("harmful" if harmful else "model")
+    m.hf.save_pretrained(out)
+    m.tokenizer.save_pretrained(out)
+    return out
+
+
+def _saved_dictionary(model_dir: Path, out: Path) -> Path:
+    cfg = DictConfig(kind="transcoder", d_in=128, d_sae=32, hook_name="blocks.1.ln2.hook_normalized",
+                     hook_name_out="blocks.1.hook_mlp_out", model_id=str(model_dir))
+    return save_dictionary(Dictionary(cfg, generator=torch.Generator().manual_seed(0)), out)

@@ -1,7 +1,7 @@
 """A shuffling buffer of activations computed on the fly from a model, filled by a background thread.
 
 The thread runs `model.run_with_cache(batch, names=hook_names, return_logits=False)` over the texts in
-batches of `batch_size` texts (cycling through them, epoch after epoch), keeps the rows of
+batches of `batch_size` texts of similar length (cycling through them, epoch after epoch), keeps the rows of
 `lmscope.dictionary.positions.kept_positions` (no padding, no BOS position, no position the user left out with
 `exclude_first`), and queues them. The consumer keeps a pool of up to `buffer_tokens` rows: whenever the pool falls to
 half, it tops it up from the queue and reshuffles it with its own seeded generator, then serves batches from
@@ -77,10 +77,10 @@ class ActivationBuffer:
         try:
             while not stop.is_set():
                 n_rows = 0
-                for i in range(0, len(texts), self.text_batch):
+                for batch in _bucketed(texts, self.text_batch):
                     if stop.is_set():
                         return
-                    rows = self._rows(texts[i:i + self.text_batch])
+                    rows = self._rows(batch)
                     n_rows += rows[0].shape[0]
                     q.put(rows)
                 if n_rows == 0:  # an epoch with nothing to serve would loop for ever
@@ -128,3 +128,17 @@ class ActivationBuffer:
         """`(x, y)` batches: input and target (the same tensor when there is one hook name)."""
         for rows in self:
             yield rows[0], rows[-1]
+
+
+BUCKET_BATCHES = 16
+"""Texts are sorted by length within blocks of this many batches, so a batch holds little padding."""
+
+
+def _bucketed(texts: list[str], batch_size: int) -> Iterator[list[str]]:
+    """Batches of `batch_size` texts: each block of `BUCKET_BATCHES` batches sorted by length (stable), so
+    the order depends only on the texts."""
+    block = batch_size * BUCKET_BATCHES
+    for start in range(0, len(texts), block):
+        part = sorted(texts[start:start + block], key=len)
+        for i in range(0, len(part), batch_size):
+            yield part[i:i + batch_size]
