@@ -43,8 +43,9 @@ def _model(family: str) -> HookedModel:
 
 @pytest.fixture
 def no_deprecations() -> Iterator[list[str]]:
-    """Every Python warning is an error, and transformers' own log lines are collected (it logs some
-    deprecations with `logger.warning_once` instead of `warnings.warn`)."""
+    """Every Python warning is an error, and transformers' own log lines are collected: it logs some
+    deprecations with `logger.warning_once` instead of `warnings.warn` (the suite runs transformers at
+    verbosity "error", and `warning_once` remembers what it said: both are undone here)."""
     lines: list[str] = []
 
     class Collect(logging.Handler):
@@ -53,11 +54,17 @@ def no_deprecations() -> Iterator[list[str]]:
 
     handler = Collect(logging.WARNING)
     logger = logging.getLogger("transformers")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     logger.addHandler(handler)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        yield lines
-    logger.removeHandler(handler)
+    logging.Logger.warning_once.cache_clear()  # type: ignore[attr-defined]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _metric(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -59,11 +59,9 @@ def cache_keyword(hf: nn.Module) -> str:
 
 def returned_cache(out: Any) -> Any:
     """The key/value cache an HF forward returned (field `cache`, or `past_key_values` before the rename),
-    or None; read as a mapping so that no deprecated attribute is touched."""
-    for name in ("cache", "past_key_values"):
-        if name in out:
-            return out[name]
-    return None
+    or None. Found among the output's own keys: asking for the old name, even `"past_key_values" in out`, is
+    what logs transformers' deprecation."""
+    return next((value for key, value in out.items() if key in ("cache", "past_key_values")), None)
 
 
 def sliding_window(model: HookedModel) -> int | None:
