@@ -65,9 +65,13 @@ def returned_cache(out: Any) -> Any:
 
 
 def sliding_window(model: HookedModel) -> int | None:
-    """The smallest attention window of any layer's local attention (config `sliding_window`), or None."""
-    window = getattr(model.hf.config.get_text_config(), "sliding_window", None)
-    return int(window) if isinstance(window, int) and window > 0 else None
+    """The smallest local-attention window of any layer (the adapter's `sliding_window`), or the config's
+    `sliding_window` where that is smaller (Mistral and Qwen2 keep it there); None when attention is global."""
+    windows = [w for layer in range(model.cfg.n_layers) if (w := model.adapter.sliding_window(layer))]
+    configured = getattr(model.hf.config.get_text_config(), "sliding_window", None)
+    if isinstance(configured, int) and configured > 0:
+        windows.append(configured)
+    return min(windows, default=None)
 
 
 def fits_window(model: HookedModel, length: int) -> bool:

@@ -29,15 +29,7 @@ from lmscope.dictionary.modules import Dictionary
 from lmscope.errors import InputError
 from lmscope.heads.succession import ln1
 from lmscope.model.hooked import HookedModel
-from lmscope.model.norms import norm_parts
-
-try:
-    from lmscope.model.norms import folded_W_U
-except ImportError:  # temporary, until lmscope.model.norms.folded_W_U (final-norm folding) lands
-
-    def folded_W_U(model: HookedModel, fold: bool = True) -> Tensor:  # type: ignore[misc]
-        gain = norm_parts(model.adapter.ln_final()).weight
-        return model.W_U if not fold or gain is None else gain.to(model.W_U.dtype)[:, None] * model.W_U
+from lmscope.model.norms import folded_W_U, norm_parts
 
 
 def read_through(norm: nn.Module | None, W: Tensor, fold: bool = True) -> Tensor:

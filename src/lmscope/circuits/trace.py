@@ -115,13 +115,11 @@ def _check_linear(model: HookedModel) -> None:
     """Refuse families whose frozen forward pass is not the sum the trace decomposes: a norm between the attention
     output and the residual stream (Gemma: `hook_attn_out` is not the sum of its heads), or soft-capped logits."""
     adapter = model.adapter
-    # getattr: these adapter questions arrive with the Gemma family; any adapter without them has neither
-    post_norm = getattr(adapter, "attn_post_norm", lambda layer: None)
-    if any(post_norm(layer) is not None for layer in range(model.cfg.n_layers)):
+    if any(adapter.attn_post_norm(layer) is not None for layer in range(model.cfg.n_layers)):
         raise InputError(f"model: {model.cfg.family} puts a norm after each attention output, which circuit traces "
                          "do not linearise yet (heads would not add up to hook_attn_out); use a GPT-2, NeoX or Llama "
                          "layout model")
-    if getattr(adapter, "logit_softcap", None) is not None:
+    if adapter.logit_softcap is not None:
         raise InputError(f"model: {model.cfg.family} soft-caps its logits, so a logit is not a sum of attributions")
 
 
