@@ -326,3 +326,21 @@ def test_nan_recovered_serialises_as_null() -> None:
 
     m = SplicedMetrics("a", "a", 1.0, 1.0, 1.0, math.nan, 0.0, 3, "undefined: no gap")
     assert m.to_dict()["loss_recovered"] is None and m.to_dict()["loss_recovered_note"] == "undefined: no gap"
+
+
+def test_batches_split_to_the_logits_budget_give_the_same_metrics(model: HookedModel, texts: list[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmscope.dictionary.splice as splice_module
+
+    tc = garbage_transcoder(model)
+    whole = spliced_metrics(model, tc, texts, batch_size=8)
+    budget = 3 * 12 * model.cfg.d_vocab  # about three texts of 12 tokens per pass
+    monkeypatch.setattr(splice_module, "LOGITS_BUDGET", budget)
+    batches = splice_module._token_batches(model, texts, 8)
+    assert len(batches) > 6 and sum(b.input_ids.shape[0] for b in batches) == len(texts)
+    assert all(b.input_ids.numel() * model.cfg.d_vocab <= budget or b.input_ids.shape[0] == 1 for b in batches)
+    assert all(int(b.lengths.max()) == b.input_ids.shape[1] for b in batches)  # padding trimmed
+    split = spliced_metrics(model, tc, texts, batch_size=8)
+    assert split.n_tokens == whole.n_tokens
+    for name in ("clean_loss", "spliced_loss", "ablated_loss", "kl_div"):
+        assert getattr(split, name) == pytest.approx(getattr(whole, name), abs=1e-6), name

@@ -112,7 +112,7 @@ def train(model: ModelArg,
           as_json: JsonFlag = False) -> None:
     """Train an SAE or a transcoder on activations streamed from the model over your corpus.
 
-    Example: lmscope dict train real:smollm2-135m --layer 15 --corpus train.txt --d-sae 4096 --out tc15/
+    Example: lmscope dict train ./smollm2-135m --layer 15 --corpus train.txt --d-sae 4096 --out tc15/
     (zoo models default to the synthetic corpus: lmscope dict train zoo:gpt2-tiny --layer 2 --out tc2/)
     """
     from lmscope import HookedModel

@@ -28,10 +28,11 @@ def dictionary_metrics(model: HookedModel, dictionary: Dictionary, texts: Sequen
     report = progress or (lambda stage, i, n: None)
     names = [cfg.hook_name] if cfg.hook_name == cfg.hook_name_out else [cfg.hook_name, cfg.hook_name_out]
     xs, ys = [], []
-    n_batches = -(-len(texts) // batch_size)
-    for j, i in enumerate(range(0, len(texts), batch_size)):
+    ordered = sorted(texts, key=len)  # similar lengths per batch: little padding (row order does not matter)
+    n_batches = -(-len(ordered) // batch_size)
+    for j, i in enumerate(range(0, len(ordered), batch_size)):
         report("reconstruction rows", j, n_batches)
-        batch = model.to_tokens(list(texts[i : i + batch_size]))
+        batch = model.to_tokens(ordered[i : i + batch_size])
         _, cache = model.run_with_cache(batch, names=names, return_logits=False)
         mask = rule.kept(batch)
         xs.append(cache[cfg.hook_name][mask])

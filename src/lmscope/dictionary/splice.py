@@ -30,7 +30,7 @@ from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
 from lmscope.model.hooked import HookedModel
 from lmscope.model.hookpoints import HookPoint
-from lmscope.model.inputs import Inputs
+from lmscope.model.inputs import Inputs, TokenBatch
 from lmscope.model.interventions import HookPair, Intervention, MeanAblation
 
 
@@ -261,7 +261,7 @@ def spliced_metrics(model: HookedModel, dictionary: DictionaryLike, texts: Seque
     `loss_recovered` is undefined (NaN, null in JSON, with `loss_recovered_note` saying why) when the
     ablation does not raise the loss: the ratio then has no meaning, whatever its value.
     """
-    chunks = _chunks(texts, batch_size)
+    batches = _token_batches(model, texts, batch_size)
     rule = PositionRule.for_dictionary(model, dictionary, exclude_first)
     splice = Splice(dictionary, keep_first=rule.n_leading)
     hook_out = splice.hook_name_out
@@ -271,39 +271,31 @@ def spliced_metrics(model: HookedModel, dictionary: DictionaryLike, texts: Seque
     clean_sum = spliced_sum = kl_sum = 0.0
     n_tokens = 0
     mean = _MeanAccumulator()
-    for i, chunk in enumerate(chunks):
-        report("clean and spliced loss", i, len(chunks))
-        batch = model.to_tokens(chunk)
+    for i, batch in enumerate(batches):
+        report("clean and spliced loss", i, len(batches))
         with torch.no_grad():
             clean, cache = model.run_with_cache(batch, names=[hook_out])
             spliced = model.run_with_hooks(batch, hooks=splice.hooks())
         assert clean is not None and spliced is not None
         mean.add(cache[hook_out], rule.kept(batch))
         mask = rule.scored(batch)
-        targets = batch.input_ids[:, 1:]
-        lp_clean = torch.log_softmax(clean[:, :-1].double(), dim=-1)
-        lp_spliced = torch.log_softmax(spliced[:, :-1].double(), dim=-1)
-        clean_sum += float(_nll(lp_clean, targets)[mask].sum())
-        spliced_sum += float(_nll(lp_spliced, targets)[mask].sum())
-        kl = (lp_clean.exp() * (lp_clean - lp_spliced)).sum(-1)
-        kl_sum += float(kl[mask].sum())
+        c, s, kl = _losses(clean, spliced, batch.input_ids, mask)
+        clean_sum, spliced_sum, kl_sum = clean_sum + c, spliced_sum + s, kl_sum + kl
         n_tokens += int(mask.sum())
-    report("clean and spliced loss", len(chunks), len(chunks))
+    report("clean and spliced loss", len(batches), len(batches))
     if n_tokens == 0:
         raise InputError(f"texts: no token to score (each text needs at least two tokens after the "
                          f"{rule.n_leading} leading position(s) left out; {rule.describe()})")
 
     ablation = _mean_ablation(hook_out, mean.mean(), rule.n_leading)
     ablated_sum = 0.0
-    for i, chunk in enumerate(chunks):
-        report("mean-ablated loss", i, len(chunks))
-        batch = model.to_tokens(chunk)
+    for i, batch in enumerate(batches):
+        report("mean-ablated loss", i, len(batches))
         with torch.no_grad():
             ablated = model.run_with_hooks(batch, hooks=ablation)
         assert ablated is not None
-        lp = torch.log_softmax(ablated[:, :-1].double(), dim=-1)
-        ablated_sum += float(_nll(lp, batch.input_ids[:, 1:])[rule.scored(batch)].sum())
-    report("mean-ablated loss", len(chunks), len(chunks))
+        ablated_sum += _losses(ablated, None, batch.input_ids, rule.scored(batch))[0]
+    report("mean-ablated loss", len(batches), len(batches))
 
     clean_loss, spliced_loss, ablated_loss = clean_sum / n_tokens, spliced_sum / n_tokens, ablated_sum / n_tokens
     recovered, note = recovered_fraction(clean_loss, spliced_loss, ablated_loss, hook_out)
@@ -346,8 +338,7 @@ def site_mean(model: HookedModel, hook_name: str, texts: Sequence[str], *, batch
     model.check_names([hook_name])
     rule = PositionRule.for_model(model, exclude_first)
     mean = _MeanAccumulator()
-    for chunk in _chunks(texts, batch_size):
-        batch = model.to_tokens(chunk)
+    for batch in _token_batches(model, texts, batch_size):
         _, cache = model.run_with_cache(batch, names=[hook_name], return_logits=False)
         mean.add(cache[hook_name], rule.kept(batch))
     return mean.mean()
@@ -384,6 +375,43 @@ def _chunks(texts: Sequence[str], batch_size: int) -> list[list[str]]:
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
-def _nll(log_probs: Tensor, targets: Tensor) -> Tensor:
-    """`−log p(target)` per position: `[batch, pos]` from `[batch, pos, vocab]` log-probabilities."""
-    return -log_probs.gather(-1, targets[..., None]).squeeze(-1)
+LOGITS_BUDGET = 1 << 26
+"""At most this many logits (`rows x positions x vocabulary`, 256 MB in float32) per forward pass in
+`spliced_metrics`: batches of long texts or large vocabularies (Gemma's 262k) are split to fit."""
+
+
+def _token_batches(model: HookedModel, texts: Sequence[str], batch_size: int) -> list[TokenBatch]:
+    """`_chunks` tokenized, each split in halves (padding trimmed) until its logits fit `LOGITS_BUDGET`."""
+    out: list[TokenBatch] = []
+    todo = [model.to_tokens(chunk) for chunk in reversed(_chunks(texts, batch_size))]
+    while todo:
+        batch = todo.pop()
+        width = int(batch.lengths.max())
+        batch = TokenBatch(batch.input_ids[:, :width], batch.attention_mask[:, :width])
+        n = batch.input_ids.shape[0]
+        if n == 1 or n * width * model.cfg.d_vocab <= LOGITS_BUDGET:
+            out.append(batch)
+            continue
+        half = n // 2
+        todo.append(TokenBatch(batch.input_ids[half:], batch.attention_mask[half:]))
+        todo.append(TokenBatch(batch.input_ids[:half], batch.attention_mask[:half]))
+    return out
+
+
+def _losses(logits: Tensor, other: Tensor | None, input_ids: Tensor, mask: Tensor) -> tuple[float, float, float]:
+    """Summed next-token NLL of `logits` and of `other`, and summed KL(logits ‖ other), over the predictions
+    where `mask [batch, pos - 1]` is true; float64, one row at a time (a row's log-probabilities only at
+    its scored positions), so large vocabularies stay within memory."""
+    nll_a = nll_b = kl = 0.0
+    for r in range(logits.shape[0]):
+        m = mask[r]
+        if not bool(m.any()):
+            continue
+        target = input_ids[r, 1:][m][:, None]
+        lp_a = torch.log_softmax(logits[r, :-1][m].double(), dim=-1)
+        nll_a -= float(lp_a.gather(-1, target).sum())
+        if other is not None:
+            lp_b = torch.log_softmax(other[r, :-1][m].double(), dim=-1)
+            nll_b -= float(lp_b.gather(-1, target).sum())
+            kl += float((lp_a.exp() * (lp_a - lp_b)).sum())
+    return nll_a, nll_b, kl
