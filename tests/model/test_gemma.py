@@ -306,3 +306,25 @@ def test_parity_report_reconstructs_through_the_post_norms(ids: Tensor, monkeypa
     assert report.ok(tol=1e-5) and report.n_hook_points == len(model.hook_names)
     monkeypatch.setattr(model.adapter, "mlp_post_norm", lambda layer: None)  # forget the post-feedforward norm
     assert check_parity(model, ids).post_to_mlp_out > 0.1
+
+
+def test_llama_layout_families_report_their_sliding_windows() -> None:
+    """Mistral slides on every layer, Qwen2 only on the layers its layer_types mark, Llama never."""
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
+
+    shape = dict(vocab_size=32, hidden_size=16, intermediate_size=32, num_attention_heads=2, num_hidden_layers=3)
+    llama = HookedModel(LlamaForCausalLM(LlamaConfig(**shape)))
+    mistral = HookedModel(MistralForCausalLM(MistralConfig(**shape, sliding_window=5)))
+    qwen = HookedModel(Qwen2ForCausalLM(Qwen2Config(**shape, use_sliding_window=True, sliding_window=6,
+                                                    max_window_layers=1)))
+    assert [llama.adapter.sliding_window(i) for i in range(3)] == [None, None, None]
+    assert [mistral.adapter.sliding_window(i) for i in range(3)] == [5, 5, 5]
+    assert [qwen.adapter.sliding_window(i) for i in range(3)] == [None, 6, 6]
+    assert [qwen.hf.model.layers[i].self_attn.sliding_window for i in range(3)] == [None, 6, 6]  # the model agrees

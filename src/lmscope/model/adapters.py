@@ -345,6 +345,14 @@ class LlamaAdapter(Adapter):
 
         return per_head(a.q_proj), per_head(a.k_proj), per_head(a.v_proj)
 
+    def sliding_window(self, layer: int) -> int | None:
+        """Mistral: the config's window on every layer; Qwen2: on the layers its `layer_types` mark as sliding."""
+        c = self.hf.config
+        types = getattr(c, "layer_types", None)
+        if types is not None:
+            return c.sliding_window if types[layer] == "sliding_attention" else None
+        return getattr(c, "sliding_window", None) if c.model_type == "mistral" else None
+
     def mlp_in_weight(self, layer: int) -> tuple[Tensor, Tensor]:
         up = self.mlp(layer).up_proj
         return up.weight.detach().T, _zeros_bias(up, self.cfg.d_mlp)
