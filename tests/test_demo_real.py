@@ -85,3 +85,25 @@ def test_a_model_that_is_not_a_zoo_model_needs_a_corpus(model_dir: Path, tmp_pat
     with pytest.raises(InputError, match="--max-texts"):
         run_real_demo(str(model_dir), "synthetic", tmp_path, max_texts=0)
     assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_demo_cli_with_model_and_corpus(model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_runner import run
+
+    (tmp_path / "docs.txt").write_text("\n".join(DOCS) + "\n")
+    code, out, err = run(capsys, "demo", "--model", str(model_dir), "--corpus", str(tmp_path / "docs.txt"),
+                         "--max-texts", "4", "--out", str(tmp_path / "d"), "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["n_texts"] == 4 and summary["parity_ok"] is True and set(summary["top_heads"]) == {
+        "previous_token", "duplicate_token", "induction"}
+    assert (tmp_path / "d" / "report.html").exists()
+    code, out, err = run(capsys, "demo", "--model", str(model_dir), "--corpus", str(tmp_path / "docs.txt"),
+                         "--max-texts", "4", "--out", str(tmp_path / "d"), "--overwrite")
+    assert code == 0, err
+    assert "hook parity ok" in out and "loss on the corpus" in out and "best induction head" in out
+    assert "loading" in err  # progress lines on stderr (not a terminal)
+    code, _, err = run(capsys, "demo", "--model", str(model_dir), "--out", str(tmp_path / "e"))
+    assert code == 2 and "--corpus" in err and "not a zoo model" in err
+    code, _, err = run(capsys, "demo", "--corpus", str(tmp_path / "docs.txt"), "--out", str(tmp_path / "e"))
+    assert code == 2 and "--corpus: applies with --model" in err

@@ -25,7 +25,14 @@ SENTENCES = [
 
 @pytest.fixture(scope="module")
 def model():  # type: ignore[no-untyped-def]
-    return tiny_hooked_with_tokenizer()
+    return _with_bos(tiny_hooked_with_tokenizer())
+
+
+def _with_bos(m):  # type: ignore[no-untyped-def]
+    """The synthetic tokenizer adds no BOS (GPT-2 style); these tests extract with one, as the zoo models do."""
+    from lmscope import HookedModel
+
+    return HookedModel(m.hf, m.tokenizer, prepend_bos=True)
 
 
 def test_word_alignment_of_split_words(model) -> None:  # type: ignore[no-untyped-def]
@@ -87,7 +94,7 @@ def test_resume_refusals_and_completed_store(model, tmp_path: Path) -> None:  # 
     with pytest.raises(InputError, match="points"):
         extract(model, SENTENCES, tmp_path / "s", ExtractConfig(("blocks.1.mlp.hook_post",), shard_sentences=2,
                                                                 dtype="float16"))
-    other = tiny_hooked_with_tokenizer()
+    other = _with_bos(tiny_hooked_with_tokenizer())
     with torch.no_grad():
         other.hf.transformer.wte.weight[0, 0] += 1
     with pytest.raises(InputError, match="weights_sha256"):

@@ -25,9 +25,11 @@ def test_info_text(capsys: pytest.CaptureFixture[str]) -> None:
 def test_zoo_commands(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "zoo", "list", "--json")
     rows = json.loads(out)
-    assert code == 0 and [r["name"] for r in rows] == ["gpt2-tiny", "neox-tiny", "llama-tiny", "crate-tiny",
-                                                        "gpt2-tiny-relu"]
-    assert all(r["location"] != "not trained" for r in rows)
+    zoo = [r for r in rows if r["kind"] == "zoo"]
+    assert code == 0 and [r["name"] for r in zoo] == ["gpt2-tiny", "neox-tiny", "llama-tiny", "crate-tiny",
+                                                       "gpt2-tiny-relu"]
+    assert all(r["location"] != "not trained" for r in zoo)
+    assert [r["name"] for r in rows if r["kind"] == "real"] == ["real:smollm2-135m", "real:gemma3-270m"]
     code, out, _ = run(capsys, "zoo", "path", "gpt2-tiny", "--json")
     assert code == 0 and (Path(json.loads(out)["path"]) / "config.json").exists()
     code, out, _ = run(capsys, "zoo", "list")

@@ -8,17 +8,40 @@ import typer
 from rich.table import Table
 
 from lmscope.cli.common import JsonFlag, ModelArg, app, out, print_json, progress_bars
+from lmscope.data.corpus import CORPUS_HELP
+from lmscope.errors import InputError
 
 
 @app.command()
 def demo(out_dir: Annotated[str, typer.Option("--out", help="Directory for report.html and result.json.")]
          = "lmscope-demo",
+         model: Annotated[str | None, typer.Option(help="Run the spine on this model and --corpus instead of the "
+                                                   "zoo: a directory, .gguf, real:NAME, hub id or zoo:NAME.")] = None,
+         corpus: Annotated[str | None, typer.Option(help=CORPUS_HELP + " Only with --model (needed unless zoo:).")]
+         = None,
+         max_texts: Annotated[int, typer.Option(help="With --model: use the first N texts (windows) of the corpus.")]
+         = 16,
          overwrite: Annotated[bool, typer.Option(help="Replace report.html/result.json if they exist.")] = False,
          as_json: JsonFlag = False) -> None:
-    """Load (or train, first time) the model zoo, check hook parity and write an HTML report.
+    """Load (or train, first time) the model zoo, check hook parity and write an HTML report; with --model, run
+    the spine on your model and text instead (parity, loss, head detectors, neurons, autointerp; about a minute).
 
     Example: lmscope demo --out /tmp/demo && open /tmp/demo/report.html
+    Your model: lmscope demo --model real:smollm2-135m --corpus docs.txt --out /tmp/mine
     """
+    if model is not None:
+        from lmscope.demo_real import run_real_demo, summary_lines
+
+        with progress_bars(not as_json) as stage:
+            summary = run_real_demo(model, corpus, out_dir, max_texts=max_texts, overwrite=overwrite, stage=stage)
+        if as_json:
+            print_json(summary)
+            return
+        for line in summary_lines(summary):
+            out.print(line, soft_wrap=True, markup=False, highlight=False)
+        return
+    if corpus is not None:
+        raise InputError("--corpus: applies with --model (the zoo demo runs on lmscope's synthetic corpus)")
     from lmscope.demo import run_demo
 
     with progress_bars(not as_json) as stage:
