@@ -85,7 +85,7 @@ def _lines(path: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def user_trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`dict train zoo:gpt2-tiny --corpus user.txt --exclude-first 1`, with every token the model was run on
+    """`dict train zoo:gpt2-tiny --corpus user.txt --exclude-first 1 --reuse 2`, with every token the model was run on
     recorded (HookedModel.run_with_cache spied on), and a held-out file in the same style."""
     root = tmp_path_factory.mktemp("user")
     corpus, heldout = root / "user.txt", root / "heldout.txt"
@@ -106,7 +106,7 @@ def user_trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
                 contextlib.suppress(SystemExit):
             main(["dict", "train", "zoo:gpt2-tiny", "--layer", "1", "--d-sae", "64", "--tokens", "2048",
-                  "--batch-size", "256", "--corpus", str(corpus), "--exclude-first", "1", "--out",
+                  "--batch-size", "256", "--corpus", str(corpus), "--exclude-first", "1", "--reuse", "2", "--out",
                   str(root / "tc"), "--json"])
     finally:
         mp.undo()
@@ -132,7 +132,8 @@ def test_train_on_a_user_corpus_records_it_and_sees_only_its_tokens(user_trained
     assert cfg["metadata"]["dataset_path"] == str(corpus)
     assert cfg["metadata"]["seqpos_slice"] == [1 + int(model.prepend_bos), None]
     summary = json.loads(user_trained["out"])
-    assert summary["passes_over_corpus"] == pytest.approx(2048 / record["tokens"])
+    assert summary["reuse"] == record["reuse"] == 2
+    assert summary["passes_over_corpus"] == pytest.approx(2048 / 2 / record["tokens"])  # each row served twice
     assert summary["positions"]["exclude_first"] == 1
     err_lines = user_trained["err"].splitlines()
     assert "loading model: 0/1 (0 s)" in err_lines and any(line.startswith("training: 8/8") for line in err_lines)

@@ -56,3 +56,29 @@ def test_fit_transcoder_on_the_fly(model) -> None:  # type: ignore[no-untyped-de
         Transcoder(d_sae=8, n_steps=1).fit(ActivationBuffer(model, TEXTS, [IN]))
     with pytest.raises(InputError):
         SAE(d_sae=8, n_steps=1).fit(torch.randn(10, 4), torch.randn(10, 4))
+
+
+def test_reuse_serves_each_computed_row_several_times(model, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    (x_all, _), n = _all_rows(model, [IN, OUT])
+    buf = ActivationBuffer(model, TEXTS, [IN, OUT], buffer_tokens=3 * n, batch_size=8, seed=0, reuse=3)
+    buf.configure(batch_size=3 * n // 2)  # the first pool is one pass over the texts, each row 3 times
+    calls = []
+    run = model.run_with_cache
+    monkeypatch.setattr(model, "run_with_cache", lambda *a, **k: calls.append(1) or run(*a, **k))
+    it = iter(buf)
+    x, _ = next(it)
+    it.close()
+    # one pass is 5 batches of 8 texts; at most 4 more wait in the queue and 1 is being computed (3 passes
+    # without reuse would take 15)
+    assert 5 <= len(calls) <= 10
+    d = torch.cdist(x, x_all, compute_mode="donot_use_mm_for_euclid_dist")
+    assert float(d.min(1).values.max()) < 1e-3 and x.shape[0] == 3 * n // 2
+    # texts share prefixes, so some rows occur several times in the corpus: count by distinct row
+    same = torch.cdist(x_all, x_all, compute_mode="donot_use_mm_for_euclid_dist") < 1e-3
+    group = same.int().argmax(1)  # the first row equal to each row
+    in_corpus = torch.bincount(group, minlength=n)
+    served = torch.bincount(group[d.argmin(1)], minlength=n)
+    assert bool((served <= 3 * in_corpus).all())  # never more copies than reuse x occurrences
+    assert bool(((in_corpus == 1) & (served >= 2)).any())  # and a row that occurs once was served twice
+    with pytest.raises(InputError, match="--reuse"):
+        ActivationBuffer(model, TEXTS, [IN], reuse=0)

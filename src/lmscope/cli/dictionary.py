@@ -99,6 +99,9 @@ def train(model: ModelArg,
           tokens: Annotated[int, typer.Option(help="Training tokens, streamed from the model (the corpus is "
                                               "cycled through as often as needed).")] = 200_000,
           batch_size: Annotated[int, typer.Option(help="Rows per step.")] = 1024,
+          reuse: Annotated[int, typer.Option(help="Serve each row computed from the model this many times "
+                                             "(shuffled): --tokens rows then cost --tokens/N tokens of forward "
+                                             "passes, for real LMs on CPU where the model is the cost.")] = 1,
           exclude_first: Annotated[int, typer.Option(
               "--exclude-first", help="Also leave out the first N text tokens of every text (the BOS position "
               "always is): real LMs use the first position as an attention sink.")] = 0,
@@ -132,7 +135,7 @@ def train(model: ModelArg,
         text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         est = train_dictionary(hooked, kind=kind, layer=layer, hook=hook, d_sae=d_sae, activation=activation,
                                l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size, seed=seed,
-                               corpus=text, exclude_first=rule_check.exclude_first,
+                               corpus=text, exclude_first=rule_check.exclude_first, reuse=reuse,
                                out_dir=target if checkpoint_every else None, checkpoint_every=checkpoint_every,
                                resume=resume, progress=_stage_for(stage))
     path = est.save(target, overwrite=overwrite)
@@ -141,19 +144,21 @@ def train(model: ModelArg,
     record = cfg.corpus or {}
     rule = PositionRule(bool(cfg.prepend_bos), cfg.exclude_first)
     rows = est.n_steps_ * batch_size
-    passes = rows / record["tokens"] if record.get("tokens") else math.nan
+    passes = rows / reuse / record["tokens"] if record.get("tokens") else math.nan
     summary = {"path": str(path), "kind": kind, "hook_name": cfg.hook_name, "hook_name_out": cfg.hook_name_out,
                "steps": est.n_steps_, "rows": rows, "final_loss": last.get("loss"), "final_l0": last.get("l0"),
                "corpus": record, "positions": rule.to_dict(),
-               "passes_over_corpus": None if math.isnan(passes) else passes}
+               "reuse": reuse, "passes_over_corpus": None if math.isnan(passes) else passes}
     if as_json:
         print_json(summary)
         return
     out.print(f"{path}: {kind} on {cfg.hook_name} -> {cfg.hook_name_out}, {est.n_steps_} steps, "
               f"train loss {summary['final_loss']:.4g}, L0 {summary['final_l0']:.1f}", soft_wrap=True)
-    over = "" if math.isnan(passes) else (f"; {rows:,} rows = {passes:.2f} passes over its {record['tokens']:,} "
-                                         "tokens" + (" (a small corpus: features may fit its texts)"
-                                                     if passes > 4 else ""))
+    each = "" if reuse == 1 else f", each served {reuse} times"
+    over = "" if math.isnan(passes) else (f"; {rows:,} rows{each} = {passes:.2f} passes over its "
+                                         f"{record['tokens']:,} tokens" + (
+                                             " (a small corpus: features may fit its texts)"
+                                             if passes * reuse > 4 else ""))
     out.print(f"trained on {text.describe()}{over}; {rule.describe()}", soft_wrap=True, markup=False)
 
 

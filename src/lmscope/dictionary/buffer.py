@@ -29,17 +29,23 @@ class ActivationBuffer:
     """Rows of activations at `hook_names` (one tensor per name, same rows), shuffled, from `model` on `texts`.
 
     `exclude_first`: leading text tokens of every text left out besides the BOS position (`positions`).
+    `reuse`: every computed row enters the shuffled pool this many times, so the model runs `reuse` times
+    less for the same number of served rows (where the model's forward pass, not the dictionary's step, is
+    the cost: real LMs on CPU); the copies are shuffled apart like any rows.
     `corpus`: where the texts came from (`lmscope.dictionary.recipes.corpus_record`); a dictionary fitted on
     this buffer records it, and the position rule, in its cfg.json.
     """
 
     def __init__(self, model: Any, texts: Sequence[str], hook_names: Sequence[str], *,
                  buffer_tokens: int = 65536, batch_size: int = 16, seed: int = 0, prefetch: int = 4,
-                 exclude_first: int = 0, corpus: dict[str, Any] | None = None) -> None:
+                 exclude_first: int = 0, corpus: dict[str, Any] | None = None, reuse: int = 1) -> None:
         if not texts:
             raise InputError("texts: the activation buffer needs at least one text")
         if not hook_names:
             raise InputError("hook_names: expected at least one hook name")
+        if isinstance(reuse, bool) or not isinstance(reuse, int) or reuse < 1:
+            raise InputError(f"--reuse: expected a positive number of times to serve each row, got {reuse!r}")
+        self.reuse = reuse
         self.model = model
         self.positions = PositionRule.for_model(model, exclude_first)
         self.corpus = corpus
@@ -108,8 +114,8 @@ class ActivationBuffer:
                     if isinstance(item, BaseException):
                         raise item
                     for lst, t in zip(parts, item, strict=True):
-                        lst.append(t)
-                    n += item[0].shape[0]
+                        lst.extend([t] * self.reuse)
+                    n += item[0].shape[0] * self.reuse
                 perm = torch.randperm(n, generator=g)
                 pool = [torch.cat(lst)[perm] for lst in parts]
                 served = (n // 2 // self.rows_per_batch) * self.rows_per_batch or self.rows_per_batch

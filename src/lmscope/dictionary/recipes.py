@@ -90,7 +90,7 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
                      d_sae: int = 1024, activation: str = "relu", l1_coefficient: float = 1.0,
                      k: int | None = None, tokens: int = 200_000, batch_size: int = 1024, lr: float = 2e-3,
                      texts: Sequence[str] | None = None, corpus: Corpus | str | None = None,
-                     exclude_first: int = 0, seed: int = 0, out_dir: str | Path | None = None,
+                     exclude_first: int = 0, reuse: int = 1, seed: int = 0, out_dir: str | Path | None = None,
                      checkpoint_every: int = 0, resume: bool = False,
                      progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> SAE | Transcoder:
     """Train an SAE or transcoder on activations streamed from `model`.
@@ -99,6 +99,8 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
     corpus for zoo models, an InputError asking for text for any other, see `lmscope.data.corpus`). The
     BOS position and the first `exclude_first` text tokens of every text are left out
     (`lmscope.dictionary.positions`); the position rule and the corpus (`corpus_record`) go into cfg.json.
+    `reuse`: each row computed from the model is served `reuse` times (`ActivationBuffer`), so `tokens`
+    training rows cost `tokens / reuse` tokens of forward passes.
     """
     hook_in, hook_out = dictionary_hooks(model, kind, layer, hook)
     if activation == "topk" and k is None:
@@ -110,6 +112,7 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
         if not isinstance(corpus, Corpus):
             corpus = model_corpus(corpus, model, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         texts, record = corpus.texts, corpus_record(corpus, model, exclude_first)
+    record = {**record, "reuse": reuse}
     estimator_cls = Transcoder if kind == "transcoder" else SAE
     est = estimator_cls(d_sae=d_sae, activation=activation, l1_coefficient=l1_coefficient, k=k, lr=lr,
                         batch_size=batch_size, n_steps=n_steps, warmup_steps=min(50, n_steps // 10),
@@ -118,5 +121,5 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
                         hook_name_out=hook_out, model_id=model.name)
     names = [hook_in] if hook_in == hook_out else [hook_in, hook_out]
     buffer = ActivationBuffer(model, texts, names, buffer_tokens=max(8 * batch_size, 16384), seed=seed,
-                              exclude_first=exclude_first, corpus=record)
+                              exclude_first=exclude_first, corpus=record, reuse=reuse)
     return est.fit(buffer, progress=progress)
