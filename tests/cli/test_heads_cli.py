@@ -77,7 +77,7 @@ def test_wild_on_a_user_file(capsys, tmp_path: Path) -> None:  # type: ignore[no
         assert line.startswith(f"  {cat}")
     assert "no token of this category" in lines[3]  # greater_than: no earlier number of the same width
     assert "(few tokens: < 10)" in lines[2] and "head " in lines[2]
-    assert "direct effects: 1/1" in err
+    assert f"direct effects (batch x layer): {zoo.cfg.n_layers}/{zoo.cfg.n_layers}" in err
 
 
 def test_wild_refuses_a_real_model_without_corpus(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -144,6 +144,10 @@ def test_digit_split_tokenizer_through_succession_mod10_edit(capsys, monkeypatch
     assert rows["days"].endswith("too few pairs: not in the score")
     assert "too few" not in rows["letters"] and "25 pairs" in rows["letters"]
     assert "the mean over 5 tasks" in out
+    bias = next(line for line in out.splitlines() if line.startswith("greater-than bias"))
+    assert " days " in bias and bias.endswith("(* too few pairs)") and "letters" in bias
+    assert all(part.endswith("*") == part.startswith(("numbers", "days", "day_abbrevs"))
+               for part in bias.split(": ", 1)[1].removesuffix(" (* too few pairs)").split(", "))
     d = json.loads((tmp_path / "s" / "result.json").read_text())
     assert d["n_pairs"]["numbers"] == 9 and d["dropped"]["numbers"] == 380 and d["unknown"]["days"] == 2
     assert d["thin_tasks"] == ["numbers", "days", "day_abbrevs"] and d["headline_is_thin"] is False

@@ -115,3 +115,21 @@ def test_zoo_detectors_save(tmp_path) -> None:  # type: ignore[no-untyped-def]
     assert data["scores"]["induction"] == scores.induction.tolist()
     assert len(data["scores"]["copying"]) == model.cfg.n_layers
     assert set(data["top_heads"]) == {"previous_token", "duplicate_token", "induction", "copying"}
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_copying_score_equals_the_full_vocabulary_argmax(fold: bool) -> None:
+    """The factored, chunked copying score against the definition: each sampled token's OV logits over the whole
+    vocabulary, `LN1(emb) W_V W_O W_U`, and whether the token itself is the argmax (zoo:gpt2-tiny, where
+    some heads copy); a small `max_elements` forces many vocabulary chunks, tokens cut mid-chunk included."""
+    from lmscope.heads import copying_score, unembedding
+    from lmscope.heads.ov import head_inputs, layer_embeddings
+
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    got = copying_score(model, n_tokens=96, seed=4, max_elements=5000, fold_ln=fold)
+    ids = torch.randperm(model.cfg.d_vocab, generator=torch.Generator().manual_seed(4))[:96]
+    x = head_inputs(model, layer_embeddings(model, ids))  # [layer, n, d]
+    logits = torch.einsum("lnd,lhde,lhem,mv->lhnv", x, model.W_V, model.W_O, unembedding(model, fold_ln=fold))
+    expected = (logits.argmax(-1) == ids).float().mean(-1)
+    assert torch.equal(got, expected)
+    assert got.max() > 0.1  # not vacuous: head 0.2 copies

@@ -129,7 +129,9 @@ def succession(model: ModelArg, out_dir: OutOpt = None, mode: ModeOpt = "auto",
     summary.append(f"heads >= {threshold}: " + (", ".join(f"{h['layer']}.{h['head']} ({h['score']:.2f})"
                                                           for h in result.top_heads()) or "none"))
     bias = greater_than_bias(hooked, layer, head, mode=mode, fold_ln=fold_ln)
-    summary.append("greater-than bias of the best head: " + ", ".join(f"{t} {v:.2f}" for t, v in bias.items()))
+    thin = [t for t in bias if t in result.thin_tasks]
+    summary.append("greater-than bias of the best head: " + ", ".join(
+        f"{t} {v:.2f}{'*' if t in thin else ''}" for t, v in bias.items()) + (" (* too few pairs)" if thin else ""))
     _finish(result, out_dir, overwrite, as_json, summary)
 
 
@@ -221,7 +223,8 @@ def wild(model: ModelArg, out_dir: OutOpt = None,
          max_tokens: Annotated[int, typer.Option("--max-tokens", help="Cut documents into windows of at most this "
                                                   "many tokens (the cost grows with tokens x heads x "
                                                   "vocabulary).")] = 128,
-         batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per forward pass.")] = 8,
+         batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per batch (each batch pays a fixed "
+                                                  "per-layer cost, and holds its logits in memory).")] = 16,
          overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Heads in the wild: per token, the head whose direct effect matters most, and what kind of token it is.
 

@@ -104,15 +104,21 @@ def copying_score(model: HookedModel, *, n_tokens: int = 512, mode: str = "auto"
     W_V, W_O = model.W_V.float(), head_W_O(model, fold_ln=fold_ln)
     W_U = unembedding(model, fold_ln=fold_ln)  # [d_model, d_vocab]
     own_cols = W_U[:, ids.to(W_U.device)]  # [d_model, n]
-    chunk = max(1, max_elements // (n_heads * len(ids)))
+    chunk = min(d_vocab, max(1, max_elements // (n_heads * len(ids))))
     arange = torch.arange(len(ids), device=W_U.device)
     hits = torch.zeros(n_layers, n_heads)
+    d_head = W_O.shape[2]
+    ou_buf = torch.empty(n_heads * d_head * chunk, device=W_U.device)  # reused: fresh tensors cost page faults
+    logit_buf = torch.empty(n_heads * len(ids) * chunk, device=W_U.device)
     for layer in range(n_layers):
         z = torch.einsum("nd,hde->hne", x[layer], W_V[layer])  # [head, n, d_head]
         own = (z @ (W_O[layer] @ own_cols))[:, arange, arange]  # [head, n]: each token's own logit
         best_other = torch.full_like(own, float("-inf"))
         for start in range(0, d_vocab, chunk):
-            logits = z @ (W_O[layer] @ W_U[:, start:start + chunk])  # [head, n, chunk]
+            cols = W_U[:, start:start + chunk]
+            k = cols.shape[1]
+            ou = torch.matmul(W_O[layer], cols, out=ou_buf[: n_heads * d_head * k].view(n_heads, d_head, k))
+            logits = torch.matmul(z, ou, out=logit_buf[: n_heads * len(ids) * k].view(n_heads, len(ids), k))
             mine = (ids >= start) & (ids < start + chunk)  # tokens whose own column is in this chunk
             if bool(mine.any()):
                 rows = mine.nonzero().flatten().to(logits.device)

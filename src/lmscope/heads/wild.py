@@ -129,6 +129,8 @@ def _mean_z(model: HookedModel, batches: list[TokenBatch], progress: Progress | 
     """`[layer, head, d_head]` (float64): each head's mean `z` over the real tokens of every batch."""
     names = _z_names(model.cfg.n_layers)
     total, count = None, 0
+    if progress is not None:
+        progress("mean head outputs", 0, len(batches))
     for i, batch in enumerate(batches):
         _, cache = model.run_with_cache(batch, names=names, return_logits=False)
         mask = batch.attention_mask.bool()
@@ -142,12 +144,14 @@ def _mean_z(model: HookedModel, batches: list[TokenBatch], progress: Progress | 
 
 
 @torch.inference_mode()
-def heads_in_the_wild(model: HookedModel, texts: Sequence[str], *, batch_size: int = 8, n_examples: int = 5,
+def heads_in_the_wild(model: HookedModel, texts: Sequence[str], *, batch_size: int = 16, n_examples: int = 5,
                       max_elements: int = 2**24, progress: Progress | None = None,
                       corpus: dict[str, Any] | None = None) -> WildResult:
     """Direct-effect mean ablation of every head on `texts`; categories of the tokens each head matters for.
 
     `max_elements` bounds the `[positions, head, d_vocab]` logits made at once; `corpus` is recorded as is.
+    Each batch makes the `[head, d_head, d_vocab]` factor of every layer once, so larger batches (more tokens
+    per batch) spread that cost over more positions, at the price of their `[tokens, d_vocab]` logits in memory.
     """
     if isinstance(texts, str) or not texts:
         raise InputError("texts: expected a non-empty list of strings")
@@ -162,20 +166,26 @@ def heads_in_the_wild(model: HookedModel, texts: Sequence[str], *, batch_size: i
     counts = torch.zeros(L, H, len(CATEGORIES))
     examples: dict[tuple[int, int], list[dict[str, Any]]] = {}
     n_tokens = 0
+    steps = len(batches) * L
+    if progress is not None:
+        progress("direct effects (batch x layer)", 0, steps)
     for i, batch in enumerate(batches):
-        mask, loss_up = batch_losses(model, batch, z_mean, max_elements=max_elements)
+        def step(layer: int, i: int = i) -> None:
+            if progress is not None:
+                progress("direct effects (batch x layer)", i * L + layer + 1, steps)
+
+        mask, loss_up = batch_losses(model, batch, z_mean, max_elements=max_elements, on_layer=step)
         best = loss_up.flatten(1).argmax(-1)  # [P]
         n_tokens += _tally(model, batch.input_ids, mask, best, loss_up, counts, examples, n_examples)
-        if progress is not None:
-            progress("direct effects", i + 1, len(batches))
     return WildResult(counts, n_tokens, examples, corpus)
 
 
 def batch_losses(model: HookedModel, batch: TokenBatch, z_mean: Tensor, *, max_elements: int = 2**24,
-                 ) -> tuple[Tensor, Tensor]:
+                 on_layer: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
     """`(mask [batch, pos], loss_up [P, layer, head])`: for the P positions where `mask` is true (a real token
     followed by one), how much mean-ablating each head's direct effect (`z -> z_mean [layer, head, d_head]`)
-    raises the next token's loss, through the norms frozen at the position (module docstring)."""
+    raises the next token's loss, through the norms frozen at the position (module docstring).
+    `on_layer(layer)` is called as each layer is done."""
     L = model.cfg.n_layers
     W_O = head_W_O(model, fold_ln=True)  # [L, H, dh, d], Gemma's post-attention gain folded in
     W_U = unembedding(model, fold_ln=True)  # the final norm's linear part (gain, centring) folded in
@@ -198,21 +208,30 @@ def batch_losses(model: HookedModel, batch: TokenBatch, z_mean: Tensor, *, max_e
             scale = scale * frozen_divisor(post[layer], torch.einsum("phe,hed->pd", z, raw_W_O[layer]))
         dz = (z - z_mean[layer]) / scale[:, None, None]
         loss_up[:, layer] = _loss_increase(dz, W_O[layer] @ W_U, base, y, max_elements)
+        if on_layer is not None:
+            on_layer(layer)
     return mask, loss_up
 
 
 def _loss_increase(dz: Tensor, ou: Tensor, base: Tensor, y: Tensor, max_elements: int) -> Tensor:
-    """`[P, H]`: next-token loss increase when each head's direct effect `dz [P, H, dh] @ ou [H, dh, V]` is
-    removed from the logits `base [P, V]`: `LSE(base - d) - LSE(base) + d[y]`."""
+    """`[P, H]`: next-token loss increase when each head's direct effect `d = dz [P, H, dh] @ ou [H, dh, V]` is
+    removed from the logits `base [P, V]`: `LSE(base - d) - LSE(base) + d[y] = LSE(log_softmax(base) - d) + d[y]`.
+
+    The `[H, chunk, V]` effects go into one reused buffer and are turned into the log-sum-exp in place (a fresh
+    tensor of that size per chunk costs more in page faults than the exponentials)."""
     n_heads, vocab = ou.shape[0], ou.shape[-1]
-    chunk = max(1, max_elements // (n_heads * vocab))
+    chunk = max(1, min(dz.shape[0], max_elements // (n_heads * vocab)))
+    buffer = torch.empty(n_heads * chunk * vocab, dtype=ou.dtype, device=ou.device)
     out = torch.empty(dz.shape[0], n_heads)
     for start in range(0, dz.shape[0], chunk):
         sl = slice(start, start + chunk)
-        d = torch.einsum("phe,hev->phv", dz[sl], ou)  # [c, H, V]
-        b = base[sl]
-        target = d.gather(-1, y[sl, None, None].expand(-1, n_heads, 1)).squeeze(-1)
-        out[sl] = torch.logsumexp(b[:, None, :] - d, -1) - torch.logsumexp(b, -1)[:, None] + target
+        c = len(y[sl])
+        d = torch.matmul(dz[sl].transpose(0, 1), ou, out=buffer[: n_heads * c * vocab].view(n_heads, c, vocab))
+        target = d.gather(-1, y[sl][None, :, None].expand(n_heads, -1, 1)).squeeze(-1)  # [H, c]
+        a = torch.sub(torch.log_softmax(base[sl], -1)[None], d, out=d)  # log p - d, in place
+        top = a.amax(-1, keepdim=True)
+        lse = a.sub_(top).exp_().sum(-1).log_() + top.squeeze(-1)  # [H, c]
+        out[sl] = (lse + target).T
     return out
 
 
