@@ -112,7 +112,8 @@ def _reference_losses(model: HookedModel, batch: TokenBatch, z_mean: torch.Tenso
 @pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3"])
 def test_batched_losses_equal_the_per_head_definition(family: str) -> None:
     """The factored, chunked computation equals the definition on random models (LayerNorm, RMSNorm, and
-    Gemma's post-attention norm), with a padded row; a small `max_elements` forces many chunks."""
+    Gemma's post-attention norm), with a padded row; a small `max_elements` forces many chunks. The 20
+    positions take the factored path on GPT-2 and Llama (d_head 8 of 32), the plain one on Gemma (16 of 32)."""
     hf = {"gpt2": lambda: tiny_hf_model("gpt2"), "llama": lambda: tiny_hf_model("llama"), "gemma3": tiny_gemma3}
     model = HookedModel(hf[family]())
     ids = torch.randint(3, 60, (3, 9), generator=torch.Generator().manual_seed(2))
@@ -123,6 +124,11 @@ def test_batched_losses_equal_the_per_head_definition(family: str) -> None:
     got_mask, got = batch_losses(model, batch, z_mean, max_elements=500)
     assert got_mask.sum().item() == 8 + 4 + 8
     assert torch.allclose(got, _reference_losses(model, batch, z_mean), rtol=1e-4, atol=1e-5)
+    # three positions: too few for the [head, d_head, vocab] factor to pay, so (dz W_O) W_U is taken instead
+    short = TokenBatch(ids[:1, :4], mask[:1, :4])
+    assert 3 * (model.cfg.d_model - model.cfg.d_head) < model.cfg.d_head * model.cfg.d_model
+    assert torch.allclose(batch_losses(model, short, z_mean)[1], _reference_losses(model, short, z_mean),
+                          rtol=1e-4, atol=1e-5)
 
 
 def test_category_tops_and_corpus_record() -> None:

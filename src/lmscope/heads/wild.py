@@ -8,7 +8,8 @@ Gemma's `post_attention_layernorm`, through that one too, frozen likewise). The 
 the loss of the correct next token most is that token's head. The loss change is exact (a log-sum-exp over
 the whole vocabulary per head and position); it is computed per layer from `z @ (W_O W_U')`, whose
 `[head, d_head, d_vocab]` factor is made once per batch, so each logit costs `d_head` multiplications
-instead of `d_model`. Two passes over the texts: the first takes the mean of each head's `z`, the second
+instead of `d_model` (where the batch has enough positions for the factor to pay for itself; else
+`(z W_O) W_U'`). Two passes over the texts: the first takes the mean of each head's `z`, the second
 the effects (no activations are kept between batches). Each token is then sorted by rule, first match wins:
 - succession: the token is the successor (in a succession task, roman numerals included) of an earlier item;
 - greater_than: a number greater than every earlier number of the same width ("from 1732 to 17" -> 89);
@@ -198,7 +199,9 @@ def batch_losses(model: HookedModel, batch: TokenBatch, z_mean: Tensor, *, max_e
     mask[:, -1] = False  # the last position has no next token
     mask[:, :-1] &= batch.attention_mask[:, 1:].bool()
     y = batch.input_ids[:, 1:][mask[:, :-1]]  # [P]: the next token of each kept position
-    base = logits[mask].float()  # [P, V]
+    logp = logits[mask].float()  # [P, V]; the full logits are let go before the log-softmax, made in place
+    del logits
+    logp.sub_(logp.logsumexp(-1, keepdim=True))
     final_div = frozen_divisor(model.adapter.ln_final(), cache[names[-1]][mask].float())  # [P]
     loss_up = torch.empty(len(y), L, model.cfg.n_heads)
     for layer in range(L):
@@ -207,28 +210,36 @@ def batch_losses(model: HookedModel, batch: TokenBatch, z_mean: Tensor, *, max_e
         if post[layer] is not None:  # Gemma: the post-attention norm's scale at this position, frozen
             scale = scale * frozen_divisor(post[layer], torch.einsum("phe,hed->pd", z, raw_W_O[layer]))
         dz = (z - z_mean[layer]) / scale[:, None, None]
-        loss_up[:, layer] = _loss_increase(dz, W_O[layer] @ W_U, base, y, max_elements)
+        loss_up[:, layer] = _loss_increase(dz, W_O[layer], W_U, logp, y, max_elements)
         if on_layer is not None:
             on_layer(layer)
     return mask, loss_up
 
 
-def _loss_increase(dz: Tensor, ou: Tensor, base: Tensor, y: Tensor, max_elements: int) -> Tensor:
-    """`[P, H]`: next-token loss increase when each head's direct effect `d = dz [P, H, dh] @ ou [H, dh, V]` is
-    removed from the logits `base [P, V]`: `LSE(base - d) - LSE(base) + d[y] = LSE(log_softmax(base) - d) + d[y]`.
+def _loss_increase(dz: Tensor, W_O: Tensor, W_U: Tensor, logp: Tensor, y: Tensor, max_elements: int) -> Tensor:
+    """`[P, H]`: next-token loss increase when each head's direct effect `d = dz [P, H, dh] @ W_O [H, dh, d] @ W_U`
+    is removed from logits whose log-softmax is `logp [P, V]`: `LSE(base - d) - LSE(base) + d[y]`, i.e.
+    `LSE(logp - d) + d[y]`.
 
-    The `[H, chunk, V]` effects go into one reused buffer and are turned into the log-sum-exp in place (a fresh
-    tensor of that size per chunk costs more in page faults than the exponentials)."""
-    n_heads, vocab = ou.shape[0], ou.shape[-1]
+    `d` comes from `dz @ (W_O @ W_U)` when the `[H, dh, V]` factor pays for itself over the P positions
+    (`P (d_model - d_head) > d_head d_model`), else from `(dz @ W_O) @ W_U`. The `[H, chunk, V]` effects go
+    into one reused buffer and become the log-sum-exp in place (a fresh tensor of that size per chunk costs
+    more in page faults than the exponentials)."""
+    n_heads, d_head, d_model = W_O.shape
+    vocab = W_U.shape[1]
+    factored = dz.shape[0] * (d_model - d_head) > d_head * d_model
+    ou = W_O @ W_U if factored else None  # [H, dh, V]
     chunk = max(1, min(dz.shape[0], max_elements // (n_heads * vocab)))
-    buffer = torch.empty(n_heads * chunk * vocab, dtype=ou.dtype, device=ou.device)
+    buffer = torch.empty(n_heads * chunk * vocab, dtype=W_U.dtype, device=W_U.device)
     out = torch.empty(dz.shape[0], n_heads)
     for start in range(0, dz.shape[0], chunk):
         sl = slice(start, start + chunk)
         c = len(y[sl])
-        d = torch.matmul(dz[sl].transpose(0, 1), ou, out=buffer[: n_heads * c * vocab].view(n_heads, c, vocab))
+        into = buffer[: n_heads * c * vocab].view(n_heads, c, vocab)
+        zt = dz[sl].transpose(0, 1)  # [H, c, dh]
+        d = torch.matmul(zt, ou, out=into) if ou is not None else torch.matmul(zt @ W_O, W_U, out=into)
         target = d.gather(-1, y[sl][None, :, None].expand(n_heads, -1, 1)).squeeze(-1)  # [H, c]
-        a = torch.sub(torch.log_softmax(base[sl], -1)[None], d, out=d)  # log p - d, in place
+        a = torch.sub(logp[sl][None], d, out=d)  # log p - d, in place
         top = a.amax(-1, keepdim=True)
         lse = a.sub_(top).exp_().sum(-1).log_() + top.squeeze(-1)  # [H, c]
         out[sl] = (lse + target).T
