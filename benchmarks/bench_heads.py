@@ -17,7 +17,7 @@ Sizes: "zoo" is zoo:gpt2-tiny (4 layers x 4 heads, d_model 128); "large" a seede
 there so the loop over 144 heads is timed).
 
 Both sides go from a loaded model to the `[layer, head]` score matrix, tokenizing the tasks included:
-- lmscope: `lmscope.heads.succession_scores(model, mode="mlp0")`, the paper's input for every head, which is
+- lmscope: `lmscope.heads.succession_scores(model, mode="mlp0", fold_ln=False)`, the paper's input for every head, which is
   what the TL loop computes (lmscope's default "auto" gives layer-0 heads the raw embedding instead); it also
   scores the held-out roman numerals and each layer's input baseline, work the TL side does not do.
 - TransformerLens 4.3 has no `HookedTransformer`/`HookedTransformerConfig` nor the GPT-2 weight converters
@@ -177,7 +177,7 @@ def bench_size(size: str, rounds: int, reps: int) -> Result:
     res = Result(size, desc, f"{cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model}, "
                              f"vocab {cfg.d_vocab}")
     all_tasks = {**SUCCESSION_TASKS, ROMAN_TASK: ROMAN_NUMERALS}
-    runs: dict[str, Callable[[Any], Any]] = {"lmscope": lambda _: succession_scores(model, mode="mlp0"),
+    runs: dict[str, Callable[[Any], Any]] = {"lmscope": lambda _: succession_scores(model, mode="mlp0", fold_ln=False),
                                              "lmscope_tokenize": lambda _: task_tokens(model.tokenizer, all_tasks)}
     ours = runs["lmscope"](None)
     res.n_pairs = sum(v for k, v in ours.n_pairs.items() if not k.startswith("ood:"))
