@@ -211,3 +211,24 @@ def _saved_dictionary(model_dir: Path, out: Path) -> Path:
     cfg = DictConfig(kind="transcoder", d_in=128, d_sae=32, hook_name="blocks.1.ln2.hook_normalized",
                      hook_name_out="blocks.1.hook_mlp_out", model_id=str(model_dir))
     return save_dictionary(Dictionary(cfg, generator=torch.Generator().manual_seed(0)), out)
+
+
+@pytest.mark.parametrize("bos", [True, False])
+def test_prepend_bos_is_recorded_and_eval_tokenizes_as_trained(bos: bool, user_trained: dict[str, Any],
+                                                               tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    flag = "--prepend-bos" if bos else "--no-prepend-bos"
+    code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", flag, "--corpus", str(user_trained["corpus"]),
+                       "--layer", "1", "--d-sae", "16", "--tokens", "512", "--batch-size", "256", "--out",
+                       str(tmp_path / "tc"))
+    assert code == 0, err
+    cfg = json.loads((tmp_path / "tc" / "cfg.json").read_text())
+    assert cfg["prepend_bos"] is bos and cfg["metadata"]["seqpos_slice"] == [int(bos), None]
+    code, out, err = run(capsys, "dict", "eval", str(tmp_path / "tc"), "--corpus", str(user_trained["heldout"]),
+                         "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["positions"]["prepend_bos"] is bos  # whatever the zoo model's default, as in training
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    lengths = [len(r) for r in model.tokenizer(_lines(user_trained["heldout"]), add_special_tokens=False)["input_ids"]]
+    assert result["metrics"]["n_rows"] == sum(lengths)  # every text token, and never a BOS row

@@ -196,3 +196,19 @@ def test_loss_recovered_is_undefined_where_ablation_helps() -> None:
                                                                                     "blocks.1.hook_mlp_out")
     assert recovered_fraction(1.0, 1.5, 3.0) == (0.75, None)
     assert math.isnan(recovered_fraction(2.0, 1.0, 2.0)[0])  # no gap at all: undefined too
+
+
+def test_first_position_note_flags_a_sink_at_a_text_token() -> None:
+    from lmscope.dictionary.positions import first_position_note
+
+    m = tiny_hooked_with_tokenizer(300)
+    m.prepend_bos = False
+    hook = "blocks.1.hook_resid_post"
+    assert first_position_note(m, TEXTS[:8], hook, PositionRule(False)) is None  # random init: no outlier
+    with torch.no_grad():
+        m.hf.transformer.wpe.weight[0].mul_(1000.0)  # a massive activation at position 0, as SmolLM2 has
+    note = first_position_note(m, TEXTS[:8], hook, PositionRule(False))
+    assert note is not None and note.startswith(f"position 0 looks like an attention sink at {hook}")
+    assert note.endswith("consider --exclude-first 1")
+    assert first_position_note(m, TEXTS[:8], hook, PositionRule(False, 1)) is None  # already left out
+    assert first_position_note(m, TEXTS[:8], hook, PositionRule(True)) is None  # position 0 is the BOS

@@ -120,8 +120,8 @@ def train(model: ModelArg,
     """
     from lmscope import HookedModel
     from lmscope.data.corpus import load_corpus
-    from lmscope.dictionary.positions import PositionRule
-    from lmscope.dictionary.recipes import model_corpus, train_dictionary
+    from lmscope.dictionary.positions import PositionRule, first_position_note
+    from lmscope.dictionary.recipes import dictionary_hooks, model_corpus, train_dictionary
 
     target = Path(out_dir)
     if (target / "cfg.json").exists() and not overwrite:
@@ -133,6 +133,10 @@ def train(model: ModelArg,
         hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
         stage("loading model", 1, 1)
         text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
+        note = first_position_note(hooked, text.texts[:16], dictionary_hooks(hooked, kind, layer, hook)[1],
+                                   PositionRule.for_model(hooked, rule_check.exclude_first))
+        if note:
+            err.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
         est = train_dictionary(hooked, kind=kind, layer=layer, hook=hook, d_sae=d_sae, activation=activation,
                                l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size, seed=seed,
                                corpus=text, exclude_first=rule_check.exclude_first, reuse=reuse,

@@ -104,3 +104,31 @@ class PositionRule:
         as `model` tokenizes now (load the model with the dictionary's recorded `prepend_bos` to match)."""
         recorded = getattr(getattr(dictionary, "cfg", None), "exclude_first", 0) or 0
         return cls.for_model(model, recorded if exclude_first is None else exclude_first)
+
+
+SINK_RATIO = 5.0
+"""`first_position_note` flags position 0 when its mean norm is this many times above or below the others'."""
+
+
+def first_position_note(model: Any, texts: list[str], hook: str, rule: PositionRule) -> str | None:
+    """A one-line note when the first kept position of `texts` looks like an attention sink at `hook`, else None.
+
+    Only where nothing leading is left out (no BOS, `exclude_first` 0): then position 0 is a text token, yet
+    real LMs often make it the sink anyway (SmolLM2-135M: residual norm ~23,000 at position 0 against ~170
+    elsewhere, MLP output 2.5 against 35). The test: the mean norm of `hook` at position 0 over `texts`
+    against the median norm at later positions, flagged beyond a factor `SINK_RATIO` either way.
+    """
+    if rule.n_leading or not texts:
+        return None
+    batch = model.to_tokens(texts)
+    _, cache = model.run_with_cache(batch, names=[hook], return_logits=False)
+    norms = cache[hook].float().norm(dim=-1)
+    later = kept_positions(batch, prepend_bos=False, exclude_first=1)
+    if not bool(later.any()):
+        return None
+    first, rest = float(norms[:, 0].mean()), float(norms[later].median())
+    ratio = first / rest if rest > 0 else float("inf")
+    if 1 / SINK_RATIO <= ratio <= SINK_RATIO:
+        return None
+    return (f"position 0 looks like an attention sink at {hook} (mean norm {first:.3g} against {rest:.3g} at later "
+            "positions) though it is a text token; consider --exclude-first 1")
