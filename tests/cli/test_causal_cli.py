@@ -192,3 +192,62 @@ def test_patch_logit_diff_and_toxicity(model_dir, tmp_path, capsys, monkeypatch)
     code, _, err = run(capsys, "patch", str(model_dir), "--base", str(base), "--source", str(source),
                        "--position", "first", "--metric", "toxicity")
     assert code == 2 and "--position" in err
+
+
+ZOO_BASE = ("when the senator and the chef went to the market , the chef gave a book to the\n"
+            "when the senator and the chef went to the park , the chef gave a cake to the\n")
+ZOO_SOURCE = ("when the senator and the chef went to the market , the senator gave a book to the\n"
+              "when the senator and the chef went to the park , the senator gave a cake to the\n")
+
+
+def test_patch_method_atp_and_atp_verify_on_the_zoo(tmp_path, capsys) -> None:  # type: ignore
+    from lmscope.causal import patch_sweep
+    from lmscope.causal.scorers import logit_diff
+
+    base, source = tmp_path / "base.txt", tmp_path / "source.txt"
+    base.write_text(ZOO_BASE)
+    source.write_text(ZOO_SOURCE)
+    args = ["patch", "zoo:gpt2-tiny", "--base", str(base), "--source", str(source), "--metric", "logit-diff",
+            "--target", " senator", "--foil", " chef"]
+    code, stdout, err = run(capsys, *args, "--method", "atp", "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["meta"]["method"] == "attribution" and "verify" not in result["meta"]
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    lib = patch_sweep(model, ZOO_BASE.splitlines(), ZOO_SOURCE.splitlines(), standard_components(4, 4),
+                      logit_diff(model, " senator", " chef"), method="attribution")
+    assert result["components"] == lib.components
+    assert result["mean_effect"] == pytest.approx(lib.mean_effect.tolist(), abs=1e-5)
+    assert ("base run", 1, 1) in _stages(err) and not any(s == "patching" for s, _, _ in _stages(err))
+    out = tmp_path / "verified"
+    code, stdout, err = run(capsys, *args, "--method", "atp+verify", "--verify-top", "6", "--position", "each",
+                            "--components", "heads,mlp", "--out", str(out))
+    assert code == 0, err
+    saved = json.loads((out / "result.json").read_text())
+    n_positions = int(model.to_tokens((ZOO_BASE + ZOO_SOURCE).splitlines()).lengths.min())  # the shortest input
+    assert len(saved["components"]) == n_positions * 4 * 5  # every position x 4 layers x (4 heads + mlp)
+    verify = saved["meta"]["verify"]
+    assert verify["top"] == 6 and verify["k"] == 3 and len(verify["exact_mean_effect"]) == 6
+    exact = patch_sweep(model, ZOO_BASE.splitlines(), ZOO_SOURCE.splitlines(), verify["components"],
+                        logit_diff(model, " senator", " chef"))
+    assert verify["exact_mean_effect"] == pytest.approx(exact.mean_effect.tolist(), abs=1e-5)
+    assert verify["max_abs_error"] > 0  # a real (tiny) transformer is not linear in these components
+    w = verify["worst"]
+    assert "atp vs exact on the top 6: Pearson r " in stdout and f"worst {w['component']} " in stdout
+    assert stdout.count("@") >= 6  # the verified components, each with its estimate and exact effect
+    html = (out / "report.html").read_text()
+    assert "Estimated and exact mean effects of the verified components" in html and "attribution patching" in html
+    assert any(stage == "verify patching" for stage, _, _ in _stages(err))
+
+
+def test_patch_refuses_a_bad_method_before_loading_the_model(tmp_path, capsys) -> None:  # type: ignore
+    base = tmp_path / "base.txt"
+    base.write_text("the senator voted\n")
+    args = ["patch", str(tmp_path / "no-model"), "--base", str(base), "--source", str(base), "--target", " a",
+            "--foil", " b"]
+    for extra, message in ((["--method", "fast"], "--method: got 'fast', expected one of exact, atp, atp+verify"),
+                           (["--method", "atp", "--metric", "toxicity-hit"], "has no gradient"),
+                           (["--method", "atp+verify", "--verify-top", "0"], "--verify-top"),
+                           (["--position", "some"], "expected last, all, each")):
+        code, stdout, err = run(capsys, *args, *extra)
+        assert code == 2 and stdout == "" and len(err.strip().splitlines()) == 1 and message in err, err

@@ -1,9 +1,11 @@
-"""Causal analyses per model component: activation patching, and mediation (TE, NDE, NIE) with a
-confounder adjusted for by stratification or entropy balancing (Fotouhi et al. 2024).
+"""Causal analyses per model component: activation patching (exact, or estimated by attribution patching),
+and mediation (TE, NDE, NIE) with a confounder adjusted for by stratification or entropy balancing
+(Fotouhi et al. 2024).
 
     from lmscope.causal import mediate, patch_sweep, standard_components, lexicon_mass
 """
 
+from lmscope.causal.attribution import attributed_effects, compare_estimates
 from lmscope.causal.balance import entropy_balance
 from lmscope.causal.components import LAST, Component, HookedModule, as_components, standard_components
 from lmscope.causal.continuation import Continuation
@@ -22,6 +24,8 @@ __all__ = [
     "MediationResult",
     "PatchingResult",
     "as_components",
+    "attributed_effects",
+    "compare_estimates",
     "entropy_balance",
     "gini",
     "localization",

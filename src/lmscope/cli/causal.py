@@ -117,21 +117,32 @@ def _plugin(spec: str) -> Any:
     return fn
 
 
-def _components(model: Any, groups: str, position: int | None, neurons: str | None) -> list[Any]:
+EACH = "each"
+
+
+def _components(model: Any, groups: str, position: int | str | None, neurons: str | None,
+                texts: list[str] | None = None) -> list[Any]:
+    """The standard components at `position`; `EACH`: at every position up to the shortest of `texts`."""
     from lmscope.causal import standard_components
 
     units = [u.strip() for u in neurons.split(",") if u.strip()] if neurons else []
-    return standard_components(model.cfg.n_layers, model.cfg.n_heads, groups, position=position, neurons=units)
+    if position != EACH:
+        return standard_components(model.cfg.n_layers, model.cfg.n_heads, groups, position=position, neurons=units)
+    n = int(model.to_tokens(texts or []).lengths.min())
+    return [c for p in range(n) for c in standard_components(
+        model.cfg.n_layers, model.cfg.n_heads, groups, position=p, neurons=[f"{u.split('@')[0]}@{p}" for u in units])]
 
 
-def _position(text: str) -> int | None:
+def _position(text: str) -> int | str | None:
     if text == "last":
         return -1
     if text == "all":
         return None
+    if text == EACH:
+        return EACH
     if text.isdigit():
         return int(text)
-    raise InputError(f"--position: got {text!r}, expected last, all or a position index")
+    raise InputError(f"--position: got {text!r}, expected last, all, each or a position index")
 
 
 def _check_out(out_dir: str | None, overwrite: bool) -> None:
@@ -154,6 +165,21 @@ def _write(out_dir: str, overwrite: bool, result: Any, section: Any, model: str)
     atomic_write_text(Path(out_dir) / "report.html", report.render_html(), overwrite=overwrite)
 
 
+PATCH_METHODS = ("exact", "atp", "atp+verify")
+NOT_DIFFERENTIABLE = ("toxicity-hit", "toxicity-continuation", "classifier:")
+
+
+def check_method(method: str, metric: str, verify_top: int) -> None:
+    """Refuse an unknown --method, a metric attribution cannot differentiate, or a --verify-top below 1."""
+    if method not in PATCH_METHODS:
+        raise InputError(f"--method: got {method!r}, expected one of {', '.join(PATCH_METHODS)}")
+    if method != "exact" and metric.startswith(NOT_DIFFERENTIABLE):
+        raise InputError(f"--method {method}: the metric {metric} has no gradient (argmax or decoding); "
+                         "use --method exact or a smooth metric (logit-diff, prob, toxicity, log-toxicity)")
+    if verify_top < 1:
+        raise InputError(f"--verify-top: expected a positive number of components, got {verify_top}")
+
+
 @app.command()
 def patch(model: ModelArg,
           base: Annotated[str, typer.Option(help="Base inputs: a text file (one per line) or .jsonl (field text).")],
@@ -161,13 +187,21 @@ def patch(model: ModelArg,
           metric: Annotated[str, typer.Option(help=f"One of {', '.join(OUTCOMES)}.")] = "logit-diff",
           target: Target = None, foil: Foil = None, lexicon: Lexicon = None,
           components: Components = "heads,mlp,resid", neurons: Neurons = None,
-          position: Annotated[str, typer.Option(help="last (each input's last token), all, or an index.")] = "last",
+          position: Annotated[str, typer.Option(help="last (each input's last token), all (every position at "
+                                                "once), each (every position on its own, up to the shortest "
+                                                "input), or an index.")] = "last",
+          method: Annotated[str, typer.Option(help="exact (one patched forward per component and pair), atp "
+                                              "(attribution patching: first-order estimates of every effect from "
+                                              "one forward and one backward), or atp+verify (atp, then the "
+                                              "--verify-top largest estimates re-run exactly, with the "
+                                              "estimate's error).")] = "exact",
+          verify_top: Annotated[int, typer.Option(help="Components re-run exactly by atp+verify.")] = 20,
           continuation_tokens: ContinuationTokens = 8, out_dir: OutDir = None, overwrite: Overwrite = False,
           as_json: JsonFlag = False) -> None:
     """Patch each component from the source run into the base run and measure the metric's change.
 
     Example: lmscope patch zoo:gpt2-tiny --base base.txt --source source.txt --metric logit-diff
-    --target ' Tuesday' --foil ' Monday' --components heads,mlp --out patch/
+    --target ' Tuesday' --foil ' Monday' --components heads,mlp --method atp+verify --out patch/
     """
     from lmscope import HookedModel
     from lmscope.causal import patch_sweep
@@ -175,21 +209,46 @@ def patch(model: ModelArg,
 
     base_texts, source_texts, at = read_texts(base), read_texts(source), _position(position)
     check_outcome(metric, target, foil)
+    check_method(method, metric, verify_top)
     _check_out(out_dir, overwrite)
     hooked = HookedModel.from_pretrained(model)
     score = make_outcome(hooked, metric, target, foil, lexicon, continuation_tokens)
-    comps = _components(hooked, components, at, neurons)
+    comps = _components(hooked, components, at, neurons, texts=[*base_texts, *source_texts])
     with progress_bars(not as_json) as stage:
-        result = patch_sweep(hooked, base_texts, source_texts, comps, score, metric_name=metric, progress=stage)
+        result = patch_sweep(hooked, base_texts, source_texts, comps, score, metric_name=metric,
+                             method="exact" if method == "exact" else "attribution",
+                             verify_top=verify_top if method == "atp+verify" else 0, progress=stage)
     if out_dir:
         _write(out_dir, overwrite, result, patching_section(result.to_dict(), model_name=model), model)
     if as_json:
         print_json(result.to_dict())
         return
+    how = {"exact": "exact patching", "atp": "attribution patching (first-order estimates)",
+           "atp+verify": "attribution patching (first-order estimates), top re-run exactly"}[method]
     out.print(f"{metric}: base {float(result.y_base.mean()):.4g}, source {float(result.y_source.mean()):.4g} "
-              f"(mean over {len(base_texts)} pairs)")
-    for label, effect in result.ranking(10):
-        out.print(f"  {effect:+.4g}  {label}", markup=False)
+              f"(mean over {len(base_texts)} pairs); {how}", markup=False, soft_wrap=True)
+    verify = result.meta.get("verify")
+    if verify is None:
+        for label, effect in result.ranking(10):
+            out.print(f"  {effect:+.4g}  {label}", markup=False)
+        return
+    out.print(verify_summary(verify), markup=False, soft_wrap=True)
+    out.print("  estimate     exact  component", markup=False)
+    for label, est, ex in zip(verify["components"], verify["estimate_mean_effect"], verify["exact_mean_effect"],
+                              strict=True):
+        out.print(f"  {est:+8.4g} {ex:+9.4g}  {label}", markup=False)
+
+
+def verify_summary(verify: dict[str, Any]) -> str:
+    """One line: the estimate's error against exact patching on the verified components."""
+    def num(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
+    w = verify["worst"]
+    return (f"atp vs exact on the top {verify['top']}: Pearson r {num(verify['pearson'])}, top-{verify['k']} overlap "
+            f"{round(verify['top_k_overlap'] * verify['k'])}/{verify['k']}, mean |error| "
+            f"{verify['mean_abs_error']:.3g}, worst {w['component']} (estimate {w['estimate']:+.4g}, exact "
+            f"{w['exact']:+.4g}, error {w['error']:+.4g})")
 
 
 @app.command()

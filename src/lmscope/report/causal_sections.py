@@ -1,5 +1,6 @@
 """Report sections for causal analyses: NIE heatmaps by layer x component, before and after adjustment,
-localization scores, per-component effects with intervals, and activation-patching heatmaps."""
+localization scores, per-component effects with intervals, and activation-patching heatmaps (exact, or
+estimated by attribution patching with its error against exact patching where it was verified)."""
 
 from __future__ import annotations
 
@@ -98,25 +99,61 @@ def mediation_section(result: Mapping[str, Any], *, model_name: str, treatment: 
     return Section(key, title, blocks, data)
 
 
+METHOD_TEXT = {
+    "exact": "each component is copied from the source input into its base input and the change in `{metric}` "
+             "is averaged over {n} pairs",
+    "attribution": "each component's patching effect on `{metric}` is estimated by attribution patching (AtP): "
+                   "(activation in the source - activation in the base) . gradient of the metric at the base, "
+                   "summed over the component's dimensions, from one forward and one backward pass, and averaged "
+                   "over {n} pairs. It is a first-order estimate: exact where the metric is linear in the "
+                   "component, off where the model curves in between",
+}
+
+
 def patching_section(result: Mapping[str, Any], *, model_name: str, key: str = "activation_patching",
                      top: int = 15) -> Section:
-    """The mean patching effect per component (heatmap when components form a layer grid) and the top ones."""
+    """The mean patching effect per component (heatmap when components form a layer grid) and the top ones;
+    for attribution patching, the method, and where it was verified the estimates beside the exact effects."""
     labels, mean = result["components"], result["mean_effect"]
+    meta = result.get("meta", {})
+    method = meta.get("method", "exact")
+    what = "estimated " if method == "attribution" else ""
     blocks: list[Block] = [Text(
-        f"Activation patching in `{model_name}`: each component is copied from the source input into its base "
-        f"input and the change in `{result['metric']}` is averaged over {len(result['y_base'])} pairs. "
-        "`recovered` is that change over the mean source-base gap.")]
-    data: dict[str, Any] = {}
-    fig = _heat(labels, mean, f"Mean change in {result['metric']} by layer and component")
+        f"Activation patching in `{model_name}`: "
+        + METHOD_TEXT.get(method, METHOD_TEXT["exact"]).format(metric=result["metric"], n=len(result["y_base"]))
+        + ". `recovered` is that change over the mean source-base gap.")]
+    data: dict[str, Any] = {"method": method}
+    fig = _heat(labels, mean, f"Mean {what}change in {result['metric']} by layer and component")
     if fig is not None:
         blocks.append(fig[0])
         data["heatmap"] = fig[1]
     order = sorted(range(len(labels)), key=lambda i: -abs(mean[i]))[:top]
-    blocks.append(Table(["component", "mean effect", "recovered"],
+    blocks.append(Table(["component", f"mean {what}effect", "recovered"],
                         [[labels[i], mean[i], result["recovered"][i]] for i in order],
-                        caption="Components by |mean effect|"))
+                        caption=f"Components by |mean {what}effect|"))
     data["ranking"] = [{"component": labels[i], "mean_effect": mean[i]} for i in order]
+    verify = meta.get("verify")
+    if verify:
+        blocks.extend(_verify_blocks(verify))
+        data["verify"] = {k: v for k, v in verify.items() if k != "exact_effects"}
     return Section(key, "Activation patching", blocks, data)
+
+
+def _verify_blocks(verify: Mapping[str, Any]) -> list[Block]:
+    """The estimate's error against exact patching on the components re-run exactly."""
+    w = verify["worst"]
+    stats = KeyValues({
+        "components re-run exactly": f"the {verify['top']} largest |estimates|",
+        "Pearson r (mean effects)": verify["pearson"], "Pearson r (every pair)": verify["pearson_cells"],
+        f"top-{verify['k']} overlap": verify["top_k_overlap"], "mean |error|": verify["mean_abs_error"],
+        "largest |error| / largest |exact|": verify["relative_max_error"],
+        "worst component": f"{w['component']}: estimate {w['estimate']:+.4g}, exact {w['exact']:+.4g}, "
+                           f"error {w['error']:+.4g}"})
+    rows = [[c, e, x, e - x] for c, e, x in zip(verify["components"], verify["estimate_mean_effect"],
+                                                verify["exact_mean_effect"], strict=True)]
+    return [Text("Attribution patching checked against exact patching on the components it ranks highest."), stats,
+            Table(["component", "estimate", "exact", "error"], rows,
+                  caption="Estimated and exact mean effects of the verified components")]
 
 
 def _ci(ci: Sequence[float]) -> str:
