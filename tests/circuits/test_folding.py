@@ -16,6 +16,7 @@ from lmscope.circuits import connection, connections, de_embedding_scores, logit
 from lmscope.circuits.analysis import trace_circuit
 from lmscope.circuits.targets import Target
 from lmscope.dictionary import DictConfig, Dictionary
+from lmscope.dictionary.features import de_embedding
 from tiny_models import tiny_hf_model
 
 
@@ -84,7 +85,9 @@ def test_moving_norm_gains_changes_no_folded_view(family: str) -> None:
     def views(m: HookedModel, t: dict[int, Dictionary], fold: bool) -> list[torch.Tensor]:
         ov = ov_de_embedding(m, t[1], 5, layer=1, head=2, k=61, fold=fold)
         one = connection(t[0], 3, t[1], 5, model=m, fold=fold)
+        top = de_embedding(m, t[1], 5, k=61, fold=fold)  # what `dict features` prints
         return [connections(t[0], t[1], model=m, fold=fold), torch.tensor(one, dtype=torch.float64),
+                torch.tensor([v for _, v in top], dtype=torch.float64),
                 de_embedding_scores(m, t[1], 5, fold=fold), logit_scores(m, t[0], 3, fold=fold),
                 torch.tensor(sorted(v for _, v in ov), dtype=torch.float64)]
 

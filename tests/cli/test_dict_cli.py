@@ -73,9 +73,12 @@ def test_hooks_and_de_embedding_by_hand(trained: Path) -> None:
     with pytest.raises(InputError, match="--kind"):
         dictionary_hooks(model, "crosscoder", 0)
     d = load_dictionary(trained)
-    top = de_embedding(model, d, 3, k=4)
-    scores = model.W_E @ d.W_enc[:, 3].detach()
-    assert [s for _, s in top] == pytest.approx(scores.topk(4).values.tolist())
+    raw = model.W_E @ d.W_enc[:, 3].detach()
+    assert [s for _, s in de_embedding(model, d, 3, k=4, fold=False)] == pytest.approx(raw.topk(4).values.tolist())
+    ln = model.adapter.ln2(int(d.cfg.hook_name.split(".")[1])) if "ln2" in d.cfg.hook_name else None
+    W = d.W_enc[:, 3].detach() if ln is None else ln.weight.detach() * d.W_enc[:, 3].detach()
+    folded = model.W_E @ (W - W.mean() if ln is not None else W)  # the LayerNorm's gain in, then centred
+    assert [s for _, s in de_embedding(model, d, 3, k=4)] == pytest.approx(folded.topk(4).values.tolist(), rel=1e-5)
 
 
 # --- the user's corpus, attention sinks, honest loss recovered ------------------------------------------------

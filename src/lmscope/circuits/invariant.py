@@ -19,7 +19,6 @@ products. `connection(s)` needs the model to fold when the downstream dictionary
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,19 +28,7 @@ from lmscope.dictionary.modules import Dictionary
 from lmscope.errors import InputError
 from lmscope.heads.succession import ln1
 from lmscope.model.hooked import HookedModel
-from lmscope.model.norms import folded_W_U, norm_parts
-
-
-def read_through(norm: nn.Module | None, W: Tensor, fold: bool = True) -> Tensor:
-    """`W [d_model, ...]` (float64) as a reader of `norm`'s output sees the residual stream: the gain folded in and,
-    for a LayerNorm, centred along `d_model`; unchanged without a norm or with `fold=False`."""
-    W = W.detach().double()
-    if norm is None or not fold:
-        return W
-    parts = norm_parts(norm)
-    if parts.weight is not None:
-        W = parts.weight.double().reshape(-1, *([1] * (W.ndim - 1))) * W
-    return W - W.mean(0, keepdim=True) if parts.centers else W
+from lmscope.model.norms import folded_W_U, norm_of_hook, norm_parts, read_through
 
 
 def unembedding(model: HookedModel, *, fold: bool = True) -> Tensor:
@@ -52,16 +39,9 @@ def unembedding(model: HookedModel, *, fold: bool = True) -> Tensor:
     return W_U
 
 
-_LN2 = re.compile(r"blocks\.(\d+)\.ln2\.hook_normalized")
-
-
 def input_norm(model: HookedModel, dictionary: Dictionary) -> nn.Module | None:
     """The norm whose output the dictionary reads (MLP input norm, final norm), None for a residual stream."""
-    hook = dictionary.cfg.hook_name
-    match = _LN2.fullmatch(hook)
-    if match is not None:
-        return model.adapter.ln2(int(match[1]))
-    return model.adapter.ln_final() if hook == "ln_final.hook_normalized" else None
+    return norm_of_hook(model, dictionary.cfg.hook_name)
 
 
 def encoder(dictionary: Dictionary, model: HookedModel | None = None, *, fold: bool = True) -> Tensor:

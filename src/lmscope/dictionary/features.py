@@ -1,7 +1,9 @@
 """Reading a dictionary's features: where they fire (top-activating contexts) and which tokens drive them.
 
 The de-embedding of feature f is `W_E @ W_enc[:, f]`: the direct path from each token's embedding to the
-feature's encoder, ignoring attention and LayerNorm scale (Dunefsky et al. 2024). It is input-invariant,
+feature's encoder, ignoring attention and the norm's per-token scale (Dunefsky et al. 2024); with `fold=True` (the
+default) the encoder is read through the norm in front of it, its gain folded in as TransformerLens does, so moving a
+gain between the norm and the encoder does not change it. It is input-invariant,
 so it tells which tokens could drive the feature, while top examples tell where it does fire. Top examples
 and densities skip the attention-sink positions (`lmscope.dictionary.positions`), as training does.
 """
@@ -19,6 +21,7 @@ from lmscope.dictionary.positions import PositionRule
 from lmscope.dictionary.splice import feature_activations
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
+from lmscope.model.norms import norm_of_hook, read_through
 
 
 @dataclass(frozen=True)
@@ -35,11 +38,14 @@ class FeatureReport:
         return asdict(self)
 
 
-def de_embedding(model: HookedModel, dictionary: Dictionary, feature: int, k: int = 10) -> list[tuple[str, float]]:
-    """The k tokens whose embeddings point most along the feature's encoder direction."""
+def de_embedding(model: HookedModel, dictionary: Dictionary, feature: int, k: int = 10, *,
+                 fold: bool = True) -> list[tuple[str, float]]:
+    """The k tokens whose embeddings point most along the feature's encoder direction (read through its input
+    norm's gain with `fold`)."""
     if dictionary.cfg.d_in != model.cfg.d_model:
         raise InputError(f"dictionary: d_in {dictionary.cfg.d_in} is not the model's d_model {model.cfg.d_model}")
-    scores = model.W_E.float() @ dictionary.W_enc[:, feature].detach().float()
+    W_enc = read_through(norm_of_hook(model, dictionary.cfg.hook_name), dictionary.W_enc[:, feature], fold)
+    scores = model.W_E.double() @ W_enc
     top = scores.topk(k)
     return [(model.tokenizer.decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices, strict=True)]
 

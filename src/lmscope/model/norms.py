@@ -14,6 +14,7 @@ gain (`final_norm_gain`, `folded_W_U`), as TransformerLens folds it by default.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -132,3 +133,28 @@ def folded_b_U(model: HookedModel) -> Tensor:
     if isinstance(unembed_bias, Tensor):
         out = out + unembed_bias.detach().to(W_U.dtype)
     return out
+
+
+def read_through(norm: nn.Module | None, W: Tensor, fold: bool = True) -> Tensor:
+    """`W [d_model, ...]` (float64) as a reader of `norm`'s output sees the residual stream: the gain folded in and,
+    for a LayerNorm, centred along `d_model` (the norm removes the mean, so that component never reaches `W`);
+    unchanged without a norm or with `fold=False`."""
+    W = W.detach().double()
+    if norm is None or not fold:
+        return W
+    parts = norm_parts(norm)
+    if parts.weight is not None:
+        W = parts.weight.double().reshape(-1, *([1] * (W.ndim - 1))) * W
+    return W - W.mean(0, keepdim=True) if parts.centers else W
+
+
+_LN2 = re.compile(r"blocks\.(\d+)\.ln2\.hook_normalized")
+
+
+def norm_of_hook(model: HookedModel, hook_name: str) -> nn.Module | None:
+    """The norm whose output `hook_name` is (an MLP input norm, the final norm), None for any other hook point
+    (a residual stream): what a dictionary on that hook point reads the residual stream through."""
+    match = _LN2.fullmatch(hook_name)
+    if match is not None:
+        return model.adapter.ln2(int(match[1]))
+    return model.adapter.ln_final() if hook_name == "ln_final.hook_normalized" else None
