@@ -17,8 +17,9 @@ Sizes: "zoo" is zoo:gpt2-tiny (4 layers x 4 heads, d_model 128); "large" a seede
 there so the loop over 144 heads is timed).
 
 Both sides go from a loaded model to the `[layer, head]` score matrix, tokenizing the tasks included:
-- lmscope: `lmscope.heads.succession_scores(model, mode="mlp0", fold_ln=False)`, the paper's input for every head, which is
-  what the TL loop computes (lmscope's default "auto" gives layer-0 heads the raw embedding instead); it also
+- lmscope: `lmscope.heads.succession_scores(model, mode="mlp0", fold_ln=False)`, the paper's input for every
+  head and TL's unprocessed weights, which is what the TL loop computes (lmscope's default "auto" gives layer-0
+  heads the raw embedding instead); it also
   scores the held-out roman numerals and each layer's input baseline, work the TL side does not do.
 - TransformerLens 4.3 has no `HookedTransformer`/`HookedTransformerConfig` nor the GPT-2 weight converters
   any more; its replacement, `TransformerBridge.boot_transformers("gpt2", hf_model=..., tokenizer=...)`, is
