@@ -54,3 +54,13 @@ def test_load_result_reads_by_kind_and_names_the_file_on_failure(tmp_path: Path)
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(InputError, match=r"bad\.json: not JSON .*; expected a thing"):
         load_result(tmp_path / "bad.json", "thing", what, lambda d: d)
+
+
+def test_file_sha256_is_the_bytes_digest(tmp_path: Path) -> None:
+    import hashlib
+
+    from lmscope.fileio import file_sha256
+
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(range(256)) * 40_000)  # over one 4 MiB block
+    assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -8,6 +8,7 @@ the user already has is never replaced unless they asked for it (`overwrite=True
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -16,6 +17,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lmscope.errors import InputError
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file's bytes, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:

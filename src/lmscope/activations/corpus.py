@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from lmscope.errors import InputError
+from lmscope.fileio import file_sha256
 
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["file_sha256", "read_sentences"]
 
 
 def read_sentences(path: str | Path) -> list[list[str]]:

@@ -13,7 +13,6 @@ transformers needs the `gguf` and `accelerate` packages for this (`pip install '
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
 import json
 import logging
@@ -28,6 +27,7 @@ import torch
 
 from lmscope.errors import InputError, LmscopeError
 from lmscope.fileio import atomic_write_json, default_file_mode
+from lmscope.fileio import file_sha256 as plain_sha256
 
 log = logging.getLogger(__name__)
 MAGIC = b"GGUF"
@@ -71,11 +71,7 @@ def file_sha256(path: Path) -> str:
     if isinstance(entry, dict) and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns \
             and isinstance(entry.get("sha256"), str):
         return entry["sha256"]
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    sha = digest.hexdigest()
+    sha = plain_sha256(path)
     memo = _read_memo(memo_path)  # re-read: another process may have added entries meanwhile
     memo[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha}
     atomic_write_json(memo_path, memo, overwrite=True)
