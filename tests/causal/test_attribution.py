@@ -84,10 +84,11 @@ def _set_fraction(unit: Component, source_cache: dict, eps: float) -> list:
     return hooks
 
 
-def test_attribution_is_the_first_order_term_of_every_patch() -> None:
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox"])  # llama's RMSNorm computes in float32 even in float64
+def test_attribution_is_the_first_order_term_of_every_patch(family: str) -> None:
     """d/de metric(base with a := a_base + e (a_source - a_base)) at e = 0, by central differences in
     float64, for heads, MLPs, attention outputs, residual streams, neurons and a unit set."""
-    model = HookedModel(tiny_hf_model("gpt2").double())
+    model = HookedModel(tiny_hf_model(family).double())
     base, source = _pair(3)
     comps = (standard_components(2, 4, "heads,mlp,attn,resid") + standard_components(2, 4, "heads,mlp", position=2)
              + standard_components(2, 4, "resid", position=None)

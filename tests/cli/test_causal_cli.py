@@ -237,6 +237,7 @@ def test_patch_method_atp_and_atp_verify_on_the_zoo(tmp_path, capsys) -> None:  
     assert stdout.count("@") >= 6  # the verified components, each with its estimate and exact effect
     html = (out / "report.html").read_text()
     assert "Estimated and exact mean effects of the verified components" in html and "attribution patching" in html
+    assert "when patching mlp, by layer and position" in html  # per-position maps of whole sites
     assert any(stage == "verify patching" for stage, _, _ in _stages(err))
 
 

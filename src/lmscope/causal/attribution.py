@@ -15,7 +15,11 @@ does not grow with the number of components (the exact sweep runs one partial fo
 The estimate is exact when the metric is linear in the component, e.g. `ln_final.hook_normalized` under
 a logit difference, and drifts where the model curves between the component and the metric: saturated
 attention softmaxes downstream (AtP*'s "attention saturation"), large patches through a norm, effects
-that cancel across paths. `compare_estimates` measures that drift against exact patching, and
+that cancel across paths. Its blind spot is a large, discrete change: on SmolLM2-135M with IOI pairs the
+residual stream at the name that differs carries the whole logit difference when patched (-10.6), yet
+its gradient at the base is nearly flat (+0.4): the metric moves along the path from base to source like
+a step, not a line. Checking the largest estimates exactly (`verify_top`) catches overestimates, not
+such misses. `compare_estimates` measures that drift against exact patching, and
 `patch_sweep(method="attribution", verify_top=K)` re-runs the exact sweep on the K largest estimates.
 
 Implemented: plain AtP, with the model's parameters frozen during the backward (no weight gradients).
@@ -41,7 +45,6 @@ from lmscope.causal.fastpath import last_logits_only
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
 from lmscope.model.hookpoints import HookPoint
-from lmscope.model.units import Unit
 
 
 def attributed_effects(model: Runnable, base: Prepared, source: Prepared, pairs: Tensor,
@@ -63,12 +66,7 @@ def attributed_effects(model: Runnable, base: Prepared, source: Prepared, pairs:
     y_src, src = _source_run(model, source, names, outcome, grad_rows, report)
     _check_shapes(components, base, source, src)
     y_base, acts, grads = _gradient_run(model, base, names, outcome, grad_rows, report)
-    terms = _Terms(src, acts, grads, pairs, base.last, source.last)
-    effects = torch.zeros(len(pairs), len(components))
-    for k, c in enumerate(components):
-        for u in c.units:
-            effects[:, k] += terms.unit(u)
-    return effects, y_base, y_src
+    return _Terms(src, acts, grads, pairs, base.last, source.last).effects(components), y_base, y_src
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:
@@ -171,7 +169,8 @@ def _frozen(model: Runnable) -> Iterator[None]:
 
 
 class _Terms:
-    """(a(source) - a(base)) * gradient per pair, at a hook point and a position, each computed once."""
+    """(a(source) - a(base)) * gradient per pair, summed over each unit's dimensions: computed once per hook
+    point and kind of position, then every unit of that kind picked out by one indexing operation."""
 
     def __init__(self, src: dict[str, Tensor], acts: dict[str, Tensor], grads: dict[str, Tensor], pairs: Tensor,
                  base_last: Tensor | None, source_last: Tensor | None) -> None:
@@ -179,30 +178,53 @@ class _Terms:
         self.b, self.s = pairs[:, 0], pairs[:, 1]
         self.b_last = None if base_last is None else base_last[self.b]
         self.s_last = None if source_last is None else source_last[self.s]
-        self.memo: dict[tuple[str, int | None, str], Tensor] = {}
 
-    def _product(self, hook: str, position: int | None) -> Tensor:
+    def effects(self, components: Sequence[Component]) -> Tensor:
+        """`[P, K]`: each component's first-order effect, the sum over its units."""
+        groups: dict[tuple[str, str, str], tuple[list[int], list[int], list[int]]] = {}
+        for k, c in enumerate(components):
+            for u in c.units:
+                where = "all" if u.position is None else "last" if u.position == LAST else "fixed"
+                kind = "head" if u.kind == "head" else "neuron" if u.index is not None else "site"
+                cols, positions, indices = groups.setdefault((u.hook, where, kind), ([], [], []))
+                cols.append(k)
+                positions.append(u.position if where == "fixed" else 0)
+                indices.append(u.index if u.index is not None else 0)
+        effects = torch.zeros(len(self.b), len(components))
+        for (hook, where, kind), (cols, positions, indices) in groups.items():
+            values = self._pick(self._product(hook, where), where, kind, positions, indices)
+            effects.index_add_(1, torch.tensor(cols), values)
+        return effects
+
+    def _product(self, hook: str, where: str) -> Tensor:
+        """`[P, ...]`: per pair, at each row's last token (`last`), or at every position (`all`, `fixed`: the
+        positions both inputs have)."""
         a_s, a_b, g = self.src[hook], self.acts[hook], self.grads[hook]
-        if position is None:
-            a_s, a_b, g = a_s[self.s], a_b[self.b], g[self.b]
-        elif position == LAST:
+        if where == "last":
             a_s, a_b, g = a_s[self.s, self.s_last], a_b[self.b, self.b_last], g[self.b, self.b_last]
         else:
-            a_s, a_b, g = a_s[self.s, position], a_b[self.b, position], g[self.b, position]
+            a_s, a_b, g = a_s[self.s], a_b[self.b], g[self.b]
+            if where == "fixed":
+                width = min(a_s.shape[1], a_b.shape[1])
+                a_s, a_b, g = a_s[:, :width], a_b[:, :width], g[:, :width]
         return (a_s.float() - a_b.float()) * g.float()
 
-    def unit(self, u: Unit) -> Tensor:
-        """`[P]`: the first-order effect of patching unit `u` in every pair."""
-        kind = "head" if u.kind == "head" else "neuron" if u.index is not None else "site"
-        key = (u.hook, u.position, kind)
-        if key not in self.memo:
-            d = self._product(u.hook, u.position)
-            self.memo[key] = (d.sum(-1) if kind == "head" else d if kind == "neuron"
-                              else d.reshape(len(d), -1).sum(1))
-        r = self.memo[key]
-        if kind == "site":
-            return r
-        return r[..., u.index].reshape(len(r), -1).sum(1)
+    @staticmethod
+    def _pick(d: Tensor, where: str, kind: str, positions: list[int], indices: list[int]) -> Tensor:
+        """`[P, n_units]` from the product `d`: a head sums its d_head slice (`hook_z`'s last dimension is
+        d_head, the one before it the head), a neuron is one index of the last dimension, a site is all of
+        it; `fixed` units keep their position, `all` units sum over positions (and any other dimension)."""
+        n = len(d)
+        pos, idx = torch.tensor(positions), torch.tensor(indices)
+        if kind == "head":
+            d = d.sum(-1)  # [P, (pos), head]
+        elif kind == "site":
+            d = d.reshape(n, d.shape[1], -1).sum(-1) if where == "fixed" else d.reshape(n, -1).sum(1)
+            return d[:, pos] if where == "fixed" else d[:, None].expand(n, len(positions))
+        if where == "fixed":
+            d = d.reshape(n, d.shape[1], -1, d.shape[-1]).sum(2)  # [P, pos, index]
+            return d[:, pos, idx]
+        return d.reshape(n, -1, d.shape[-1]).sum(1)[:, idx]  # [P, index]
 
 
 def compare_estimates(estimate: Tensor, exact: Tensor, labels: Sequence[str], *, k: int = 10) -> dict[str, Any]:

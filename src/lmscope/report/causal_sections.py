@@ -49,6 +49,29 @@ def layer_grid(labels: Sequence[str], values: Sequence[float]) -> tuple[list[lis
     return z, cols, [f"layer {lay}" for lay in layers]
 
 
+def position_grids(labels: Sequence[str], values: Sequence[float]) -> dict[str, tuple[list[list[float | None]],
+                                                                                    list[str], list[str]]]:
+    """Per-position effects of whole sites (resid, attn, mlp...) as `[layer][position]` grids, one per site
+    kind; components that are not one unit at a fixed position of a block's site are left out."""
+    cells: dict[str, dict[tuple[int, int], float]] = {}
+    for label, value in zip(labels, values, strict=True):
+        try:
+            unit = Unit.parse(label)
+        except Exception:  # a multi-unit component
+            continue
+        layer, col = layer_of(unit.hook), _column(unit)
+        if unit.kind == "site" and layer is not None and col is not None and unit.position is not None \
+                and unit.position >= 0:
+            cells.setdefault(col, {})[(layer, unit.position)] = value
+    grids = {}
+    for col, got in cells.items():
+        layers, positions = sorted({lay for lay, _ in got}), sorted({p for _, p in got})
+        if len(positions) > 1:
+            grids[col] = ([[got.get((lay, p)) for p in positions] for lay in layers], [str(p) for p in positions],
+                          [f"layer {lay}" for lay in layers])
+    return grids
+
+
 def _heat(labels: Sequence[str], values: Sequence[float], title: str) -> tuple[Block, dict[str, Any]] | None:
     grid = layer_grid(labels, values)
     if grid is None:
@@ -127,6 +150,12 @@ def patching_section(result: Mapping[str, Any], *, model_name: str, key: str = "
     if fig is not None:
         blocks.append(fig[0])
         data["heatmap"] = fig[1]
+    for col, (z, positions, layers) in position_grids(labels, mean).items():
+        block, fig_data = heatmap(z, x_labels=positions, y_labels=layers, x_title="position", y_title="layer",
+                                  title=f"Mean {what}change in {result['metric']} when patching {col}, by layer "
+                                        "and position")
+        blocks.append(block)
+        data.setdefault("position_heatmaps", {})[col] = fig_data
     order = sorted(range(len(labels)), key=lambda i: -abs(mean[i]))[:top]
     blocks.append(Table(["component", f"mean {what}effect", "recovered"],
                         [[labels[i], mean[i], result["recovered"][i]] for i in order],
