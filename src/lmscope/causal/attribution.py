@@ -190,11 +190,12 @@ class _Terms:
                 cols.append(k)
                 positions.append(u.position if where == "fixed" else 0)
                 indices.append(u.index if u.index is not None else 0)
-        effects = torch.zeros(len(self.b), len(components))
+        device = next(iter(self.grads.values())).device
+        effects = torch.zeros(len(self.b), len(components), device=device)
         for (hook, where, kind), (cols, positions, indices) in groups.items():
             values = self._pick(self._product(hook, where), where, kind, positions, indices)
-            effects.index_add_(1, torch.tensor(cols), values)
-        return effects
+            effects.index_add_(1, torch.tensor(cols, device=device), values)
+        return effects.cpu()
 
     def _product(self, hook: str, where: str) -> Tensor:
         """`[P, ...]`: per pair, at each row's last token (`last`), or at every position (`all`, `fixed`: the
