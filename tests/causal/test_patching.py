@@ -9,6 +9,7 @@ from lmscope import HookedModel
 from lmscope.causal import Component, patch_sweep, standard_components
 from lmscope.errors import InputError
 from lmscope.model.interventions import Patch
+from patching_reference import one_patch_at_a_time
 from tiny_models import tiny_hf_model
 
 
@@ -30,15 +31,7 @@ def test_sweep_equals_one_patch_at_a_time(family: str) -> None:
              + [Component.of(["blocks.1.mlp.hook_post:3", "blocks.0.attn:1@2"], label="mixed")])
     fast = patch_sweep(model, base, source, comps, _metric, max_rows=17)  # several chunks per layer
     slow = patch_sweep(model, base, source, comps, _metric, skip_layers=False)
-    _, cache = model.run_with_cache(source)
-    clean = _metric(model(base)[:, -1], torch.arange(5))
-    naive = []
-    for c in comps:
-        units = [str(u).replace("@-1", "@6") for u in c.units]  # no padding: the last token is position 6
-        logits = model.run_with_hooks(base, hooks=Patch(units, cache).hooks())
-        naive.append(_metric(logits[:, -1], torch.arange(5)) - clean)
-    naive_t = torch.stack(naive, 1)
-    assert naive_t.abs().mean() > 1e-3  # the patches do something
+    naive_t = one_patch_at_a_time(model, base, source, comps, _metric)
     torch.testing.assert_close(fast.effects, naive_t, atol=1e-5, rtol=0)
     torch.testing.assert_close(slow.effects, naive_t, atol=1e-5, rtol=0)
     assert fast.components[-1] == "mixed"
