@@ -90,7 +90,12 @@ def train(model: ModelArg,
           corpus: CorpusOpt = None,
           kind: Annotated[str, typer.Option(help="sae or transcoder.")] = "transcoder",
           layer: Annotated[int, typer.Option(help="Block whose MLP (transcoder) or hook point (SAE) to use.")] = 1,
-          hook: Annotated[str | None, typer.Option(help="SAE hook point (default blocks.L.hook_resid_post).")]
+          layers: Annotated[str | None, typer.Option(
+              help="Train a stack: 'all' or layers such as 0,3,5 or 2-5, every one from the same single model "
+              "forward per batch; --out gets one subdirectory per layer (what `lmscope circuit --transcoders` "
+              "reads) and result.json with a per-layer table.")] = None,
+          hook: Annotated[str | None, typer.Option(help="SAE hook point (default blocks.L.hook_resid_post; with "
+                                                   "--layers a template such as blocks.{layer}.hook_resid_mid).")]
           = None,
           d_sae: Annotated[int, typer.Option("--d-sae", help="Number of features.")] = 1024,
           activation: Annotated[str, typer.Option(help="relu (with L1) or topk.")] = "relu",
@@ -109,6 +114,15 @@ def train(model: ModelArg,
               "--prepend-bos/--no-prepend-bos", help="Start every text with BOS (default: what the tokenizer "
               "adds). The BOS position is never a training row.")] = None,
           seed: int = 0,
+          buffer_tokens: Annotated[int | None, typer.Option(
+              "--buffer-tokens", help="With --layers: rows per shuffled fill (memory: rows x sum of the hooks' "
+              "widths x 4 bytes; default max(8 x batch, 8192), lowered to fit 2 GiB).")] = None,
+          eval_texts: Annotated[int, typer.Option(
+              "--eval-texts", help="With --layers: texts for the per-layer table, held out of training when the "
+              "corpus has more than twice as many (0: no table).")] = 16,
+          spliced: Annotated[bool, typer.Option(
+              "--spliced/--no-spliced", help="With --layers: LM loss with each layer's dictionary spliced in "
+              "(3 forwards per eval batch per layer).")] = True,
           checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: none).")] = 0,
           resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
           overwrite: Annotated[bool, typer.Option(help="Replace an existing dictionary in --out.")] = False,
@@ -124,6 +138,13 @@ def train(model: ModelArg,
     from lmscope.dictionary.recipes import dictionary_hooks, model_corpus, train_dictionary
 
     target = Path(out_dir)
+    if layers is not None:
+        _train_stack(model, target, corpus=corpus, kind=kind, layers=layers, hook=hook, d_sae=d_sae,
+                     activation=activation, l1=l1, k=k, tokens=tokens, batch_size=batch_size, reuse=reuse,
+                     exclude_first=exclude_first, prepend_bos=prepend_bos, seed=seed, buffer_tokens=buffer_tokens,
+                     eval_texts=eval_texts, spliced=spliced, checkpoint_every=checkpoint_every, resume=resume,
+                     overwrite=overwrite, as_json=as_json)
+        return
     if (target / "cfg.json").exists() and not overwrite:
         raise InputError(f"{target / 'cfg.json'}: already exists; pass --overwrite to replace it")
     rule_check = PositionRule(False, exclude_first)  # refuses a negative --exclude-first before any work
@@ -164,6 +185,76 @@ def train(model: ModelArg,
                                              " (a small corpus: features may fit its texts)"
                                              if passes * reuse > 4 else ""))
     out.print(f"trained on {text.describe()}{over}; {rule.describe()}", soft_wrap=True, markup=False)
+
+
+def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, layers: str, hook: str | None,
+                 d_sae: int, activation: str, l1: float, k: int | None, tokens: int, batch_size: int, reuse: int,
+                 exclude_first: int, prepend_bos: bool | None, seed: int, buffer_tokens: int | None,
+                 eval_texts: int, spliced: bool, checkpoint_every: int, resume: bool, overwrite: bool,
+                 as_json: bool) -> None:
+    """`dict train --layers`: a stack from one forward per batch (`lmscope.dictionary.multi`)."""
+    from lmscope import HookedModel
+    from lmscope.data.corpus import load_corpus
+    from lmscope.dictionary.multi import parse_layers, save_stack, split_eval_texts, stack_table, train_stack
+    from lmscope.dictionary.positions import PositionRule
+    from lmscope.dictionary.recipes import model_corpus
+    from lmscope.fileio import check_writable
+
+    check_writable(target / "result.json", overwrite=overwrite)
+    if activation == "topk" and k is None:
+        raise InputError("--k: a TopK dictionary needs k")
+    if eval_texts < 0:
+        raise InputError(f"--eval-texts: expected a non-negative number of texts, got {eval_texts}")
+    if buffer_tokens is not None and buffer_tokens < 1:
+        raise InputError(f"--buffer-tokens: expected a positive number of rows, got {buffer_tokens}")
+    PositionRule(False, exclude_first)
+    load_corpus(corpus, model_name=model, synthetic_texts=1)
+    with progress_bars(True) as stage:
+        stage("loading model", 0, 1)
+        hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
+        stage("loading model", 1, 1)
+        chosen = parse_layers(layers, hooked.cfg.n_layers)
+        text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
+        train_texts, held, held_out = split_eval_texts(text.texts, eval_texts)
+        run = train_stack(hooked, layers=chosen, kind=kind, hook=hook, d_sae=d_sae, activation=activation,
+                          l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size, corpus=text.__class__(
+                              **{**vars(text), "texts": train_texts}) if held_out else text,
+                          exclude_first=exclude_first, reuse=reuse, seed=seed, buffer_tokens=buffer_tokens,
+                          out_dir=target if checkpoint_every else None, checkpoint_every=checkpoint_every,
+                          resume=resume, progress=stage)
+        table = stack_table(hooked, run, held, spliced=spliced, progress=stage)
+    meta = {"model": hooked.name, "eval": {"n_texts": len(held), "held_out": held_out, "spliced": spliced}}
+    path = save_stack(run, table, target, overwrite=overwrite, meta=meta)
+    if as_json:
+        import json
+
+        print_json(json.loads((path / "result.json").read_text()))
+        return
+    _print_stack(path, run, table, held_out)
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _print_stack(path: Path, run: Any, table: list[dict[str, Any]], held_out: bool) -> None:
+    from lmscope.dictionary.multi import timing
+
+    t = timing(run)
+    out.print(f"{path}: {len(run.hooks)} {run.settings['kind']}s, {run.steps} steps of {run.settings['batch_size']} "
+              f"rows each, from one forward per batch ({t['wall_s']:.1f} s: model {t['forward_s']:.1f} s, "
+              f"dictionaries {t['train_s']:.1f} s; {t['tokens_per_s']:,.0f} tokens/s, "
+              f"{t['layer_tokens_per_s']:,.0f} layer-tokens/s)", soft_wrap=True, markup=False)
+    out.print(f"{'layer':>5}  {'L0':>8}  {'FVU':>7}  {'dead':>6}  {'dead(train)':>11}  {'recovered':>9}  hook",
+              markup=False)
+    for r in table:
+        out.print(f"{r['layer']:>5}  {_fmt(r.get('l0'), '8.1f')}  {_fmt(r.get('fvu'), '7.4f')}  "
+                  f"{_fmt(r.get('dead_fraction'), '6.3f')}  {_fmt(r['dead_fraction_train'], '11.3f')}  "
+                  f"{_fmt(r.get('loss_recovered'), '9.3f')}  {r['hook_name']}", markup=False)
+    n = table[0].get("n_rows") if table else None
+    if n is not None:
+        out.print(f"table on {n:,} {'held-out' if held_out else 'training'} tokens; curves in result.json",
+                  soft_wrap=True, markup=False)
 
 
 @dict_app.command("eval")

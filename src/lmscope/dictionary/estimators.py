@@ -20,7 +20,8 @@ from lmscope.dictionary.buffer import ActivationBuffer
 from lmscope.dictionary.io import save_dictionary
 from lmscope.dictionary.metrics import evaluate
 from lmscope.dictionary.modules import DictConfig, Dictionary
-from lmscope.dictionary.train import IteratorSource, Progress, TensorSource, TrainConfig, Trainer, dist_info
+from lmscope.dictionary.train import IteratorSource, Progress, TensorSource, TrainConfig, Trainer, TrainResult
+from lmscope.distributed import dist_info
 from lmscope.errors import InputError
 
 ArrayLike = Tensor | np.ndarray
@@ -128,19 +129,30 @@ class _DictionaryEstimator:
         source, d_in, d_out, names = self._data(X, Y, points, rank, world)
         hook = self.hook_name or (names[0] if names else "")
         hook_out = self.hook_name_out or (names[-1] if names else "")
-        tc = self._train_config()
         data: dict[str, Any] = {}
         if isinstance(X, ActivationBuffer):  # the rows' provenance goes into cfg.json
             data = {"prepend_bos": X.positions.prepend_bos, "exclude_first": X.positions.exclude_first,
                     "corpus": X.corpus}
+        module, tc = self.build(d_in, d_out, hook, hook_out, **data)
+        result = Trainer(module, tc, out_dir=self.out_dir, resume=self.resume, progress=progress).run(source)
+        return self.fitted(module, result)
+
+    def build(self, d_in: int, d_out: int, hook: str, hook_out: str,
+              **provenance: Any) -> tuple[Dictionary, TrainConfig]:
+        """The untrained `Dictionary` (initial weights from `seed`) and the `TrainConfig` that `fit` uses;
+        `provenance` (prepend_bos, exclude_first, corpus) goes into its cfg. Shared with stack training
+        (`lmscope.dictionary.multi`), so one layer trained alone and inside a stack start identically."""
+        tc = self._train_config()
         cfg = DictConfig(kind=self._kind, d_in=d_in, d_sae=self.d_sae, d_out=d_out, activation=self.activation,
                          k=self.k, l1_coefficient=self.l1_coefficient if self.activation == "relu" else 0.0,
                          hook_name=hook, hook_name_out=hook_out if self._kind == "transcoder" else hook,
-                         skip=self.skip, dtype=self.dtype, model_id=self.model_id, train=tc.to_dict(), **data)
+                         skip=self.skip, dtype=self.dtype, model_id=self.model_id, train=tc.to_dict(), **provenance)
         if tc.batch_size < 1 or tc.n_steps < 0:
             raise InputError("batch_size must be positive and n_steps non-negative")
-        module = Dictionary(cfg, generator=torch.Generator().manual_seed(self.seed))
-        result = Trainer(module, tc, out_dir=self.out_dir, resume=self.resume, progress=progress).run(source)
+        return Dictionary(cfg, generator=torch.Generator().manual_seed(self.seed)), tc
+
+    def fitted(self, module: Dictionary, result: TrainResult) -> _DictionaryEstimator:
+        """Set the learned attributes from a trained module and its `TrainResult`; returns self."""
         self.dictionary_ = module
         self.history_ = result.history
         self.n_steps_ = result.n_steps

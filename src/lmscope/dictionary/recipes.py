@@ -86,6 +86,24 @@ def corpus_record(corpus: Corpus, model: HookedModel | None = None, exclude_firs
     return rec
 
 
+def recipe_estimator(model: HookedModel, kind: str, hook_in: str, hook_out: str, *, d_sae: int, activation: str,
+                     l1_coefficient: float, k: int | None, tokens: int, batch_size: int, lr: float, seed: int,
+                     out_dir: str | Path | None = None, checkpoint_every: int = 0,
+                     resume: bool = False) -> SAE | Transcoder:
+    """The untrained estimator `train_dictionary` and stack training (`lmscope.dictionary.multi`) fit: steps
+    `ceil(tokens / batch_size)`, LR warm-up over min(50, steps/10) steps, L1 warm-up over a fifth of them,
+    a latent dead after `max(50 batches, tokens / 4)` rows without firing."""
+    if activation == "topk" and k is None:
+        raise InputError("--k: a TopK dictionary needs k")
+    n_steps = max(1, math.ceil(tokens / batch_size))
+    estimator_cls = Transcoder if kind == "transcoder" else SAE
+    return estimator_cls(d_sae=d_sae, activation=activation, l1_coefficient=l1_coefficient, k=k, lr=lr,
+                         batch_size=batch_size, n_steps=n_steps, warmup_steps=min(50, n_steps // 10),
+                         l1_warmup_steps=n_steps // 5, dead_after=max(batch_size * 50, tokens // 4), seed=seed,
+                         checkpoint_every=checkpoint_every, out_dir=out_dir, resume=resume, hook_name=hook_in,
+                         hook_name_out=hook_out, model_id=model.name)
+
+
 def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int = 1, hook: str | None = None,
                      d_sae: int = 1024, activation: str = "relu", l1_coefficient: float = 1.0,
                      k: int | None = None, tokens: int = 200_000, batch_size: int = 1024, lr: float = 2e-3,
@@ -105,7 +123,6 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
     hook_in, hook_out = dictionary_hooks(model, kind, layer, hook)
     if activation == "topk" and k is None:
         raise InputError("--k: a TopK dictionary needs k")
-    n_steps = max(1, math.ceil(tokens / batch_size))
     if texts is not None:
         record: dict[str, Any] = {"source": "texts", "n_texts": len(texts), "texts_sha256": texts_sha256(texts)}
     else:
@@ -113,12 +130,9 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
             corpus = model_corpus(corpus, model, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         texts, record = corpus.texts, corpus_record(corpus, model, exclude_first)
     record = {**record, "reuse": reuse}
-    estimator_cls = Transcoder if kind == "transcoder" else SAE
-    est = estimator_cls(d_sae=d_sae, activation=activation, l1_coefficient=l1_coefficient, k=k, lr=lr,
-                        batch_size=batch_size, n_steps=n_steps, warmup_steps=min(50, n_steps // 10),
-                        l1_warmup_steps=n_steps // 5, dead_after=max(batch_size * 50, tokens // 4), seed=seed,
-                        checkpoint_every=checkpoint_every, out_dir=out_dir, resume=resume, hook_name=hook_in,
-                        hook_name_out=hook_out, model_id=model.name)
+    est = recipe_estimator(model, kind, hook_in, hook_out, d_sae=d_sae, activation=activation,
+                           l1_coefficient=l1_coefficient, k=k, tokens=tokens, batch_size=batch_size, lr=lr, seed=seed,
+                           out_dir=out_dir, checkpoint_every=checkpoint_every, resume=resume)
     names = [hook_in] if hook_in == hook_out else [hook_in, hook_out]
     buffer = ActivationBuffer(model, texts, names, buffer_tokens=max(8 * batch_size, 16384), seed=seed,
                               exclude_first=exclude_first, corpus=record, reuse=reuse)

@@ -151,7 +151,15 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _save_checkpoint(out_dir: Path, state: dict[str, Any], keep: int) -> None:
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's state dict (tensors only: `weights_only`), or an InputError naming the file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise InputError(f"{path}: unreadable checkpoint ({err})") from None
+
+
+def save_checkpoint(out_dir: Path, state: dict[str, Any], keep: int) -> None:
     d = checkpoint_dir(out_dir)
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -198,9 +206,12 @@ class Trainer:
 
     # --- state ---
     def _state(self, step: int, data_state: dict[str, Any]) -> dict[str, Any]:
-        return {"step": step, "module": self.m.state_dict(), "optimizer": self.opt.state_dict(),
-                "since_fired": self.since_fired.clone(), "history": list(self.history),
-                "torch_rng": torch.get_rng_state(), "data": data_state, "cfg": self._fingerprint()}
+        return {"step": step, **self.own_state(), "torch_rng": torch.get_rng_state(), "data": data_state}
+
+    def own_state(self) -> dict[str, Any]:
+        """This dictionary's part of a checkpoint: module, optimizer, dead counters, history, settings."""
+        return {"module": self.m.state_dict(), "optimizer": self.opt.state_dict(),
+                "since_fired": self.since_fired.clone(), "history": list(self.history), "cfg": self._fingerprint()}
 
     def _fingerprint(self) -> dict[str, Any]:
         c = self.m.cfg.to_dict()
@@ -216,28 +227,33 @@ class Trainer:
         path = latest_checkpoint(self.out_dir)
         if path is None:
             return 0
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            raise InputError(f"{path}: unreadable checkpoint ({err})") from None
-        mine = self._fingerprint()
-        for section in ("dictionary", "train"):
-            for key, value in mine[section].items():
-                old = state["cfg"][section].get(key)
-                if old != value:
-                    raise InputError(f"{path}: a checkpoint of a different run ({key} was {old!r}, now {value!r}); "
-                                     "use a new output directory or the same settings")
-        self.m.load_state_dict(state["module"])
-        self.opt.load_state_dict(state["optimizer"])
-        self.since_fired = state["since_fired"]
-        self.history = list(state["history"])
+        state = read_checkpoint(path)
+        self.load_state(state, path)
         torch.set_rng_state(state["torch_rng"])
         log.info("resumed from %s (step %d)", path, state["step"])
         return int(state["step"])
 
+    def check_fingerprint(self, old: dict[str, Any], path: Path) -> None:
+        """InputError unless the checkpoint at `path` (its fingerprint `old`) is of a run with these settings."""
+        mine = self._fingerprint()
+        for section in ("dictionary", "train"):
+            for key, value in mine[section].items():
+                was = old[section].get(key)
+                if was != value:
+                    raise InputError(f"{path}: a checkpoint of a different run ({key} was {was!r}, now {value!r}); "
+                                     "use a new output directory or the same settings")
+
+    def load_state(self, state: dict[str, Any], path: Path) -> None:
+        """Restore the module, optimizer, dead counters and history from a `_state` dict (checked first)."""
+        self.check_fingerprint(state["cfg"], path)
+        self.m.load_state_dict(state["module"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.since_fired = state["since_fired"]
+        self.history = list(state["history"])
+
     # --- init & resampling ---
     @torch.no_grad()
-    def _init_from_data(self, x: Tensor, y: Tensor) -> None:
+    def init_from_data(self, x: Tensor, y: Tensor) -> None:
         """b_dec := mean of the first global batch's targets; a TopK transcoder also gets W_dec := 0 and
         b_enc := -(mean(x) - b_dec_in) @ W_enc (the module docstring says why; all ranks agree)."""
         m = self.m
@@ -343,6 +359,26 @@ class Trainer:
         return {"step": step, "loss": total, "mse": mse_v / B, ("aux" if self.topk else "l1"): sp_v / B,
                 "l0": nnz / B, "lr": lr, "n_dead": int(dead.sum())}
 
+    def train_step(self, step: int, x: Tensor, y: Tensor) -> dict[str, float]:
+        """One optimisation step on this rank's rows `x`, `y` (resampling first when it is due); the step's
+        record is appended to `history` and returned."""
+        tc = self.tc
+        x = x.to(self.m.W_enc.dtype)
+        if (tc.resample and step > 0 and step % self.resample_every == 0
+                and step <= RESAMPLE_UNTIL * tc.n_steps):
+            dead = self.since_fired > tc.dead_after
+            if bool(dead.any()):
+                n = self._resample(step, x, y, dead)
+                log.info("step %d: resampled %d dead latents", step, n)
+        rec = self._step(step, x, y)
+        self.history.append(rec)
+        return rec
+
+    def result(self, start: int = 0) -> TrainResult:
+        """The `TrainResult` after training (the module is put in eval mode)."""
+        self.m.eval()
+        return TrainResult(self.history, self.tc.n_steps, (self.since_fired > self.tc.dead_after).clone(), start)
+
     def run(self, source: TensorSource | IteratorSource) -> TrainResult:
         tc = self.tc
         start = self._try_resume()
@@ -350,26 +386,17 @@ class Trainer:
             log.warning("resuming on-the-fly training: the data order after the checkpoint differs from an "
                         "uninterrupted run")
         if start == 0:
-            self._init_from_data(*source.batch(0))
+            self.init_from_data(*source.batch(0))
         self.m.train()
         for step in range(start, tc.n_steps):
             x, y = source.batch(step)
-            x = x.to(self.m.W_enc.dtype)
-            if (tc.resample and step > 0 and step % self.resample_every == 0
-                    and step <= RESAMPLE_UNTIL * tc.n_steps):
-                dead = self.since_fired > tc.dead_after
-                if bool(dead.any()):
-                    n = self._resample(step, x, y, dead)
-                    log.info("step %d: resampled %d dead latents", step, n)
-            rec = self._step(step, x, y)
-            self.history.append(rec)
+            rec = self.train_step(step, x, y)
             done = step + 1
             if self.out_dir is not None and tc.checkpoint_every > 0 and (
                     done % tc.checkpoint_every == 0 or done == tc.n_steps):
                 if self.rank == 0:
-                    _save_checkpoint(self.out_dir, self._state(done, {"step": done}), tc.keep_checkpoints)
+                    save_checkpoint(self.out_dir, self._state(done, {"step": done}), tc.keep_checkpoints)
                 _barrier(self.world)
             if self.progress is not None:
                 self.progress(done, tc.n_steps, rec)
-        self.m.eval()
-        return TrainResult(self.history, tc.n_steps, (self.since_fired > tc.dead_after).clone(), start)
+        return self.result(start)
