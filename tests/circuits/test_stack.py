@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import lmscope.dictionary.recipes as recipes
+import lmscope.dictionary.multi as multi
 from lmscope.dictionary import DictConfig, Dictionary, save_dictionary
 from lmscope.dictionary.stack import load_transcoders, save_transcoders, stack_dir, transcoder_stack
 from lmscope.errors import InputError
@@ -19,16 +19,17 @@ def test_stack_trains_caches_and_reloads(tmp_path: Path, monkeypatch: pytest.Mon
     model = tiny_hooked_with_tokenizer(300)
     calls: list[int] = []
     stages: list[tuple[str, int, int]] = []
-    train = recipes.train_dictionary
+    train = multi.train_stack
 
     def counting(*args: object, **kwargs: object) -> object:
-        calls.append(int(kwargs["layer"]))  # type: ignore[arg-type]
+        calls.extend(kwargs["layers"])  # type: ignore[arg-type]
         return train(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(recipes, "train_dictionary", counting)
+    monkeypatch.setattr(multi, "train_stack", counting)
     first = transcoder_stack(model, d_sae=16, tokens=2048, progress=lambda *s: stages.append(s))
     assert calls == [0, 1] and sorted(first) == [0, 1] and stages[-1] == ("training transcoders", 2, 2)
-    where = stack_dir(model, {"d_sae": 16, "tokens": 2048, "l1_coefficient": 1.0, "seed": 0})
+    settings = {"d_sae": 16, "tokens": 2048, "l1_coefficient": 1.0, "seed": 0, "trainer": "one-pass"}
+    where = stack_dir(model, settings)
     assert where.parent == tmp_path / "home" / "transcoders" and (where / "layer1" / "cfg.json").exists()
     again = transcoder_stack(model, d_sae=16, tokens=2048)
     assert calls == [0, 1]  # loaded, not retrained
@@ -36,7 +37,7 @@ def test_stack_trains_caches_and_reloads(tmp_path: Path, monkeypatch: pytest.Mon
     assert first[1].cfg.hook_name == "blocks.1.ln2.hook_normalized"
     with torch.no_grad():
         model.hf.transformer.h[0].mlp.c_fc.weight.add_(0.01)  # other weights: another cache entry
-    assert stack_dir(model, {"d_sae": 16, "tokens": 2048, "l1_coefficient": 1.0, "seed": 0}) != where
+    assert stack_dir(model, settings) != where
     transcoder_stack(model, layers=[1], d_sae=16, tokens=2048, cache=False)
     assert calls == [0, 1, 1]
     loaded = load_transcoders(where)

@@ -235,3 +235,34 @@ def test_prepend_bos_is_recorded_and_eval_tokenizes_as_trained(bos: bool, user_t
     model = HookedModel.from_pretrained("zoo:gpt2-tiny")
     lengths = [len(r) for r in model.tokenizer(_lines(user_trained["heldout"]), add_special_tokens=False)["input_ids"]]
     assert result["metrics"]["n_rows"] == sum(lengths)  # every text token, and never a BOS row
+
+
+def test_train_stack_all_layers_table_and_circuit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`dict train --layers all`: one subdirectory per layer that `lmscope circuit --transcoders` reads, a
+    per-layer table printed and in result.json (with curves), the refusals before any work."""
+    out = tmp_path / "stack"
+    code, stdout, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layers", "all", "--d-sae", "64",
+                            "--tokens", "2048", "--batch-size", "256", "--eval-texts", "4", "--out", str(out))
+    assert code == 0, err
+    assert sorted(p.name for p in out.iterdir() if (p / "cfg.json").exists()) == [f"layer{i}" for i in range(4)]
+    lines = stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["layer", "L0", "FVU"])
+    assert [int(line.split()[0]) for line in lines[header + 1:header + 5]] == [0, 1, 2, 3]
+    result = json.loads((out / "result.json").read_text())
+    assert result["kind"] == "dictionary_stack" and result["layers"] == [0, 1, 2, 3]
+    assert [r["layer"] for r in result["table"]] == [0, 1, 2, 3]
+    assert all(0 < r["fvu"] < 1.5 and r["l0"] > 0 and r["loss_recovered"] is not None for r in result["table"])
+    assert [c["step"] for c in result["curves"]["2"]] == list(range(8))  # 2048 / 256 steps, all kept
+    assert result["eval"] == {"n_texts": 4, "held_out": True, "spliced": True}
+    cfg = json.loads((out / "layer3" / "cfg.json").read_text())
+    assert cfg["metadata"]["hook_name"] == "blocks.3.ln2.hook_normalized"
+    code, _, err = run(capsys, "circuit", "zoo:gpt2-tiny", "--transcoders", str(out), "--prompt",
+                       "from the year 1732 to the year 17", "--target", "logit:40-20", "--iters", "1", "--no-check")
+    assert code == 0, err
+    code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layers", "all", "--out", str(out))
+    assert code == 2 and "already exists" in err
+    code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layers", "0,9", "--out", str(tmp_path / "x"))
+    assert code == 2 and "--layers" in err
+    code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layers", "0,1", "--kind", "sae", "--hook",
+                       "blocks.0.hook_resid_mid", "--out", str(tmp_path / "y"))
+    assert code == 2 and "{layer}" in err

@@ -193,6 +193,8 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
                  eval_texts: int, spliced: bool, checkpoint_every: int, resume: bool, overwrite: bool,
                  as_json: bool) -> None:
     """`dict train --layers`: a stack from one forward per batch (`lmscope.dictionary.multi`)."""
+    from dataclasses import replace
+
     from lmscope import HookedModel
     from lmscope.data.corpus import load_corpus
     from lmscope.dictionary.multi import parse_layers, save_stack, split_eval_texts, stack_table, train_stack
@@ -217,8 +219,8 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
         text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         train_texts, held, held_out = split_eval_texts(text.texts, eval_texts)
         run = train_stack(hooked, layers=chosen, kind=kind, hook=hook, d_sae=d_sae, activation=activation,
-                          l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size, corpus=text.__class__(
-                              **{**vars(text), "texts": train_texts}) if held_out else text,
+                          l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size,
+                          corpus=replace(text, texts=train_texts),
                           exclude_first=exclude_first, reuse=reuse, seed=seed, buffer_tokens=buffer_tokens,
                           out_dir=target if checkpoint_every else None, checkpoint_every=checkpoint_every,
                           resume=resume, progress=stage)
@@ -250,7 +252,8 @@ def _print_stack(path: Path, run: Any, table: list[dict[str, Any]], held_out: bo
     for r in table:
         out.print(f"{r['layer']:>5}  {_fmt(r.get('l0'), '8.1f')}  {_fmt(r.get('fvu'), '7.4f')}  "
                   f"{_fmt(r.get('dead_fraction'), '6.3f')}  {_fmt(r['dead_fraction_train'], '11.3f')}  "
-                  f"{_fmt(r.get('loss_recovered'), '9.3f')}  {r['hook_name']}", markup=False)
+                  f"{_fmt(r.get('loss_recovered'), '9.3f')}  {r['hook_name']}", markup=False,
+                  soft_wrap=True)
     n = table[0].get("n_rows") if table else None
     if n is not None:
         out.print(f"table on {n:,} {'held-out' if held_out else 'training'} tokens; curves in result.json",

@@ -68,32 +68,38 @@ def transcoder_stack(model: HookedModel, *, layers: list[int] | None = None, d_s
                      progress: Callable[[str, int, int], None] | None = None) -> dict[int, Dictionary]:
     """A transcoder for each of `layers` (default: all), from the cache or trained (and then cached).
 
+    The layers not in the cache are trained together, from one model forward per batch
+    (`lmscope.dictionary.multi.train_stack`).
+
     `corpus`: the training text (`lmscope.dictionary.recipes.train_dictionary`); the default, the synthetic
     corpus, suits the zoo models only: pass the user's corpus (a file or a `Corpus`) for a real model. A
     corpus other than the synthetic one is part of the cache key (by the hash of its texts).
     """
-    from lmscope.dictionary.recipes import model_corpus, texts_sha256, train_dictionary
+    from lmscope.dictionary import multi
+    from lmscope.dictionary.recipes import model_corpus, texts_sha256
 
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
-    settings: dict[str, object] = {"d_sae": d_sae, "tokens": tokens, "l1_coefficient": l1_coefficient, "seed": seed}
+    settings: dict[str, object] = {"d_sae": d_sae, "tokens": tokens, "l1_coefficient": l1_coefficient, "seed": seed,
+                                   "trainer": "one-pass"}
     if not isinstance(corpus, Corpus):
         corpus = model_corpus(corpus, model, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
     if not corpus.is_synthetic:
         settings["corpus"] = texts_sha256(corpus.texts)
     where = stack_dir(model, settings)
     out: dict[int, Dictionary] = {}
-    for i, layer in enumerate(layers):
+    for layer in layers:
         path = where / f"layer{layer}"
         if cache and (path / CFG_FILE).exists():
             out[layer] = load_dictionary(path)
-            continue
-        if progress is not None:
-            progress("training transcoders", i, len(layers))
-        est = train_dictionary(model, kind="transcoder", layer=layer, d_sae=d_sae, tokens=tokens,
-                               l1_coefficient=l1_coefficient, seed=seed, corpus=corpus)
-        out[layer] = est.dictionary_
-        if cache:
-            save_dictionary(est.dictionary_, path, overwrite=True)
+    missing = [la for la in layers if la not in out]
+    if missing:  # every missing layer from one model forward per batch
+        stage = (lambda s, i, n: progress("training transcoders", i, n)) if progress is not None else None
+        run = multi.train_stack(model, layers=missing, kind="transcoder", d_sae=d_sae, tokens=tokens,
+                                l1_coefficient=l1_coefficient, seed=seed, corpus=corpus, progress=stage)
+        for layer, d in run.dictionaries.items():
+            out[layer] = d
+            if cache:
+                save_dictionary(d, where / f"layer{layer}", overwrite=True)
     if progress is not None:
         progress("training transcoders", len(layers), len(layers))
-    return out
+    return {la: out[la] for la in layers}
