@@ -136,3 +136,28 @@ def test_forward_stops_after_the_last_chosen_layer(model) -> None:  # type: igno
     finally:
         for h in handles:
             h.remove()
+
+
+def test_torchrun_two_gloo_ranks_train_one_stack(tmp_path: Path) -> None:
+    """Under torchrun each rank reads its share of the texts; gradients are summed, so both ranks end with the
+    same weights bit for bit, and the one checkpoint records each rank's position in its stream."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = Path(__file__).with_name("stack_script.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           str(script), str(tmp_path)]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert sorted(a) == [0, 2] and all(_equal(a[la], b[la]) for la in a)
+    ckpt = latest_checkpoint(tmp_path)
+    assert ckpt is not None and ckpt.name == "step-00000010.pt"
+    state = torch.load(ckpt, weights_only=True)
+    assert len(state["data"]["positions"]) == 2 and state["stack"]["world"] == 2
