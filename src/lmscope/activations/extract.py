@@ -246,6 +246,7 @@ def _finalize(out: Path, header: dict[str, Any], n_shards: int, cfg: ExtractConf
             raise InputError(f"{path}: missing after extraction; run the same command again to resume")
         first = i * cfg.shard_sentences
         shards.append({"index": i, "file": path.name, "sha256": known.get(i) or file_sha256(path),
+                       "size": path.stat().st_size,
                        "first_sentence": first,
                        "n_sentences": min(cfg.shard_sentences, header["n_sentences"] - first)})
     atomic_write_json(out / MANIFEST, {**header, "status": "complete", "shards": shards,

@@ -3,11 +3,19 @@
 Each shard holds, for a contiguous range of sentences, one `[rows, d]` tensor per hook point (one row per
 word, in corpus order) plus `sentence_index` and `word_index` `[rows]`; its safetensors metadata carries
 the shard's sentences as JSON, so top-activating examples need nothing but the store.
+
+A store is untrusted input: the manifest is checked against a schema when the store is opened (one
+`InputError` naming the file and the key), shard names must be plain file names inside the store
+directory, and every shard is read whole into memory, its size and sha256 checked against the manifest
+while reading (one pass over the bytes), before its tensors are parsed from those same bytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import Tensor
 
 from lmscope.errors import InputError
@@ -40,6 +47,113 @@ class Shard:
     first_sentence: int
 
 
+_HEADER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "format": str, "status": str, "model": dict, "points": list, "dims": dict, "n_rows": int, "n_sentences": int}
+_SHARD_KEYS: dict[str, type | tuple[type, ...]] = {
+    "index": int, "file": str, "sha256": str, "first_sentence": int, "n_sentences": int}
+
+
+def _kind(t: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
+    return " or ".join(names.get(x, x.__name__) for x in (t if isinstance(t, tuple) else (t,)))
+
+
+def _check_keys(obj: Any, keys: dict[str, type | tuple[type, ...]], where: str, manifest: Path) -> None:
+    for key, t in keys.items():
+        if key not in obj:
+            raise InputError(f"{manifest}: key {where}{key!r} is missing")
+        value = obj[key]
+        if not isinstance(value, t) or (isinstance(value, bool) and t is int):
+            raise InputError(f"{manifest}: key {where}{key!r} must be {_kind(t)}, not {type(value).__name__}")
+
+
+def check_manifest(manifest: Any, path: Path) -> None:
+    """The schema of `manifest.json` (`path`): required keys and their types, and shard names confined to
+    the store directory; one InputError naming the file and the key."""
+    if not isinstance(manifest, dict):
+        raise InputError(f"{path}: must be a JSON object, not {type(manifest).__name__}")
+    if manifest.get("format") != FORMAT:
+        raise InputError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    _check_keys(manifest, _HEADER_KEYS, "", path)
+    if not all(isinstance(p, str) for p in manifest["points"]):
+        raise InputError(f"{path}: key 'points' must be a list of strings")
+    for p in manifest["points"]:
+        d = manifest["dims"].get(p)
+        if not isinstance(d, int) or isinstance(d, bool) or d < 0:
+            raise InputError(f"{path}: key 'dims' must give a non-negative integer for point {p!r}")
+    if manifest["status"] != "complete":
+        return
+    if not isinstance(manifest.get("shards"), list):
+        raise InputError(f"{path}: key 'shards' is missing or not a list")
+    for i, entry in enumerate(manifest["shards"]):
+        if not isinstance(entry, dict):
+            raise InputError(f"{path}: key 'shards'[{i}] must be an object")
+        _check_keys(entry, _SHARD_KEYS, f"'shards'[{i}].", path)
+        if "size" in entry and (not isinstance(entry["size"], int) or isinstance(entry["size"], bool)):
+            raise InputError(f"{path}: key 'shards'[{i}].'size' must be an integer")
+        name = entry["file"]
+        if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+                or Path(name).is_absolute() or Path(name).name != name):
+            raise InputError(f"{path}: key 'shards'[{i}].'file' {name!r} is not a file name inside the store "
+                             "(no directories, '..' or absolute paths)")
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool}
+
+
+def parse_safetensors(data: bytearray) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """`(tensors, metadata)` of a safetensors file held in `data`; the tensors are views of `data` (no copy).
+    Raises ValueError (or KeyError/TypeError) on anything malformed: offsets are checked against the buffer."""
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise ValueError("header length past the end of the file")
+    header = json.loads(bytes(data[8:8 + n]))
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    start, tensors = 8 + n, {}
+    for name, info in header.items():
+        dtype, shape, (lo, hi) = _DTYPES[info["dtype"]], [int(x) for x in info["shape"]], info["data_offsets"]
+        count = int(np.prod(shape)) if shape else 1
+        if not 0 <= lo <= hi <= len(data) - start or hi - lo != count * dtype.itemsize:
+            raise ValueError(f"tensor {name!r} has data offsets outside the file or of the wrong size")
+        flat = torch.frombuffer(data, dtype=dtype, count=count, offset=start + lo) if count else torch.empty(0)
+        tensors[name] = flat.to(dtype).reshape(shape)
+    return tensors, metadata
+
+
+def read_shard_bytes(path: Path, entry: dict[str, Any], verified: dict[str, tuple[int, ...]] | None = None
+                     ) -> bytearray:
+    """The bytes of shard `path`, read once and checked against the manifest `entry` (size, sha256).
+
+    `verified` (file name -> (inode, size, mtime_ns)) remembers shards already hashed by this reader: an
+    unchanged file is not hashed again when a command reads the store several times (rows, then sentences)."""
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = bytearray(st.st_size)
+            del data[f.readinto(data):]  # one read into one buffer (a file shrinking meanwhile is cut here)
+    except FileNotFoundError:
+        raise InputError(f"{path}: shard listed in {MANIFEST} is missing") from None
+    except OSError as err:
+        raise InputError(f"{path}: cannot read shard ({err.strerror or err})") from None
+    size = entry.get("size")
+    if size is not None and len(data) != size:
+        raise InputError(f"{path}: {len(data)} bytes, {MANIFEST} says {size} (truncated or replaced)")
+    stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if verified is not None and verified.get(entry["file"]) == stamp and len(data) == st.st_size:
+        return data
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise InputError(f"{path}: sha256 does not match {MANIFEST} (the shard was changed after extraction)")
+    if verified is not None:
+        verified[entry["file"]] = stamp
+    return data
+
+
 class ActivationStore:
     """A finished (or partly written) store on disk; opening it reads only the manifest."""
 
@@ -49,11 +163,15 @@ class ActivationStore:
         if not manifest.exists():
             raise InputError(f"{self.path}: not an activation store (no {MANIFEST})")
         try:
-            self.manifest: dict[str, Any] = json.loads(manifest.read_text())
+            self.manifest: dict[str, Any] = json.loads(manifest.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise InputError(f"{manifest}: not valid JSON ({err.msg}, line {err.lineno})") from None
-        if self.manifest.get("format") != FORMAT:
-            raise InputError(f"{manifest}: format {self.manifest.get('format')!r}, expected {FORMAT!r}")
+        except UnicodeDecodeError:
+            raise InputError(f"{manifest}: not UTF-8 text") from None
+        except OSError as err:
+            raise InputError(f"{manifest}: cannot read ({err.strerror or err})") from None
+        check_manifest(self.manifest, manifest)
+        self._verified: dict[str, tuple[int, ...]] = {}
 
     # --- description --------------------------------------------------------------------------
     @property
@@ -99,15 +217,25 @@ class ActivationStore:
         self._require_complete()
         names = self._points(points)
         for entry in self.manifest["shards"]:
-            with safe_open(str(self.path / entry["file"]), framework="pt") as f:
-                acts = {}
-                for p in names:
-                    cols = neurons.get(p) if isinstance(neurons, dict) else neurons
-                    t = f.get_tensor(p)
-                    acts[p] = t[:, list(cols)] if cols is not None else t
-                meta = json.loads((f.metadata() or {}).get("lmscope", "{}"))
-                yield Shard(entry["index"], acts, f.get_tensor("sentence_index"), f.get_tensor("word_index"),
-                            meta.get("sentences", []), int(meta.get("first_sentence", 0)))
+            path = self.path / entry["file"]
+            data = read_shard_bytes(path, entry, self._verified)
+            try:
+                tensors, metadata = parse_safetensors(data)
+                meta = json.loads(metadata.get("lmscope", "{}"))
+            except Exception as err:  # safetensors raises its own error types; any of them means a bad file
+                msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+                raise InputError(f"{path}: not a valid safetensors shard ({msg})") from None
+            missing = [k for k in (*names, "sentence_index", "word_index") if k not in tensors]
+            if missing or not isinstance(meta, dict):
+                what = f"no tensor {missing[0]!r}" if missing else "metadata is not a JSON object"
+                raise InputError(f"{path}: {what}")
+            acts = {}
+            for p in names:
+                cols = neurons.get(p) if isinstance(neurons, dict) else neurons
+                t = tensors[p]
+                acts[p] = t[:, list(cols)] if cols is not None else t
+            yield Shard(entry["index"], acts, tensors["sentence_index"], tensors["word_index"],
+                        meta.get("sentences", []), int(meta.get("first_sentence", 0)))
 
     def load(self, points: Sequence[str] | None = None,
              neurons: Sequence[int] | dict[str, Sequence[int]] | None = None) -> dict[str, Tensor]:
