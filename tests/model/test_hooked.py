@@ -169,3 +169,32 @@ def test_unsupported_architecture_lists_supported() -> None:
     with pytest.raises(InputError, match="supported model types: gpt2, gpt_neox, llama"):
         HookedModel(BertForMaskedLM(BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
                                                intermediate_size=32, vocab_size=50)))
+
+
+def test_inputs_the_model_cannot_take_are_refused_naming_the_limit(family: str) -> None:
+    """Tiny models have a 64-position context and a 61-token vocabulary (tests/tiny_models.py)."""
+    model = HookedModel(tiny_hf_model(family))
+    assert model.cfg.n_ctx == 64 and model.cfg.d_vocab == 61
+    model.run_with_cache(torch.ones(1, 64, dtype=torch.long))  # exactly the context: runs
+    too_long = torch.ones(1, 65, dtype=torch.long)
+    for run in (lambda x: model.run_with_cache(x), lambda x: model.run_with_hooks(x), model.forward):
+        with pytest.raises(InputError, match=r"^inputs: 65 tokens, longer than the model's context of 64 \(n_ctx\)"):
+            run(too_long)
+    for bad in (61, -1):
+        ids = torch.tensor([[1, 2, bad]])
+        with pytest.raises(InputError, match=rf"^inputs: token id {bad} is outside the model's vocabulary "
+                                             r"\(ids 0\.\.60, d_vocab 61\)"):
+            model.run_with_cache(ids)
+    model.run_with_hooks(torch.tensor([[0, 60]]))  # the first and last ids of the vocabulary run
+
+
+def test_text_longer_than_the_context_is_refused() -> None:
+    from tiny_models import tiny_hooked_with_tokenizer
+
+    model = tiny_hooked_with_tokenizer()
+    n_ctx = model.cfg.n_ctx
+    text = " ".join(["the"] * (n_ctx + 5))
+    n = len(model.to_str_tokens(text))  # showing the tokens is not a run: no limit
+    assert n > n_ctx
+    with pytest.raises(InputError, match=rf"^inputs: {n} tokens, longer than the model's context of {n_ctx}"):
+        model.run_with_cache(text)

@@ -114,3 +114,13 @@ def test_add_bos_template_makes_the_tokenizer_add_it() -> None:
     assert tok("a b", add_special_tokens=False)["input_ids"] == [8, 9]
     with pytest.raises(InputError, match="has no bos_token"):
         add_bos_template(smol_tokenizer(bos=None))
+
+
+def test_check_fits_limits() -> None:
+    from lmscope.model.inputs import check_fits
+
+    check_fits(torch.zeros(2, 8, dtype=torch.long), n_ctx=8, d_vocab=1)
+    with pytest.raises(InputError, match=r"^inputs: 9 tokens, longer than the model's context of 8 \(n_ctx\)"):
+        check_fits(torch.zeros(1, 9, dtype=torch.long), n_ctx=8, d_vocab=1)
+    with pytest.raises(InputError, match=r"^inputs: token id 5 is outside the model's vocabulary \(ids 0\.\.4, "):
+        check_fits(torch.tensor([[0, 5]]), n_ctx=8, d_vocab=5)

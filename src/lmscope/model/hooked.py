@@ -19,7 +19,7 @@ from lmscope.model.adapters import Adapter, adapter_for
 from lmscope.model.attention import PatternHook, pattern_hooks
 from lmscope.model.config import ModelConfig
 from lmscope.model.hookpoints import HookPoint, Site, layer_of, refuse_unknown
-from lmscope.model.inputs import Inputs, TokenBatch, to_token_batch, tokenizer_adds_bos
+from lmscope.model.inputs import Inputs, TokenBatch, check_fits, to_token_batch, tokenizer_adds_bos
 
 HookFn = Callable[..., Tensor | None]
 """`fn(tensor, *, hook: HookPoint) -> Tensor | None`; a returned tensor replaces the activation."""
@@ -88,13 +88,20 @@ class HookedModel:
         """Tokenize a string, a list of strings (right-padded, with a mask) or pass a token tensor through.
 
         Strings are encoded as `tokenizer(text)` does, with a BOS at position 0 exactly when `prepend_bos`
-        (default `self.prepend_bos`) is true."""
+        (default `self.prepend_bos`) is true. A batch the model cannot take (longer than its context, or
+        ids outside its vocabulary) is refused here, in one InputError line naming the limit, before any run;
+        every run method and the causal engine tokenize through this method."""
+        batch = self._tokenize(inputs, prepend_bos)
+        check_fits(batch.input_ids, n_ctx=self.cfg.n_ctx, d_vocab=self.cfg.d_vocab)
+        return batch
+
+    def _tokenize(self, inputs: Inputs, prepend_bos: bool | None) -> TokenBatch:
         bos = self.prepend_bos if prepend_bos is None else prepend_bos
         return to_token_batch(inputs, self.tokenizer, prepend_bos=bos, device=self.device,
                               adds_bos=self._adds_bos)
 
     def to_str_tokens(self, text: str, *, prepend_bos: bool | None = None) -> list[str]:
-        ids = self.to_tokens(text, prepend_bos=prepend_bos).input_ids[0].tolist()
+        ids = self._tokenize(text, prepend_bos).input_ids[0].tolist()  # showing tokens needs no context limit
         return [self.tokenizer.decode([i]) for i in ids]
 
     # --- running ------------------------------------------------------------------------------

@@ -126,3 +126,21 @@ def to_token_batch(inputs: Inputs, tokenizer: Any, *, prepend_bos: bool | None, 
         ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
         mask[i, : len(r)] = 1
     return TokenBatch(ids.to(device), mask.to(device))
+
+
+def check_fits(input_ids: Tensor, *, n_ctx: int, d_vocab: int) -> None:
+    """Refuse token ids a model with context `n_ctx` and vocabulary `d_vocab` cannot take, in one line naming
+    the limit (the model would otherwise fail deep inside with an IndexError, or read past its position table).
+
+    `n_ctx` is the adapter's context length (GPT-2's `n_positions`; `max_position_embeddings` for rotary
+    models, whose positions have no hard table but were trained only up to it)."""
+    n = int(input_ids.shape[-1])
+    if n > n_ctx:
+        raise InputError(f"inputs: {n} tokens, longer than the model's context of {n_ctx} (n_ctx); "
+                         "shorten the text or split it")
+    if input_ids.numel():
+        lo, hi = int(input_ids.min()), int(input_ids.max())
+        if lo < 0 or hi >= d_vocab:
+            bad = lo if lo < 0 else hi
+            raise InputError(f"inputs: token id {bad} is outside the model's vocabulary (ids 0..{d_vocab - 1}, "
+                             f"d_vocab {d_vocab})")
