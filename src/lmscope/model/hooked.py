@@ -55,13 +55,14 @@ class HookedModel:
     @classmethod
     def from_pretrained(cls, model: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
                         trust_remote_code: bool = False, progress: Callable[[int, int], None] | None = None,
-                        prepend_bos: bool | None = None) -> HookedModel:
+                        prepend_bos: bool | None = None, allow_pickle: bool = False) -> HookedModel:
         """Load `zoo:NAME`, `real:NAME`, a local HF directory, a `.gguf` file (dequantized once and cached)
-        or a Hugging Face hub id (`prepend_bos`: None = the tokenizer's convention, as in the constructor)."""
+        or a Hugging Face hub id (`prepend_bos`: None = the tokenizer's convention, as in the constructor).
+        Weights load from safetensors only unless `allow_pickle=True` (pickle files can run code)."""
         from lmscope.model.loading import load_hf
 
-        hf_model, tokenizer, name = load_hf(model, dtype=dtype, device=device,
-                                            trust_remote_code=trust_remote_code, progress=progress)
+        hf_model, tokenizer, name = load_hf(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                                            progress=progress, allow_pickle=allow_pickle)
         return cls(hf_model, tokenizer, name=name, prepend_bos=prepend_bos)
 
     # --- names --------------------------------------------------------------------------------

@@ -57,10 +57,28 @@ def resolve(model: str, *, progress: Callable[[int, int], None] | None = None) -
     return str(path)
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickle_only(model: str, path: Path, allow_pickle: bool) -> None:
+    """A local directory with pickle weights and no safetensors: refused in one line naming the risk."""
+    if allow_pickle or not path.is_dir() or any(path.glob("*.safetensors")):
+        return
+    pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise InputError(f"model {model!r}: weights only in pickle format ({pickles[0]}), which can run arbitrary "
+                         "code when loaded; convert them to safetensors, or pass allow_pickle=True "
+                         "(HookedModel.from_pretrained) if you trust the files")
+
+
 def load_hf(model: str, *, dtype: torch.dtype = torch.float32, device: str = "cpu",
             trust_remote_code: bool = False, progress: Callable[[int, int], None] | None = None,
-            ) -> tuple[nn.Module, Any, str]:
-    """Load `(hf_model, tokenizer, name)`; every failure the user can fix is an InputError."""
+            allow_pickle: bool = False) -> tuple[nn.Module, Any, str]:
+    """Load `(hf_model, tokenizer, name)`; every failure the user can fix is an InputError.
+
+    Weights are read from safetensors only (`use_safetensors=True`): a pickle checkpoint
+    (`pytorch_model.bin`, `*.pt`) can run arbitrary code when loaded, so a directory holding only those is
+    refused unless `allow_pickle=True` says the files are trusted."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -68,8 +86,10 @@ def load_hf(model: str, *, dtype: torch.dtype = torch.float32, device: str = "cp
 
     hf_logging.disable_progress_bar()  # lmscope shows its own progress; HF's per-load bars are noise
     source = resolve(model, progress=progress)
+    _refuse_pickle_only(model, Path(source), allow_pickle)
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code,
+                                                        use_safetensors=None if allow_pickle else True)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
