@@ -12,6 +12,8 @@ from lmscope.errors import InputError
 
 OUTCOMES = ("toxicity", "log-toxicity", "toxicity-hit", "toxicity-continuation", "logit-diff", "prob",
             "classifier:PATH", "py:MODULE:FUNCTION")
+PLUGIN_HELP = ("py:MODULE:FUNCTION imports MODULE (from the current directory or the Python path) and runs its "
+               "code: use only code you trust.")
 Components = Annotated[str, typer.Option(help="Comma-separated groups: heads, mlp, attn, resid, neurons.")]
 Target = Annotated[str | None, typer.Option(help="Target token (logit-diff, prob), e.g. ' Tuesday'.")]
 Foil = Annotated[str | None, typer.Option(help="Foil token (logit-diff).")]
@@ -99,19 +101,25 @@ def default_outcome(model: str, outcome: str | None) -> str:
 
 
 def _plugin(spec: str) -> Any:
-    """`module:function` importable from the current directory or the Python path: `fn(logits, index)`."""
+    """`module:function` importable from the current directory or the Python path: `fn(logits, index)`.
+
+    Importing runs the module's code (see PLUGIN_HELP). The current directory is on `sys.path` only while
+    importing: `sys.path` is restored afterwards, so later imports cannot pick up files from it."""
     import importlib
+    import os
     import sys
 
     module, _, name = spec.partition(":")
     if not module or not name:
         raise InputError(f"--outcome py:{spec}: expected py:MODULE:FUNCTION")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
+    saved = list(sys.path)
+    sys.path.insert(0, os.getcwd())
     try:
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as e:
         raise InputError(f"--outcome py:{spec}: cannot load it ({e})") from None
+    finally:
+        sys.path[:] = saved
     if not callable(fn):
         raise InputError(f"--outcome py:{spec}: {name} is not callable")
     return fn
@@ -184,7 +192,7 @@ def check_method(method: str, metric: str, verify_top: int) -> None:
 def patch(model: ModelArg,
           base: Annotated[str, typer.Option(help="Base inputs: a text file (one per line) or .jsonl (field text).")],
           source: Annotated[str, typer.Option(help="Source inputs, one per base input.")],
-          metric: Annotated[str, typer.Option(help=f"One of {', '.join(OUTCOMES)}.")] = "logit-diff",
+          metric: Annotated[str, typer.Option(help=f"One of {', '.join(OUTCOMES)}. {PLUGIN_HELP}")] = "logit-diff",
           target: Target = None, foil: Foil = None, lexicon: Lexicon = None,
           components: Components = "heads,mlp,resid", neurons: Neurons = None,
           position: Annotated[str, typer.Option(help="last (each input's last token), all (every position at "
@@ -261,7 +269,8 @@ def mediate(model: ModelArg,
                                                              "(model activations) or nmf (TF-IDF).")] = None,
             n_topics: Annotated[int, typer.Option(help="Topics to infer.")] = 4,
             text: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
-            outcome: Annotated[str | None, typer.Option(help=f"One of {', '.join(OUTCOMES)}. Default: toxicity "
+            outcome: Annotated[str | None, typer.Option(help=f"One of {', '.join(OUTCOMES)}. {PLUGIN_HELP} "
+                                                        "Default: toxicity "
                                                         "(the synthetic corpus's insults) for zoo: models only; "
                                                         "any other model needs one.")] = None,
             target: Target = None, foil: Foil = None, lexicon: Lexicon = None,
