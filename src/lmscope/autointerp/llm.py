@@ -14,6 +14,7 @@ import json
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from typing import Any, Protocol
@@ -56,12 +57,25 @@ class OpenAIClient:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.timeout = timeout
+        self._api_key()  # checked now, before any work: a key is never sent in clear text to another host
+
+    def _api_key(self) -> str | None:
+        """The API key from `api_key_env`, if set, once the URL is known to be safe to send it to: over https,
+        or plain http only to this machine (localhost, 127.0.0.1, ::1). Other schemes are refused outright."""
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise InputError(f"--llm-url {self.base_url}: expected an http:// or https:// URL")
+        key = os.environ.get(self.api_key_env)
+        if key and parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
+            raise InputError(f"--llm-url {self.base_url}: refusing to send the API key in ${self.api_key_env} "
+                             "over plain http to another host; use https (or unset the variable)")
+        return key
 
     def complete(self, prompt: str) -> str:
         body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}],
                            "max_tokens": self.max_tokens, "temperature": self.temperature}).encode()
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env)
+        key = self._api_key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
         url = self.base_url.rstrip("/") + "/chat/completions"
