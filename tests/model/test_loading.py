@@ -40,3 +40,28 @@ def test_pickle_weights_refused_unless_allowed(tmp_path: Path) -> None:
                                          r"arbitrary code when loaded; .* pass allow_pickle=True"):
         HookedModel.from_pretrained(str(pickled))
     torch.testing.assert_close(HookedModel.from_pretrained(str(pickled), allow_pickle=True).forward(ids), expected)
+
+
+def test_classifier_scorer_refuses_pickle_weights(tmp_path: Path) -> None:
+    import pytest
+    import torch
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    from lmscope.causal.scorers import HFClassifierScorer
+    from lmscope.errors import InputError
+    from tiny_models import tiny_hooked_with_tokenizer
+
+    tok = tiny_hooked_with_tokenizer().tokenizer
+    clf = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=len(tok), num_labels=2,
+                                                   pad_token_id=0))
+    for d in (tmp_path / "safe", tmp_path / "pickled"):
+        clf.save_pretrained(d)
+        tok.save_pretrained(d)
+    for f in (tmp_path / "pickled").glob("*.safetensors"):
+        f.unlink()
+    torch.save(clf.state_dict(), tmp_path / "pickled" / "pytorch_model.bin")
+    probs = HFClassifierScorer(str(tmp_path / "safe"))(["the senator voted"])
+    assert probs.shape == (1,) and 0 < float(probs[0]) < 1
+    with pytest.raises(InputError, match=r"pickled: classifier weights only in pickle format, which can run "
+                                         r"arbitrary code when loaded"):
+        HFClassifierScorer(str(tmp_path / "pickled"))(["the senator voted"])

@@ -13,6 +13,7 @@ continuation) and `HFClassifierScorer` (a local HF sequence classifier, loaded o
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -133,10 +134,18 @@ class HFClassifierScorer:
     def __call__(self, texts: Sequence[str]) -> Tensor:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        if self._loaded is None:  # loaded on first use, then kept
+        if self._loaded is None:  # loaded on first use, then kept; safetensors only (pickle files can run code)
+            from lmscope.model.loading import PICKLE_SUFFIXES
+
+            where = Path(self.path)
+            if where.is_dir() and not any(where.glob("*.safetensors")) and any(
+                    p.suffix in PICKLE_SUFFIXES for p in where.iterdir()):
+                raise InputError(f"{self.path}: classifier weights only in pickle format, which can run arbitrary "
+                                 "code when loaded; convert them to safetensors")
             try:
                 self._loaded = (AutoTokenizer.from_pretrained(self.path),
-                                AutoModelForSequenceClassification.from_pretrained(self.path).eval())
+                                AutoModelForSequenceClassification.from_pretrained(self.path,
+                                                                                   use_safetensors=True).eval())
             except (OSError, ValueError) as e:
                 raise InputError(f"{self.path}: not a local HF sequence classifier ({e})") from None
         tok, clf = self._loaded
