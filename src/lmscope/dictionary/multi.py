@@ -219,17 +219,12 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
     checkpoint for the whole stack to `out_dir/checkpoints/` every that many steps; `resume` continues from
     the newest one to the bytes an uninterrupted run would give. `progress(stage, i, n)` per step.
     """
-    from lmscope.dictionary.recipes import corpus_record, model_corpus, recipe_estimator, texts_sha256
+    from lmscope.dictionary.recipes import recipe_estimator, training_texts
 
     rank, world = dist_info()
     hooks = stack_hooks(model, kind, list(layers), hook)
-    if texts is not None:
-        record: dict[str, Any] = {"source": "texts", "n_texts": len(texts), "texts_sha256": texts_sha256(texts)}
-    else:
-        if not isinstance(corpus, Corpus):
-            corpus = model_corpus(corpus, model, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
-        texts, record = corpus.texts, corpus_record(corpus, model, exclude_first)
-    record = {**record, "reuse": reuse}
+    texts, record = training_texts(model, texts, corpus, tokens=tokens, seed=seed, exclude_first=exclude_first,
+                                   reuse=reuse)
     ests = {la: recipe_estimator(model, kind, i, o, d_sae=d_sae, activation=activation,
                                  l1_coefficient=l1_coefficient, k=k, tokens=tokens, batch_size=batch_size, lr=lr,
                                  seed=seed) for la, (i, o) in hooks.items()}

@@ -104,6 +104,19 @@ def recipe_estimator(model: HookedModel, kind: str, hook_in: str, hook_out: str,
                          hook_name_out=hook_out, model_id=model.name)
 
 
+def training_texts(model: HookedModel, texts: Sequence[str] | None, corpus: Any, *, tokens: int, seed: int,
+                   exclude_first: int, reuse: int) -> tuple[list[str], dict[str, Any]]:
+    """The texts a dictionary trains on and the corpus record for its cfg.json: `texts` as given, else `corpus`
+    (a `Corpus`, a `--corpus` value, or None: the synthetic default for zoo models)."""
+    if texts is not None:
+        record: dict[str, Any] = {"source": "texts", "n_texts": len(texts), "texts_sha256": texts_sha256(texts)}
+    else:
+        if not isinstance(corpus, Corpus):
+            corpus = model_corpus(corpus, model, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
+        texts, record = corpus.texts, corpus_record(corpus, model, exclude_first)
+    return list(texts), {**record, "reuse": reuse}
+
+
 def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int = 1, hook: str | None = None,
                      d_sae: int = 1024, activation: str = "relu", l1_coefficient: float = 1.0,
                      k: int | None = None, tokens: int = 200_000, batch_size: int = 1024, lr: float = 2e-3,
@@ -123,13 +136,8 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
     hook_in, hook_out = dictionary_hooks(model, kind, layer, hook)
     if activation == "topk" and k is None:
         raise InputError("--k: a TopK dictionary needs k")
-    if texts is not None:
-        record: dict[str, Any] = {"source": "texts", "n_texts": len(texts), "texts_sha256": texts_sha256(texts)}
-    else:
-        if not isinstance(corpus, Corpus):
-            corpus = model_corpus(corpus, model, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
-        texts, record = corpus.texts, corpus_record(corpus, model, exclude_first)
-    record = {**record, "reuse": reuse}
+    texts, record = training_texts(model, texts, corpus, tokens=tokens, seed=seed, exclude_first=exclude_first,
+                                   reuse=reuse)
     est = recipe_estimator(model, kind, hook_in, hook_out, d_sae=d_sae, activation=activation,
                            l1_coefficient=l1_coefficient, k=k, tokens=tokens, batch_size=batch_size, lr=lr, seed=seed,
                            out_dir=out_dir, checkpoint_every=checkpoint_every, resume=resume)
