@@ -7,7 +7,11 @@ the shard's sentences as JSON, so top-activating examples need nothing but the s
 A store is untrusted input: the manifest is checked against a schema when the store is opened (one
 `InputError` naming the file and the key), shard names must be plain file names inside the store
 directory, and every shard is read whole into memory, its size and sha256 checked against the manifest
-while reading (one pass over the bytes), before its tensors are parsed from those same bytes.
+while reading (one pass over the bytes), before its tensors are parsed from those same bytes; their shapes
+and the shard's metadata are then checked against the manifest.
+
+A store records the model it was extracted from (`provenance`); `ActivationStore(path, model=m)` or
+`store.check_model(m)` refuses a store made with another model (`lmscope.model.provenance`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import torch
 from torch import Tensor
 
 from lmscope.errors import InputError
+from lmscope.model.provenance import check_provenance, check_record
 
 FORMAT = "lmscope.activations/1"
 MANIFEST = "manifest.json"
@@ -81,6 +86,10 @@ def check_manifest(manifest: Any, path: Path) -> None:
         d = manifest["dims"].get(p)
         if not isinstance(d, int) or isinstance(d, bool) or d < 0:
             raise InputError(f"{path}: key 'dims' must give a non-negative integer for point {p!r}")
+    for key in ("n_rows", "n_sentences"):
+        if manifest[key] < 0:
+            raise InputError(f"{path}: key {key!r} must be a non-negative integer")
+    check_record(manifest.get("provenance"), str(path))
     if manifest["status"] != "complete":
         return
     if not isinstance(manifest.get("shards"), list):
@@ -91,6 +100,8 @@ def check_manifest(manifest: Any, path: Path) -> None:
         _check_keys(entry, _SHARD_KEYS, f"'shards'[{i}].", path)
         if "size" in entry and (not isinstance(entry["size"], int) or isinstance(entry["size"], bool)):
             raise InputError(f"{path}: key 'shards'[{i}].'size' must be an integer")
+        if any(entry[k] < 0 for k in ("index", "first_sentence", "n_sentences")):
+            raise InputError(f"{path}: key 'shards'[{i}] has a negative index or count")
         name = entry["file"]
         if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
                 or Path(name).is_absolute() or Path(name).name != name):
@@ -157,7 +168,9 @@ def read_shard_bytes(path: Path, entry: dict[str, Any], verified: dict[str, tupl
 class ActivationStore:
     """A finished (or partly written) store on disk; opening it reads only the manifest."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, model: Any = None, allow_mismatch: bool = False) -> None:
+        """Open the store at `path` (the manifest is read and schema-checked). `model`: the HookedModel the
+        store will be used with; it is checked against the store's provenance (`check_model`)."""
         self.path = Path(path)
         manifest = self.path / MANIFEST
         if not manifest.exists():
@@ -168,10 +181,14 @@ class ActivationStore:
             raise InputError(f"{manifest}: not valid JSON ({err.msg}, line {err.lineno})") from None
         except UnicodeDecodeError:
             raise InputError(f"{manifest}: not UTF-8 text") from None
+        except RecursionError:
+            raise InputError(f"{manifest}: JSON nested too deeply") from None
         except OSError as err:
             raise InputError(f"{manifest}: cannot read ({err.strerror or err})") from None
         check_manifest(self.manifest, manifest)
         self._verified: dict[str, tuple[int, ...]] = {}
+        if model is not None:
+            self.check_model(model, allow_mismatch=allow_mismatch)
 
     # --- description --------------------------------------------------------------------------
     @property
@@ -225,17 +242,50 @@ class ActivationStore:
             except Exception as err:  # safetensors raises its own error types; any of them means a bad file
                 msg = str(err).splitlines()[0] if str(err) else type(err).__name__
                 raise InputError(f"{path}: not a valid safetensors shard ({msg})") from None
-            missing = [k for k in (*names, "sentence_index", "word_index") if k not in tensors]
-            if missing or not isinstance(meta, dict):
-                what = f"no tensor {missing[0]!r}" if missing else "metadata is not a JSON object"
-                raise InputError(f"{path}: {what}")
+            self._check_shard(path, tensors, meta, names)
             acts = {}
             for p in names:
                 cols = neurons.get(p) if isinstance(neurons, dict) else neurons
                 t = tensors[p]
+                if cols is not None and any(not 0 <= int(c) < self.dims[p] for c in cols):
+                    raise InputError(f"neurons: an index is outside 0..{self.dims[p] - 1} for point {p!r}")
                 acts[p] = t[:, list(cols)] if cols is not None else t
             yield Shard(entry["index"], acts, tensors["sentence_index"], tensors["word_index"],
-                        meta.get("sentences", []), int(meta.get("first_sentence", 0)))
+                        meta.get("sentences", []), meta.get("first_sentence", 0))
+
+    def _check_shard(self, path: Path, tensors: dict[str, Tensor], meta: Any, names: Sequence[str]) -> None:
+        """A parsed shard against the manifest: the tensors asked for exist with `[rows, dims[point]]` shapes,
+        row indices are `[rows]`, and the metadata's sentences are lists of strings (one InputError)."""
+        missing = [k for k in (*names, "sentence_index", "word_index") if k not in tensors]
+        if missing:
+            raise InputError(f"{path}: no tensor {missing[0]!r}")
+        if not isinstance(meta, dict):
+            raise InputError(f"{path}: metadata is not a JSON object")
+        rows = tensors["sentence_index"].shape
+        if len(rows) != 1 or tensors["word_index"].shape != rows:
+            raise InputError(f"{path}: sentence_index and word_index must be two [rows] tensors of one length")
+        for p in names:
+            if tuple(tensors[p].shape) != (rows[0], self.dims[p]):
+                raise InputError(f"{path}: tensor {p!r} has shape {tuple(tensors[p].shape)}, expected "
+                                 f"({rows[0]}, {self.dims[p]}) from {MANIFEST}")
+        sents, first = meta.get("sentences", []), meta.get("first_sentence", 0)
+        if not isinstance(sents, list) or not all(
+                isinstance(s, list) and all(isinstance(w, str) for w in s) for s in sents):
+            raise InputError(f"{path}: metadata 'sentences' must be a list of lists of words")
+        if isinstance(first, bool) or not isinstance(first, int) or first < 0:
+            raise InputError(f"{path}: metadata 'first_sentence' must be a non-negative integer")
+
+    # --- provenance ---------------------------------------------------------------------------
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """The model this store was extracted from: the manifest's `provenance` record if it has one
+        (`lmscope.model.provenance.provenance_record`), else its older `model` entry (id, weights_sha256)."""
+        return self.manifest.get("provenance") or self.manifest.get("model")
+
+    def check_model(self, model: Any, *, allow_mismatch: bool = False) -> None:
+        """Refuse to use this store with `model` if it was extracted from another model (dimensions or weights
+        differ); `allow_mismatch` turns a weights mismatch into a logged warning. See `check_provenance`."""
+        check_provenance(self.provenance, model, what=f"activation store {self.path}", allow_mismatch=allow_mismatch)
 
     def load(self, points: Sequence[str] | None = None,
              neurons: Sequence[int] | dict[str, Sequence[int]] | None = None) -> dict[str, Tensor]:
