@@ -145,7 +145,8 @@ def _opt(raw: dict[str, Any], key: str, types: type | tuple[type, ...], expected
 def _cfg_from_json(raw: dict[str, Any], where: Path) -> DictConfig:
     """A DictConfig from an lmscope- or SAELens-written cfg.json, every key it uses schema-checked (types and
     ranges); one InputError naming the file and the key."""
-    meta = raw.get("metadata", raw.get("meta")) or {}
+    meta = raw.get("metadata", raw.get("meta"))
+    meta = {} if meta is None else meta
     if not isinstance(meta, dict):
         raise InputError(f"{where}: key 'metadata' must be an object")
     arch = raw.get("architecture", "standard")
