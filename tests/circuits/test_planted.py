@@ -9,21 +9,14 @@ from __future__ import annotations
 import pytest
 import torch
 from planted import (
-    O_GAIN,
     OTHER,
     PROMPT,
     TRIG_SCALE,
-    V_GAIN,
-    W_HEAD,
     W_IN,
     W_OUT,
     W_RES,
-    d0,
-    d1,
-    d2,
-    d4,
+    by_hand,
     planted,
-    sigma,
 )
 
 from lmscope.circuits import (
@@ -42,21 +35,6 @@ from lmscope.circuits import (
 from lmscope.errors import InputError
 
 TARGET = Target("feature", layer=1, feature=0, pos=2)  # b at the last position
-
-
-def by_hand() -> dict[str, float]:
-    """Every planted quantity, from the weights alone."""
-    x = TRIG_SCALE * d1 + d0  # the residual at a trigger position after layer 0's (zero) attention
-    z_a = W_IN * TRIG_SCALE / sigma(x)  # ln2 leaves mean-zero directions alone: d1 · ln(x) = 2 / σ
-    pre1 = x + z_a * W_OUT * d2  # after MLP 0 at trigger positions; OTHER's is d0 alone
-    value_in = z_a * W_OUT / sigma(pre1)  # d2 · ln1(pre1): what head 1.0 reads at a trigger position
-    head_out = (1 / 3) * 2 * value_in * V_GAIN * O_GAIN * d4  # uniform over 3 positions, two of them triggers
-    mid = pre1 + head_out
-    s_mid = sigma(mid)
-    residual = z_a * W_OUT * W_RES / s_mid
-    through_head = (1 / 3) * z_a * W_OUT * V_GAIN * O_GAIN * W_HEAD / (sigma(pre1) * s_mid)
-    return {"z_a": z_a, "residual": residual, "head": through_head,
-            "value": float((W_RES * d2 + W_HEAD * d4) @ mid) / s_mid}
 
 
 @pytest.fixture(scope="module")

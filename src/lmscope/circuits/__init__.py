@@ -8,6 +8,7 @@ the target), embeddings, transcoder errors and biases. Chaining these gives path
 
 from lmscope.circuits.analysis import Attribution, CircuitResult, attribute, root_probe, target_value, trace_circuit
 from lmscope.circuits.check import Recovery, recovery
+from lmscope.circuits.faithfulness import GraphScores, HeldOut, HeldoutCase, graph_scores, heldout_recovery
 from lmscope.circuits.graph import CircuitGraph, build_graph
 from lmscope.circuits.invariant import (
     connection,
@@ -26,6 +27,9 @@ __all__ = [
     "CircuitGraph",
     "CircuitResult",
     "CircuitTrace",
+    "GraphScores",
+    "HeldOut",
+    "HeldoutCase",
     "Node",
     "Path",
     "PathSearch",
@@ -38,7 +42,9 @@ __all__ = [
     "connections",
     "de_embedding_scores",
     "find_paths",
+    "graph_scores",
     "greater_than_target",
+    "heldout_recovery",
     "logit_scores",
     "ov_de_embedding",
     "parse_target",

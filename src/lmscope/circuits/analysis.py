@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
 from lmscope.circuits.check import Recovery, recovery
+from lmscope.circuits.faithfulness import GraphScores, HeldOut, HeldoutCase, graph_scores, heldout_recovery, under_half
 from lmscope.circuits.graph import CircuitGraph, build_graph, node_label
 from lmscope.circuits.invariant import feature_readout
 from lmscope.circuits.paths import Path, PathSearch, find_paths
@@ -118,6 +119,15 @@ class CircuitResult:
     seconds: dict[str, float]
     options: dict[str, Any]
     features: list[dict[str, Any]]  # the graph's top features with their de-embedding tokens
+    scores: GraphScores | None = None  # replacement / completeness of the graph
+    heldout: HeldOut | None = None  # the graph's features on held-out prompts of the task
+
+    def labels(self) -> list[str]:
+        """`UNDER_HALF` labels: the graph recovers under half of the target on its own prompt or held out."""
+        rec = self.recovery
+        own = None if rec is None else under_half(rec.recovered, rec.recovered_frozen, "its own prompt")
+        held = None if self.heldout is None else self.heldout.verdict()
+        return [x for x in (own, held) if x is not None]
 
     def top_paths(self, k: int = 10) -> list[Path]:
         return self.search.top(k)
@@ -131,7 +141,9 @@ class CircuitResult:
                 "options": self.options, "attribution": self.attribution.to_dict(),
                 "paths": [{**p.to_dict(), "label": self.path_label(p)} for p in self.top_paths(len(self.search.paths))],
                 "graph": self.graph.to_dict(), "recovery": None if self.recovery is None else self.recovery.to_dict(),
-                "features": self.features, "seconds": self.seconds}
+                "features": self.features, "seconds": self.seconds,
+                "scores": None if self.scores is None else self.scores.to_dict(),
+                "heldout": None if self.heldout is None else self.heldout.to_dict(), "labels": self.labels()}
 
     def save(self, directory: str | FsPath, *, overwrite: bool = False) -> FsPath:
         """Write `result.json` (everything) and `graph.json` (the graph alone) into `directory`."""
@@ -144,13 +156,17 @@ class CircuitResult:
 
 def trace_circuit(model: HookedModel, transcoders: Mapping[int, Dictionary], prompt: str, target: Target, *,
                   n_iters: int = 3, branches: int = 5, beam: int | None = None, threshold: float = 0.01,
-                  check: bool = True, progress: Callable[[str, int, int], None] | None = None) -> CircuitResult:
-    """Trace `prompt`, attribute `target`, search paths, build the graph pruned at `threshold × |target|`, and
-    (if `check`) measure how much of the target the graph's features alone recover.
+                  check: bool = True, heldout: Sequence[HeldoutCase] | None = None, heldout_source: str = "",
+                  heldout_skipped: Sequence[str] = (),
+                  progress: Callable[[str, int, int], None] | None = None) -> CircuitResult:
+    """Trace `prompt`, attribute `target`, search paths, build the graph pruned at `threshold × |target|`, score
+    it (replacement, completeness), and (if `check`) measure how much of the target the graph's features alone
+    recover, on `prompt` and on each `heldout` case (prompts of the task the search never saw; see
+    `lmscope.circuits.faithfulness`).
 
     Layers without a transcoder are traced as one `mlp` leaf each (no features below them); they are listed in
     `options["layers_without_transcoder"]` (those the target reads: all layers for a logit, the layers before
-    a feature target's own). `progress(stage, i, n)` hears "trace", "path search" and "check"."""
+    a feature target's own). `progress(stage, i, n)` hears "trace", "path search", "check" and "held-out"."""
     report = progress or (lambda stage, i, n: None)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -168,15 +184,25 @@ def trace_circuit(model: HookedModel, transcoders: Mapping[int, Dictionary], pro
     graph = build_graph(search, attribution.tokens, threshold=threshold, activations=acts)
     t3 = time.perf_counter()
     times.update(trace=t1 - t0, search=t2 - t1, graph=t3 - t2, build=t3 - t0)
+    scores = graph_scores(graph)
+    t3 = time.perf_counter()
+    times["scores"] = t3 - t0 - times["build"]
     if check:
         report("check", 0, 1)
     rec = recovery(model, transcoders, prompt, target, graph.features()) if check else None
     if check:
         report("check", 1, 1)
-    times["check"] = time.perf_counter() - t3
+    t4 = time.perf_counter()
+    times["check"] = t4 - t3
+    held = None
+    if heldout:
+        report("held-out", 0, len(heldout))
+        held = heldout_recovery(model, transcoders, graph.features(), pos, heldout, source=heldout_source,
+                                skipped=heldout_skipped, progress=lambda i, n: report("held-out", i, n))
+        times["heldout"] = time.perf_counter() - t4
     options = {"n_iters": n_iters, "branches": branches, "beam": beam or branches, "threshold": threshold,
                "pos": pos, "layers": sorted(transcoders),
                "layers_without_transcoder": layers_without_transcoder(model, transcoders, target)}
     features = feature_readout(model, transcoders, list(graph.nodes.values()))
     return CircuitResult(model.name, prompt, attribution.tokens, attribution, search, graph, rec, times, options,
-                         features)
+                         features, scores, held)

@@ -40,11 +40,11 @@ class Recovery:
     clean: float
     circuit: float
     none: float
-    without: float
+    without: float | None  # None when not asked for (`recovery(..., without=False)`)
     recovered: float | None  # (circuit - none) / (clean - none); None when ablating every feature does not move it
     circuit_frozen: float
     none_frozen: float
-    without_frozen: float
+    without_frozen: float | None
     recovered_frozen: float | None
     n_features: int
 
@@ -134,8 +134,9 @@ def _fraction(part: float, none: float, clean: float) -> float | None:
 
 
 def recovery(model: HookedModel, transcoders: Mapping[int, Dictionary], prompt: Inputs, target: Target,
-             features: Iterable[tuple[int, int, int]]) -> Recovery:
-    """Splice the circuit's `features` (`(layer, feature, pos)`) back in alone; see the module docstring."""
+             features: Iterable[tuple[int, int, int]], *, without: bool = True) -> Recovery:
+    """Splice the circuit's `features` (`(layer, feature, pos)`) back in alone; see the module docstring.
+    `without=False` skips the two runs with every feature but the circuit's (`without*` are then None)."""
     ids = model.to_tokens(prompt).input_ids
     n_pos = ids.shape[1]
     pos = target.position(n_pos)
@@ -145,12 +146,13 @@ def recovery(model: HookedModel, transcoders: Mapping[int, Dictionary], prompt: 
         if layer in kept:
             kept[layer][p, f] = True
             n += 1
-    masks = {"circuit": kept, "none": {layer: torch.zeros_like(k) for layer, k in kept.items()},
-             "without": {layer: ~k for layer, k in kept.items()}}
+    masks = {"circuit": kept, "none": {layer: torch.zeros_like(k) for layer, k in kept.items()}}
+    if without:
+        masks["without"] = {layer: ~k for layer, k in kept.items()}
     state = _Clean()
     clean = _run(model, transcoders, ids, target, pos, None, state)
     live = {k: _run(model, transcoders, ids, target, pos, m, state) for k, m in masks.items()}
     frozen = {k: _run(model, transcoders, ids, target, pos, m, state, frozen=True) for k, m in masks.items()}
-    return Recovery(clean, live["circuit"], live["none"], live["without"],
+    return Recovery(clean, live["circuit"], live["none"], live.get("without"),
                     _fraction(live["circuit"], live["none"], clean), frozen["circuit"], frozen["none"],
-                    frozen["without"], _fraction(frozen["circuit"], frozen["none"], clean), n)
+                    frozen.get("without"), _fraction(frozen["circuit"], frozen["none"], clean), n)

@@ -24,6 +24,12 @@ def circuit(model: ModelArg,
             = None,
             threshold: Annotated[float, typer.Option(help="Prune paths below this fraction of |target|.")] = 0.01,
             check: Annotated[bool, typer.Option(help="Re-run with only the graph's features kept.")] = True,
+            heldout: Annotated[str | None, typer.Option(
+                help="Score the graph on prompts the search never saw: a file (JSONL {\"prompt\", \"target\"}, or "
+                     "one prompt per line, optionally PROMPT<TAB>TARGET; a missing target means --target) or a "
+                     "built-in task made from --prompt by substitution: days, months, numbers, ioi, greater-than. "
+                     "Reports the median fraction recovered, live and with norms and attention frozen.")] = None,
+            heldout_n: Annotated[int, typer.Option(help="At most this many held-out prompts.")] = 20,
             out_dir: Annotated[str | None, typer.Option("--out", help="Directory for result.json, graph.json "
                                                         "and report.html.")] = None,
             overwrite: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
@@ -37,7 +43,9 @@ def circuit(model: ModelArg,
     from lmscope import HookedModel
     from lmscope.circuits import parse_target, trace_circuit
     from lmscope.circuits.analysis import describe_missing
+    from lmscope.circuits.heldout import builtin_cases, read_cases
     from lmscope.dictionary.stack import load_transcoders
+    from lmscope.errors import InputError
     from lmscope.fileio import atomic_write_text, check_writable
     from lmscope.report import Report
     from lmscope.report.circuit_sections import circuit_section
@@ -48,9 +56,19 @@ def circuit(model: ModelArg,
     tcs = load_transcoders(transcoders)
     hooked = HookedModel.from_pretrained(model)
     spec = parse_target(target, hooked, pos=position)
+    cases, skipped, source = [], [], ""
+    if heldout is not None:  # every held-out prompt and target is checked before the trace
+        if heldout_n < 1:
+            raise InputError(f"--heldout-n: expected a positive number of prompts, got {heldout_n}")
+        if Path(heldout).exists():
+            cases, source = read_cases(heldout, hooked, target, position=position, limit=heldout_n), heldout
+        else:
+            cases, skipped = builtin_cases(hooked, prompt, spec, heldout, heldout_n)
+            source = f"built-in task {heldout}: {len(cases)} prompts made from --prompt"
     with progress_bars(not as_json) as stage:
         result = trace_circuit(hooked, tcs, prompt, spec, n_iters=iters, branches=branches, beam=beam,
-                               threshold=threshold, check=check, progress=stage)
+                               threshold=threshold, check=check, heldout=cases, heldout_source=source,
+                               heldout_skipped=skipped, progress=stage)
     data = result.to_dict()
     if out_dir is not None:
         result.save(out_dir, overwrite=overwrite)
@@ -75,7 +93,24 @@ def circuit(model: ModelArg,
     if rec is not None and rec.recovered_frozen is not None:
         out.print(f"with norm scales and attention frozen: {rec.circuit_frozen:.4f}; none: {rec.none_frozen:.4f}; "
                   f"recovered {rec.recovered_frozen:.3f}", soft_wrap=True)
+    sc = result.scores
+    if sc is not None:
+        out.print(f"graph scores (circuit-tracer): replacement {_fmt(sc.replacement)}, completeness "
+                  f"{_fmt(sc.completeness)}; counting what the graph leaves out as error: replacement "
+                  f"{_fmt(sc.replacement_strict)}, completeness {_fmt(sc.completeness_strict)}", soft_wrap=True,
+                  markup=False, highlight=False)
+    held = result.heldout
+    if held is not None:
+        out.print(f"held-out ({held.source}): median recovered {_fmt(held.median)} live, {_fmt(held.median_frozen)} "
+                  f"frozen over {len(held.rows)} prompts ({result.seconds['heldout']:.1f} s)", soft_wrap=True,
+                  markup=False, highlight=False)
+    for label in result.labels():
+        out.print(f"LABEL: the graph {label}", soft_wrap=True, markup=False, highlight=False)
     for p in result.top_paths(5):
         out.print(f"  {p.value:8.4f}  {result.path_label(p)}", soft_wrap=True, markup=False, highlight=False)
     if out_dir is not None:
         out.print(f"wrote {Path(out_dir) / 'result.json'}, graph.json, report.html")
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"

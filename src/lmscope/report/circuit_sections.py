@@ -106,13 +106,14 @@ def circuit_section(result: Mapping[str, Any], n_layers: int, *, key: str = "cir
         kv["layers without a transcoder (one opaque MLP leaf each)"] = ", ".join(map(str, missing))
     if rec is not None:
         kv["target: clean / only the graph's features / none / all but the graph's"] = (
-            f"{rec['clean']:.4f} / {rec['circuit']:.4f} / {rec['none']:.4f} / {rec['without']:.4f}")
+            f"{rec['clean']:.4f} / {rec['circuit']:.4f} / {rec['none']:.4f} / {_num(rec['without'])}")
         kv["fraction of the target recovered by the circuit"] = (
             "n/a" if rec["recovered"] is None else f"{rec['recovered']:.3f}")
         kv["same with norm scales and attention frozen: only the graph's / none / all but the graph's"] = (
-            f"{rec['circuit_frozen']:.4f} / {rec['none_frozen']:.4f} / {rec['without_frozen']:.4f}")
+            f"{rec['circuit_frozen']:.4f} / {rec['none_frozen']:.4f} / {_num(rec['without_frozen'])}")
         kv["fraction recovered, norms and attention frozen"] = (
             "n/a" if rec["recovered_frozen"] is None else f"{rec['recovered_frozen']:.3f}")
+    kv.update(_faithfulness(result))
     paths = [[f"{p['value']:.4f}", p["label"]] for p in result["paths"][:12]]
     kinds = sorted(att["by_kind"].items(), key=lambda kv_: -abs(kv_[1]))
     blocks = [
@@ -135,4 +136,41 @@ def circuit_section(result: Mapping[str, Any], n_layers: int, *, key: str = "cir
         Table(["kind", "sum of direct attributions"], [[k, f"{v:.4f}"] for k, v in kinds],
               caption="Direct attributions to the target, by kind"),
     ]
+    held = result.get("heldout")
+    if held:
+        blocks.append(Table(
+            ["held-out prompt", "target", "clean", "recovered (live)", "recovered (frozen)", "features kept / dropped"],
+            [[r["prompt"], r["target"], f"{r['clean']:.4f}", _num(r["recovered"], 3), _num(r["recovered_frozen"], 3),
+              f"{r['n_features']} / {r['n_dropped']}"] for r in held["rows"]],
+            caption=f"The graph's features spliced in alone on prompts the search never saw ({held['source']}); "
+                    "features move with the target position"))
+    for label in reversed(result.get("labels") or []):
+        blocks.insert(1, Text(f"Label: this graph {label}."))
     return Section(key, title, blocks, {"circuit": dict(result)})
+
+
+def _num(v: float | None, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _faithfulness(result: Mapping[str, Any]) -> dict[str, str]:
+    """Key-value rows for the graph scores, the held-out medians and the labels (absent in older results)."""
+    kv: dict[str, str] = {}
+    sc, held = result.get("scores"), result.get("heldout")
+    if sc:
+        kv["replacement / completeness score (circuit-tracer, on the graph as shown)"] = (
+            f"{_num(sc['replacement'], 3)} / {_num(sc['completeness'], 3)}")
+        kv["same, counting what the graph leaves out (rest, unexpanded) against it"] = (
+            f"{_num(sc['replacement_strict'], 3)} / {_num(sc['completeness_strict'], 3)}")
+        if sc.get("sources"):
+            kv["where the target's influence ends (strict)"] = ", ".join(
+                f"{k} {v:.2f}" for k, v in sc["sources"].items())
+    if held:
+        kv[f"held-out median fraction recovered, live / frozen ({held['n']} prompts)"] = (
+            f"{_num(held['median_recovered'], 3)} / {_num(held['median_recovered_frozen'], 3)}")
+    secs = result.get("seconds", {})
+    if "heldout" in secs:
+        kv["time for the check / held-out prompts"] = f"{secs.get('check', 0.0):.2f} s / {secs['heldout']:.2f} s"
+    for i, label in enumerate(result.get("labels") or []):
+        kv[f"label {i + 1}" if i else "label"] = label
+    return kv
