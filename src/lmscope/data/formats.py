@@ -166,7 +166,7 @@ def looks_like_synthetic_jsonl(path: str | os.PathLike[str]) -> bool:
                 if line.strip():
                     obj = json.loads(line)
                     return isinstance(obj, dict) and "text" in obj and "kind" in obj and "tokens" not in obj
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # JSONDecodeError is a ValueError; the parser reports it
         return False
     return False
 

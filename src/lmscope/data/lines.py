@@ -30,6 +30,8 @@ def read_lines(path: str | os.PathLike[str]) -> list[str]:
         raise InputError(f"{source}: is a directory, expected a file") from exc
     except OSError as exc:
         raise InputError(f"{source}: cannot read ({exc.strerror or exc})") from exc
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        raise InputError(f"{str(source)!r}: not a usable file name ({exc})") from exc
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -57,4 +59,6 @@ def json_lines(path: str | os.PathLike[str], expected: str) -> Iterator[tuple[st
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where}: not valid JSON ({exc.msg}); {expected}") from None
+        except RecursionError:
+            raise InputError(f"{where}: JSON nested too deeply; {expected}") from None
         yield where, obj

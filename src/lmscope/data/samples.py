@@ -106,8 +106,13 @@ class Sample:
             raise InputError(f"field 'item_positions': expected a list of integers or null, got {items!r}")
         if not isinstance(meta, dict):
             raise InputError(f"field 'meta': expected an object, got {meta!r}")
+        for key in ("task", "topic"):
+            if d.get(key) is not None and not isinstance(d[key], str):
+                raise InputError(f"field {key!r}: expected a string or null, got {d[key]!r}")
+        if not isinstance(d.get("toxic", False), bool):
+            raise InputError(f"field 'toxic': expected true or false, got {d['toxic']!r}")
         words = tuple(text.split(" "))
-        if "words" in d and tuple(d["words"]) != words:
+        if "words" in d and (not isinstance(d["words"], list) or tuple(d["words"]) != words):
             raise InputError("field 'words': does not equal text.split(' ')")
         try:
             return cls(
@@ -118,7 +123,7 @@ class Sample:
                 task=d.get("task"),
                 item_positions=None if items is None else tuple(items),
                 topic=d.get("topic"),
-                toxic=bool(d.get("toxic", False)),
+                toxic=d.get("toxic", False),
                 meta=dict(meta),
             )
         except ValueError as exc:
