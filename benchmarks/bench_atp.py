@@ -14,9 +14,11 @@ largest |estimates|, how many are among the 10 largest |exact| effects), the wor
 group (heads, MLPs, residual streams), and the load average before and after (the machine may be shared:
 timings move with it).
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_atp.py --model zoo:gpt2-tiny --pairs 8 --rounds 5
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_atp.py --model real:smollm2-135m --pairs 4 \\
-        --rounds 1 --atp-rounds 5
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_atp.py --model zoo --pairs 8
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_atp.py --model smollm2 --pairs 4 --exact-every 4
+
+Timing: benchmarks/_timing.py (>= 5 interleaved rounds of exact and atp after a small untimed warm-up of
+both; min/median/max; ratio of medians). No anchor: lmscope's main venv.
 
 `--exact-every N` times the exact sweep on every N-th position only (all layers and components there) and
 scales its time by the number of positions (printed as such), for when the whole exact sweep is too slow;
@@ -26,14 +28,12 @@ the estimate's error is then measured on those positions. `--device cuda` runs b
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import statistics
 import time
 from typing import Any
 
 import torch
 
+from _timing import Recorder, check_args, common_args, interleaved, load_model
 from lmscope import HookedModel
 from lmscope.causal import compare_estimates, patch_sweep, standard_components
 from lmscope.causal.scorers import logit_diff
@@ -86,23 +86,16 @@ def timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def summary(times: list[float]) -> dict[str, float]:
-    return {"min": min(times), "median": statistics.median(times), "max": max(times), "rounds": len(times)}
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="zoo:gpt2-tiny")
+    common_args(parser, models=None)
     parser.add_argument("--pairs", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=5, help="rounds of the exact sweep (each followed by atp)")
-    parser.add_argument("--atp-rounds", type=int, default=None, help="rounds of atp (default: --rounds)")
     parser.add_argument("--exact-every", type=int, default=1, help="exact sweep on every N-th position only")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", action="store_true")
     parser.add_argument("--save", help="torch.save the exact and estimated effects here (for a closer look)")
-    args = parser.parse_args()
-    load_before = os.getloadavg()
-    model = HookedModel.from_pretrained(args.model, device=args.device)
+    args = parser.parse_args(argv)
+    rounds = check_args(args)
+    rec = Recorder("atp", args)
+    model = load_model(args.model, args.device)
     base, source, answer, foil = ioi_pairs(model, args.pairs)
     lengths = model.to_tokens(base + source).lengths
     if int(lengths.min()) != int(lengths.max()):
@@ -122,16 +115,11 @@ def main() -> None:
         return patch_sweep(model, base, source, comps, metric, method="attribution")
 
     atp()  # warm-up (allocator, first-call costs), untimed, for both sides
-    patch_sweep(model, base[:1], source[:1], exact_comps[:50], metric)
-    t_exact, t_atp, ex, est = [], [], None, None
-    atp_rounds = args.atp_rounds or args.rounds
-    for r in range(max(args.rounds, atp_rounds)):
-        if r < args.rounds:
-            t, ex = timed(exact)
-            t_exact.append(t)
-        if r < atp_rounds:
-            t, est = timed(atp)
-            t_atp.append(t)
+    patch_sweep(model, base[:2], source[:2], exact_comps[:50], metric)
+    out: dict[str, Any] = {}
+    t = interleaved({"exact": lambda: out.__setitem__("exact", exact()),
+                     "atp": lambda: out.__setitem__("atp", atp())}, rounds, warmup=0)
+    ex, est = out["exact"], out["atp"]
     scale = len(comps) / len(exact_comps)
     idx = [est.components.index(c.label) for c in exact_comps]
     stats = compare_estimates(est.effects[:, idx], ex.effects, ex.components, k=10)
@@ -145,43 +133,48 @@ def main() -> None:
     if args.save:
         torch.save({"components": ex.components, "exact": ex.effects, "estimate": est.effects[:, idx],
                     "y_base": ex.y_base, "y_source": ex.y_source}, args.save)
+    label = {"zoo": "zoo:gpt2-tiny", "smollm2": "SmolLM2-135M"}.get(args.model, args.model)
     record = {
-        "model": args.model, "device": args.device, "pairs": args.pairs, "positions": n_pos,
+        "model": label, "device": args.device, "pairs": args.pairs, "positions": n_pos,
         "components": len(comps), "exact_components": len(exact_comps), "exact_positions": subset,
-        "exact_seconds": summary(t_exact), "exact_seconds_all_components": statistics.median(t_exact) * scale,
-        "exact_extrapolated": scale != 1, "atp_seconds": summary(t_atp),
-        "speed_ratio": statistics.median(t_exact) * scale / statistics.median(t_atp),
+        "timing": t.to_dict(), "exact_seconds_all_components": t.median("exact") * scale,
+        "exact_extrapolated": scale != 1, "speed_ratio": t.median("exact") * scale / t.median("atp"),
         "gap": float((ex.y_source - ex.y_base).mean()), **stats, "by_group": groups,
-        "load_average_before": load_before, "load_average_after": os.getloadavg(), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "example": {"base": base[0], "source": source[0]},
+        "example": {"base": base[0], "source": source[0]},
     }
-    if args.json:
-        print(json.dumps(record, indent=2))
-        return
-    w = stats["worst"]
-    print(f"{args.model} on {args.device}: {args.pairs} IOI pairs of {n_pos} tokens, e.g. {base[0]!r} -> {answer[0]!r}")
-    print(f"components: {len(comps)} (every head, MLP and resid_pre at every position); mean logit-diff gap "
-          f"source - base {record['gap']:+.3f}")
-    ex_s, at_s = record["exact_seconds"], record["atp_seconds"]
-    note = (f" on {len(exact_comps)} components (positions {subset}), x{scale:.2f} for all"
-            if scale != 1 else "")
-    print(f"exact: {ex_s['median']:.2f} s median (min {ex_s['min']:.2f}, max {ex_s['max']:.2f}, "
-          f"{ex_s['rounds']} rounds){note}")
-    print(f"atp:   {at_s['median']:.3f} s median (min {at_s['min']:.3f}, max {at_s['max']:.3f}, "
-          f"{at_s['rounds']} rounds)")
-    print(f"speed ratio (exact / atp, all components): {record['speed_ratio']:.0f}x")
-    pc = "n/a" if stats["pearson_cells"] is None else f"{stats['pearson_cells']:.3f}"
-    print(f"Pearson r of mean effects {stats['pearson']:.3f} (every pair x component: {pc}); top-10 overlap "
-          f"{round(stats['top_k_overlap'] * 10)}/10; worst {w['component']}: estimate {w['estimate']:+.3f}, "
-          f"exact {w['exact']:+.3f} (error {w['error']:+.3f}); mean |error| {stats['mean_abs_error']:.4f}")
-    for group, g in groups.items():
-        gw, gp = g["worst"], "n/a" if g["pearson"] is None else f"{g['pearson']:.3f}"
-        print(f"  {group:5s} ({g['n_components']} components): Pearson r {gp}, top-{g['k']} overlap "
-              f"{round(g['top_k_overlap'] * g['k'])}/{g['k']}, worst {gw['component']} (estimate "
-              f"{gw['estimate']:+.3f}, exact {gw['exact']:+.3f})")
-    print(f"load average before {load_before[0]:.2f}, after {record['load_average_after'][0]:.2f}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rec.details = record
+    spread = [r * scale for r in t.round_ratios("exact", "atp")]
+    how = f" (exact timed on {len(exact_comps)}, scaled x{scale:.2f})" if scale != 1 else ""
+    heads = groups.get("heads", {})
+    rec.row(f"attribution patching vs exact sweep, {len(comps)} head/MLP/resid x position components, "
+            f"{args.pairs} IOI pairs", model=label, lmscope=f"{t.median('atp'):.3g} s (AtP)",
+            anchor=f"{t.median('exact') * scale:.3g} s (lmscope exact sweep){how}",
+            ratio=record["speed_ratio"], spread=spread,
+            quality=f"Pearson r {stats['pearson']:.2f}, top-10 overlap {round(stats['top_k_overlap'] * 10)}/10"
+                    + (f"; heads r {heads['pearson']:.2f}" if heads.get("pearson") is not None else ""),
+            note="no anchor: lmscope's estimate against its own exact sweep")
+
+    def text() -> None:
+        w = stats["worst"]
+        print(f"{label} on {args.device}: {args.pairs} IOI pairs of {n_pos} tokens, e.g. {base[0]!r} -> "
+              f"{answer[0]!r}; {len(comps)} components; mean logit-diff gap {record['gap']:+.3f}")
+        for name in ("exact", "atp"):
+            st = t.stats(name)
+            print(f"{name:5s}: median {st['median']:.3f} s (min {st['min']:.3f}, max {st['max']:.3f}, "
+                  f"{st['rounds']} rounds)")
+        pc = "n/a" if stats["pearson_cells"] is None else f"{stats['pearson_cells']:.3f}"
+        print(f"Pearson r of mean effects {stats['pearson']:.3f} (every pair x component: {pc}); top-10 overlap "
+              f"{round(stats['top_k_overlap'] * 10)}/10; worst {w['component']}: estimate {w['estimate']:+.3f}, "
+              f"exact {w['exact']:+.3f}; mean |error| {stats['mean_abs_error']:.4f}")
+        for group, g in groups.items():
+            gw, gp = g["worst"], "n/a" if g["pearson"] is None else f"{g['pearson']:.3f}"
+            print(f"  {group:5s} ({g['n_components']} components): Pearson r {gp}, top-{g['k']} overlap "
+                  f"{round(g['top_k_overlap'] * g['k'])}/{g['k']}, worst {gw['component']} (estimate "
+                  f"{gw['estimate']:+.3f}, exact {gw['exact']:+.3f})")
+
+    rec.finish(args, text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

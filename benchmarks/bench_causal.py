@@ -1,15 +1,11 @@
 """lmscope.causal vs pyvene (activation-patching sweep) and vs DoWhy (mediation on a linear SCM), in one run.
 
-Neither anchor is an lmscope dependency; give them their own venv (the CPU torch wheel first):
+Both anchors share one venv (benchmarks/setup_venvs.sh pyvene); on a shared machine OMP_WAIT_POLICY=PASSIVE
+keeps torch's idle threads from spinning:
 
-    python3.11 -m venv .venv-causal
-    .venv-causal/bin/pip install torch==2.13.0
-    .venv-causal/bin/pip install -e . torch==2.13.0
-    .venv-causal/bin/pip install -r benchmarks/requirements-causal.txt torch==2.13.0
-
-Run (on a shared machine OMP_WAIT_POLICY=PASSIVE keeps torch's idle threads from spinning):
-
-    OMP_WAIT_POLICY=PASSIVE .venv-causal/bin/python benchmarks/bench_causal.py [--rounds 3] [--json]
+    OMP_WAIT_POLICY=PASSIVE /work/bench-venvs/pyvene/bin/python benchmarks/bench_causal.py [--quick] [--json]
+    ... --model smollm2   # SmolLM2-135M: 4 pairs of 12 prose tokens, every head and MLP at the last position
+                          # of layers 0, 5, ..., 25, 29
 
 1. Patching sweep on zoo:gpt2-tiny (4 layers, 4 heads): 32 base/source pairs of 16 tokens (BOS + a window
    of held-out corpus text), every head's `hook_z` and every MLP's output at every position patched from
@@ -23,41 +19,46 @@ Run (on a shared machine OMP_WAIT_POLICY=PASSIVE keeps torch's idle threads from
      position (`head_attention_value_output` with unit h.pos, `mlp_output` with unit pos,
      `VanillaIntervention`), both as documented (sources run each call) and in its fastest form (the
      source representation passed in, so each call is one forward).
-   Effects must agree (max |difference| printed); times are medians over rounds, variants interleaved.
+   Effects must agree (max |difference| printed). Timing: benchmarks/_timing.py (>= 5 interleaved rounds
+   after an untimed warm-up; min/median/max; ratio of medians).
 2. Linear SCM (`lmscope.causal.scm`: C -> T, C -> M, C -> Y, T -> M -> Y, T -> Y; NIE = a b, NDE = d):
    lmscope's unadjusted / stratified / entropy-balanced NDE and NIE (with bootstrap CIs) next to DoWhy's
-   `mediation.two_stage_regression` (linear first and second stages, back-door set {C}).
+   `mediation.two_stage_regression` (linear first and second stages, back-door set {C}): accuracy against
+   the known truth, not a speed race (lmscope also bootstraps CIs for three schemes).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from typing import Any
 
 import torch
 
+from _timing import Recorder, check_args, common_args, installed, interleaved, load_model, prose
 from lmscope import HookedModel
 from lmscope.causal import Component, mediate, patch_sweep
 from lmscope.causal.scm import A, B, D, delta_c, scm_data, scm_model
 
 
-def pairs_of_texts(model: HookedModel, n: int, seq: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`n` base and `n` source rows of `seq` tokens: BOS + held-out corpus texts joined, cut into windows."""
+def pairs_of_texts(model: HookedModel, n: int, seq: int, real: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """`n` base and `n` source rows of `seq` tokens: (zoo) BOS + held-out synthetic corpus text, (real) windows of
+    /work/real/prose.txt (SmolLM2 adds no BOS), joined and cut into windows."""
+    if real:
+        stream = model.to_tokens(" ".join(prose(40)), prepend_bos=False).input_ids[0]
+        x = stream[: 2 * n * seq].reshape(2 * n, seq)
+        return x[:n].to(model.device), x[n:].to(model.device)
     from lmscope.data.synthetic import generate_corpus
 
     texts = [s.text for s in generate_corpus(40 * n, seed=4242, split="heldout")]
     stream = model.to_tokens(" ".join(texts), prepend_bos=False).input_ids[0]
     bos = torch.full((2 * n, 1), model.tokenizer.bos_token_id)
     x = torch.cat([bos, stream[: 2 * n * (seq - 1)].reshape(2 * n, seq - 1)], dim=1)
-    return x[:n], x[n:]
+    return x[:n].to(model.device), x[n:].to(model.device)
 
 
-def components(n_layers: int, n_heads: int, seq: int) -> list[tuple[int, str, int, int]]:
-    """(layer, kind, head, position) for every head and MLP at every position."""
-    return [(layer, kind, h, p) for layer in range(n_layers) for p in range(seq)
+def components(n_layers: int, n_heads: int, positions: list[int]) -> list[tuple[int, str, int, int]]:
+    """(layer, kind, head, position) for every head and MLP at every position in `positions`."""
+    return [(layer, kind, h, p) for layer in range(n_layers) for p in positions
             for kind, h in [*(("head", h) for h in range(n_heads)), ("mlp", -1)]]
 
 
@@ -80,7 +81,7 @@ def pyvene_sweep(model: HookedModel, base: torch.Tensor, source: torch.Tensor, c
             cfg = pv.IntervenableConfig([{"layer": layer, "component": component, "unit": unit,
                                           "intervention_type": pv.VanillaIntervention}])
             models[(layer, kind)] = pv.IntervenableModel(cfg, hf)
-    effects = torch.empty(n, len(comps))
+    effects = torch.empty(n, len(comps), device=base.device)
     with torch.no_grad():
         clean = metric(hf(input_ids=base).logits[:, -1], None)
         cache: dict[str, torch.Tensor] = {}
@@ -102,9 +103,10 @@ def pyvene_sweep(model: HookedModel, base: torch.Tensor, source: torch.Tensor, c
     return effects
 
 
-def bench_patching(rounds: int) -> dict[str, Any]:
-    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
-    base, source = pairs_of_texts(model, 32, 16)
+def bench_patching(rec: Recorder, rounds: int, real: bool, device: str) -> dict[str, Any]:
+    model = load_model("smollm2" if real else "zoo", device)
+    n, seq = (4, 12) if real else (32, 16)
+    base, source = pairs_of_texts(model, n, seq, real)
     with torch.no_grad():
         last = model(source)[:, -1]
     t_id, f_id = int(last.mean(0).argmax()), int(last.mean(0).argmin())
@@ -112,43 +114,47 @@ def bench_patching(rounds: int) -> dict[str, Any]:
     def metric(logits: torch.Tensor, index: Any) -> torch.Tensor:
         return logits[:, t_id] - logits[:, f_id]
 
-    comps = components(model.cfg.n_layers, model.cfg.n_heads, 16)
-    variants = {
-        "lmscope patch_sweep": lambda: lmscope_sweep(model, base, source, comps, metric, True),
-        "lmscope, full forwards (skip_layers=False)": lambda: lmscope_sweep(model, base, source, comps, metric,
-                                                                            False),
-        "pyvene, source representations passed in": lambda: pyvene_sweep(model, base, source, comps, metric, True),
-        "pyvene, sources run per call": lambda: pyvene_sweep(model, base, source, comps, metric, False),
-    }
-    times: dict[str, list[float]] = {k: [] for k in variants}
+    # real: the last position of every 5th layer (one pyvene forward per component makes all of them slow here)
+    positions = [seq - 1] if real else list(range(seq))
+    comps = components(model.cfg.n_layers, model.cfg.n_heads, positions)
+    if real:
+        comps = [c for c in comps if c[0] % 5 == 0 or c[0] == model.cfg.n_layers - 1]
     effects: dict[str, torch.Tensor] = {}
-    names = list(variants)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
-            effects[name] = variants[name]()
-            times[name].append(time.perf_counter() - start)
-    with torch.no_grad():
-        one = time.perf_counter()
-        model(base)
-        forward_s = time.perf_counter() - one
-    ref = effects["lmscope patch_sweep"]
-    med = {k: statistics.median(v) for k, v in times.items()}
-    return {
-        "setup": {"pairs": 32, "tokens": 16, "components": len(comps), "rounds": rounds},
-        "seconds": med,
-        "ratio_pyvene_fastest_over_lmscope": med["pyvene, source representations passed in"]
-        / med["lmscope patch_sweep"],
-        "ratio_pyvene_documented_over_lmscope": med["pyvene, sources run per call"] / med["lmscope patch_sweep"],
-        "ratio_full_forwards_over_lmscope": med["lmscope, full forwards (skip_layers=False)"]
-        / med["lmscope patch_sweep"],
-        "one_forward_of_the_pairs_s": forward_s,
-        "max_abs_effect": float(ref.abs().max()),
-        "max_abs_difference_vs_lmscope": {k: float((v - ref).abs().max()) for k, v in effects.items()},
+
+    def keep(name: str, fn: Any) -> Any:
+        def run() -> None:
+            effects[name] = fn()
+        return run
+
+    variants = {
+        "lmscope": keep("lmscope", lambda: lmscope_sweep(model, base, source, comps, metric, True)),
+        "lmscope_full": keep("lmscope_full", lambda: lmscope_sweep(model, base, source, comps, metric, False)),
+        "pyvene_fast": keep("pyvene_fast", lambda: pyvene_sweep(model, base, source, comps, metric, True)),
+        "pyvene_documented": keep("pyvene_documented",
+                                  lambda: pyvene_sweep(model, base, source, comps, metric, False)),
     }
+    t = interleaved(variants, rounds)
+    one = interleaved({"forward": lambda: model(base)}, 5)
+    ref = effects["lmscope"]
+    label = "SmolLM2-135M" if real else "zoo:gpt2-tiny"
+    diffs = {k: float((v - ref).abs().max()) for k, v in effects.items()}
+    where = "the last position of layers " + ",".join(sorted({str(c[0]) for c in comps}, key=int)) if real else \
+        "every position"
+    what = f"patching sweep, {len(comps)} components (every head and MLP at {where}) x {n} pairs of {seq} tokens"
+    q = f"effects max |diff| {max(diffs.values()):.1e} (max |effect| {float(ref.abs().max()):.2f})"
+    rec.timing_row(f"{what} vs pyvene, source representations passed in", t, "pyvene_fast", "lmscope",
+                   model=label, quality=q)
+    rec.timing_row(f"{what} vs pyvene, sources run per call (as documented)", t, "pyvene_documented", "lmscope",
+                   model=label, quality=q)
+    rec.timing_row(f"{what} vs lmscope's own full forwards (skip_layers=False)", t, "lmscope_full", "lmscope",
+                   model=label, quality=q, note="what starting at the patched layer saves")
+    return {"setup": {"pairs": n, "tokens": seq, "components": len(comps), "positions": positions,
+                      "rounds": rounds}, "timing": t.to_dict(),
+            "one_forward_of_the_pairs_s": one.median("forward"), "max_abs_effect": float(ref.abs().max()),
+            "max_abs_difference_vs_lmscope": diffs}
 
 
-def bench_scm(n: int = 1000, seed: int = 0) -> dict[str, Any]:
+def bench_scm(rec: Recorder, rounds: int, n: int = 1000, seed: int = 0) -> dict[str, Any]:
     import warnings
 
     import pandas as pd
@@ -157,66 +163,86 @@ def bench_scm(n: int = 1000, seed: int = 0) -> dict[str, Any]:
 
     x, t, c = scm_data(n, seed=seed)
     model = scm_model()
-    start = time.perf_counter()
-    result = mediate(model, x, t, c, ["m"], lambda out, idx: out, n_boot=500, max_pairs=50_000, seed=seed)
-    lmscope_s = time.perf_counter() - start
+    out: dict[str, Any] = {}
+
+    def lm() -> None:
+        out["lmscope"] = mediate(model, x, t, c, ["m"], lambda o, idx: o, n_boot=500, max_pairs=50_000, seed=seed)
+
     with torch.no_grad():
         _, cache = model.run_with_cache(x, names=["m"])
         y = model.run_with_hooks(x)
     df = pd.DataFrame({"t": t, "c": c, "m": cache["m"][:, 0].numpy(), "y": y.numpy()})  # type: ignore[union-attr]
     graph = "digraph {c -> t; c -> m; c -> y; t -> m; m -> y; t -> y;}"
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cm = CausalModel(data=df, treatment="t", outcome="y", graph=graph)
-        dowhy = {}
-        for effect in ("nde", "nie"):
-            estimand = cm.identify_effect(estimand_type=f"nonparametric-{effect}", proceed_when_unidentifiable=True)
-            est = cm.estimate_effect(estimand, method_name="mediation.two_stage_regression",
-                                     confidence_intervals=False, test_significance=False,
-                                     method_params={"first_stage_model": LinearRegressionEstimator,
-                                                    "second_stage_model": LinearRegressionEstimator})
-            dowhy[effect] = float(est.value)
-    dowhy_s = time.perf_counter() - start
+
+    def dw() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            cm = CausalModel(data=df, treatment="t", outcome="y", graph=graph)
+            res = {}
+            for effect in ("nde", "nie"):
+                estimand = cm.identify_effect(estimand_type=f"nonparametric-{effect}",
+                                              proceed_when_unidentifiable=True)
+                est = cm.estimate_effect(estimand, method_name="mediation.two_stage_regression",
+                                         confidence_intervals=False, test_significance=False,
+                                         method_params={"first_stage_model": LinearRegressionEstimator,
+                                                        "second_stage_model": LinearRegressionEstimator})
+                res[effect] = float(est.value)
+            out["dowhy"] = res
+
+    timing = interleaved({"lmscope": lm, "dowhy": dw}, rounds)
+    result, dowhy = out["lmscope"], out["dowhy"]
     rows = {"truth": {"nde": D, "nie": A * B}, "dowhy two-stage regression": dowhy}
     for scheme in ("unadjusted", "stratified", "entropy_balancing"):
         rows[f"lmscope {scheme}"] = {
             e: float(result.effects[scheme][e]["estimate"][0]) for e in ("nde", "nie")} | {
             f"{e}_ci": [float(result.effects[scheme][e]["ci_low"][0]), float(result.effects[scheme][e]["ci_high"][0])]
             for e in ("nde", "nie")}
-    return {"n": n, "delta_c": delta_c(t, c), "estimates": rows,
-            "seconds": {"lmscope (3 schemes, 500 bootstrap replicates)": lmscope_s, "dowhy (NDE + NIE)": dowhy_s}}
+    eb, err = rows["lmscope entropy_balancing"], {}
+    for name in ("dowhy two-stage regression", "lmscope entropy_balancing", "lmscope unadjusted"):
+        err[name] = max(abs(rows[name]["nde"] - D), abs(rows[name]["nie"] - A * B))
+    rec.row("mediation on a linear SCM with a confounder (n 1000): NDE, NIE", model="linear SCM",
+            lmscope=f"NDE {eb['nde']:.3f}, NIE {eb['nie']:.3f} (entropy balancing, with CIs)",
+            anchor=f"NDE {dowhy['nde']:.3f}, NIE {dowhy['nie']:.3f} (DoWhy two-stage regression)", ratio=None,
+            quality=f"truth NDE {D:.3f}, NIE {A * B:.3f}; max error lmscope {err['lmscope entropy_balancing']:.3f}, "
+                    f"DoWhy {err['dowhy two-stage regression']:.3f}, unadjusted {err['lmscope unadjusted']:.3f}",
+            note="not a speed race: lmscope also runs 3 schemes x 500 bootstrap replicates")
+    return {"n": n, "delta_c": delta_c(t, c), "estimates": rows, "max_error_vs_truth": err,
+            "timing": timing.to_dict()}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    common_args(parser)
+    args = parser.parse_args(argv)
+    rounds = check_args(args)
+    if not installed("pyvene") or not installed("dowhy"):
+        raise SystemExit("pyvene and dowhy must be installed in this venv (benchmarks/setup_venvs.sh pyvene)")
     torch.set_grad_enabled(False)
-    out = {"patching": bench_patching(args.rounds), "scm": bench_scm()}
-    if args.json:
-        print(json.dumps(out, indent=2))
-        return
-    p = out["patching"]
-    print(f"Patching sweep: {p['setup']['components']} components x {p['setup']['pairs']} pairs of "
-          f"{p['setup']['tokens']} tokens (median of {p['setup']['rounds']} rounds)")
-    for name, s in p["seconds"].items():
-        print(f"  {name:45s} {s:8.3f} s   max |effect - lmscope| {p['max_abs_difference_vs_lmscope'][name]:.2e}")
-    print(f"  one forward of the 32 pairs: {p['one_forward_of_the_pairs_s'] * 1000:.1f} ms; "
-          f"max |effect| {p['max_abs_effect']:.3f}")
-    print(f"  pyvene fastest / lmscope = {p['ratio_pyvene_fastest_over_lmscope']:.1f}x; pyvene documented / "
-          f"lmscope = {p['ratio_pyvene_documented_over_lmscope']:.1f}x; full forwards / lmscope = "
-          f"{p['ratio_full_forwards_over_lmscope']:.1f}x")
-    s = out["scm"]
-    print(f"\nLinear SCM, n = {s['n']}, E[C|T=1] - E[C|T=0] = {s['delta_c']:.3f}")
-    for name, row in s["estimates"].items():
-        ci = (f"   CIs NDE [{row['nde_ci'][0]:.3f}, {row['nde_ci'][1]:.3f}] NIE [{row['nie_ci'][0]:.3f}, "
-              f"{row['nie_ci'][1]:.3f}]" if "nde_ci" in row else "")
-        print(f"  {name:32s} NDE {row['nde']:7.3f}  NIE {row['nie']:7.3f}{ci}")
-    for name, sec in s["seconds"].items():
-        print(f"  {name}: {sec:.3f} s")
+    rec = Recorder("causal", args, ["pyvene", "dowhy"])
+    rec.details["patching"] = bench_patching(rec, rounds, args.model == "smollm2", args.device)
+    rec.details["scm"] = bench_scm(rec, rounds)
+
+    def text() -> None:
+        p = rec.details["patching"]
+        print(f"Patching sweep: {p['setup']['components']} components x {p['setup']['pairs']} pairs of "
+              f"{p['setup']['tokens']} tokens ({p['setup']['rounds']} rounds)")
+        for name, st in p["timing"]["stats"].items():
+            print(f"  {name:20s} median {st['median']:8.3f} s (min {st['min']:.3f}, max {st['max']:.3f})   "
+                  f"max |effect - lmscope| {p['max_abs_difference_vs_lmscope'][name]:.2e}")
+        print(f"  one forward of the pairs: {p['one_forward_of_the_pairs_s'] * 1000:.1f} ms; "
+              f"max |effect| {p['max_abs_effect']:.3f}")
+        s = rec.details["scm"]
+        print(f"\nLinear SCM, n = {s['n']}, E[C|T=1] - E[C|T=0] = {s['delta_c']:.3f}")
+        for name, row in s["estimates"].items():
+            ci = (f"   CIs NDE [{row['nde_ci'][0]:.3f}, {row['nde_ci'][1]:.3f}] NIE [{row['nie_ci'][0]:.3f}, "
+                  f"{row['nie_ci'][1]:.3f}]" if "nde_ci" in row else "")
+            print(f"  {name:32s} NDE {row['nde']:7.3f}  NIE {row['nie']:7.3f}{ci}")
+        for name, st in s["timing"]["stats"].items():
+            print(f"  {name}: median {st['median']:.3f} s")
+
+    rec.finish(args, text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

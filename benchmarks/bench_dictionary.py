@@ -1,28 +1,23 @@
 """Dictionary training: lmscope vs SAELens (ReLU + L1 SAE) and sparsify (TopK SAE, TopK transcoder).
 
-Anchors go in their own venvs (CPU torch first; pins in benchmarks/requirements-dictionary.txt):
-    python3.11 -m venv .venv-saelens && .venv-saelens/bin/pip install torch==2.13.0
-    .venv-saelens/bin/pip install -e . sae-lens torch==2.13.0      (.venv-sparsify: the same, eai-sparsify)
-    OMP_WAIT_POLICY=PASSIVE .venv-saelens/bin/python benchmarks/bench_dictionary.py --anchor saelens
-    OMP_WAIT_POLICY=PASSIVE .venv-sparsify/bin/python benchmarks/bench_dictionary.py --anchor sparsify
-    (--quick: d_sae 4096, 12 steps; --json; --profile relu|topk: cProfile + torch op profile of lmscope)
+Each anchor runs in its own venv (benchmarks/setup_venvs.sh saelens / sparsify):
+    OMP_WAIT_POLICY=PASSIVE /work/bench-venvs/saelens/bin/python benchmarks/bench_dictionary.py --anchor saelens
+    OMP_WAIT_POLICY=PASSIVE /work/bench-venvs/sparsify/bin/python benchmarks/bench_dictionary.py --anchor sparsify
+    (--quick: d_sae 4096, one round of 8 steps; --json; --out FILE; --profile relu|topk: profiles of lmscope)
 
 lmscope's `fit` calls back after each step and the anchor takes its step on the same global batch inside the
-callback (interleaved, so drift hits both). Warm-up steps are dropped; tokens/s from the median step time,
-ratios the median of per-round ratios. FVU (against the mean) and L0 of every tool on held-out rows come
-from lmscope's `fvu`/`l0`. FLOP/s count 12·B·d·m per step (ANCHORS.md's dense convention) against a
-[B×d_in]×[d_in×d_sae] matmul timed each round. lmscope's steps do less: TopK runs one dense encoder matmul
-(2·B·d·m) plus sparse decoding and sparse backward products (2·B·k·d + 6·B·k·d_out); ReLU, once at most
-10% of its codes fire (from the ~7th step here), the same dense encoder plus CSR products on the codes' nnz
-(2·nnz·(3·d_out + d_in)). So the 12·B·d·m figure is dense-equivalent throughput, and the FLOP/s of the work
-actually done is printed beside it.
+callback (interleaved, so drift hits both). Warm-up steps are dropped; the timed steps are cut into >= 5
+rounds, each side's figure per round its median step (benchmarks/_timing.py's Timing: min/median/max, ratio of
+medians); tokens/s = batch / median step wall time. FVU (against the mean) and L0 of every tool on held-out
+rows come from lmscope's `fvu`/`l0`. (An earlier version also printed a "percent of matmul" figure that counted
+dense-equivalent work lmscope's sparse kernels do not do; only wall time is reported now.)
 
-Matched L0 (ReLU race): the same λ gives the two ReLU SAEs different L0s, and FVU falls as L0 rises, so after
-the timed race lmscope is retrained (untimed, same data, steps and batch) at λs found by a secant search in
-log λ / log L0 (geometric bisection once two runs straddle the target: L0(λ) is not monotone in runs this short)
-until its L0 is within 5% of SAELens's; lmscope's FVU at SAELens's L0 is read off by linear interpolation in
-log L0 between the two runs that bracket it. lmscope (all races) and SAELens decay the
-learning rate linearly to zero over the last `--lr-decay` of the steps (their `lr_decay_steps`).
+Speed at matched quality (ReLU race): the same λ gives the two ReLU SAEs different L0s, and FVU falls as L0
+rises, so both tools are raced at every λ of --lambdas (a speed-quality curve), and lmscope's FVU and tokens/s
+at each SAELens run's L0 are read off lmscope's curve by linear interpolation in log L0 between the two
+lmscope runs that bracket it (not bracketed: said so, no ratio). The same-λ races are listed too, marked as
+unequal quality. lmscope and SAELens decay the learning rate linearly to zero over the last `--lr-decay` of the
+steps (their `lr_decay_steps`).
 """
 
 from __future__ import annotations
@@ -31,7 +26,6 @@ import argparse
 import cProfile
 import importlib.metadata as md
 import itertools
-import json
 import math
 import os
 import pstats
@@ -45,8 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from _timing import Recorder, Timing, check_args, common_args, installed
 from lmscope.dictionary import SAE, DictConfig, Dictionary, Transcoder, fvu, l0, load_dictionary, save_dictionary
-from lmscope.dictionary.kernels import SPARSE_MAX_DENSITY
 from lmscope.dictionary.train import TensorSource
 
 Recon = Callable[[Tensor], tuple[Tensor, Tensor]]  # rows -> (prediction, codes [n, d_sae])
@@ -68,15 +62,11 @@ class Race:
 
     name: str
     shape: dict[str, int]
+    timing: Timing | None = None  # per round: the median step time of each side
     tokens_per_s: dict[str, float] = field(default_factory=dict)
-    round_ratios: list[float] = field(default_factory=list)
-    ratio: float | None = None
     quality: dict[str, dict[str, float]] = field(default_factory=dict)
-    gemm_gflops: float = 0.0
-    lmscope_gflops: float = 0.0
-    lmscope_gflops_done: float = 0.0  # the work actually done (TopK: sparse decoder and backward)
     notes: list[str] = field(default_factory=list)
-    matched: dict[str, Any] = field(default_factory=dict)  # lmscope's λ search to the anchor's L0 (ReLU)
+    l1: float | None = None
 
 
 def planted(n: int, d: int, n_feat: int, per_row: int, seed: int) -> Tensor:
@@ -114,18 +104,6 @@ def zoo_activations(n_texts: int, seed: int) -> tuple[Tensor, Tensor]:
     return torch.cat(xs).float(), torch.cat(ys).float()
 
 
-def gemm_gflops(B: int, d: int, m: int, reps: int = 5) -> float:
-    """Best-of-`reps` fp32 GFLOP/s of a [B×d]×[d×m] matmul into a preallocated output (after one warm call)."""
-    a, b, c = torch.randn(B, d), torch.randn(d, m), torch.empty(B, m)
-    torch.mm(a, b, out=c)
-    best = math.inf
-    for _ in range(reps):
-        t = time.perf_counter()
-        torch.mm(a, b, out=c)
-        best = min(best, time.perf_counter() - t)
-    return 2 * B * d * m / best / 1e9
-
-
 @torch.no_grad()
 def quality(recon: Recon, X: Tensor, Y: Tensor) -> dict[str, float]:
     """FVU (against the mean) and L0 on held-out rows, by lmscope's metrics."""
@@ -135,13 +113,13 @@ def quality(recon: Recon, X: Tensor, Y: Tensor) -> dict[str, float]:
 
 def race(name: str, est: SAE | Transcoder, X: Tensor, Y: Tensor | None, held: tuple[Tensor, Tensor],
          anchor: Anchor | None, warm: int, steps: int, round_len: int) -> Race:
-    """Train lmscope's `est` for warm + steps steps, the anchor's step interleaved; figures of the race."""
+    """Train lmscope's `est` for warm + steps steps, the anchor's step on the same batch right after each of
+    lmscope's (interleaved); rounds of `round_len` timed steps, each side's figure the median step of a round."""
     d_out = X.shape[1] if Y is None else Y.shape[1]
     res = Race(name, {"batch": est.batch_size, "d_in": X.shape[1], "d_sae": est.d_sae, "d_out": d_out,
-                      "steps": steps, "warmup": warm})
+                      "steps": steps, "warmup": warm, "round_len": round_len})
     lm: list[float] = []
     an: list[float] = []
-    gemm: list[float] = []
     last = [0.0]
 
     def progress(done: int, total: int, rec: dict[str, float]) -> None:
@@ -150,82 +128,34 @@ def race(name: str, est: SAE | Transcoder, X: Tensor, Y: Tensor | None, held: tu
         if anchor is not None:
             anchor.step(done - 1)
             an.append(time.perf_counter() - now)
-        if done > warm and (done - warm) % round_len == 0:
-            gemm.append(gemm_gflops(est.batch_size, X.shape[1], est.d_sae))
         last[0] = time.perf_counter()
 
     last[0] = time.perf_counter()
     est.fit(X, Y, progress=progress) if Y is not None else est.fit(X, progress=progress)
-    B, d, m = est.batch_size, X.shape[1], est.d_sae
-    lm_t = lm[warm:]
-    res.tokens_per_s["lmscope"] = B / statistics.median(lm_t)
-    res.gemm_gflops = statistics.median(gemm)
-    res.lmscope_gflops = 12 * B * d * m / statistics.median(lm_t) / 1e9
-    if est.activation == "topk":
-        done = 2 * B * d * m + 2 * B * est.k * d + 6 * B * est.k * d_out
-    else:  # ReLU: sparse products once at most SPARSE_MAX_DENSITY of the codes fire (the median timed step's L0)
-        nnz = B * statistics.median(h["l0"] for h in est.history_[warm:])
-        sparse = nnz <= SPARSE_MAX_DENSITY * B * m
-        done = 2 * B * d * m + 2 * nnz * (3 * d_out + d) if sparse else 6 * B * d * m + 4 * B * m * d_out
-    res.lmscope_gflops_done = done / statistics.median(lm_t) / 1e9
+    B = est.batch_size
+    rounds = {"lmscope": lm[warm:]} | ({anchor.name: an[warm:]} if anchor is not None else {})
+    res.timing = Timing({side: [statistics.median(v[i:i + round_len]) for i in range(0, len(v), round_len)
+                                if len(v[i:i + round_len]) == round_len] for side, v in rounds.items()})
+    res.tokens_per_s = {side: B / res.timing.median(side) for side in rounds}
     res.quality["lmscope"] = quality(lambda x: est.dictionary_(x), *held)
     if anchor is not None:
-        an_t = an[warm:]
-        res.tokens_per_s[anchor.name] = B / statistics.median(an_t)
-        rounds = [(lm_t[i:i + round_len], an_t[i:i + round_len]) for i in range(0, len(lm_t), round_len)]
-        res.round_ratios = [statistics.median(a) / statistics.median(b) for b, a in rounds if b]
-        res.ratio = statistics.median(res.round_ratios)
         res.quality[anchor.name] = quality(anchor.recon(), *held)
         res.notes.append(anchor.notes)
     return res
 
 
-def match_l0(fit_at: Callable[[float], dict[str, float]], target: float, first: tuple[float, dict[str, float]],
-             runs: int, tol: float = 0.05) -> dict[str, Any]:
-    """Retrain at new λs (`fit_at(λ)`: a fresh training's held-out FVU and L0) until the runs bracket `target`
-    with one within `tol` of it, at most `runs` times. L0(λ) need not be monotone in short runs, so the next λ
-    is a geometric bisection between the two λ-neighbours whose L0s straddle the target, or, with no straddle
-    yet, a secant step in (log λ, log L0) from the nearest run (first step L0 ∝ 1/λ; a step of at most 3x
-    in λ) beyond the λs tried, or a 1.6x step when the slope has the wrong sign or is flat. FVU at `target`:
-    linear interpolation in log L0 between the straddling pair."""
-    pts = [first]
-
-    def gap(p: tuple[float, dict[str, float]]) -> float:
-        return abs(math.log(p[1]["l0"] / target))
-
-    def straddle() -> tuple[tuple[float, dict[str, float]], tuple[float, dict[str, float]]] | None:
-        by_lam = sorted(pts, key=lambda p: p[0])
-        pairs = [(a, b) for a, b in itertools.pairwise(by_lam)
-                 if (a[1]["l0"] - target) * (b[1]["l0"] - target) <= 0]
-        return min(pairs, key=lambda ab: gap(ab[0]) + gap(ab[1])) if pairs else None
-
-    for _ in range(runs):
-        pair = straddle()
-        if pair is not None and min(gap(pair[0]), gap(pair[1])) <= math.log1p(tol):
-            break
-        if pair is not None:
-            new = math.sqrt(pair[0][0] * pair[1][0])
-        else:
-            lam, q = min(pts, key=gap)
-            want_up = q["l0"] < target  # more L0: a smaller λ
-            others = [p for p in pts if p[0] != lam]
-            slope = -1.0 if not others else (
-                (math.log(others[0][1]["l0"]) - math.log(q["l0"])) / (math.log(others[0][0]) - math.log(lam)))
-            step = math.exp(abs(math.log(target / q["l0"]) / slope)) if slope < -0.05 else 1.6
-            factor = min(max(step, 1.05), 3.0)
-            edge = min(p[0] for p in pts) if want_up else max(p[0] for p in pts)
-            new = edge / factor if want_up else edge * factor
-        pts.append((new, fit_at(new)))
-    out: dict[str, Any] = {"target_l0": target,
-                           "runs": [{"l1": lam_, **q_} for lam_, q_ in sorted(pts, key=lambda p: p[0])]}
-    pair = straddle()
-    if pair is not None:
-        a, b = pair[0][1], pair[1][1]
-        t = 0.0 if a["l0"] == b["l0"] else math.log(target / a["l0"]) / math.log(b["l0"] / a["l0"])
-        out["fvu_at_target"], out["bracketed"] = a["fvu"] + t * (b["fvu"] - a["fvu"]), True
-    else:
-        out["fvu_at_target"], out["bracketed"] = min(pts, key=gap)[1]["fvu"], False
-    return out
+def log_interp(points: list[tuple[float, float, float]], target: float) -> tuple[float, float] | None:
+    """(FVU, tokens/s) at L0 `target` by linear interpolation in log L0 between the two runs of
+    `points` [(L0, FVU, tokens/s)] whose L0s bracket it (the closest such pair); None if none brackets it."""
+    pts = sorted(points)
+    best = None
+    for (a, fa, sa), (b, fb, sb) in itertools.pairwise(pts):
+        if a <= target <= b:
+            w = 0.0 if a == b else math.log(target / a) / math.log(b / a)
+            cand = (fa + w * (fb - fa), sa + w * (sb - sa), math.log(b / a))
+            if best is None or cand[2] < best[2]:
+                best = cand
+    return None if best is None else (best[0], best[1])
 
 
 # --- anchors -------------------------------------------------------------------------------------------
@@ -348,34 +278,51 @@ def file_checks(trained: Dictionary, saelens_sae: Any, X: Tensor) -> dict[str, s
 # --- output --------------------------------------------------------------------------------------------
 def print_race(r: Race) -> None:
     s = r.shape
-    print(f"\n== {r.name}: batch {s['batch']}, d_in {s['d_in']}, d_sae {s['d_sae']}, d_out {s['d_out']}, "
-          f"{s['steps']} timed steps after {s['warmup']} warm-up")
-    print(f"   {'tool':<10} {'tokens/s':>10} {'FVU':>8} {'L0':>7}")
+    lam = f", λ {r.l1:g}" if r.l1 is not None else ""
+    print(f"\n== {r.name}{lam}: batch {s['batch']}, d_in {s['d_in']}, d_sae {s['d_sae']}, d_out {s['d_out']}, "
+          f"{s['steps']} timed steps after {s['warmup']} warm-up, rounds of {s['round_len']}")
+    print(f"   {'tool':<10} {'tokens/s':>10} {'ms/step (min..max)':>24} {'FVU':>8} {'L0':>7}")
     for tool, tps in r.tokens_per_s.items():
-        q = r.quality.get(tool, {})
-        print(f"   {tool:<10} {tps:>10,.0f} {q.get('fvu', math.nan):>8.4f} {q.get('l0', math.nan):>7.1f}")
-    if r.ratio is not None:
-        verdict = "met" if r.ratio >= 1.5 else "MISSED"
-        print(f"   lmscope/anchor tokens/s: {r.ratio:.2f}x (goal >= 1.5: {verdict}); per round "
-              + ", ".join(f"{v:.2f}" for v in r.round_ratios))
-    pct = r.lmscope_gflops / r.gemm_gflops
-    print(f"   lmscope {r.lmscope_gflops:.0f} GFLOP/s (12·B·d·m per step) = {pct:.0%} of the measured "
-          f"[{s['batch']}x{s['d_in']}]x[{s['d_in']}x{s['d_sae']}] matmul {r.gemm_gflops:.0f} GFLOP/s "
-          f"(goal >= 50%: {'met' if pct >= 0.5 else 'MISSED'})")
-    if r.lmscope_gflops_done != r.lmscope_gflops:
-        print(f"   (the work lmscope actually does, dense encoder + sparse decoder/backward, runs at "
-              f"{r.lmscope_gflops_done:.0f} GFLOP/s = {r.lmscope_gflops_done / r.gemm_gflops:.0%} of that matmul)")
-    if r.matched:
-        mt, anchor_fvu = r.matched, r.quality[next(t for t in r.quality if t != "lmscope")]["fvu"]
-        print(f"   matched L0 (lmscope retrained at other λ, same steps/batch/data): target L0 {mt['target_l0']:.1f}")
-        for run in mt["runs"]:
-            print(f"     lmscope λ {run['l1']:.4f}: FVU {run['fvu']:.4f} at L0 {run['l0']:.1f}")
-        how = "interpolated in log L0 between bracketing runs" if mt["bracketed"] else "nearest run, NOT bracketed"
-        verdict = "no worse: met" if mt["fvu_at_target"] <= anchor_fvu else "WORSE: missed"
-        print(f"   lmscope FVU at the anchor's L0: {mt['fvu_at_target']:.4f} ({how}) vs anchor {anchor_fvu:.4f} "
-              f"({verdict})")
+        q, st = r.quality.get(tool, {}), r.timing.stats(tool)
+        span = f"{st['median'] * 1e3:.0f} ({st['min'] * 1e3:.0f}..{st['max'] * 1e3:.0f})"
+        print(f"   {tool:<10} {tps:>10,.0f} {span:>24} {q.get('fvu', math.nan):>8.4f} {q.get('l0', math.nan):>7.1f}")
     for note in r.notes:
         print(f"   {note}")
+
+
+def relu_curve(rec: Recorder, races: list[Race]) -> dict[str, Any]:
+    """lmscope's (L0, FVU, tokens/s) curve over λ, read at each SAELens run's L0: speed at matched quality."""
+    lm = [(r.quality["lmscope"]["l0"], r.quality["lmscope"]["fvu"], r.tokens_per_s["lmscope"]) for r in races]
+    out = []
+    for r in races:
+        sl = r.quality["saelens"]
+        at = log_interp(lm, sl["l0"])
+        row = {"l1": r.l1, "saelens_l0": sl["l0"], "saelens_fvu": sl["fvu"],
+               "saelens_tokens_per_s": r.tokens_per_s["saelens"], "bracketed": at is not None}
+        if at is not None:
+            row |= {"lmscope_fvu_at_l0": at[0], "lmscope_tokens_per_s_at_l0": at[1],
+                    "speedup_at_matched_l0": at[1] / r.tokens_per_s["saelens"]}
+        out.append(row)
+    mid = min((o for o in out if o["bracketed"]), default=None,
+              key=lambda o: abs(math.log(o["l1"] / races[len(races) // 2].l1)))
+    if mid is not None:
+        rec.row(f"ReLU+L1 SAE at matched L0 ({mid['saelens_l0']:.0f}): planted features, d_in 512, "
+                f"d_sae {races[0].shape['d_sae']}, batch {races[0].shape['batch']}", model="synthetic",
+                lmscope=f"{mid['lmscope_tokens_per_s_at_l0']:,.0f} tok/s, FVU {mid['lmscope_fvu_at_l0']:.4f}",
+                anchor=f"{mid['saelens_tokens_per_s']:,.0f} tok/s, FVU {mid['saelens_fvu']:.4f} (λ {mid['l1']:g})",
+                ratio=mid["speedup_at_matched_l0"],
+                quality=f"lmscope's FVU {'no worse' if mid['lmscope_fvu_at_l0'] <= mid['saelens_fvu'] else 'WORSE'}"
+                        " at SAELens's L0",
+                note=f"lmscope read off its λ curve ({', '.join(f'{r.l1:g}' for r in races)}) in log L0")
+    else:
+        rec.row("ReLU+L1 SAE at matched L0", model="synthetic", lmscope="-", anchor="-", ratio=None,
+                quality="no SAELens L0 inside lmscope's λ curve: widen --lambdas")
+    for r in races:  # the same-λ races, with each side's quality (not matched: context only)
+        rec.timing_row(f"ReLU+L1 SAE at the same λ {r.l1:g} (unequal quality)", r.timing, "saelens", "lmscope",
+                       model="synthetic", unit="tok/s", work=r.shape["batch"],
+                       quality=f"L0/FVU lmscope {r.quality['lmscope']['l0']:.0f}/{r.quality['lmscope']['fvu']:.4f}, "
+                               f"SAELens {r.quality['saelens']['l0']:.0f}/{r.quality['saelens']['fvu']:.4f}")
+    return {"points": out}
 
 
 def profile(kind: str, X: Tensor, d_sae: int, steps: int) -> None:
@@ -390,22 +337,21 @@ def profile(kind: str, X: Tensor, d_sae: int, steps: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    common_args(p, models=("zoo",))
     p.add_argument("--anchor", choices=("saelens", "sparsify", "none"), default="none")
-    p.add_argument("--quick", action="store_true", help="d_sae 4096, 12 timed steps, fewer zoo texts")
-    p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--profile", choices=("relu", "topk"), help="profile lmscope's fit and exit")
-    p.add_argument("--l1", type=float, default=0.5, help="L1 coefficient of both ReLU SAEs")
+    p.add_argument("--lambdas", default="0.25,0.5,1",
+                   help="L1 coefficients of the ReLU speed-quality curve (both tools run at each)")
     p.add_argument("--lr", type=float, default=4e-3, help="lmscope's (and SAELens's) Adam learning rate")
     p.add_argument("--lr-transcoder", type=float, default=8e-3,
                    help="lmscope's transcoder learning rate (it starts from a zero decoder; sparsify's is 1e-2 here)")
     p.add_argument("--lr-decay", type=float, default=0.2,
                    help="fraction of the steps over which lmscope and SAELens decay the learning rate to 0")
-    p.add_argument("--match-runs", type=int, default=3,
-                   help="most extra lmscope ReLU trainings in the search for SAELens's L0 (0: no search)")
     args = p.parse_args(argv)
-    torch.set_num_threads(2)
+    rounds = check_args(args)
     B, d, k = 4096, 512, 32
-    m, steps, warm, round_len, n_texts = (4096, 12, 2, 4, 2500) if args.quick else (8192, 50, 3, 10, 8000)
+    round_len, warm = (8, 2) if args.quick else (6, 3)
+    m, steps, n_texts = (4096, round_len * rounds, 2500) if args.quick else (8192, round_len * rounds, 8000)
     n = B * min(16, steps + warm)
     X = planted(n + 8192, d, m, 16, seed=0)
     X, held = X[:n], (X[n:], X[n:])
@@ -413,25 +359,26 @@ def main(argv: list[str] | None = None) -> int:
         profile(args.profile, X, m, 6)
         return 0
     src = TensorSource(X, X, B, 0, 0, 1)  # lmscope's batch order: both tools see the same global batches
+    rec = Recorder("dictionary", args, {"saelens": ["sae-lens"], "sparsify": ["eai-sparsify"]}.get(args.anchor, []))
     races: list[Race] = []
-    files: dict[str, str] = {}
     decay = round(args.lr_decay * (warm + steps))
     common = {"batch_size": B, "n_steps": warm + steps, "seed": 0, "lr_decay_steps": decay}
-    if args.anchor in ("saelens", "none"):
-        anchor, sl_sae = (saelens_anchor(src, d, m, args.l1, args.lr, warm + steps, decay)
-                          if args.anchor == "saelens" else (None, None))
-        est = SAE(m, activation="relu", l1_coefficient=args.l1, lr=args.lr, **common)
-        r = race("ReLU + L1 SAE, planted features", est, X, None, held, anchor, warm, steps, round_len)
-        races.append(r)
-        if anchor is not None and args.match_runs > 0:
-            def fit_at(lam: float) -> dict[str, float]:
-                e = SAE(m, activation="relu", l1_coefficient=lam, lr=args.lr, **common).fit(X)
-                return quality(lambda x: e.dictionary_(x), *held)
-            r.matched = match_l0(fit_at, r.quality["saelens"]["l0"], (args.l1, r.quality["lmscope"]),
-                                 args.match_runs)
-        if sl_sae is not None:
-            files = file_checks(est.dictionary_, sl_sae, held[0])
+    if args.anchor == "saelens":
+        if not installed("sae-lens", "sae_lens"):
+            raise SystemExit("sae-lens is not installed in this venv (benchmarks/setup_venvs.sh saelens)")
+        relu: list[Race] = []
+        for lam in (float(x) for x in args.lambdas.split(",")):
+            anchor, sl_sae = saelens_anchor(src, d, m, lam, args.lr, warm + steps, decay)
+            est = SAE(m, activation="relu", l1_coefficient=lam, lr=args.lr, **common)
+            r = race("ReLU + L1 SAE, planted features", est, X, None, held, anchor, warm, steps, round_len)
+            r.l1 = lam
+            relu.append(r)
+        races += relu
+        rec.details["relu_curve"] = relu_curve(rec, relu)
+        rec.details["files"] = file_checks(est.dictionary_, sl_sae, held[0])
     if args.anchor in ("sparsify", "none"):
+        if args.anchor == "sparsify" and not installed("eai-sparsify", "sparsify"):
+            raise SystemExit("eai-sparsify is not installed in this venv (benchmarks/setup_venvs.sh sparsify)")
         anchor = sparsify_anchor(src, d, m, k, False) if args.anchor == "sparsify" else None
         est = SAE(m, activation="topk", k=k, lr=args.lr, **common)
         races.append(race(f"TopK-{k} SAE, planted features", est, X, None, held, anchor, warm, steps, round_len))
@@ -442,20 +389,30 @@ def main(argv: list[str] | None = None) -> int:
         est_t = Transcoder(4096, activation="topk", k=k, lr=args.lr_transcoder, **common)
         races.append(race(f"TopK-{k} transcoder, zoo:gpt2-tiny layer 1 ({cut} train rows)", est_t, Xz[:cut],
                           Yz[:cut], (Xz[cut:], Yz[cut:]), anchor, warm, steps, round_len))
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "anchor": args.anchor, "quick": args.quick,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "l1": args.l1, "lr": args.lr,
-            "lr_transcoder": args.lr_transcoder,
-            "lr_decay_steps": decay}
-    if args.json:
-        print(json.dumps({"meta": meta, "races": [vars(r) for r in races], "files": files}, indent=2))
-        return 0
-    print(" ".join(f"{k_}={v}" for k_, v in meta.items()))
-    for r in races:
-        print_race(r)
-    if files:
-        print("\n== files (SAELens layout)")
-        for what, verdict in files.items():
-            print(f"   {what}: {verdict}")
+        if anchor is not None:
+            for r, model in zip(races[-2:], ("synthetic", "zoo:gpt2-tiny"), strict=True):
+                qa, qb = r.quality["lmscope"], r.quality["sparsify"]
+                rec.timing_row(f"{r.name.split(',')[0]}: d_in {r.shape['d_in']}, d_sae {r.shape['d_sae']}, "
+                               f"batch {B}", r.timing, "sparsify", "lmscope", model=model, unit="tok/s", work=B,
+                               quality=f"held-out FVU lmscope {qa['fvu']:.4f}, sparsify {qb['fvu']:.4f} "
+                                       f"(L0 {qa['l0']:.0f} / {qb['l0']:.0f})",
+                               note="each with its own optimizer; same batches")
+    rec.details["races"] = [{k_: (v.to_dict() if isinstance(v, Timing) else v) for k_, v in vars(r).items()}
+                            for r in races]
+    rec.details["settings"] = {"lr": args.lr, "lr_transcoder": args.lr_transcoder, "lr_decay_steps": decay}
+
+    def text() -> None:
+        for r in races:
+            print_race(r)
+        for pt in rec.details.get("relu_curve", {}).get("points", []):
+            at = (f"lmscope at that L0: FVU {pt['lmscope_fvu_at_l0']:.4f}, {pt['lmscope_tokens_per_s_at_l0']:,.0f} "
+                  f"tok/s ({pt['speedup_at_matched_l0']:.2f}x)" if pt["bracketed"] else "outside lmscope's curve")
+            print(f"   SAELens λ {pt['l1']:g}: L0 {pt['saelens_l0']:.1f}, FVU {pt['saelens_fvu']:.4f}, "
+                  f"{pt['saelens_tokens_per_s']:,.0f} tok/s; {at}")
+        for what, verdict in rec.details.get("files", {}).items():
+            print(f"   files: {what}: {verdict}")
+
+    rec.finish(args, text)
     return 0
 
 

@@ -1,16 +1,9 @@
 """Succession scores of every head: lmscope's batched form vs a per-head loop over TransformerLens's OV matrices.
 
-Issue 5's benchmark (goal: lmscope >= 10x). The anchor is never an lmscope dependency; it shares the
-`.venv-bench` venv with bench_capture.py (the CPU torch wheel first, or pip pulls a multi-GB CUDA build):
+The anchor runs in its own venv (benchmarks/setup_venvs.sh tl):
 
-    python3.11 -m venv .venv-bench
-    .venv-bench/bin/pip install torch==2.13.0
-    .venv-bench/bin/pip install -e .
-    .venv-bench/bin/pip install -r benchmarks/requirements-heads.txt torch==2.13.0
-
-Run (on a shared machine always with OMP_WAIT_POLICY=PASSIVE, or spinning threads swamp the timings):
-
-    OMP_WAIT_POLICY=PASSIVE .venv-bench/bin/python benchmarks/bench_heads.py [--quick] [--json] [--sizes zoo,large]
+    OMP_WAIT_POLICY=PASSIVE /work/bench-venvs/tl/bin/python benchmarks/bench_heads.py \\
+        [--quick] [--json] [--sizes zoo,large]
 
 Sizes: "zoo" is zoo:gpt2-tiny (4 layers x 4 heads, d_model 128); "large" a seeded random-init GPT-2 of
 12 layers x 12 heads, d_model 768, d_mlp 3072, with the zoo tokenizer's vocabulary (scores near 0; it is
@@ -33,10 +26,11 @@ Task items, variants (" Monday" / "Monday", identical variants once), single-tok
 pairs follow lmscope's stated rules, re-implemented here on the TL side. The score matrices (pooled and
 per task) must be equal; a nonzero difference would mean a float difference flipped a near-tie.
 
-Timing: fp32, 2 threads, under torch.inference_mode; rounds interleave the variants (order rotated);
-seconds are medians of the round medians, ratios the medians of the per-round ratios. Each side's
-tokenization of the tasks (about 600 tokenizer calls; lmscope also tokenizes the roman numerals) is timed
-alone too, and the "compute" ratio leaves it out of both sides. Both sides do the same arithmetic
+Timing: benchmarks/_timing.py (>= 5 interleaved rounds, each the median of --reps calls; min/median/max;
+ratio of medians), fp32, 2 threads. Equal state, two ways: "cold", lmscope's per-tokenizer task caches
+cleared (untimed) before each call while the TL side re-tokenizes each call; "warm", lmscope's caches kept and
+the TL side given its task variants tokenized once. (An earlier version timed lmscope warm against TL cold.)
+Both sides do the same arithmetic
 (`(x W_V)(W_O W_U[:, ids])` per head), so the batched form saves dispatch and Python overhead, not FLOPs:
 where the matmuls dominate (the large size) the ratio is bounded by how badly small per-head matmuls use
 the CPU.
@@ -46,45 +40,18 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.metadata as md
-import json
-import os
-import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from bench_capture import anchor_version, time_variants
+from _timing import Recorder, check_args, common_args, installed, interleaved
 from lmscope import HookedModel
-from lmscope.data.sequences import CYCLIC_TASKS, ROMAN_NUMERALS, ROMAN_TASK, SUCCESSION_TASKS
+from lmscope.data.sequences import CYCLIC_TASKS, SUCCESSION_TASKS
 from lmscope.heads import succession_scores
-from lmscope.heads.succession import task_tokens
 
-GOAL = 10.0
 Variant = tuple[str, Tensor, Tensor, Tensor]  # (task, ids [n], src [p], dst [p])
-LABELS = {"lmscope": "lmscope succession_scores (batched)", "tl": "TL bridge per-head OV loop",
-          "lmscope_tokenize": "its tokenization alone (lmscope)", "tokenize": "its tokenization alone (TL side)"}
-
-
-@dataclass
-class Result:
-    """The figures of one size."""
-
-    size: str
-    model: str
-    shape: str
-    n_pairs: int = 0
-    n_variants: int = 0
-    seconds: dict[str, float] = field(default_factory=dict)
-    round_seconds: dict[str, list[float]] = field(default_factory=dict)
-    ratios: dict[str, float] = field(default_factory=dict)
-    goal: dict[str, Any] = field(default_factory=dict)
-    match: dict[str, str] = field(default_factory=dict)
-    best_head: dict[str, Any] = field(default_factory=dict)
-    anchor: str = ""
 
 
 def load_size(size: str) -> tuple[HookedModel, str]:
@@ -152,8 +119,8 @@ def tl_scores(model: Any, variants: list[Variant]) -> tuple[Tensor, dict[str, Te
     return pooled, {t: hits[t] / counts[t] for t in hits}
 
 
-def make_tl(model: HookedModel) -> tuple[Callable[[Any], Any], Callable[[Any], Any]]:
-    """A TL bridge on its own copy of the HF model (booting rewires submodules in place): (full run, tokenize)."""
+def make_bridge(model: HookedModel) -> Any:
+    """A TL bridge on its own copy of the HF model (booting rewires submodules in place), weights checked equal."""
     from transformer_lens.model_bridge import TransformerBridge
 
     bridge = TransformerBridge.boot_transformers("gpt2", hf_model=copy.deepcopy(model.hf),
@@ -162,9 +129,15 @@ def make_tl(model: HookedModel) -> tuple[Callable[[Any], Any], Callable[[Any], A
                          (model.W_O, bridge.W_O)):
         if not torch.equal(ours, theirs):
             raise RuntimeError("the TL bridge's weights differ from lmscope's")
-    tasks = dict(SUCCESSION_TASKS)
-    return (lambda _: tl_scores(bridge, tl_variants(bridge.tokenizer, tasks)),
-            lambda _: tl_variants(bridge.tokenizer, tasks))
+    return bridge
+
+
+def clear_lmscope_caches() -> None:
+    """Forget lmscope's per-tokenizer task caches, so its next call tokenizes as the TL side does (cold)."""
+    from lmscope.heads import succession
+
+    succession._TASK_CACHE.clear()
+    succession._PLAN_CACHE.clear()
 
 
 def compare(ours: Tensor, theirs: Tensor) -> str:
@@ -172,82 +145,66 @@ def compare(ours: Tensor, theirs: Tensor) -> str:
     return "equal" if diff == 0.0 else f"MISMATCH (max |diff| {diff:.3g}: a float difference flipped a near-tie?)"
 
 
-def bench_size(size: str, rounds: int, reps: int) -> Result:
+
+def bench_size(rec: Recorder, size: str, rounds: int, reps: int) -> None:
     model, desc = load_size(size)
     cfg = model.cfg
-    res = Result(size, desc, f"{cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model}, "
-                             f"vocab {cfg.d_vocab}")
-    all_tasks = {**SUCCESSION_TASKS, ROMAN_TASK: ROMAN_NUMERALS}
-    runs: dict[str, Callable[[Any], Any]] = {"lmscope": lambda _: succession_scores(model, mode="mlp0", fold_ln=False),
-                                             "lmscope_tokenize": lambda _: task_tokens(model.tokenizer, all_tasks)}
-    ours = runs["lmscope"](None)
-    res.n_pairs = sum(v for k, v in ours.n_pairs.items() if not k.startswith("ood:"))
+    detail: dict[str, Any] = {"model": desc, "shape": f"{cfg.n_layers} layers x {cfg.n_heads} heads, d_model "
+                                                       f"{cfg.d_model}, vocab {cfg.d_vocab}", "match": {}}
+    tasks = dict(SUCCESSION_TASKS)
+    ours = succession_scores(model, mode="mlp0", fold_ln=False)
+    detail["n_pairs"] = sum(v for k, v in ours.n_pairs.items() if not k.startswith("ood:"))
     layer, head = ours.best_head()
-    res.best_head = {"layer": layer, "head": head, "score": float(ours.scores[layer, head])}
-    version = anchor_version("transformer-lens")
-    if version is None:
-        res.anchor = "transformer-lens not installed"
-    else:
-        res.anchor = f"transformer-lens {version} (TransformerBridge.boot_transformers, no weight processing)"
-        runs["tl"], runs["tokenize"] = make_tl(model)
-        pooled, per_task = runs["tl"](None)
-        res.n_variants = len(runs["tokenize"](None))
-        task_mean = sum(per_task.values(), torch.zeros_like(pooled)) / len(per_task)
-        res.match["scores [layer, head] (task mean)"] = compare(ours.scores, task_mean)
-        res.match["scores_pooled [layer, head]"] = compare(ours.scores_pooled, pooled)
-        for task, scores in per_task.items():
-            res.match[f"per_task {task}"] = compare(ours.per_task[task], scores)
-    seconds = time_variants(runs, None, rounds, reps)
-    for name, per_round in seconds.items():
-        res.seconds[name] = statistics.median(per_round)
-        res.round_seconds[name] = sorted(per_round)
-    if "tl" in seconds:
-        res.ratios["tl/lmscope"] = statistics.median(b / a for a, b in zip(seconds["lmscope"], seconds["tl"],
-                                                                           strict=True))
-        res.ratios["compute (tokenization left out)"] = statistics.median(
-            (b - tb) / (a - ta) for a, b, ta, tb in zip(seconds["lmscope"], seconds["tl"], seconds["lmscope_tokenize"],
-                                                        seconds["tokenize"], strict=True))
-        res.goal = {"ratio": "tl/lmscope", "target": GOAL, "met": res.ratios["tl/lmscope"] >= GOAL}
-    return res
-
-
-def print_table(res: Result) -> None:
-    print(f"\n== size {res.size}: {res.model}, {res.shape}; {res.n_pairs} pairs in {res.n_variants} task variants")
-    print(f"   anchor: {res.anchor}")
-    print(f"   best head {res.best_head['layer']}.{res.best_head['head']} (score {res.best_head['score']:.3f})")
-    print(f"   {'variant':<40} {'ms':>9}   round medians (min..max)")
-    for name, sec in res.seconds.items():
-        lo, hi = res.round_seconds[name][0], res.round_seconds[name][-1]
-        print(f"   {LABELS[name]:<40} {sec * 1e3:>9.1f}   {lo * 1e3:.1f}..{hi * 1e3:.1f}")
-    for ratio, value in res.ratios.items():
-        note = ""
-        if res.goal.get("ratio") == ratio:
-            note = f"   goal >= {res.goal['target']:g}: {'met' if res.goal['met'] else 'MISSED'}"
-        print(f"   {ratio:<40} {value:>9.1f}x{note}")
-    for what, verdict in res.match.items():
-        print(f"   lmscope vs TL {what}: {verdict}")
+    detail["best_head"] = {"layer": layer, "head": head, "score": float(ours.scores[layer, head])}
+    if not installed("transformer-lens"):
+        raise SystemExit("transformer-lens is not installed in this venv (benchmarks/setup_venvs.sh tl)")
+    bridge = make_bridge(model)
+    pre = tl_variants(bridge.tokenizer, tasks)  # the TL side's tokenization, done once (warm state)
+    pooled, per_task = tl_scores(bridge, pre)
+    detail["n_variants"] = len(pre)
+    task_mean = sum(per_task.values(), torch.zeros_like(pooled)) / len(per_task)
+    detail["match"]["scores [layer, head] (task mean)"] = compare(ours.scores, task_mean)
+    detail["match"]["scores_pooled [layer, head]"] = compare(ours.scores_pooled, pooled)
+    for task, scores in per_task.items():
+        detail["match"][f"per_task {task}"] = compare(ours.per_task[task], scores)
+    lm: Callable[[], Any] = lambda: succession_scores(model, mode="mlp0", fold_ln=False)  # noqa: E731
+    runs: dict[str, Callable[[], Any]] = {
+        "lmscope_cold": lm, "tl_cold": lambda: tl_scores(bridge, tl_variants(bridge.tokenizer, tasks)),
+        "lmscope_warm": lm, "tl_warm": lambda: tl_scores(bridge, pre)}
+    t = interleaved(runs, rounds, reps=reps, setup={"lmscope_cold": clear_lmscope_caches})
+    detail["timing"] = t.to_dict()
+    matched = "scores equal" if all(v == "equal" for v in detail["match"].values()) else "scores MISMATCH"
+    label = {"zoo": "zoo:gpt2-tiny", "large": "random GPT-2 12x12 heads"}[size]
+    rec.timing_row("succession scores, every head; both tokenize each call (cold)", t, "tl_cold", "lmscope_cold",
+                   model=label, quality=matched, note="TL: per-head OV loop on the bridge")
+    rec.timing_row("succession scores, every head; tasks tokenized once on both sides (warm)", t, "tl_warm",
+                   "lmscope_warm", model=label, quality=matched)
+    rec.details[size] = detail
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="one round of 3 runs (a smoke run)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    common_args(parser, models=("zoo",))
     parser.add_argument("--sizes", default="zoo,large", help="comma-separated: zoo, large (default zoo,large)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--reps", type=int, default=5, help="calls per variant per round (their median)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
-    rounds, reps = (1, 3) if args.quick else (args.rounds, args.reps)
-    results = [bench_size(s.strip(), rounds, reps) for s in args.sizes.split(",") if s.strip()]
-    meta = {"torch": torch.__version__, "transformers": md.version("transformers"), "threads": 2,
-            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"), "rounds": rounds, "reps": reps}
-    if args.json:
-        print(json.dumps({"meta": meta, "sizes": [vars(r) for r in results]}, indent=2))
-    else:
-        print(f"torch {meta['torch']}, transformers {meta['transformers']}, OMP_WAIT_POLICY="
-              f"{meta['omp_wait_policy']}; {rounds} round(s) x {reps} runs, medians")
-        for res in results:
-            print_table(res)
+    rounds = check_args(args)
+    rec = Recorder("heads", args, ["transformer-lens"])
+    sizes = ["zoo"] if args.quick else [s.strip() for s in args.sizes.split(",") if s.strip()]
+    for size in sizes:
+        bench_size(rec, size, rounds, 1 if args.quick else args.reps)
+
+    def text() -> None:
+        for size, d in rec.details.items():
+            print(f"\n== {size}: {d['model']}, {d['shape']}; {d['n_pairs']} pairs in {d['n_variants']} TL variants; "
+                  f"best head {d['best_head']}")
+            for name, s in d["timing"]["stats"].items():
+                print(f"   {name:<14} median {s['median'] * 1e3:8.1f} ms (min {s['min'] * 1e3:.1f}, "
+                      f"max {s['max'] * 1e3:.1f})")
+            bad = {k: v for k, v in d["match"].items() if v != "equal"}
+            print(f"   lmscope vs TL scores: {bad or 'all equal'}")
+
+    rec.finish(args, text)
     return 0
 
 

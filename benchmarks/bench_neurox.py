@@ -41,7 +41,6 @@ import contextlib
 import cProfile
 import importlib.metadata as md
 import io
-import json
 import os
 import pstats
 import shutil
@@ -57,6 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from _timing import Recorder, Timing, check_args, common_args, installed, interleaved, load_model, prose
 from lmscope import HookedModel
 from lmscope.activations import ExtractConfig, extract
 from lmscope.data.labels import LabeledCorpus, from_synthetic, train_test_split_sentences
@@ -89,37 +89,18 @@ def resid_points(n_layers: int) -> tuple[str, ...]:
 
 
 def check_equivalence(m: HookedModel, points: tuple[str, ...]) -> str:
-    ids = torch.tensor([m.tokenizer.encode("the cat sat on the mat .")])
+    ids = torch.tensor([m.tokenizer("the cat sat on the mat .", add_special_tokens=False)["input_ids"]],
+                       device=m.device)
     with torch.inference_mode():
         _, cache = m.run_with_cache(ids, names=list(points), prepend_bos=False)
-        hidden = m.hf.transformer(ids, output_hidden_states=True).hidden_states
+        hidden = m.hf.base_model(ids, output_hidden_states=True).hidden_states
     diff = max(float((cache[p] - h).abs().max()) for p, h in zip(points, hidden, strict=True))
     return f"lmscope points vs HF hidden_states: max |diff| {diff:.1e} over {len(points)} tensors"
 
 
-def timed_rounds(variants: dict[str, Callable[[], Any]], rounds: int,
-                 setup: dict[str, Callable[[], Any]] | None = None) -> dict[str, list[float]]:
-    """Seconds of each variant per round, one run each, order rotated per round (after one warm-up).
-
-    `setup[name]()` runs untimed before every run of `name` (removing the previous run's output).
-    """
-    setup = setup or {}
-    for name, fn in variants.items():
-        setup.get(name, lambda: None)()
-        fn()
-    names, seconds = list(variants), {n: [] for n in variants}
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            setup.get(name, lambda: None)()
-            start = time.perf_counter()
-            variants[name]()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
-
-
-def ratio(seconds: dict[str, list[float]], fast: str, slow: str) -> float:
-    """Median over rounds of time(slow) / time(fast): how many times faster `fast` is."""
-    return statistics.median(b / a for a, b in zip(seconds[fast], seconds[slow], strict=True))
+def ratio(t: Timing, fast: str, slow: str) -> float:
+    """median(slow) / median(fast): how many times faster `fast` is."""
+    return t.ratio(slow, fast)
 
 
 def quiet(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -128,28 +109,33 @@ def quiet(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
 
 
-def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, profile: bool) -> Row:
+def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, profile: bool,
+                     real: bool = False) -> Row:
+    """Extraction of NeuroX's "all layers" (hidden_states) with aggregation "last": NeuroX (hdf5, json), lmscope
+    (library; with --model zoo also the CLIs end to end), and a bare batched forward (the ceiling)."""
     from neurox.data.extraction import transformers_extractor as te
 
-    corpus = make_corpus(n_sentences)
-    text = write_parallel(corpus, work, "extract")
-    # the zoo ships float16 weights and transformers 5 loads a checkpoint in its stored dtype, so NeuroX would
-    # run float16 on the CPU while lmscope loads float32: give NeuroX (library and CLI) a float32 copy
-    f32 = work / "gpt2-tiny-float32"
-    m.hf.save_pretrained(f32)
+    # real: prose, one line a sentence, cut to 30 words (NeuroX reads whitespace-split words)
+    sentences = [ln.split()[:30] for ln in prose(n_sentences)] if real else make_corpus(n_sentences).sentences
+    text = work / "extract.txt"
+    text.write_text("".join(" ".join(s) + "\n" for s in sentences))
+    # transformers 5 loads a checkpoint in its stored dtype (the zoo stores float16), so NeuroX would run
+    # float16 on the CPU while lmscope runs float32: give NeuroX (library and CLI) a float32 copy
+    f32 = work / "model-float32"
+    m.hf.float().save_pretrained(f32)
     m.tokenizer.save_pretrained(f32)
     path = str(f32)
-    loaded = quiet(te.get_model_and_tokenizer, path)
+    loaded = quiet(te.get_model_and_tokenizer, path, device=m.device.type)
     if next(loaded[0].parameters()).dtype != torch.float32:
         raise RuntimeError(f"NeuroX loaded {path} as {next(loaded[0].parameters()).dtype}, expected float32")
     te.get_model_and_tokenizer = lambda *a, **k: loaded  # the one patch: serve NeuroX its preloaded model
     points = resid_points(m.cfg.n_layers)
     cfg = ExtractConfig(points=points, aggregate="last")
     small_batches = ExtractConfig(points=points, aggregate="last", batch_tokens=1024)  # less padding, see report
-    n_tokens = sum(len(m.tokenizer.encode(" ".join(s))) for s in corpus.sentences)
-    hf_body = m.hf.transformer
-    order = sorted(range(len(corpus)), key=lambda i: len(corpus.sentences[i]))
-    encoded = [m.tokenizer.encode(" ".join(corpus.sentences[i])) for i in order]
+    n_tokens = sum(len(m.tokenizer(" ".join(s), add_special_tokens=False)["input_ids"]) for s in sentences)
+    hf_body = m.hf.base_model
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    encoded = [m.tokenizer(" ".join(sentences[i]), add_special_tokens=False)["input_ids"] for i in order]
 
     def fresh(name: str) -> Path:
         target = work / name
@@ -164,7 +150,7 @@ def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, 
                 ids = torch.zeros(len(rows), max(map(len, rows)), dtype=torch.long)
                 for j, r in enumerate(rows):
                     ids[j, : len(r)] = torch.tensor(r)
-                [h.numpy() for h in hf_body(ids, output_hidden_states=True).hidden_states]
+                [h.cpu().numpy() for h in hf_body(ids.to(m.device), output_hidden_states=True).hidden_states]
 
     cli = [sys.executable, "-m", "lmscope", "extract", MODEL, "--corpus", str(text), "--points", ",".join(points),
            "--out", str(work / "cli-store"), "--json"]
@@ -176,19 +162,23 @@ def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, 
                                      aggregation="last", output_type="hdf5"),
         "neurox_json": lambda: quiet(te.extract_representations, path, str(text), str(work / "nx.json"),
                                      aggregation="last", output_type="json"),
-        "lmscope": lambda: extract(m, corpus.sentences, work / "lm-store", cfg),
-        "lmscope_bt1024": lambda: extract(m, corpus.sentences, work / "lm-store", small_batches),
-        "lmscope_no_bos": lambda: extract(no_bos, corpus.sentences, work / "lm-store", cfg),
+        "lmscope": lambda: extract(m, sentences, work / "lm-store", cfg),
+        "lmscope_bt1024": lambda: extract(m, sentences, work / "lm-store", small_batches),
+        "lmscope_no_bos": lambda: extract(no_bos, sentences, work / "lm-store", cfg),
         "neurox_cli": lambda: subprocess.run(nx_cli, check=True, capture_output=True),
         "lmscope_cli": lambda: subprocess.run(cli, check=True, capture_output=True),
         "bare_forward": bare,
     }
+    if real:  # the CLIs would time loading a 135M model; SmolLM2 adds no BOS, so no_bos is lmscope itself
+        for name in ("neurox_cli", "lmscope_cli", "lmscope_no_bos"):
+            variants.pop(name)
     # each run starts from no output; removing the previous run's files is not timed (either side)
     outputs = {"neurox_hdf5": "nx.hdf5", "neurox_json": "nx.json", "lmscope": "lm-store", "lmscope_bt1024": "lm-store",
                "lmscope_no_bos": "lm-store", "neurox_cli": "nx-cli.hdf5", "lmscope_cli": "cli-store"}
-    setup = {name: (lambda out=out: fresh(out)) for name, out in outputs.items()}
-    seconds = timed_rounds(variants, rounds, setup)
-    row: Row = {"sentences": len(corpus), "words": corpus.n_words, "tokens": n_tokens, "rounds": rounds,
+    setup = {name: (lambda out=out: fresh(out)) for name, out in outputs.items() if name in variants}
+    t = interleaved(variants, rounds, setup=setup)
+    seconds = t.seconds
+    row: Row = {"sentences": len(sentences), "words": sum(map(len, sentences)), "tokens": n_tokens, "rounds": rounds,
                 "points": list(points), "equivalence": check_equivalence(m, points),
                 "tokens_per_s": {k: n_tokens / statistics.median(v) for k, v in seconds.items()},
                 "seconds": seconds, "ratios": {}}
@@ -196,11 +186,13 @@ def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, 
                        ("lmscope_bt1024", "neurox_hdf5"), ("lmscope_no_bos", "neurox_hdf5"),
                        ("lmscope", "bare_forward"), ("lmscope_no_bos", "bare_forward"),
                        ("bare_forward", "neurox_hdf5")):
-        row["ratios"][f"{fast}/{slow}"] = ratio(seconds, fast, slow)
+        if fast in variants and slow in variants:
+            row["ratios"][f"{fast}/{slow}"] = ratio(t, fast, slow)
+    row["timing"] = t.to_dict()
     if profile:
         prof = cProfile.Profile()
         target = fresh("lm-store")
-        prof.runcall(extract, m, corpus.sentences, target, cfg)
+        prof.runcall(extract, m, sentences, target, cfg)
         buf = io.StringIO()
         pstats.Stats(prof, stream=buf).sort_stats("cumulative").print_stats(25)
         row["profile"] = buf.getvalue()
@@ -244,23 +236,24 @@ def bench_probe(m: HookedModel, work: Path, n_sentences: int, rounds: int, lambd
             # one epoch of minibatch Adam, then 5 full-batch FISTA steps (not converged, like NeuroX's 10 epochs)
             out["lmscope_fast"] = LinearProbe(l1=lam, l2=lam, **FAST_SETTINGS).fit(Xtr, ytr)
 
-        seconds = timed_rounds({"neurox": neurox, "lmscope": lmscope, "lmscope_exact": lmscope_exact,
-                                "lmscope_fast": lmscope_fast}, rounds)
+        t = interleaved({"neurox": neurox, "lmscope": lmscope, "lmscope_exact": lmscope_exact,
+                         "lmscope_fast": lmscope_fast}, rounds)
+        seconds = t.seconds
         nx_probe, nx_order = out["neurox"]
         nx_acc = quiet(lp.evaluate_probe, nx_probe, Xte, yte)["__OVERALL__"]
         lm: LinearProbe = out["lmscope"]
         rows.append({"lambda_l1": lam, "lambda_l2": lam, "seconds": seconds,
                      "neurox_s": statistics.median(seconds["neurox"]),
                      "lmscope_s": statistics.median(seconds["lmscope"]),
-                     "speedup": ratio(seconds, "lmscope", "neurox"), "neurox_acc": float(nx_acc),
+                     "speedup": ratio(t, "lmscope", "neurox"), "neurox_acc": float(nx_acc),
                      "lmscope_acc": lm.score(Xte, yte), "lmscope_iters": lm.n_iter_,
                      "jaccard_top50": jaccard(nx_order[:50], lm.ranking_[:50]),
                      "exact_s": statistics.median(seconds["lmscope_exact"]),
-                     "exact_speedup": ratio(seconds, "lmscope_exact", "neurox"),
+                     "exact_speedup": ratio(t, "lmscope_exact", "neurox"),
                      "exact_acc": out["lmscope_exact"].score(Xte, yte),
                      "exact_jaccard_top50": jaccard(nx_order[:50], out["lmscope_exact"].ranking_[:50]),
                      "fast_s": statistics.median(seconds["lmscope_fast"]),
-                     "fast_speedup": ratio(seconds, "lmscope_fast", "neurox"),
+                     "fast_speedup": ratio(t, "lmscope_fast", "neurox"),
                      "fast_acc": out["lmscope_fast"].score(Xte, yte),
                      "fast_jaccard_top50": jaccard(nx_order[:50], out["lmscope_fast"].ranking_[:50])})
     return {"sentences": len(corpus), "train_words": len(tr), "test_words": len(te_), "neurons": X.shape[1],
@@ -290,7 +283,7 @@ def peak_rss(work: Path, sizes: list[int]) -> Row:
 
 
 def print_tables(res: Row) -> None:
-    meta, ex, pr, rss = res["meta"], res["extraction"], res["probe"], res["rss"]
+    meta, ex, pr, rss = res["meta"], res["extraction"], res.get("probe"), res.get("rss")
     print(f"torch {meta['torch']}, transformers {meta['transformers']}, neurox {meta['neurox']}, "
           f"{meta['threads']} threads, OMP_WAIT_POLICY={meta['omp_wait_policy'] or '(unset)'}")
     print(f"\n== Extraction: {MODEL}, {ex['sentences']} sentences, {ex['words']:,} words, {ex['tokens']:,} tokens, "
@@ -303,6 +296,8 @@ def print_tables(res: Row) -> None:
               "bare_forward": "bare batched forward (ceiling)"}
     print(f"   {'variant':<42} {'tokens/s':>10}   per round (s)")
     for key, label in labels.items():
+        if key not in ex["seconds"]:
+            continue
         per = ", ".join(f"{s:.2f}" for s in ex["seconds"][key])
         print(f"   {label:<42} {ex['tokens_per_s'][key]:>10,.0f}   {per}")
     goals = {"lmscope/neurox_hdf5": 10.0, "lmscope/neurox_json": 10.0}
@@ -311,6 +306,8 @@ def print_tables(res: Row) -> None:
         print(f"   {name:<42} {value:>9.2f}x{note}")
     print("   (bare_forward/neurox_hdf5 caps any extractor that runs the same forward pass; tokens/s counts the"
           "\n    corpus's tokens for every variant: lmscope also runs a BOS per sentence, NeuroX and bare do not)")
+    if pr is None or rss is None:
+        return
     print(f"\n== Linear probe: {pr['sentences']} sentences -> {pr['train_words']:,} train / {pr['test_words']:,} test "
           f"words (split by sentence), {pr['neurons']} neurons (all mlp.hook_post), {pr['classes']} POS classes; "
           f"majority baseline {pr['majority_acc']:.3f}; {pr['rounds']} rounds")
@@ -338,32 +335,61 @@ def print_tables(res: Row) -> None:
         print("\n== cProfile of one lmscope extract() call (cumulative)\n" + ex["profile"])
 
 
+def headline(rec: Recorder, res: Row, label: str) -> None:
+    """The rows run_all tabulates: extraction vs NeuroX (hdf5, json) and vs the bare forward; the probe."""
+    ex = res["extraction"]
+    t = Timing(ex["seconds"])
+    n = ex["tokens"]
+    eq = "same tensors (max |diff| " + ex["equivalence"].split("max |diff| ")[1].split(" ")[0] + ")"
+    what = f"extract all layers, aggregation last ({ex['sentences']} sentences, {n:,} tokens)"
+    rec.timing_row(f"{what} vs NeuroX hdf5", t, "neurox_hdf5", "lmscope", model=label, unit="tok/s", work=n,
+                   quality=eq)
+    rec.timing_row(f"{what} vs NeuroX json (its default)", t, "neurox_json", "lmscope", model=label, unit="tok/s",
+                   work=n, quality=eq)
+    fair = "lmscope_no_bos" if "lmscope_no_bos" in ex["seconds"] else "lmscope"
+    rec.timing_row(f"{what} vs bare batched forward, no write (ceiling)", t, "bare_forward", fair, model=label,
+                   unit="tok/s", work=n, quality="same tokens (no BOS on either side)",
+                   note="lmscope writes a store; bare writes nothing")
+    for r in res.get("probe", {}).get("runs", []):
+        pt = Timing(r["seconds"])
+        for key, name in (("lmscope", "LinearProbe() (converged)"), ("lmscope_fast", "LinearProbe fast settings")):
+            acc = r["lmscope_acc"] if key == "lmscope" else r["fast_acc"]
+            rec.timing_row(f"linear probe + neuron ranking, l1=l2={r['lambda_l1']:g}: {name}", pt, "neurox", key,
+                           model=label, quality=f"held-out acc {acc:.3f} vs NeuroX {r['neurox_acc']:.3f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 round, smaller probe and RSS corpora (smoke run)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    common_args(parser)
     parser.add_argument("--profile", action="store_true", help="also cProfile one lmscope extraction")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--sentences", type=int, default=None,
+                        help="extraction sentences (default 300 zoo, 40 smollm2)")
     parser.add_argument("--probe-sentences", type=int, default=3000)
     parser.add_argument("--lambdas", default="1e-3", help="comma-separated l1=l2 values to run both probes with")
     args = parser.parse_args(argv)
-    torch.set_num_threads(2)
-    rounds = 1 if args.quick else args.rounds
+    rounds = check_args(args)
+    if not installed("neurox"):
+        raise SystemExit("neurox is not installed in this venv (benchmarks/setup_venvs.sh neurox)")
+    real = args.model == "smollm2"
     probe_n = 600 if args.quick else args.probe_sentences
-    m = HookedModel.from_pretrained(MODEL)
+    n_ex = args.sentences or ((12 if args.quick else 40) if real else 300)
+    rec = Recorder("neurox", args, ["neurox"])
     with tempfile.TemporaryDirectory(prefix="bench-neurox-") as tmp:
         work = Path(tmp)
         res: Row = {"meta": {"torch": torch.__version__, "transformers": md.version("transformers"),
                              "neurox": md.version("neurox"), "threads": torch.get_num_threads(),
                              "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""), "quick": args.quick}}
-        res["extraction"] = bench_extraction(m, work, 300, rounds, args.profile)
-        res["probe"] = bench_probe(m, work, probe_n, max(1, min(rounds, 3)),
-                                   [float(x) for x in args.lambdas.split(",")])
-        res["rss"] = peak_rss(work, [probe_n, 10 * probe_n])
-    if args.json:
-        print(json.dumps(res, indent=2))
-    else:
-        print_tables(res)
+        if real:
+            m = load_model("smollm2", args.device)
+            res["extraction"] = bench_extraction(m, work, n_ex, rounds, args.profile, real=True)
+        else:
+            m = HookedModel.from_pretrained(MODEL, device=args.device)
+            res["extraction"] = bench_extraction(m, work, n_ex, rounds, args.profile)
+            res["probe"] = bench_probe(m, work, probe_n, rounds, [float(x) for x in args.lambdas.split(",")])
+            res["rss"] = peak_rss(work, [probe_n, 10 * probe_n])
+    rec.details.update(res)
+    headline(rec, res, "SmolLM2-135M" if real else MODEL)
+    rec.finish(args, lambda: print_tables(res))
     return 0
 
 
