@@ -94,9 +94,8 @@ def _map_target(model: HookedModel, target: Target, swap: Swap) -> Target | None
     tok = model.tokenizer
 
     def one(i: int) -> int | None:
-        text = _substitute(tok.decode([i]), swap)
-        ids = tok(text, add_special_tokens=False)["input_ids"]
-        return int(ids[0]) if len(ids) == 1 else single_token(tok, text.strip())
+        text = _substitute(tok.decode([i]), swap)  # " Friday" -> " Sunday": tried as is, then stripped
+        return single_token(tok, text) if single_token(tok, text) is not None else single_token(tok, text.strip())
 
     plus, minus = [one(i) for i in target.plus], [one(i) for i in target.minus]
     if None in plus or None in minus:

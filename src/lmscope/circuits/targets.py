@@ -53,9 +53,9 @@ class Target:
 
     def direction(self, model: HookedModel) -> Tensor:
         """`[d_model]`: mean of `W_U[:, plus]` minus mean of `W_U[:, minus]` (logit targets)."""
-        W_U = model.W_U.double()
-        v = W_U[:, list(self.plus)].mean(1)
-        return v - W_U[:, list(self.minus)].mean(1) if self.minus else v
+        W_U = model.W_U  # only the target's columns in float64: the whole of a real vocabulary is 200+ MB
+        v = W_U[:, list(self.plus)].double().mean(1)
+        return v - W_U[:, list(self.minus)].double().mean(1) if self.minus else v
 
 
 def single_token(tokenizer: Any, text: str) -> int | None:

@@ -1,0 +1,85 @@
+"""`lmscope circuit --heldout`: graph scores, held-out medians and labels in the summary, result.json and report."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+from test_heldout import word_model
+
+from cli_runner import run
+from lmscope.dictionary import DictConfig, Dictionary
+from lmscope.dictionary.stack import save_transcoders
+
+PROMPT = "Monday, Tuesday, Wednesday,"
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("heldout")
+    model = word_model()
+    model.hf.save_pretrained(root / "model")
+    model.tokenizer.save_pretrained(root / "model")
+    tcs = {}
+    for layer in range(model.cfg.n_layers):
+        cfg = DictConfig(kind="transcoder", d_in=16, d_sae=24, hook_name=f"blocks.{layer}.ln2.hook_normalized",
+                         hook_name_out=f"blocks.{layer}.hook_mlp_out")
+        tc = Dictionary(cfg, generator=torch.Generator().manual_seed(layer))
+        with torch.no_grad():
+            tc.b_enc.fill_(0.05)
+        tcs[layer] = tc
+    save_transcoders(tcs, root / "tcs")
+    return root / "model", root / "tcs"
+
+
+def _args(saved: tuple[Path, Path], *extra: str) -> list[str]:
+    return ["circuit", str(saved[0]), "--transcoders", str(saved[1]), "--prompt", PROMPT, "--target",
+            "logit:Thursday-Monday", "--iters", "3", "--branches", "6", "--beam", "12", "--threshold", "0", *extra]
+
+
+def test_builtin_heldout_in_summary_result_and_report(saved: tuple[Path, Path], tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *_args(saved, "--heldout", "days", "--heldout-n", "4", "--out", str(tmp_path)))
+    assert code == 0, err
+    result = json.loads((tmp_path / "result.json").read_text())
+    held = result["heldout"]
+    assert held["n"] == 4 and held["source"] == "built-in task days: 4 prompts made from --prompt"
+    assert [r["prompt"] for r in held["rows"]] == ["Tuesday, Wednesday, Thursday,", "Wednesday, Thursday, Friday,",
+                                                   "Thursday, Friday, Saturday,", "Friday, Saturday, Sunday,"]
+    assert held["rows"][0]["target"] == "logit:Friday-Tuesday"
+    assert held["median_recovered_frozen"] == pytest.approx(
+        statistics.median(r["recovered_frozen"] for r in held["rows"]))
+    assert f"median recovered {held['median_recovered']:.3f} live, {held['median_recovered_frozen']:.3f} frozen " \
+           "over 4 prompts" in out
+    scores = result["scores"]
+    assert 0 <= scores["replacement"] <= 1 and sum(scores["sources"].values()) == pytest.approx(1.0)
+    assert f"replacement {scores['replacement']:.3f}, completeness {scores['completeness']:.3f}" in out
+    labels = result["labels"]
+    assert [line for line in out.splitlines() if line.startswith("LABEL:")] == [f"LABEL: the graph {x}" for x in labels]
+    under = [r for r in (held["median_recovered"], held["median_recovered_frozen"]) if r is not None and r < 0.5]
+    assert any("held-out" in x for x in labels) == bool(under)
+    html = (tmp_path / "report.html").read_text()
+    assert "replacement / completeness score" in html and "held-out median fraction recovered" in html
+    assert "Tuesday, Wednesday, Thursday," in html  # the held-out table
+    assert any(line.startswith("held-out: 4/4 (") for line in err.splitlines())
+
+
+def test_heldout_file_and_refusals(saved: tuple[Path, Path], tmp_path: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    held = tmp_path / "held.jsonl"
+    held.write_text('{"prompt": "Friday, Saturday, Sunday,", "target": "logit:Monday-Friday"}\n'
+                    '{"prompt": "Tuesday, Wednesday, Thursday,"}\n')
+    code, out, err = run(capsys, *_args(saved, "--heldout", str(held), "--json"))
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["heldout"]["source"] == str(held) and data["heldout"]["n"] == 2
+    assert [r["target"] for r in data["heldout"]["rows"]] == ["logit:Monday-Friday", "logit:Thursday-Monday"]
+    for extra, message in [(["--heldout", "weeks"], "--heldout: 'weeks' is neither a file nor a built-in task"),
+                           (["--heldout", "days", "--heldout-n", "0"], "--heldout-n: expected a positive number"),
+                           (["--heldout", "ioi"], "--heldout: ioi: the prompt has no ioi to substitute")]:
+        code, out, err = run(capsys, *_args(saved, *extra, "--out", str(tmp_path / "x")))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert "trace" not in err and not (tmp_path / "x").exists()  # refused before any work or output
