@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from lmscope.dictionary.modules import Dictionary
@@ -113,15 +114,17 @@ def feature_readout(model: HookedModel, transcoders: Mapping[int, Dictionary], n
     """The k feature nodes (graph node dicts) with the largest |value|, each with its top de-embedding tokens
     and the next tokens it promotes most directly (`logit_tokens`)."""
     feats = sorted((n for n in nodes if n["kind"] == "feature"), key=lambda n: -abs(n["value"]))[:k]
-    out = []
+    if not feats or model.tokenizer is None:
+        return [{**n, "de_embedding": [], "logit_tokens": []} for n in feats]
+    # one product per view for all features: a real vocabulary's W_E and W_U in float64 are 200+ MB each
     for n in feats:
-        tc, f = transcoders[n["layer"]], n["index"]
-        words: dict[str, Any] = {"de_embedding": [], "logit_tokens": []}
-        if model.tokenizer is not None:
-            words = {"de_embedding": _top_tokens(model, de_embedding_scores(model, tc, f, fold=fold), n_tokens),
-                     "logit_tokens": _top_tokens(model, logit_scores(model, tc, f, fold=fold), n_tokens)}
-        out.append({**n, **words})
-    return out
+        _check(transcoders[n["layer"]], n["index"])
+    enc = torch.stack([encoder(transcoders[n["layer"]], model, fold=fold)[:, n["index"]] for n in feats], 1)
+    dec = torch.stack([transcoders[n["layer"]].W_dec.detach().double()[n["index"]] for n in feats])
+    de_emb = model.W_E.double() @ enc  # [d_vocab, k]
+    logits = dec @ unembedding(model, fold=fold)  # [k, d_vocab]
+    return [{**n, "de_embedding": _top_tokens(model, de_emb[:, i], n_tokens),
+             "logit_tokens": _top_tokens(model, logits[i], n_tokens)} for i, n in enumerate(feats)]
 
 
 def _top_tokens(model: HookedModel, scores: Tensor, k: int) -> list[tuple[str, float]]:
