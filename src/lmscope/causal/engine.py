@@ -6,6 +6,12 @@ stacked on the batch dimension (one forward per chunk of pairs x components). On
 forward starts where the patch does (`lmscope.causal.fastpath`): at the patched layer, from the base
 run's cached `hook_resid_pre`, and at the patched position, attending to the base's cached keys and
 values. Everything else (a `HookedModule`) runs whole, with the same stacking.
+
+Memory is bounded by `max_bytes` per forward, not by the number of pairs or components: rows per stacked
+forward are cut to what their logits, activations and attention windows take; the base and source runs go in
+row batches, and keep of a hook point only each row's last token where every unit there sits at it; the base's
+keys and values are gathered for the patched rows one layer at a time, as that layer runs, and let go after it
+(kept only for a greedy continuation, which reads them again).
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from lmscope.model.units import Unit
 Outcome = Callable[[Tensor, Tensor], Tensor]
 """`outcome(output, index) -> Tensor [rows]`: `output` is a HookedModel's next-token logits at each row's last
 real token `[rows, d_vocab]` (any other model's own output); `index [rows]` says which base row each is."""
+DEFAULT_MAX_BYTES = 256 * 2**20
+"""Working memory one forward of the engine may take (its logits, activations and attention windows)."""
 Progress = Callable[[str, int, int], None]
 """`progress(stage, i, n)`: stages "source run" and "base run" (0/1, then 1/1) and "patching" (stacked forwards
 done out of n), as the CLI's `progress_bars` renders them."""
@@ -77,11 +85,16 @@ class PatchRun:
 
 def patched_outcomes(model: Runnable, base: Prepared, source: Prepared, pairs: Tensor,
                      components: Sequence[Component], outcome: Outcome, *, max_rows: int = 2048,
-                     skip_layers: bool = True, progress: Progress | None = None) -> PatchRun:
+                     max_bytes: int = DEFAULT_MAX_BYTES, skip_layers: bool = True,
+                     progress: Progress | None = None) -> PatchRun:
     """Outcome of every base row of `pairs [P, 2]` (base index, source index) with each component patched in.
 
-    `skip_layers=False` runs every patched forward from the embeddings (same numbers, more work).
+    At most `max_rows` rows, and about `max_bytes` of working memory, per forward (module docstring); neither
+    changes the numbers. `skip_layers=False` runs every patched forward from the embeddings (same numbers,
+    more work).
     """
+    if max_rows < 1 or max_bytes < 1:
+        raise InputError(f"max_rows/max_bytes: expected positive numbers, got {max_rows} and {max_bytes}")
     pairs = torch.as_tensor(pairs, dtype=torch.long).reshape(-1, 2)
     fast = isinstance(model, HookedModel) and skip_layers
     hooks_needed = sorted({h for c in components for h in c.hooks})
@@ -89,7 +102,10 @@ def patched_outcomes(model: Runnable, base: Prepared, source: Prepared, pairs: T
     with torch.inference_mode():
         generative = isinstance(outcome, Continuation)
         report("source run", 0, 1)
-        y_src, src_cache, _ = _run_cached(model, source, hooks_needed, outcome, want_kv=generative)
+        at_last = {h for h in hooks_needed if all(u.position == LAST for c in components for u in c.units
+                                                  if u.hook == h)}
+        y_src, src_cache, _, src_last = _run_batched(model, source, hooks_needed, outcome, want_kv=generative,
+                                                     last_only=at_last, max_bytes=max_bytes)
         report("source run", 1, 1)
         _check_shapes(components, base, source, src_cache)
         groups = _groups(components, model if fast else None, base)
@@ -102,18 +118,26 @@ def patched_outcomes(model: Runnable, base: Prepared, source: Prepared, pairs: T
                                 if confined and layer + 1 < n_layers})
         want_kv = generative or any(start is not None for _, start, _ in groups)
         report("base run", 0, 1)
-        y_base, base_cache, kv = _run_cached(model, base, resid_names, outcome, want_kv=want_kv)
+        resid_last = {f"blocks.{layer}.hook_resid_pre" for layer, start, _ in groups if start == LAST} - {
+            f"blocks.{layer}.hook_resid_pre" for layer, start, _ in groups if start != LAST} - {
+            f"blocks.{layer + 1}.hook_resid_pre" for layer, _, confined in groups if confined}
+        y_base, base_cache, kv, base_last = _run_batched(model, base, resid_names, outcome, want_kv=want_kv,
+                                                         last_only=resid_last, max_bytes=max_bytes, need_kv=True)
         report("base run", 1, 1)
         y = torch.empty(len(pairs), len(components), dtype=y_base.dtype)
-        chunks = [(key, idx, lo, min(lo + max(1, max_rows // len(idx)), len(pairs)))
-                  for key, idx in groups.items() for lo in range(0, len(pairs), max(1, max_rows // len(idx)))]
+        chunks = []
+        for key, idx in groups.items():
+            layer, start, confined = key if kv is not None else (key[0], None, False)
+            rows = _chunk_rows(model, base, start, generative, max_rows, max_bytes)
+            comp_step = min(len(idx), rows)
+            pair_step = max(1, rows // comp_step)
+            chunks += [((layer, start, confined), idx[c : c + comp_step], lo, min(lo + pair_step, len(pairs)))
+                       for c in range(0, len(idx), comp_step) for lo in range(0, len(pairs), pair_step)]
         report("patching", 0, len(chunks))
         for n, ((layer, start, confined), idx, lo, hi) in enumerate(chunks):
             comps = [components[i] for i in idx]
-            if kv is None:
-                start, confined = None, False
             out = _patch_chunk(model, base, source, pairs[lo:hi], comps, src_cache, base_cache, layer, start,
-                               kv, outcome, y_base if confined else None)
+                               kv, outcome, y_base if confined else None, src_at=src_last, base_at=base_last)
             y[lo:hi, idx] = out.reshape(len(idx), hi - lo).T
             report("patching", n + 1, len(chunks))
     return PatchRun(y, y_base, y_src)
@@ -178,6 +202,103 @@ def _run_cached(model: Runnable, inputs: Prepared, names: list[str], outcome: Ou
     return outcome(out, index).float(), cache, None  # type: ignore[arg-type]
 
 
+def _shifted(outcome: Outcome, lo: int) -> Outcome:
+    """The outcome of a row batch starting at row `lo`: per-row targets are looked up by global row index."""
+    if lo == 0:
+        return outcome
+    if isinstance(outcome, Continuation):
+        return Continuation(outcome.n_tokens, lambda tokens, index: outcome.score_tokens(tokens, index + lo))
+    return lambda out, index: outcome(out, index + lo)
+
+
+def _run_batched(model: Runnable, inputs: Prepared, names: list[str], outcome: Outcome, *, want_kv: bool,
+                 last_only: set[str], max_bytes: int, need_kv: bool = False
+                 ) -> tuple[Tensor, dict[str, Tensor], KV | None, dict[str, Tensor | None]]:
+    """`_run_cached` in row batches that fit `max_bytes`, keeping of each hook in `last_only` only each row's last
+    token (`[N, 1, ...]`; with `need_kv`, only where the keys and values came back, since a patched forward
+    without them runs whole sequences). Also returns, per hook, the positions to read each row's last token at:
+    zeros for a kept last token, `inputs.last` otherwise."""
+    if not isinstance(model, HookedModel) or len(inputs) == 0:
+        y, cache, kv = _run_cached(model, inputs, names, outcome, want_kv=want_kv)
+        return y, cache, kv, {name: inputs.last for name in names}
+    n, width = inputs.x.shape[0], inputs.x.shape[1]
+    cfg = model.cfg
+    per_row = 4 * (3 * cfg.d_vocab + width * (2 * cfg.n_layers * cfg.n_kv_heads * cfg.d_head + len(names) * max(
+        cfg.d_model, cfg.n_heads * cfg.d_head) + 8 * cfg.d_model + 4 * cfg.d_mlp + 2 * cfg.n_heads * width))
+    step = max(1, min(n, max_bytes // per_row))
+    ys: list[Tensor] = []
+    parts: dict[str, list[Tensor]] = {name: [] for name in names}
+    kvs: list[KV | None] = []
+    for lo in range(0, n, step):
+        rows = Prepared(inputs.x[lo : lo + step], inputs.last[lo : lo + step])  # type: ignore[index]
+        y, cache, kv = _run_cached(model, rows, names, _shifted(outcome, lo), want_kv=want_kv)
+        shrink = last_only if kv is not None or not need_kv else set()
+        for name in names:
+            t = cache.pop(name)
+            parts[name].append(t[torch.arange(len(rows)), rows.last][:, None] if name in shrink
+                               and t.shape[0] == len(rows) else t)
+        ys.append(y)
+        kvs.append(kv)
+    cache = {name: torch.cat(ts) if all(t.shape[0] == min(step, n - i * step) for i, t in enumerate(ts)) else ts[0]
+             for name, ts in parts.items()}  # a hook shared by every row (batch size 1) stays as it came
+    kv_all = None
+    if all(kv is not None for kv in kvs):
+        kv_all = [(torch.cat([kv[layer][0] for kv in kvs]), torch.cat([kv[layer][1] for kv in kvs]))  # type: ignore
+                  for layer in range(len(kvs[0]))]  # type: ignore[arg-type]
+    shrunk = last_only if kv_all is not None or not need_kv else set()
+    where = {name: torch.zeros_like(inputs.last) if name in shrunk and cache[name].shape[0] == n else inputs.last
+             for name in names}
+    return torch.cat(ys), cache, kv_all, where
+
+
+def _chunk_rows(model: Runnable, base: Prepared, start: int | None, retain: bool, max_rows: int,
+                max_bytes: int) -> int:
+    """Rows per patched forward: `max_rows`, or fewer where their logits (and the outcome's copies of them),
+    activations over the window's positions and one layer's gathered keys and values (every layer's when a
+    continuation keeps them) would pass `max_bytes`."""
+    if not isinstance(model, HookedModel):
+        return max_rows
+    cfg, width = model.cfg, base.x.shape[1]
+    positions = 1 if start == LAST else width - (start or 0)
+    kv_row = 2 * 2 * width * cfg.n_kv_heads * cfg.d_head * (cfg.n_layers if retain else 1)
+    per_row = 4 * (3 * cfg.d_vocab + positions * (8 * cfg.d_model + 4 * cfg.d_mlp + 2 * cfg.n_heads * width) + kv_row)
+    return max(1, min(max_rows, max_bytes // per_row))
+
+
+def _window(model: HookedModel, base: Prepared, start: int | None, kv: KV | None, b_idx: Tensor, first_layer: int,
+            *, length: int | None = None, retain: bool = False) -> Window:
+    """`fastpath.window`, with the base's keys and values gathered for rows `b_idx` only as each layer runs.
+
+    The window is built on stand-ins one number wide (`d_head` times smaller; its cache then has the right
+    lengths, which is all the attention mask reads, and an empty one would count as no cache at all); each
+    layer's first `update` gathers that layer's prefix and returns it with the new keys. Unless `retain` (a greedy
+    continuation reads the cache again), nothing is stored, so one layer's keys and values are alive at a time.
+    """
+    if start is None or kv is None:
+        return window(model, base.x, base.last, start, kv, b_idx, first_layer, length=length)  # type: ignore
+    narrow = [(k[..., :1], v[..., :1]) for k, v in kv]
+    win = window(model, base.x, base.last, start, narrow, b_idx, first_layer, length=length)  # type: ignore
+    cache = win.kwargs[cache_keyword(model.hf)]
+    for layer in range(first_layer, len(kv)):
+        _gather_on_use(cache.layers[layer], kv[layer], b_idx, retain)
+    return win
+
+
+def _gather_on_use(layer: Any, kv: tuple[Tensor, Tensor], rows: Tensor, retain: bool) -> None:
+    """Make a cache layer holding narrow stand-ins gather its prefix `kv[rows, :, :width]` when first used."""
+    width = layer.keys.shape[-2]
+
+    def update(key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        keys, values = kv[0][rows, :, :width], kv[1][rows, :, :width]
+        if not retain:
+            return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
+        del layer.update  # from now on the layer's own method, on the gathered prefix
+        layer.keys, layer.values = keys, values
+        return layer.update(key_states, value_states, *args, **kwargs)
+
+    layer.update = update
+
+
 def _check_shapes(components: Sequence[Component], base: Prepared, source: Prepared, cache: dict) -> None:
     for c in components:
         for u in c.units:
@@ -218,7 +339,8 @@ def _select(unit: Unit, rows: Tensor, last: Tensor | None, offset: int = 0) -> t
 
 def _patch_chunk(model: Runnable, base: Prepared, source: Prepared, chunk: Tensor, comps: list[Component],
                  src_cache: dict, base_cache: dict, layer: int, start: int | None, kv: KV | None,
-                 outcome: Outcome, y_base: Tensor | None = None) -> Tensor:
+                 outcome: Outcome, y_base: Tensor | None = None, *, src_at: dict[str, Tensor | None],
+                 base_at: dict[str, Tensor | None]) -> Tensor:
     """Outcomes `[K_chunk * P_chunk]` (component-major) of one stacked forward.
 
     With `y_base` (a confined group), block `layer` runs at position `start` alone and the later blocks from
@@ -234,19 +356,19 @@ def _patch_chunk(model: Runnable, base: Prepared, source: Prepared, chunk: Tenso
             by_hook.setdefault(u.hook, []).append((u, local))
     if isinstance(model, HookedModel):
         generative = isinstance(outcome, Continuation)
-        win = window(model, base.x, base.last, start, kv, b_idx,  # type: ignore[arg-type]
-                     0 if generative else layer, length=1 if y_base is not None else None)
+        win = _window(model, base, start, kv, b_idx, 0 if generative else layer,
+                      length=1 if y_base is not None else None, retain=generative)
         base_last, offset = win.local_last, win.offset
     else:
         base_last, offset = (base.last[b_idx] if base.last is not None else None), 0
 
     def make(name: str) -> Callable[..., Tensor]:
-        src = src_cache[name]
+        src, src_rows_last = src_cache[name], src_at[name]
 
         def fn(t: Tensor, *, hook: HookPoint) -> Tensor:
             t = t.clone()
             for u, local in by_hook[name]:
-                t[_select(u, local, base_last, offset)] = src[_select(u, s_idx[local], source.last)].to(t.dtype)
+                t[_select(u, local, base_last, offset)] = src[_select(u, s_idx[local], src_rows_last)].to(t.dtype)
             return t
 
         return fn
@@ -255,7 +377,8 @@ def _patch_chunk(model: Runnable, base: Prepared, source: Prepared, chunk: Tenso
     if not isinstance(model, HookedModel):
         return outcome(model.run_with_hooks(base.x[b_idx], hooks), b_idx).float()  # type: ignore[arg-type]
     if layer > 0:
-        resid = win.take(base_cache[f"blocks.{layer}.hook_resid_pre"][b_idx], base.last[b_idx])  # type: ignore
+        name = f"blocks.{layer}.hook_resid_pre"
+        resid = win.take(base_cache[name][b_idx], base_at[name][b_idx])  # type: ignore[index]
         hooks = [(f"blocks.{layer}.hook_resid_pre", lambda t, *, hook: resid), *hooks]
     if y_base is not None:
         return _confined_forward(model, base, b_idx, hooks, layer, start, kv, win, base_cache, outcome, y_base)
@@ -291,7 +414,7 @@ def _confined_forward(model: HookedModel, base: Prepared, b_idx: Tensor, hooks: 
     if layer + 1 == model.cfg.n_layers:  # only rows whose last token is the patched one can change
         y = outcome(logits[:, 0], b_idx).float()
         return torch.where(base.last[b_idx] == start, y, y_base[b_idx])  # type: ignore[index]
-    rest = window(model, base.x, base.last, start, kv, b_idx, layer + 1)  # type: ignore[arg-type]
+    rest = _window(model, base, start, kv, b_idx, layer + 1)
     resid = base_cache[f"blocks.{layer + 1}.hook_resid_pre"][b_idx][:, start:].clone()
     resid[:, 0] = out["resid"][:, 0]
     with (model.hooks([(f"blocks.{layer + 1}.hook_resid_pre", lambda t, *, hook: resid)]),

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from lmscope.causal.balance import entropy_balance, one_hot_moments
 from lmscope.causal.components import Component, Runnable, as_components
-from lmscope.causal.engine import Outcome, Progress, patched_outcomes, prepare
+from lmscope.causal.engine import DEFAULT_MAX_BYTES, Outcome, Progress, patched_outcomes, prepare
 from lmscope.causal.results import MediationResult
 from lmscope.causal.stats import bootstrap_counts, localization, percentile_ci
 from lmscope.errors import InputError
@@ -43,15 +43,18 @@ SCHEMES = ("unadjusted", "stratified", "entropy_balancing")
 def mediate(model: Runnable, inputs: Any, treatment: Sequence[Any], confounder: Sequence[Hashable],
             components: Sequence[str | Component | Any], outcome: Outcome, *,
             features: Tensor | None = None, n_boot: int = 500, level: float = 0.95, max_pairs: int = 4096,
-            top_k: int = 3, seed: int = 0, max_rows: int = 2048, skip_layers: bool = True,
-            progress: Progress | None = None, outcome_name: str = "outcome") -> MediationResult:
+            top_k: int = 3, seed: int = 0, max_rows: int = 2048, max_bytes: int = DEFAULT_MAX_BYTES,
+            skip_layers: bool = True, progress: Progress | None = None,
+            outcome_name: str = "outcome") -> MediationResult:
     """TE, NDE and NIE of every component, unadjusted, stratified by `confounder` and entropy-balanced.
 
     `inputs` are N texts (or a tensor for a `HookedModule`); `treatment` N values in {0, 1};
     `confounder` N labels; `features [N, q]` are the moments entropy balancing equalises (default: the
     label's indicators). At most `max_pairs` treated x control pairs are patched: all same-stratum pairs
-    first, the rest sampled, each weighted by its inverse inclusion probability. `progress(stage, i, n)` hears
-    the patching engine's stages, then "bootstrap".
+    first, the rest sampled, each weighted by its inverse inclusion probability. Each patched forward takes at
+    most `max_rows` rows and about `max_bytes` of working memory (`lmscope.causal.engine`), whatever the number
+    of rows, pairs and components; neither changes the numbers. `progress(stage, i, n)` hears the patching
+    engine's stages, then "bootstrap".
     """
     comps = as_components(components)
     x = prepare(model, inputs)
@@ -69,8 +72,8 @@ def mediate(model: Runnable, inputs: Any, treatment: Sequence[Any], confounder: 
     ii, jj = torch.nonzero(design, as_tuple=True)
     pairs = torch.cat([torch.stack([i0[jj], i1[ii]], 1), torch.stack([i1[ii], i0[jj]], 1)])
     log.info("mediation: %d treated, %d control, %d pairs, %d components", len(i1), len(i0), len(ii), len(comps))
-    run = patched_outcomes(model, x, x, pairs, comps, outcome, max_rows=max_rows, skip_layers=skip_layers,
-                           progress=progress)
+    run = patched_outcomes(model, x, x, pairs, comps, outcome, max_rows=max_rows, max_bytes=max_bytes,
+                           skip_layers=skip_layers, progress=progress)
     y = run.y_base.double()
     k = len(comps)
     nie = torch.zeros(len(i1), len(i0), k, dtype=torch.float64)

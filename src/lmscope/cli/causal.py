@@ -279,6 +279,9 @@ def mediate(model: ModelArg,
             n_boot: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 500,
             max_pairs: Annotated[int, typer.Option(help="Most treated x control pairs to patch.")] = 2000,
             top_k: Annotated[int, typer.Option(help="k of the top-k share (localization).")] = 3,
+            chunk_mb: Annotated[int, typer.Option(help="Working memory (MB) of each batched forward: rows, "
+                                                  "pairs and components go in batches that fit it; more is faster "
+                                                  "per forward, the results are the same.")] = 256,
             seed: int = 0, out_dir: OutDir = None, overwrite: Overwrite = False, as_json: JsonFlag = False) -> None:
     """TE, NDE and NIE of every component at the last token, unadjusted and adjusted for the confounder.
 
@@ -294,6 +297,8 @@ def mediate(model: ModelArg,
         raise InputError("--confounder/--infer-topics: give exactly one (a field name, or kmeans/nmf)")
     if infer_topics not in (None, "kmeans", "nmf"):
         raise InputError(f"--infer-topics: got {infer_topics!r}, expected kmeans or nmf")
+    if chunk_mb < 1:
+        raise InputError(f"--chunk-mb: got {chunk_mb}, expected at least 1 (megabytes per batched forward)")
     outcome = default_outcome(model, outcome)
     check_outcome(outcome, target, foil)
     _check_out(out_dir, overwrite)
@@ -313,7 +318,7 @@ def mediate(model: ModelArg,
             stage(f"topics ({infer_topics})", 1, 1)
         result = run_mediation(hooked, texts, [r[treatment] for r in rows], labels, comps, score, features=features,
                                n_boot=n_boot, max_pairs=max_pairs, top_k=top_k, seed=seed, outcome_name=outcome,
-                               progress=stage)
+                               max_bytes=chunk_mb * 2**20, progress=stage)
     result.meta["confounder"] = confounder or f"inferred topics ({infer_topics}, {n_topics})"
     if out_dir:
         section = mediation_section(result.to_dict(), model_name=model, treatment=treatment,
