@@ -109,8 +109,8 @@ def user_trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
                 contextlib.suppress(SystemExit):
             main(["dict", "train", "zoo:gpt2-tiny", "--layer", "1", "--d-sae", "64", "--tokens", "2048",
-                  "--batch-size", "256", "--corpus", str(corpus), "--exclude-first", "1", "--reuse", "2", "--out",
-                  str(root / "tc"), "--json"])
+                  "--batch-size", "256", "--corpus", str(corpus), "--exclude-first", "1", "--reuse", "2",
+                  "--model-dtype", "bfloat16", "--out", str(root / "tc"), "--json"])
     finally:
         mp.undo()
     return {"dir": root / "tc", "corpus": corpus, "heldout": heldout, "seen": torch.cat(seen) if seen else None,
@@ -129,6 +129,7 @@ def test_train_on_a_user_corpus_records_it_and_sees_only_its_tokens(user_trained
     cfg = json.loads((user_trained["dir"] / "cfg.json").read_text())
     record = cfg["corpus"]
     assert record["source"] == str(corpus) and record["n_documents"] == 30 and record["n_texts"] == 30
+    assert record["model_dtype"] == "bfloat16" and cfg["dtype"] == "float32"  # streamed in bf16, trained in fp32
     assert record["sha256"] == hashlib.sha256(corpus.read_bytes()).hexdigest()
     assert record["tokens"] == sum(len(row) - 1 for row in ids)  # the first text token of each is left out
     assert (cfg["exclude_first"], cfg["prepend_bos"]) == (1, model.prepend_bos)

@@ -16,11 +16,14 @@ def test_stack_trains_every_layer_and_circuit_reads_it(tmp_path: Path, capsys: p
     out = tmp_path / "tcs"
     code, stdout, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layers", "all", "--d-sae", "64",
                             "--tokens", "4096", "--batch-size", "256", "--eval-texts", "8", "--no-spliced",
-                            "--out", str(out))
+                            "--model-dtype", "bfloat16", "--out", str(out))
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["layer0", "layer1", "layer2", "layer3", "result.json"]
     result = json.loads((out / "result.json").read_text())
     assert result["kind"] == "dictionary_stack"
+    assert result["settings"]["corpus"]["model_dtype"] == "bfloat16"  # streamed in bf16, recorded as such
+    cfg = json.loads((out / "layer2" / "cfg.json").read_text())
+    assert cfg["dtype"] == "float32" and "bfloat16" in json.dumps(cfg)  # weights float32, provenance kept
     rows = result["table"]
     assert [r["layer"] for r in rows] == [0, 1, 2, 3]
     assert all(r["hook_name"] == f"blocks.{r['layer']}.ln2.hook_normalized" for r in rows)
@@ -36,3 +39,6 @@ def test_stack_trains_every_layer_and_circuit_reads_it(tmp_path: Path, capsys: p
     errors = [line for line in err.splitlines() if line.startswith("lmscope: error:")]
     assert code == 2 and errors == ["lmscope: error: --layers: expected layers in 0..3, got '0,9'"]
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+    code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layers", "all", "--model-dtype", "float16",
+                       "--out", str(tmp_path / "h"))
+    assert code == 2 and "--model-dtype: expected float32 or bfloat16" in err and not (tmp_path / "h").exists()

@@ -114,6 +114,10 @@ def train(model: ModelArg,
               "--prepend-bos/--no-prepend-bos", help="Start every text with BOS (default: what the tokenizer "
               "adds). The BOS position is never a training row.")] = None,
           seed: int = 0,
+          model_dtype: Annotated[str, typer.Option(
+              "--model-dtype", help="float32 or bfloat16: the dtype the model runs in while it streams "
+              "activations (bfloat16 is about 2x faster on CPUs with bf16 matmul; the dictionary trains in float32 "
+              "either way, and the per-layer table is measured with the model in float32).")] = "float32",
           buffer_tokens: Annotated[int | None, typer.Option(
               "--buffer-tokens", help="With --layers: rows per shuffled fill (memory: rows x sum of the hooks' "
               "widths x 4 bytes; default max(8 x batch, 8192), lowered to fit 2 GiB).")] = None,
@@ -138,10 +142,12 @@ def train(model: ModelArg,
     from lmscope.dictionary.recipes import dictionary_hooks, model_corpus, train_dictionary
 
     target = Path(out_dir)
+    dtype = _model_dtype(model_dtype)
     if layers is not None:
         _train_stack(model, target, corpus=corpus, kind=kind, layers=layers, hook=hook, d_sae=d_sae,
                      activation=activation, l1=l1, k=k, tokens=tokens, batch_size=batch_size, reuse=reuse,
                      exclude_first=exclude_first, prepend_bos=prepend_bos, seed=seed, buffer_tokens=buffer_tokens,
+                     dtype=dtype,
                      eval_texts=eval_texts, spliced=spliced, checkpoint_every=checkpoint_every, resume=resume,
                      overwrite=overwrite, as_json=as_json)
         return
@@ -151,7 +157,7 @@ def train(model: ModelArg,
     load_corpus(corpus, model_name=model, synthetic_texts=1)  # one line asking for --corpus, before the model loads
     with progress_bars(True) as stage:
         stage("loading model", 0, 1)
-        hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
+        hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos, dtype=dtype)
         stage("loading model", 1, 1)
         text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         note = first_position_note(hooked, text.texts[:16], dictionary_hooks(hooked, kind, layer, hook)[1],
@@ -190,7 +196,7 @@ def train(model: ModelArg,
 def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, layers: str, hook: str | None,
                  d_sae: int, activation: str, l1: float, k: int | None, tokens: int, batch_size: int, reuse: int,
                  exclude_first: int, prepend_bos: bool | None, seed: int, buffer_tokens: int | None,
-                 eval_texts: int, spliced: bool, checkpoint_every: int, resume: bool, overwrite: bool,
+                 dtype: Any, eval_texts: int, spliced: bool, checkpoint_every: int, resume: bool, overwrite: bool,
                  as_json: bool) -> None:
     """`dict train --layers`: a stack from one forward per batch (`lmscope.dictionary.multi`)."""
     from dataclasses import replace
@@ -213,7 +219,7 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
     load_corpus(corpus, model_name=model, synthetic_texts=1)
     with progress_bars(True) as stage:
         stage("loading model", 0, 1)
-        hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
+        hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos, dtype=dtype)
         stage("loading model", 1, 1)
         chosen = parse_layers(layers, hooked.cfg.n_layers)
         text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
@@ -224,6 +230,7 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
                           exclude_first=exclude_first, reuse=reuse, seed=seed, buffer_tokens=buffer_tokens,
                           out_dir=target if checkpoint_every else None, checkpoint_every=checkpoint_every,
                           resume=resume, progress=stage)
+        hooked.hf.float()  # the table in float32 whatever the streaming dtype
         table = stack_table(hooked, run, held, spliced=spliced, progress=stage)
     meta = {"model": hooked.name, "eval": {"n_texts": len(held), "held_out": held_out, "spliced": spliced}}
     path = save_stack(run, table, target, overwrite=overwrite, meta=meta)
@@ -233,6 +240,16 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
         print_json(json.loads((path / "result.json").read_text()))
         return
     _print_stack(path, run, table, held_out)
+
+
+def _model_dtype(name: str) -> Any:
+    """`--model-dtype` -> a torch dtype (float32 or bfloat16), checked before the model loads."""
+    import torch
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    if name not in dtypes:
+        raise InputError(f"--model-dtype: expected float32 or bfloat16, got {name!r}")
+    return dtypes[name]
 
 
 def _fmt(v: Any, spec: str) -> str:

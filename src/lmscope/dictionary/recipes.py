@@ -114,7 +114,8 @@ def training_texts(model: HookedModel, texts: Sequence[str] | None, corpus: Any,
         if not isinstance(corpus, Corpus):
             corpus = model_corpus(corpus, model, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         texts, record = corpus.texts, corpus_record(corpus, model, exclude_first)
-    return list(texts), {**record, "reuse": reuse}
+    dtype = next(model.hf.parameters()).dtype
+    return list(texts), {**record, "reuse": reuse, "model_dtype": str(dtype).removeprefix("torch.")}
 
 
 def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int = 1, hook: str | None = None,

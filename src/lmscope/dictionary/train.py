@@ -326,8 +326,11 @@ class Trainer:
             e_hat = topk_decode(torch.relu(a_vals), dead_idx[a_pos], m.W_dec)
             sparsity = ((e_hat - (yt - y_hat).detach()) ** 2).sum() / B
             loss = loss + tc.aux_coefficient * sparsity
-        self.opt.zero_grad(set_to_none=False)
+        self.opt.zero_grad(set_to_none=True)  # backward then hands its gradients over: no fill, no add
         loss.backward()
+        for p in self.params:
+            if p.grad is None:  # a parameter this step did not reach: zero, as Adam would have seen before
+                p.grad = torch.zeros_like(p)
         if self.world > 1:
             flat = torch.cat([p.grad.reshape(-1) for p in self.params])  # type: ignore[union-attr]
             _all_reduce(flat, self.world)
