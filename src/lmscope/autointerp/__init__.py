@@ -5,12 +5,15 @@ applied to it) from its top-activating and quantile-binned records, simulates it
 top and random records, and reports the correlation scores (top-and-random, random-only), detection
 accuracy and structural metrics (sparsity, dead fraction, kurtosis, IoU with known labels), with bootstrap
 CIs per hook point. The default explainer and simulator need no LLM; `LLMExplainer`/`LLMSimulator` plug in
-a local HF model or an OpenAI-compatible endpoint. `score_texts(model, texts)` does the same on the user's
-own text, with one record per document and one activation per token (attention-sink positions left out).
+an OpenAI-compatible endpoint, and `HFExplainer`/`HFSimulator` a local HF model (batched cached generation, the
+all-at-once simulator: `lmscope.autointerp.local`), scored beside the offline pair. `score_texts(model, texts)`
+does the same on the user's own text, with one record per document and one activation per token
+(attention-sink positions left out).
 """
 
 from lmscope.autointerp.explain import Explainer, Explanation, OfflineExplainer, OfflineSimulator, Simulator
 from lmscope.autointerp.llm import HFClient, LLMExplainer, LLMSimulator, OpenAIClient
+from lmscope.autointerp.local import HFExplainer, HFSimulator, LocalLM
 from lmscope.autointerp.records import NeuronRecords, Record, RecordConfig, neuron_records
 from lmscope.autointerp.result import AutointerpResult, pick_units, score_store, score_texts, summarize
 from lmscope.autointerp.scoring import NeuronScore, correlation, score_activations, score_neuron
@@ -23,8 +26,11 @@ __all__ = [
     "Explainer",
     "Explanation",
     "HFClient",
+    "HFExplainer",
+    "HFSimulator",
     "LLMExplainer",
     "LLMSimulator",
+    "LocalLM",
     "NeuronRecords",
     "NeuronScore",
     "OfflineExplainer",

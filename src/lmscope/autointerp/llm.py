@@ -91,33 +91,22 @@ class OpenAIClient:
 
 
 class HFClient:
-    """A local Hugging Face causal LM (greedy decoding; its chat template when it has one)."""
+    """A local Hugging Face causal LM as an `LLMClient`: greedy decoding with the KV cache (`LocalLM.generate`),
+    its chat template when it has one. The fast hf pair is `HFExplainer`/`HFSimulator` (`lmscope.autointerp.local`);
+    this client serves the generic prompts of `LLMExplainer`/`LLMSimulator`."""
 
-    def __init__(self, model: str, max_new_tokens: int = 256, trust_remote_code: bool = False) -> None:
+    def __init__(self, model: str, max_new_tokens: int = 256, trust_remote_code: bool = False,
+                 dtype: str = "float32") -> None:
+        from lmscope.autointerp.local import LocalLM
+
         self.model = model
         self.max_new_tokens = max_new_tokens
-        self.trust_remote_code = trust_remote_code
-        self._loaded: tuple[Any, Any] | None = None
+        self.lm = LocalLM(model, dtype=dtype, trust_remote_code=trust_remote_code, batch_size=1)
 
     def complete(self, prompt: str) -> str:
-        import torch
-
-        from lmscope.model.loading import load_hf
-
-        if self._loaded is None:
-            hf, tok, _ = load_hf(self.model, trust_remote_code=self.trust_remote_code)
-            self._loaded = (hf, tok)
-        hf, tok = self._loaded
-        if getattr(tok, "chat_template", None):
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                           add_generation_prompt=True)
-        else:
-            text = prompt
-        ids = tok(text, return_tensors="pt")["input_ids"]
-        with torch.no_grad():
-            out = hf.generate(input_ids=ids, max_new_tokens=self.max_new_tokens, do_sample=False,
-                              pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-        return str(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+        tok = self.lm.tokenizer
+        ids = self.lm.prompt_ids(prompt) if getattr(tok, "chat_template", None) else tok(prompt)["input_ids"]
+        return self.lm.generate([ids], self.max_new_tokens, stop_at_newline=False)[0]
 
 
 def format_record(record: Record, max_activation: float) -> str:

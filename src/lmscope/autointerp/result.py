@@ -14,7 +14,7 @@ import torch
 from lmscope.activations import ActivationStore
 from lmscope.autointerp.explain import Explainer, Simulator
 from lmscope.autointerp.records import RecordConfig
-from lmscope.autointerp.scoring import METRICS, score_activations
+from lmscope.autointerp.scoring import BASELINE_METRICS, METRICS, score_activations
 from lmscope.autointerp.stats import bootstrap_mean
 from lmscope.autointerp.structural import RowLabels
 from lmscope.errors import InputError
@@ -29,10 +29,11 @@ def summarize(rows: Sequence[dict[str, Any]], *, n_boot: int = 1000, seed: int =
     """Per metric: mean with a bootstrap CI over the rows, plus dead fraction, mean density and kurtosis.
 
     Undefined scores (a dead neuron, or one constant on the random records) are left out of `mean`;
-    `zero_filled` is the same with them counted as 0, the conservative reading.
+    `zero_filled` is the same with them counted as 0, the conservative reading. Rows scored beside the
+    offline baseline (an LLM explainer) also get `offline_top_and_random` etc.
     """
     out: dict[str, dict[str, Any]] = {}
-    for m in METRICS:
+    for m in (*METRICS, *(b for b in BASELINE_METRICS if rows and b in rows[0])):
         values = [_num(r.get(m)) for r in rows]
         filled = bootstrap_mean(values, n_boot=n_boot, seed=seed, fill=0.0)
         out[m] = {**bootstrap_mean(values, n_boot=n_boot, seed=seed),
@@ -72,6 +73,17 @@ class AutointerpResult:
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+
+
+def _llm_config(explainer: Any) -> dict[str, Any]:
+    """What a local-LM explainer ran on (model, dtype), and that the offline scores sit beside its own."""
+    lm = getattr(explainer, "lm", None)
+    if getattr(explainer, "name", "offline") == "offline":
+        return {}
+    out: dict[str, Any] = {"baseline": "offline"}
+    if lm is not None:
+        out.update({"llm_model": lm.name, "llm_dtype": lm.dtype})
+    return out
 
 
 def pick_units(n: int, k: int | None, seed: int, point: str) -> list[int]:
@@ -135,7 +147,8 @@ def score_store(store: ActivationStore, *, points: Sequence[str] | None = None, 
                  "prepend_bos": model.get("prepend_bos")}
     return AutointerpResult(str(store.path), str(model.get("id", "")), getattr(explainer, "name", "offline"),
                             getattr(simulator, "name", "offline"),
-                            {**cfg.__dict__, "units_per_point": units_per_point, "positions": positions}, rows,
+                            {**cfg.__dict__, "units_per_point": units_per_point, "positions": positions,
+                             **_llm_config(explainer)}, rows,
                             summary)
 
 
@@ -180,5 +193,6 @@ def score_texts(model: HookedModel, texts: Sequence[str], *, points: Sequence[st
                  "n_rows": data.n_rows, "n_contexts": len(data.contexts)}
     return AutointerpResult(source, model_name or model.name, getattr(explainer, "name", "offline"),
                             getattr(simulator, "name", "offline"),
-                            {**cfg.__dict__, "units_per_point": units_per_point, "positions": positions}, rows,
+                            {**cfg.__dict__, "units_per_point": units_per_point, "positions": positions,
+                             **_llm_config(explainer)}, rows,
                             summary)

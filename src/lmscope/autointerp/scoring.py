@@ -6,12 +6,16 @@ Scores of one neuron, all on records the explainer never saw:
 - `random_only`: the same over the random records only (undefined, NaN, when the neuron is constant there);
 - `detection`: balanced accuracy of telling held-out top records from non-activating ones (largest true
   activation below `threshold` of the maximum) by whether the largest simulated activation reaches it.
+
+With an LLM explainer, every unit is also scored by the offline pair on the same records (`offline_*`
+columns), so the LLM's scores are read beside a baseline that costs nothing. An explainer with
+`explain_many` explains `unit_batch` units at a time (one batched generation).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -23,6 +27,9 @@ from lmscope.autointerp.structural import RowLabels, structural_metrics
 
 Progress = Callable[[int, int], None]
 METRICS = ("top_and_random", "random_only", "detection", "best_iou")
+SCORES = ("top_and_random", "random_only", "detection")
+BASELINE = "offline"
+BASELINE_METRICS = tuple(f"{BASELINE}_{m}" for m in SCORES)
 
 
 def correlation(simulated: np.ndarray, true: np.ndarray) -> float:
@@ -43,16 +50,24 @@ class NeuronScore:
     top_and_random: float
     random_only: float
     detection: float
+    baseline: NeuronScore | None = None
+    """The offline pair's score of the same unit on the same records, when an LLM pair made this one."""
 
 
 def score_neuron(records: NeuronRecords, explainer: Explainer | None = None, simulator: Simulator | None = None,
-                 threshold: float = 0.5) -> NeuronScore:
-    """Explain a neuron from its explanation records and score the simulation on its held-out records."""
+                 threshold: float = 0.5, explanation: Explanation | None = None) -> NeuronScore:
+    """Explain a neuron from its explanation records (or take `explanation`, already written from them) and
+    score the simulation on its held-out records. A neuron that never activates is not simulated: every
+    score is undefined for it whatever the prediction (its true activations are constant)."""
     explainer = explainer or OfflineExplainer()
     simulator = simulator or OfflineSimulator()
-    explanation = explainer.explain(records.explanation_records(), records.max_activation)
+    if explanation is None:
+        explanation = explainer.explain(records.explanation_records(), records.max_activation)
     held = [*records.top_score, *records.random, *records.nonactivating]
-    sims = simulator.simulate(explanation, held)
+    if records.max_activation > 0:
+        sims = simulator.simulate(explanation, held)
+    else:
+        sims = [np.zeros(len(r.words)) for r in held]
     n_top, n_rand = len(records.top_score), len(records.random)
 
     def joined(parts: Sequence[np.ndarray]) -> np.ndarray:
@@ -82,6 +97,9 @@ class ScoredUnits:
             row: dict[str, object] = {"unit": s.unit, "point": point, "max_activation": s.max_activation,
                                       "top_and_random": s.top_and_random, "random_only": s.random_only,
                                       "detection": s.detection, "explanation": s.explanation.to_dict()}
+            if s.baseline is not None:
+                row.update({f"{BASELINE}_{m}": getattr(s.baseline, m) for m in SCORES})
+                row[f"{BASELINE}_explanation"] = s.baseline.explanation.to_dict()
             for key, values in self.structural.items():
                 v = values[i]
                 row[key] = v.item() if hasattr(v, "item") else v
@@ -92,12 +110,38 @@ class ScoredUnits:
 def score_activations(acts: Tensor, sentences: Sequence[Sequence[str]], units: Sequence[str], *,
                       labels: dict[str, RowLabels] | None = None, cfg: RecordConfig | None = None,
                       explainer: Explainer | None = None, simulator: Simulator | None = None,
-                      progress: Progress | None = None) -> ScoredUnits:
-    """Explain and score every column of `acts [rows, n]` (rows = the words of `sentences`), plus structure."""
+                      progress: Progress | None = None, baseline: bool | None = None,
+                      unit_batch: int = 8) -> ScoredUnits:
+    """Explain and score every column of `acts [rows, n]` (rows = the words of `sentences`), plus structure.
+
+    `baseline` (default: whenever `explainer` is not the offline one) also scores each unit with the offline
+    pair. `progress(i, n)` is called after every unit."""
     cfg = cfg or RecordConfig()
-    scores = []
-    for i, records in enumerate(neuron_records(acts, sentences, units, cfg)):
-        scores.append(score_neuron(records, explainer, simulator, cfg.threshold))
-        if progress is not None:
-            progress(i + 1, len(units))
+    if baseline is None:
+        baseline = getattr(explainer, "name", "offline") != "offline"
+    batch = max(1, unit_batch) if hasattr(explainer, "explain_many") else 1
+    scores: list[NeuronScore] = []
+    chunk: list[NeuronRecords] = []
+
+    def flush() -> None:
+        if hasattr(explainer, "explain_many"):
+            explanations = explainer.explain_many(  # type: ignore[union-attr]
+                [(r.explanation_records(), r.max_activation) for r in chunk])
+        else:
+            explanations = [None] * len(chunk)
+        for records, explanation in zip(chunk, explanations, strict=True):
+            score = score_neuron(records, explainer, simulator, cfg.threshold, explanation)
+            if baseline:
+                score = replace(score, baseline=score_neuron(records, threshold=cfg.threshold))
+            scores.append(score)
+            if progress is not None:
+                progress(len(scores), len(units))
+        chunk.clear()
+
+    for records in neuron_records(acts, sentences, units, cfg):
+        chunk.append(records)
+        if len(chunk) == batch:
+            flush()
+    if chunk:
+        flush()
     return ScoredUnits(scores, structural_metrics(acts if acts.dtype == torch.float32 else acts.float(), labels))

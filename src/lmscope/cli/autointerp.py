@@ -43,23 +43,37 @@ def _labels(store: Any, labels: str, columns: str) -> dict[str, Any]:
     return {kinds[0] if kinds else "label": corpus_row_labels(corpus, kinds[0] if kinds else "label")}
 
 
-def _pair(explainer: str, llm_url: str | None, llm_model: str | None) -> tuple[Any, Any]:
-    from lmscope.autointerp import HFClient, LLMExplainer, LLMSimulator, OpenAIClient
+def _pair(explainer: str, llm_url: str | None, llm_model: str | None, llm_dtype: str | None = None,
+          llm_batch_size: int = 8) -> tuple[Any, Any]:
+    """The explainer/simulator pair a flag names: offline (None, None), an OpenAI-compatible endpoint, or a local
+    HF model as the fast batched explainer and all-at-once simulator (`lmscope.autointerp.local`)."""
+    from lmscope.autointerp import HFExplainer, HFSimulator, LLMExplainer, LLMSimulator, LocalLM, OpenAIClient
 
     if explainer not in EXPLAINERS:
         raise InputError(f"--explainer: expected one of {', '.join(EXPLAINERS)}, got {explainer!r}")
+    if explainer != "hf" and (llm_dtype is not None or llm_batch_size != 8):
+        flag = "--llm-dtype" if llm_dtype is not None else "--llm-batch-size"
+        raise InputError(f"{flag}: applies with --explainer hf (a local model), not {explainer}")
     if explainer == "offline":
+        if llm_url or llm_model:
+            raise InputError(f"{'--llm-url' if llm_url else '--llm-model'}: applies with --explainer openai or hf; "
+                             "the default explainer is offline")
         return None, None
-    if not llm_model:
-        raise InputError(f"--explainer {explainer}: pass --llm-model (the model to ask)")
     if explainer == "openai":
+        if not llm_model:
+            raise InputError("--explainer openai: pass --llm-model (the model to ask)")
         if not llm_url:
             raise InputError("--explainer openai: pass --llm-url (an OpenAI-compatible base URL, e.g. "
                              "http://localhost:8000/v1; the key is read from $OPENAI_API_KEY)")
-        client: Any = OpenAIClient(llm_url, llm_model)
-    else:
-        client = HFClient(llm_model)
-    return LLMExplainer(client), LLMSimulator(client)
+        client = OpenAIClient(llm_url, llm_model)
+        return LLMExplainer(client), LLMSimulator(client)
+    if not llm_model:
+        raise InputError("--explainer hf: pass --llm-model (the local model to run: an instruct model's directory "
+                         "or HF id, or real:smollm2-135m)")
+    if llm_url:
+        raise InputError("--llm-url: applies with --explainer openai; --explainer hf runs --llm-model locally")
+    lm = LocalLM(llm_model, dtype=llm_dtype or "bfloat16", batch_size=llm_batch_size)
+    return HFExplainer(lm), HFSimulator(lm)
 
 
 StoreArg = Annotated[str | None, typer.Argument(help="Activation store directory (from `lmscope extract`); or "
@@ -95,8 +109,13 @@ def score(store: StoreArg = None,
           explainer: Annotated[str, typer.Option(help="offline, openai or hf.")] = "offline",
           llm_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL (--explainer openai).")]
           = None,
-          llm_model: Annotated[str | None, typer.Option(help="Model name (openai) or HF id/directory (hf).")]
-          = None,
+          llm_model: Annotated[str | None, typer.Option(help="Model name (openai) or MODEL to run locally (hf: an "
+                                                        "instruct model with a chat template, e.g. "
+                                                        "real:smollm2-135m).")] = None,
+          llm_dtype: Annotated[str | None, typer.Option(help="--explainer hf: bfloat16 (default, faster on CPU) or "
+                                                        "float32.")] = None,
+          llm_batch_size: Annotated[int, typer.Option(help="--explainer hf: units explained per batched "
+                                                      "generation.")] = 8,
           seed: int = 0,
           overwrite: Annotated[bool, typer.Option(help="Replace an existing result.json.")] = False,
           as_json: JsonFlag = False) -> None:
@@ -124,7 +143,7 @@ def score(store: StoreArg = None,
                              "`lmscope extract`)")
     elif labels is not None:
         raise InputError("--labels: word labels need a store (its rows are words); with --model the rows are tokens")
-    ex, sim = _pair(explainer, llm_url, llm_model)
+    ex, sim = _pair(explainer, llm_url, llm_model, llm_dtype, llm_batch_size)
     chosen = [p.strip() for p in points.split(",") if p.strip()] if points else None
     d = None
     if dictionary is not None:
@@ -133,6 +152,9 @@ def score(store: StoreArg = None,
         d = load_dictionary(dictionary)
     cfg = RecordConfig(seed=seed)
     with progress_bars(not as_json) as stage:
+        if hasattr(ex, "lm"):  # load the local explainer first: a bad --llm-model fails before any scoring
+            ex.lm.load(progress=stage)
+            stage("loading the explainer", 1, 1)
         if store is not None:
             result = _score_store(store, chosen, units_per_point, d, dictionary, labels, column, cfg, ex, sim, stage)
         else:
@@ -140,13 +162,20 @@ def score(store: StoreArg = None,
             result = _score_model(model, corpus, chosen, units_per_point, d, dictionary, context_tokens, max_texts,
                                   exclude_first, prepend_bos, cfg, ex, sim, stage)
     path = result.save(out_dir, overwrite=overwrite)
+    from lmscope.autointerp.scoring import BASELINE
+
     if as_json:
         print_json({k: v for k, v in result.to_dict().items() if k != "units"})
         return
     for point, s in result.summary.items():
-        parts = [f"{m} {s[m]['mean']:.3f} [{s[m]['lo']:.3f}, {s[m]['hi']:.3f}]" for m in
-                 ("top_and_random", "random_only", "detection", "best_iou") if s[m]["mean"] is not None]
-        out.print(f"{point}: {'; '.join(parts)}", soft_wrap=True)
+        for name, prefix in ((result.explainer, ""), (BASELINE, f"{BASELINE}_")):
+            parts = [f"{m} {s[prefix + m]['mean']:.3f} [{s[prefix + m]['lo']:.3f}, {s[prefix + m]['hi']:.3f}]"
+                     for m in ("top_and_random", "random_only", "detection", "best_iou")
+                     if prefix + m in s and s[prefix + m]["mean"] is not None]
+            if prefix and (f"{prefix}top_and_random" not in s):
+                continue
+            label = f"{point} ({name})" if f"{BASELINE}_top_and_random" in s else point
+            out.print(f"{label}: {'; '.join(parts)}", soft_wrap=True)
     positions = result.config["positions"]
     if positions["rows"] == "tokens":
         out.print(f"records: {positions['n_contexts']} contexts of {result.source}, {positions['n_rows']} tokens "
