@@ -160,7 +160,7 @@ def _cfg_from_json(raw: dict[str, Any], where: Path) -> DictConfig:
                          "scaling factor into the weights first)")
     dtype = raw.get("dtype", "float32")
     dtype = dtype.removeprefix("torch.") if isinstance(dtype, str) else dtype
-    if dtype not in DTYPES:
+    if not isinstance(dtype, str) or dtype not in DTYPES:
         raise InputError(f"{where}: dtype {dtype!r}, expected one of {', '.join(DTYPES)}")
     d_in, d_sae = _int(raw, "d_in", where), _int(raw, "d_sae", where)
     d_out = _int(raw, "d_out", where, required=False) or d_in
