@@ -33,21 +33,27 @@ def _shard(first: int, sents: list[list[str]], d: int = 4) -> bytes:
     return save(tensors, metadata={"lmscope": json.dumps({"sentences": sents, "first_sentence": first})})
 
 
+_STORE_FILES: dict[str, bytes] = {}
+
+
 def _make_store(root: Path) -> Path:
-    """A two-shard store laid out as `lmscope.activations.extract` writes it."""
+    """A two-shard store laid out as `lmscope.activations.extract` writes it (built once, then copied)."""
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    shards = []
-    for i, (first, sents) in enumerate([(0, SENTENCES[:2]), (2, SENTENCES[2:])]):
-        data = _shard(first, sents)
-        (root / shard_name(i)).write_bytes(data)
-        shards.append({"index": i, "file": shard_name(i), "sha256": hashlib.sha256(data).hexdigest(),
-                       "size": len(data), "first_sentence": first, "n_sentences": len(sents)})
-    manifest = {"format": FORMAT, "status": "complete", "model": {"id": "m", "weights_sha256": "0" * 64},
-                "points": [POINT], "dims": {POINT: 4}, "dtype": "float32", "aggregation": "last",
-                "n_rows": 6, "n_sentences": 3, "shards": shards}
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    if not _STORE_FILES:
+        shards = []
+        for i, (first, sents) in enumerate([(0, SENTENCES[:2]), (2, SENTENCES[2:])]):
+            data = _shard(first, sents)
+            _STORE_FILES[shard_name(i)] = data
+            shards.append({"index": i, "file": shard_name(i), "sha256": hashlib.sha256(data).hexdigest(),
+                           "size": len(data), "first_sentence": first, "n_sentences": len(sents)})
+        manifest = {"format": FORMAT, "status": "complete", "model": {"id": "m", "weights_sha256": "0" * 64},
+                    "points": [POINT], "dims": {POINT: 4}, "dtype": "float32", "aggregation": "last",
+                    "n_rows": 6, "n_sentences": 3, "shards": shards}
+        _STORE_FILES["manifest.json"] = json.dumps(manifest).encode()
+    for name, data in _STORE_FILES.items():
+        (root / name).write_bytes(data)
     return root
 
 
@@ -207,10 +213,20 @@ def test_dictionary_round_trip(scratch: Path, arch: tuple[str, str, bool], d_in:
         assert k == k2 and a.dtype == b.dtype and torch.equal(a, b), k
 
 
+_DICT_FILES: dict[str, bytes] = {}
+
+
 def _saved_dictionary(root: Path) -> Path:
+    """A saved TopK skip transcoder (saved once, then copied)."""
     if root.exists():
         shutil.rmtree(root)
-    save_dictionary(_dictionary("transcoder", "topk", True, 4, 5, 3, "float32", 0), root)
+    if not _DICT_FILES:
+        save_dictionary(_dictionary("transcoder", "topk", True, 4, 5, 3, "float32", 0), root)
+        _DICT_FILES.update({p.name: p.read_bytes() for p in root.iterdir()})
+        return root
+    root.mkdir(parents=True)
+    for name, data in _DICT_FILES.items():
+        (root / name).write_bytes(data)
     return root
 
 
@@ -219,7 +235,7 @@ CFG_KEYS = ["architecture", "d_in", "d_sae", "d_out", "k", "dtype", "hook_name",
             "prepend_bos", "exclude_first", "provenance", "skip", "kind"]
 
 
-@settings(max_examples=200)
+@settings(max_examples=150)
 @given(key=st.sampled_from(CFG_KEYS), value=json_values | st.integers(-3, 10) | st.sampled_from(
     ["standard", "topk", "transcoder", "skip_transcoder", "topk_transcoder", "topk_skip_transcoder", "float16",
      "torch.float32"]), delete=st.booleans())
