@@ -18,7 +18,8 @@ def test_stack_trains_every_layer_and_circuit_reads_it(tmp_path: Path, capsys: p
                             "--tokens", "4096", "--batch-size", "256", "--eval-texts", "8", "--no-spliced",
                             "--model-dtype", "bfloat16", "--out", str(out))
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["layer0", "layer1", "layer2", "layer3", "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["layer0", "layer1", "layer2", "layer3", "report.html",
+                                                     "result.json"]
     result = json.loads((out / "result.json").read_text())
     assert result["kind"] == "dictionary_stack"
     assert result["settings"]["corpus"]["model_dtype"] == "bfloat16"  # streamed in bf16, recorded as such
@@ -29,6 +30,9 @@ def test_stack_trains_every_layer_and_circuit_reads_it(tmp_path: Path, capsys: p
     assert all(r["hook_name"] == f"blocks.{r['layer']}.ln2.hook_normalized" for r in rows)
     assert all(0 < r["l0"] <= 64 and 0 <= r["fvu"] < 2 for r in rows)
     assert "4 transcoders" in stdout and "one forward per batch" in stdout
+    page = (out / "report.html").read_text()
+    assert "FVU by layer" in page and "Training MSE by step" in page and "blocks.3.ln2.hook_normalized" in page
+    assert f"{rows[2]['fvu']:.4f}" in page and "bfloat16" in page  # the table's own figures, the streaming dtype
     assert all(f"blocks.{la}.ln2.hook_normalized" in stdout for la in range(4))  # the printed table
     code, stdout, err = run(capsys, "circuit", "zoo:gpt2-tiny", "--transcoders", str(out), "--prompt", PROMPT,
                             "--target", "greater-than:32", "--iters", "1", "--branches", "2", "--beam", "4",

@@ -375,20 +375,27 @@ def curves(training: StackTraining, points: int = CURVE_POINTS) -> dict[str, lis
 
 def save_stack(training: StackTraining, table: list[dict[str, Any]], directory: str | Path, *,
                overwrite: bool = False, meta: dict[str, Any] | None = None) -> Path:
-    """Write `directory/layer<L>/` (SAELens layout, what `lmscope circuit --transcoders` reads) and
-    `directory/result.json` (kind `dictionary_stack`: the per-layer table, curves, timing, settings)."""
+    """Write `directory/layer<L>/` (SAELens layout, what `lmscope circuit --transcoders` reads),
+    `directory/result.json` (kind `dictionary_stack`: the per-layer table, curves, timing, settings) and
+    `directory/report.html` (the same as a page: table, FVU by layer, training curves)."""
     from lmscope import __version__
     from lmscope.dictionary.io import save_dictionary
-    from lmscope.fileio import atomic_write_json, check_writable
+    from lmscope.fileio import atomic_write_json, atomic_write_text, check_writable
+    from lmscope.report.dictionary_sections import stack_section
+    from lmscope.report.report import Report
 
     root = Path(directory)
     check_writable(root / "result.json", overwrite=overwrite)
+    check_writable(root / "report.html", overwrite=overwrite)
     for la, est in training.estimators.items():
         save_dictionary(est.dictionary_, root / f"layer{la}", overwrite=overwrite)
     result = {"kind": "dictionary_stack", "lmscope_version": __version__, **(meta or {}),
               "layers": list(training.hooks), "table": table, "curves": curves(training),
               "timing": timing(training), "settings": training.settings}
     atomic_write_json(root / "result.json", result, overwrite=overwrite)
+    report = Report(f"Dictionary stack: {len(training.hooks)} layers", meta={"model": result.get("model")})
+    report.add(stack_section(result))
+    atomic_write_text(root / "report.html", report.render_html(), overwrite=overwrite)
     return root
 
 

@@ -68,3 +68,49 @@ def transcoder_section(model_name: str, cfg: Mapping[str, Any], result: Mapping[
     data = {"model": model_name, "cfg": dict(cfg), "result": dict(result), "training": curve_data,
             "density_histogram": hist_data, "features": [dict(f) for f in features]}
     return Section("transcoder", "A transcoder", blocks, data)
+
+
+def _num(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def stack_section(result: Mapping[str, Any]) -> Section:
+    """A dictionary stack (`dict train --layers`): run settings and timing, the per-layer table (L0, FVU, dead,
+    loss recovered when spliced), FVU and L0 by layer, and every layer's training curve (MSE by step)."""
+    table, settings, timing = result["table"], result["settings"], result["timing"]
+    layers = [r["layer"] for r in table]
+    rows = [[r["layer"], _num(r.get("l0"), ".1f"), _num(r.get("fvu"), ".4f"), _num(r.get("dead_fraction"), ".3f"),
+             _num(r.get("dead_fraction_train"), ".3f"), _num(r.get("loss_recovered"), ".3f"),
+             _num(r.get("kl_div"), ".4f"), r["hook_name"]] for r in table]
+    by_layer, by_layer_data = line_chart(
+        {"FVU": (layers, [r.get("fvu") if r.get("fvu") is not None else float("nan") for r in table])},
+        title="FVU by layer (held-out tokens)", x_title="layer", markers=True)
+    curves = result.get("curves", {})
+    mse, mse_data = line_chart({f"layer {la}": ([c["step"] for c in pts], [c["mse"] for c in pts])
+                                for la, pts in curves.items() if pts},
+                               title="Training MSE by step, one line per layer", x_title="step", log_y=True)
+    corpus = settings.get("corpus") or {}
+    eval_info = result.get("eval") or {}
+    blocks = [
+        Text(f"{len(layers)} {settings['kind']}s for `{result.get('model', '?')}` trained together, every "
+             "layer's rows taken from the same model forward per batch of text. The table is measured on "
+             f"{eval_info.get('n_texts', '?')} texts "
+             f"{'held out of training' if eval_info.get('held_out') else 'that training also saw'}; "
+             "`recovered` is the fraction of the LM loss kept with that layer's dictionary spliced in place of "
+             "its MLP (or hook) against mean-ablating it."),
+        KeyValues({"features (d_sae) / activation": f"{settings['d_sae']} / {settings['activation']}"
+                   + (f" (k={settings['k']})" if settings.get("k") else ""),
+                   "steps x batch": f"{timing['steps']} x {settings['batch_size']} rows per layer",
+                   "wall time (model / dictionaries)": f"{timing['wall_s']:.0f} s ({timing['forward_s']:.0f} s / "
+                                                       f"{timing['train_s']:.0f} s)",
+                   "tokens per second": _num(timing.get("tokens_per_s"), ",.0f"),
+                   "model dtype while streaming": corpus.get("model_dtype", "float32"),
+                   "positions": positions_text(settings.get("positions") or {}),
+                   "trained on": corpus_text(corpus)}),
+        Table(["layer", "L0", "FVU", "dead", "dead (train)", "recovered", "KL", "hook"], rows,
+              caption="Per layer, on the evaluation texts"),
+        by_layer, mse,
+    ]
+    data = {"table": [dict(r) for r in table], "fvu_by_layer": by_layer_data, "training_mse": mse_data,
+            "settings": dict(settings), "timing": dict(timing)}
+    return Section("dictionary_stack", "A dictionary stack", blocks, data)
