@@ -1,0 +1,93 @@
+"""Fuzzing the small string languages of the CLI: unit strings, circuit targets, --layers, --outcome and the
+LLM simulator's answers. Each parses to a valid value or raises InputError; units print back to themselves.
+
+Tests marked `xfail(strict=True, raises=ValueError)` pin bugs found by this suite in files whose owners have
+them reported (`str.isdigit()` is true for digits such as '²' that `int()` refuses): they fail loudly once the
+bug is fixed, so that the marker is removed and the property holds from then on.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from fuzz.fuzz_helpers import valid_or_input_error
+from lmscope import HookedModel
+from lmscope.autointerp.llm import parse_simulation
+from lmscope.circuits.targets import parse_target
+from lmscope.cli.causal import check_outcome
+from lmscope.dictionary.multi import parse_layers
+from lmscope.model.units import Unit, UnitSet
+from tiny_models import tiny_hf_model
+
+spec_chars = st.sampled_from(list("blocks.0123456789:@-,#attnmlphook_postdict/ ²٣")) | st.characters()
+specs = st.text(spec_chars, max_size=30)
+ascii_specs = st.text(st.sampled_from(list("blocks.0123456789:@-,#attnmlphook_postdict/ ")), max_size=30)
+
+
+@pytest.fixture(scope="module")
+def model() -> HookedModel:
+    return HookedModel(tiny_hf_model("gpt2"), name="tiny")
+
+
+@settings(max_examples=300)
+@given(text=ascii_specs | st.builds(lambda h, i, p: f"{h}:{i}{p}", st.sampled_from(
+    ["blocks.1.mlp.hook_post", "blocks.3.attn", "dict:runs/sae", "dict:a:b", ""]), st.integers(-2, 99),
+    st.sampled_from(["", "@-1", "@3", "@x"])))
+def test_unit_strings(text: str) -> None:
+    ok, unit = valid_or_input_error(lambda: Unit.parse(text))
+    if ok:
+        assert Unit.parse(str(unit)) == unit  # a parsed unit prints back to a string naming the same unit
+        assert len(UnitSet([text, unit])) == 1
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="lmscope.model.units.Unit.parse: int() of a '²' index "
+                   "that str.isdigit() accepted (reported)")
+@settings(max_examples=100)
+@given(text=specs)
+@example(text="blocks.1.mlp.hook_post:²")
+def test_unit_strings_unicode_digits(text: str) -> None:
+    valid_or_input_error(lambda: Unit.parse(text))
+
+
+@settings(max_examples=200)
+@given(spec=st.builds(lambda k, r: f"{k}:{r}", st.sampled_from(["logit", "feature", "greater-than", "x", ""]),
+                      ascii_specs), pos=st.integers(-3, 3))
+def test_circuit_targets(model: HookedModel, spec: str, pos: int) -> None:
+    ok, target = valid_or_input_error(lambda: parse_target(spec, model, pos=pos))
+    if ok:
+        assert target.label == spec or target.label.startswith("greater-than")
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="lmscope.circuits.targets.token_id/parse_target: int() "
+                   "of '#²' or 'feature:0:²' after str.isdigit() (reported)")
+@settings(max_examples=50)
+@given(spec=specs.map(lambda s: "logit:#" + s))
+@example(spec="logit:#²")
+def test_circuit_targets_unicode_digits(model: HookedModel, spec: str) -> None:
+    valid_or_input_error(lambda: parse_target(spec, model))
+
+
+@settings(max_examples=200)
+@given(spec=st.text(st.sampled_from(list("0123456789-, al")), max_size=12)
+       .filter(lambda s: all(len(p) < 4 for p in s.replace("-", ",").split(","))),  # small ranges only (see report)
+       n_layers=st.integers(1, 12))
+def test_layer_lists(spec: str, n_layers: int) -> None:
+    ok, layers = valid_or_input_error(lambda: parse_layers(spec, n_layers))
+    if ok:
+        assert layers == sorted(set(layers)) and layers and all(0 <= la < n_layers for la in layers)
+
+
+@settings(max_examples=100)
+@given(outcome=st.text(max_size=20) | st.sampled_from(["toxicity", "logit-diff", "prob", "classifier:", "py:"]),
+       target=st.none() | st.text(max_size=3), foil=st.none() | st.text(max_size=3))
+def test_outcome_specs(outcome: str, target: str | None, foil: str | None) -> None:
+    valid_or_input_error(lambda: check_outcome(outcome, target, foil))
+
+
+@settings(max_examples=100)
+@given(text=st.text(st.sampled_from(list("ab\t \n\r-.0123456789٣e")), max_size=80), n=st.integers(0, 6))
+def test_simulator_answers(text: str, n: int) -> None:
+    out = parse_simulation(text, n)
+    assert out.shape == (n,) and ((out >= 0) & (out <= 1)).all()
