@@ -156,3 +156,90 @@ def test_wild_on_llama_raises_no_transformers_warning(recwarn: pytest.WarningsRe
         warnings.simplefilter("error")
         result = heads_in_the_wild(model, ["after Monday comes Tuesday .", "the list reads 3 4 5 6 ."])
     assert result.n_tokens > 0
+
+
+WILD_TEXTS = ["the list reads 3 4 5 6 .", "after Monday comes Tuesday .", "the cat saw the cat .",
+              "from 1732 to 1789 the list reads", "Monday", "the Royal Navy ( R"]
+
+
+def _random_wild_model(family: str) -> HookedModel:
+    base = tiny_hooked_with_tokenizer()
+    if family == "gpt2":
+        return base
+    return HookedModel((tiny_llama if family == "llama" else tiny_gemma3)(len(base.tokenizer)), base.tokenizer)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama", "gemma3"])
+def test_batching_and_memory_budget_change_nothing(family: str) -> None:
+    """One text per batch, the default batches, a budget that fits a single text's logits, and tiny vocabulary
+    slices all give the same counts and examples (the examples' loss increases to float tolerance)."""
+    model = _random_wild_model(family)
+    ref = heads_in_the_wild(model, WILD_TEXTS, batch_size=1)
+    longest = max(len(model.to_str_tokens(t)) for t in WILD_TEXTS)
+    for kwargs in ({}, {"max_bytes": 4 * model.cfg.d_vocab * longest}, {"max_elements": 300, "batch_size": 4}):
+        got = heads_in_the_wild(model, WILD_TEXTS, **kwargs)  # type: ignore[arg-type]
+        assert torch.equal(got.counts, ref.counts) and got.n_tokens == ref.n_tokens
+        assert got.examples.keys() == ref.examples.keys()
+        for key, examples in got.examples.items():
+            assert [e["next"] for e in examples] == [e["next"] for e in ref.examples[key]]
+            assert [e["loss_increase"] for e in examples] == pytest.approx(
+                [e["loss_increase"] for e in ref.examples[key]], rel=1e-4, abs=1e-6)
+    assert len({int(c) for c in ref.counts.sum(-1).flatten()}) > 1  # not every head ties
+
+
+def test_batches_follow_the_memory_budget() -> None:
+    """Texts per batch: at most batch_size, and no more padded positions than the budget's log-probabilities
+    hold (a text longer than that still gets a batch of its own)."""
+    from lmscope.heads.wild import _batches
+
+    model = tiny_hooked_with_tokenizer()
+    lengths = [len(model.to_str_tokens(t)) for t in WILD_TEXTS]
+    per_position = 4 * model.cfg.d_vocab
+    assert [len(b.input_ids) for b in _batches(model, WILD_TEXTS, 16, 10**9)] == [6]
+    assert [len(b.input_ids) for b in _batches(model, WILD_TEXTS, 4, 10**9)] == [4, 2]
+    assert [len(b.input_ids) for b in _batches(model, WILD_TEXTS, 16, 1)] == [1] * 6
+    budget = per_position * 2 * max(lengths[:2])  # the first two texts fit, a third would not
+    assert 3 * max(lengths[:3]) * per_position > budget
+    assert len(_batches(model, WILD_TEXTS, 16, budget)[0].input_ids) == 2
+
+
+def test_only_positions_with_a_next_token_are_unembedded() -> None:
+    model = tiny_hooked_with_tokenizer()
+    seen: list[tuple[int, ...]] = []
+    handle = model.adapter.unembed().register_forward_hook(lambda m, a, out: seen.append(tuple(out.shape)))
+    try:
+        batch = model.to_tokens(WILD_TEXTS[:3])
+        mask, _ = batch_losses(model, batch, _mean_z(model, [batch], None).float())
+    finally:
+        handle.remove()
+    assert seen == [(1, int(mask.sum()), model.cfg.d_vocab)]
+    assert int(mask.sum()) == int(batch.attention_mask.sum()) - 3
+
+
+def test_bad_budgets_are_refused() -> None:
+    model = tiny_hooked_with_tokenizer()
+    with pytest.raises(InputError, match="max_bytes/max_elements: expected positive numbers, got 0 and 16777216"):
+        heads_in_the_wild(model, WILD_TEXTS, max_bytes=0)
+
+
+def test_cli_chunk_mb(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from cli_runner import run
+
+    model = tiny_hooked_with_tokenizer()
+    model.hf.save_pretrained(tmp_path / "m")
+    model.tokenizer.save_pretrained(tmp_path / "m")
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("\n".join(WILD_TEXTS) + "\n")
+    args = ["heads", "wild", str(tmp_path / "m"), "--corpus", str(corpus), "--json"]
+    code, default, err = run(capsys, *args)
+    assert code == 0, err
+    code, small, err = run(capsys, *args, "--chunk-mb", "1", "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert json.loads(small)["counts"] == json.loads(default)["counts"]
+    assert (tmp_path / "o" / "result.json").exists()
+    code, _, err = run(capsys, *args, "--chunk-mb", "0")
+    assert code == 2 and "--chunk-mb: got 0, expected at least 1" in err
+    code, _, err = run(capsys, *args, "--out", str(tmp_path / "o"))
+    assert code == 2 and "already exists" in err and "mean head outputs" not in err  # refused before any work

@@ -225,6 +225,9 @@ def wild(model: ModelArg, out_dir: OutOpt = None,
                                                   "vocabulary).")] = 128,
          batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per batch (each batch pays a fixed "
                                                   "per-layer cost, and holds its logits in memory).")] = 16,
+         chunk_mb: Annotated[int, typer.Option(help="Most megabytes of next-token log-probabilities a batch holds "
+                                               "(fewer texts per batch where they would pass it; the results are "
+                                               "the same).")] = 256,
          overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Heads in the wild: per token, the head whose direct effect matters most, and what kind of token it is.
 
@@ -243,13 +246,21 @@ def wild(model: ModelArg, out_dir: OutOpt = None,
         raise InputError(f"--max-tokens: got {max_tokens}, expected at least 2 (a token and its next)")
     if batch_size < 1:
         raise InputError(f"--batch-size: got {batch_size}, expected at least 1")
+    if chunk_mb < 1:
+        raise InputError(f"--chunk-mb: got {chunk_mb}, expected at least 1 (megabytes per batch)")
+    if out_dir is not None:
+        from pathlib import Path
+
+        from lmscope.fileio import check_writable
+
+        check_writable(Path(out_dir) / "result.json", overwrite=overwrite)  # refused before any work
     load_corpus(corpus, model_name=model, synthetic_texts=1)  # a missing or bad --corpus is refused before loading
     hooked = _load(model)
     source = load_corpus(corpus, model_name=model, tokenizer=hooked.tokenizer,
                          max_tokens=min(max_tokens, hooked.cfg.n_ctx), synthetic_texts=samples or 300, seed=5)
     texts = source.texts[:samples] if samples is not None else source.texts
     with progress_bars(not as_json) as stage:
-        result = heads_in_the_wild(hooked, texts, batch_size=batch_size, progress=stage,
+        result = heads_in_the_wild(hooked, texts, batch_size=batch_size, max_bytes=chunk_mb * 2**20, progress=stage,
                                    corpus=source.to_dict() | {"n_used": len(texts)})
     used = "" if len(texts) == len(source.texts) else f" (the first {len(texts)} of {len(source.texts)} texts)"
     summary = [f"{result.n_tokens} tokens from {source.describe()}{used}",

@@ -6,11 +6,15 @@ mean over the corpus and the difference is carried to the logits through the fin
 position's scale (the head's direct path only; where the family has a norm after the attention output,
 Gemma's `post_attention_layernorm`, through that one too, frozen likewise). The head whose ablation raises
 the loss of the correct next token most is that token's head. The loss change is exact (a log-sum-exp over
-the whole vocabulary per head and position); it is computed per layer from `z @ (W_O W_U')`, whose
+the whole vocabulary per head and position); it is computed per layer from `z @ (W_O' W_U)`, with the final
+norm's gain (and centring) folded into `W_O'` and `W_U` the model's own matrix (no copy of it), whose
 `[head, d_head, d_vocab]` factor is made once per batch, so each logit costs `d_head` multiplications
 instead of `d_model` (where the batch has enough positions for the factor to pay for itself; else
-`(z W_O) W_U'`). Two passes over the texts: the first takes the mean of each head's `z`, the second
-the effects (no activations are kept between batches). Each token is then sorted by rule, first match wins:
+`(z W_O') W_U`). The factor and the effects are made a slice of the vocabulary at a time, the log-sum-exp
+running over the slices, so neither is ever whole. Two passes over the texts: the first takes the mean of each
+head's `z`, the second the effects (no activations are kept between batches). Memory is bounded by the batch:
+the model unembeds only the positions that have a next token, and texts go in batches whose
+`[positions, d_vocab]` log-probabilities fit `max_bytes`. Each token is then sorted by rule, first match wins:
 - succession: the token is the successor (in a succession task, roman numerals included) of an earlier item;
 - greater_than: a number greater than every earlier number of the same width ("from 1732 to 17" -> 89);
 - copying: the token already occurred earlier in the text;
@@ -32,10 +36,13 @@ from torch import Tensor, nn
 from lmscope.data.sequences import ALL_TASKS, CYCLIC_TASKS
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
-from lmscope.heads.ov import head_W_O, unembedding
+from lmscope.heads.ov import final_norm_gain, head_W_O
 from lmscope.model.hooked import HookedModel
 from lmscope.model.inputs import TokenBatch
 from lmscope.model.norms import frozen_divisor, norm_parts
+
+DEFAULT_MAX_BYTES = 256 * 2**20
+"""A batch's `[positions, d_vocab]` float32 log-probabilities are kept under this."""
 
 Progress = Callable[[str, int, int], None]
 """`progress(stage, i, n)`, called as batches complete."""
@@ -144,26 +151,48 @@ def _mean_z(model: HookedModel, batches: list[TokenBatch], progress: Progress | 
     return total / count
 
 
+def _batches(model: HookedModel, texts: Sequence[str], batch_size: int, max_bytes: int) -> list[TokenBatch]:
+    """Consecutive texts, at most `batch_size` per batch and (but for a lone text) no more padded positions than
+    `max_bytes` of float32 log-probabilities over the vocabulary hold."""
+    lengths = model.to_tokens(list(texts)).lengths.tolist()
+    cap = max(1, max_bytes // (4 * model.cfg.d_vocab))  # positions
+    out, start = [], 0
+    while start < len(texts):
+        stop, longest = start + 1, lengths[start]
+        while (stop < len(texts) and stop - start < batch_size
+               and (stop - start + 1) * max(longest, lengths[stop]) <= cap):
+            longest = max(longest, lengths[stop])
+            stop += 1
+        out.append(model.to_tokens(list(texts[start:stop])))
+        start = stop
+    return out
+
+
 @torch.inference_mode()
 def heads_in_the_wild(model: HookedModel, texts: Sequence[str], *, batch_size: int = 16, n_examples: int = 5,
-                      max_elements: int = 2**24, progress: Progress | None = None,
-                      corpus: dict[str, Any] | None = None) -> WildResult:
+                      max_elements: int = 2**24, max_bytes: int = DEFAULT_MAX_BYTES,
+                      progress: Progress | None = None, corpus: dict[str, Any] | None = None) -> WildResult:
     """Direct-effect mean ablation of every head on `texts`; categories of the tokens each head matters for.
 
-    `max_elements` bounds the `[positions, head, d_vocab]` logits made at once; `corpus` is recorded as is.
-    Each batch makes the `[head, d_head, d_vocab]` factor of every layer once, so larger batches (more tokens
-    per batch) spread that cost over more positions, at the price of their `[tokens, d_vocab]` logits in memory.
+    `max_elements` bounds the `[head, positions, vocabulary slice]` effects made at once; `corpus` is recorded as
+    is. Each batch makes the `[head, d_head, d_vocab]` factor of every layer once, so larger batches (more tokens
+    per batch) spread that cost over more positions, at the price of their `[tokens, d_vocab]` log-probabilities
+    in memory: a batch holds at most `batch_size` texts and, past one text, `max_bytes` of them. Neither
+    changes the result.
     """
     if isinstance(texts, str) or not texts:
         raise InputError("texts: expected a non-empty list of strings")
     if batch_size < 1:
         raise InputError(f"batch_size: got {batch_size}, expected at least 1")
+    if max_bytes < 1 or max_elements < 1:
+        raise InputError(f"max_bytes/max_elements: expected positive numbers, got {max_bytes} and {max_elements}")
     if getattr(model.adapter, "logit_softcap", None) is not None:
         raise InputError(f"model: {model.name} soft-caps its logits, so a head's direct effect is not linear in "
                          "its output; heads in the wild needs a model without final logit soft-capping")
     L, H = model.cfg.n_layers, model.cfg.n_heads
-    batches = [model.to_tokens(list(texts[start:start + batch_size])) for start in range(0, len(texts), batch_size)]
+    batches = _batches(model, texts, batch_size, max_bytes)
     z_mean = _mean_z(model, batches, progress).float()
+    weights = direct_weights(model)
     counts = torch.zeros(L, H, len(CATEGORIES))
     examples: dict[tuple[int, int], list[dict[str, Any]]] = {}
     n_tokens = 0
@@ -175,37 +204,62 @@ def heads_in_the_wild(model: HookedModel, texts: Sequence[str], *, batch_size: i
             if progress is not None:
                 progress("direct effects (batch x layer)", i * L + layer + 1, steps)
 
-        mask, loss_up = batch_losses(model, batch, z_mean, max_elements=max_elements, on_layer=step)
+        mask, loss_up = batch_losses(model, batch, z_mean, max_elements=max_elements, on_layer=step, weights=weights)
         best = loss_up.flatten(1).argmax(-1)  # [P]
         n_tokens += _tally(model, batch.input_ids, mask, best, loss_up, counts, examples, n_examples)
     return WildResult(counts, n_tokens, examples, corpus)
 
 
+def direct_weights(model: HookedModel) -> tuple[Tensor, Tensor]:
+    """`(W_O' [layer, head, d_head, d_model], W_U [d_model, d_vocab])`: the direct path of a head's output to the
+    logits through the norms frozen at a position, `dz @ W_O' @ W_U / scale`. `W_O'` carries Gemma's
+    post-attention gain, then the final norm's centring (LayerNorm) and gain: `(W_O - mean_d W_O) * gain`, which
+    is `W_O` times the norm's linear part, so `W_U` is the model's own (a view: the vocabulary-sized matrix is
+    never copied)."""
+    W_O = head_W_O(model, fold_ln=True)
+    if norm_parts(model.adapter.ln_final()).centers:
+        W_O = W_O - W_O.mean(-1, keepdim=True)
+    return W_O * final_norm_gain(model).float().to(W_O.device), model.W_U.float()
+
+
 def batch_losses(model: HookedModel, batch: TokenBatch, z_mean: Tensor, *, max_elements: int = 2**24,
-                 on_layer: Callable[[int], None] | None = None) -> tuple[Tensor, Tensor]:
+                 on_layer: Callable[[int], None] | None = None,
+                 weights: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """`(mask [batch, pos], loss_up [P, layer, head])`: for the P positions where `mask` is true (a real token
     followed by one), how much mean-ablating each head's direct effect (`z -> z_mean [layer, head, d_head]`)
     raises the next token's loss, through the norms frozen at the position (module docstring).
-    `on_layer(layer)` is called as each layer is done."""
+    `on_layer(layer)` is called as each layer is done; `weights` are `direct_weights(model)` (made here if None)."""
     L = model.cfg.n_layers
-    W_O = head_W_O(model, fold_ln=True)  # [L, H, dh, d], Gemma's post-attention gain folded in
-    W_U = unembedding(model, fold_ln=True)  # the final norm's linear part (gain, centring) folded in
+    W_O, W_U = weights if weights is not None else direct_weights(model)
     raw_W_O = model.W_O.float()
     post = [model.adapter.attn_post_norm(layer) for layer in range(L)]
     names = [*_z_names(L), f"blocks.{L - 1}.hook_resid_post"]
-    logits, cache = model.run_with_cache(batch, names=names)
-    assert logits is not None
     mask = batch.attention_mask.bool().clone()
     mask[:, -1] = False  # the last position has no next token
     mask[:, :-1] &= batch.attention_mask[:, 1:].bool()
     y = batch.input_ids[:, 1:][mask[:, :-1]]  # [P]: the next token of each kept position
-    logp = logits[mask].float()  # [P, V]; the full logits are let go before the log-softmax, made in place
+    if not len(y):  # one-token texts only: nothing to predict
+        for layer in range(L):
+            if on_layer is not None:
+                on_layer(layer)
+        return mask, torch.empty(0, L, model.cfg.n_heads)
+
+    def kept(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (args[0][mask][None], *args[1:])  # unembed only the P kept positions: logits [1, P, V]
+
+    handle = model.adapter.unembed().register_forward_pre_hook(kept)
+    try:
+        logits, cache = model.run_with_cache(batch, names=names)
+    finally:
+        handle.remove()
+    assert logits is not None
+    logp = logits[0].float()  # [P, V]; the log-softmax made in place
     del logits
     logp.sub_(logp.logsumexp(-1, keepdim=True))
     final_div = frozen_divisor(model.adapter.ln_final(), cache[names[-1]][mask].float())  # [P]
     loss_up = torch.empty(len(y), L, model.cfg.n_heads)
     for layer in range(L):
-        z = cache[names[layer]][mask].float()  # [P, H, dh]
+        z = cache.pop(names[layer])[mask].float()  # [P, H, dh]
         scale = final_div
         if post[layer] is not None:  # Gemma: the post-attention norm's scale at this position, frozen
             scale = scale * frozen_divisor(post[layer], torch.einsum("phe,hed->pd", z, raw_W_O[layer]))
@@ -222,28 +276,40 @@ def _loss_increase(dz: Tensor, W_O: Tensor, W_U: Tensor, logp: Tensor, y: Tensor
     `LSE(logp - d) + d[y]`.
 
     `d` comes from `dz @ (W_O @ W_U)` when the `[H, dh, V]` factor pays for itself over the P positions
-    (`P (d_model - d_head) > d_head d_model`), else from `(dz @ W_O) @ W_U`. The `[H, chunk, V]` effects go
-    into one reused buffer and become the log-sum-exp in place (a fresh tensor of that size per chunk costs
-    more in page faults than the exponentials)."""
+    (`P (d_model - d_head) > d_head d_model`), else from `(dz @ W_O) @ W_U`. Both go a slice of the vocabulary
+    at a time (the factor's slice made once, used for every position), the log-sum-exp carried across slices
+    as a running maximum and sum; the `[H, chunk, slice]` effects go into one reused buffer and become the
+    exponentials in place (a fresh tensor of that size per chunk costs more in page faults than the exponentials).
+    """
     n_heads, d_head, d_model = W_O.shape
-    vocab = W_U.shape[1]
-    factored = dz.shape[0] * (d_model - d_head) > d_head * d_model
-    ou = W_O @ W_U if factored else None  # [H, dh, V]
-    chunk = max(1, min(dz.shape[0], max_elements // (n_heads * vocab)))
-    buffer = torch.empty(n_heads * chunk * vocab, dtype=W_U.dtype, device=W_U.device)
-    out = torch.empty(dz.shape[0], n_heads)
-    for start in range(0, dz.shape[0], chunk):
-        sl = slice(start, start + chunk)
-        c = len(y[sl])
-        into = buffer[: n_heads * c * vocab].view(n_heads, c, vocab)
-        zt = dz[sl].transpose(0, 1)  # [H, c, dh]
-        d = torch.matmul(zt, ou, out=into) if ou is not None else torch.matmul(zt @ W_O, W_U, out=into)
-        target = d.gather(-1, y[sl][None, :, None].expand(n_heads, -1, 1)).squeeze(-1)  # [H, c]
-        a = torch.sub(logp[sl][None], d, out=d)  # log p - d, in place
-        top = a.amax(-1, keepdim=True)
-        lse = a.sub_(top).exp_().sum(-1).log_() + top.squeeze(-1)  # [H, c]
-        out[sl] = (lse + target).T
-    return out
+    n_pos, vocab = dz.shape[0], W_U.shape[1]
+    factored = n_pos * (d_model - d_head) > d_head * d_model
+    v_step = max(1, min(vocab, max_elements // (n_heads * d_head)))
+    chunk = max(1, min(n_pos, max_elements // (n_heads * v_step)))
+    zt = dz.transpose(0, 1)  # [H, P, dh]
+    zo = None if factored else zt @ W_O  # [H, P, d]
+    buffer = torch.empty(n_heads * chunk * v_step, dtype=W_U.dtype, device=W_U.device)
+    top = torch.full((n_heads, n_pos), -torch.inf)
+    total = torch.zeros(n_heads, n_pos)
+    target = torch.zeros(n_heads, n_pos)
+    for v0 in range(0, vocab, v_step):
+        v1 = min(v0 + v_step, vocab)
+        W_slice = W_U[:, v0:v1]
+        ou = W_O @ W_slice if factored else None  # [H, dh, slice]
+        for start in range(0, n_pos, chunk):
+            stop = min(start + chunk, n_pos)
+            into = buffer[: n_heads * (stop - start) * (v1 - v0)].view(n_heads, stop - start, v1 - v0)
+            d = (torch.matmul(zt[:, start:stop], ou, out=into) if ou is not None
+                 else torch.matmul(zo[:, start:stop], W_slice, out=into))  # type: ignore[index]
+            here = ((y[start:stop] >= v0) & (y[start:stop] < v1)).nonzero().flatten()
+            if len(here):
+                target[:, start + here] = d[:, here, y[start + here] - v0]
+            a = torch.sub(logp[start:stop, v0:v1][None], d, out=d)  # log p - d, in place
+            new_top = torch.maximum(top[:, start:stop], a.amax(-1))
+            total[:, start:stop] = (total[:, start:stop] * (top[:, start:stop] - new_top).exp()
+                                    + a.sub_(new_top[..., None]).exp_().sum(-1))
+            top[:, start:stop] = new_top
+    return (total.log() + top + target).T
 
 
 def _tally(model: HookedModel, ids: Tensor, mask: Tensor, best: Tensor, loss_up: Tensor, counts: Tensor,
