@@ -192,3 +192,18 @@ def test_trace_circuit_scores_every_graph_and_labels_it() -> None:
     empty = trace_circuit(model, tcs, PROMPT, TARGET, n_iters=1, branches=1, beam=1, threshold=0.9)
     assert empty.graph.features() == [] and empty.labels() == [f"{UNDER_HALF} on its own prompt: live 0.00, "
                                                                 "frozen 0.00"]
+
+
+def test_heldout_batches_equal_one_prompt_at_a_time() -> None:
+    model, tcs = planted(E)
+    feature = Target("feature", layer=1, feature=0, pos=-1)
+    logit = Target("logit", (1,), (2,), pos=-1, label="logit:#1-#2")
+    prompts = [torch.tensor([[OTHER, TRIG, OTHER, TRIG]]), torch.tensor([[TRIG, OTHER, OTHER, TRIG]]),
+               torch.tensor([[TRIG, TRIG, OTHER, TRIG]])]
+    cases = [HeldoutCase(p, t) for p, t in zip(prompts, [feature, logit, feature], strict=True)]  # type: ignore[arg-type]
+    together = heldout_recovery(model, tcs, [(0, 0, 0), (0, 0, 2)], 2, cases, batch_size=2)  # one batch of 2, one of 1
+    for row, case in zip(together.rows, cases, strict=True):
+        alone = recovery(model, tcs, case.prompt, case.target, [(0, 0, 1), (0, 0, 3)], without=False)
+        for key in ("clean", "circuit", "none", "recovered", "circuit_frozen", "none_frozen", "recovered_frozen"):
+            assert row[key] == pytest.approx(getattr(alone, key), rel=1e-5, abs=1e-7), key
+    assert together.rows[1]["target"] == "logit:#1-#2" and together.rows[2]["recovered_frozen"] < 1  # a@0 not kept

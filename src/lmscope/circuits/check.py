@@ -15,7 +15,7 @@ switch on and off through their ReLUs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -78,29 +78,31 @@ def _norms(model: HookedModel) -> list[nn.Module]:
             model.adapter.ln_final()]
 
 
-def _run(model: HookedModel, transcoders: Mapping[int, Dictionary], ids: Tensor, target: Target, pos: int,
-         keep: dict[int, Tensor] | None, clean: _Clean, frozen: bool = False) -> float:
-    """The target metric with each MLP replaced by its transcoder keeping only `keep[layer] [pos, d_sae]`
-    plus the clean error; `keep=None` is the clean run, which fills `clean`."""
+def _run(model: HookedModel, transcoders: Mapping[int, Dictionary], ids: Tensor, targets: Sequence[Target],
+         pos: Sequence[int], keep: dict[int, Tensor] | None, clean: _Clean, frozen: bool = False) -> list[float]:
+    """The target metric of each prompt in the batch `ids [B, pos]` (all of one length) with each MLP replaced by
+    its transcoder keeping only `keep[layer] [B, pos, d_sae]` plus the clean error; `keep=None` is the clean run,
+    which fills `clean`. `targets[b]` is read at position `pos[b]`."""
     inputs: dict[int, Tensor] = {}
-    metric: dict[str, float] = {}
+    metric: dict[int, float] = {}
 
     def read_in(x: Tensor, *, hook: HookPoint) -> None:
         layer = int(hook.name.split(".")[1])
         inputs[layer] = x
-        if target.kind == "feature" and layer == target.layer:
-            tc = transcoders[layer]
-            metric["value"] = float(tc.encode_pre(x[0, pos].to(tc.W_enc.dtype))[target.feature])
+        for b, t in enumerate(targets):
+            if t.kind == "feature" and layer == t.layer:
+                tc = transcoders[layer]
+                metric[b] = float(tc.encode_pre(x[b, pos[b]].to(tc.W_enc.dtype))[t.feature])
 
     def write_out(out: Tensor, *, hook: HookPoint) -> Tensor | None:
         layer = int(hook.name.split(".")[1])
         tc = transcoders[layer]
-        y_hat, z = tc(inputs[layer][0].to(tc.W_enc.dtype))  # [pos, d_out], [pos, d_sae]
+        y_hat, z = tc(inputs[layer].to(tc.W_enc.dtype))  # [B, pos, d_out], [B, pos, d_sae]
         if keep is None:
-            clean.errors[layer] = out[0] - y_hat.to(out.dtype)
+            clean.errors[layer] = out - y_hat.to(out.dtype)
             return None
         removed = z * (~keep[layer]).to(z.dtype)
-        return (y_hat - removed @ tc.W_dec).to(out.dtype).unsqueeze(0) + clean.errors[layer]
+        return (y_hat - removed @ tc.W_dec).to(out.dtype) + clean.errors[layer]
 
     def pattern(p: Tensor, *, hook: HookPoint) -> Tensor | None:
         if keep is None:
@@ -110,7 +112,7 @@ def _run(model: HookedModel, transcoders: Mapping[int, Dictionary], ids: Tensor,
 
     def norm(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor | None:
         if keep is None:
-            clean.norm_inputs[module] = args[0][0].detach().clone()
+            clean.norm_inputs[module] = args[0].detach().clone()
             return None
         if not frozen:
             return None
@@ -124,9 +126,10 @@ def _run(model: HookedModel, transcoders: Mapping[int, Dictionary], ids: Tensor,
         hooks += [(f"blocks.{layer}.attn.hook_pattern", pattern) for layer in range(model.cfg.n_layers)]
     with torch.inference_mode(), _module_hooks(_norms(model) if keep is None or frozen else [], norm):
         logits = model.run_with_hooks(ids, hooks=hooks)
-    if target.kind == "logit":
-        metric["value"] = float(logit_metric(logits[0], target, pos))  # type: ignore[index]
-    return metric["value"]
+    for b, t in enumerate(targets):
+        if t.kind == "logit":
+            metric[b] = float(logit_metric(logits[b], t, pos[b]))  # type: ignore[index]
+    return [metric[b] for b in range(len(targets))]
 
 
 def _fraction(part: float, none: float, clean: float) -> float | None:
@@ -137,22 +140,35 @@ def recovery(model: HookedModel, transcoders: Mapping[int, Dictionary], prompt: 
              features: Iterable[tuple[int, int, int]], *, without: bool = True) -> Recovery:
     """Splice the circuit's `features` (`(layer, feature, pos)`) back in alone; see the module docstring.
     `without=False` skips the two runs with every feature but the circuit's (`without*` are then None)."""
-    ids = model.to_tokens(prompt).input_ids
-    n_pos = ids.shape[1]
-    pos = target.position(n_pos)
-    kept = {layer: torch.zeros(n_pos, tc.cfg.d_sae, dtype=torch.bool) for layer, tc in transcoders.items()}
-    n = 0
-    for layer, f, p in features:
-        if layer in kept:
-            kept[layer][p, f] = True
-            n += 1
+    return recovery_batch(model, transcoders, model.to_tokens(prompt).input_ids, [target], [list(features)],
+                          without=without)[0]
+
+
+def recovery_batch(model: HookedModel, transcoders: Mapping[int, Dictionary], ids: Tensor, targets: Sequence[Target],
+                   features: Sequence[Sequence[tuple[int, int, int]]], *, without: bool = True) -> list[Recovery]:
+    """`recovery` of B prompts of one length at once (`ids [B, pos]`), each with its target and features: one
+    forward pass per variant for the whole batch instead of one per prompt."""
+    B, n_pos = ids.shape
+    pos = [t.position(n_pos) for t in targets]
+    kept = {layer: torch.zeros(B, n_pos, tc.cfg.d_sae, dtype=torch.bool) for layer, tc in transcoders.items()}
+    counts = [0] * B
+    for b, feats in enumerate(features):
+        for layer, f, p in feats:
+            if layer in kept:
+                kept[layer][b, p, f] = True
+                counts[b] += 1
     masks = {"circuit": kept, "none": {layer: torch.zeros_like(k) for layer, k in kept.items()}}
     if without:
         masks["without"] = {layer: ~k for layer, k in kept.items()}
     state = _Clean()
-    clean = _run(model, transcoders, ids, target, pos, None, state)
-    live = {k: _run(model, transcoders, ids, target, pos, m, state) for k, m in masks.items()}
-    frozen = {k: _run(model, transcoders, ids, target, pos, m, state, frozen=True) for k, m in masks.items()}
-    return Recovery(clean, live["circuit"], live["none"], live.get("without"),
-                    _fraction(live["circuit"], live["none"], clean), frozen["circuit"], frozen["none"],
-                    frozen.get("without"), _fraction(frozen["circuit"], frozen["none"], clean), n)
+    clean = _run(model, transcoders, ids, targets, pos, None, state)
+    live = {k: _run(model, transcoders, ids, targets, pos, m, state) for k, m in masks.items()}
+    frozen = {k: _run(model, transcoders, ids, targets, pos, m, state, frozen=True) for k, m in masks.items()}
+    out = []
+    for b in range(B):
+        lw, fw = live.get("without"), frozen.get("without")
+        out.append(Recovery(clean[b], live["circuit"][b], live["none"][b], None if lw is None else lw[b],
+                            _fraction(live["circuit"][b], live["none"][b], clean[b]), frozen["circuit"][b],
+                            frozen["none"][b], None if fw is None else fw[b],
+                            _fraction(frozen["circuit"][b], frozen["none"][b], clean[b]), counts[b]))
+    return out

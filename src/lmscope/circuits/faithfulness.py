@@ -45,7 +45,7 @@ from typing import Any
 
 import torch
 
-from lmscope.circuits.check import Recovery, recovery
+from lmscope.circuits.check import recovery_batch
 from lmscope.circuits.graph import CircuitGraph
 from lmscope.circuits.targets import Target
 from lmscope.dictionary.modules import Dictionary
@@ -168,7 +168,8 @@ def _median(values: Sequence[float | None]) -> float | None:
 
 def under_half(live: float | None, frozen: float | None, where: str) -> str | None:
     """The label for a fraction recovered under one half in either frame (None when neither is)."""
-    frames = [f"{name} {v:.2f}" for name, v in (("live", live), ("frozen", frozen)) if v is not None and v < 0.5]
+    frames = [f"{name} {round(v, 2) + 0.0:.2f}" for name, v in (("live", live), ("frozen", frozen))
+              if v is not None and v < 0.5]  # (+ 0.0: no "-0.00")
     return f"{UNDER_HALF} on {where}: {', '.join(frames)}" if frames else None
 
 
@@ -182,19 +183,32 @@ def moved(features: Sequence[tuple[int, int, int]], anchor: int, pos: int, n_pos
 
 def heldout_recovery(model: HookedModel, transcoders: Mapping[int, Dictionary],
                      features: Sequence[tuple[int, int, int]], anchor: int, cases: Sequence[HeldoutCase], *,
-                     source: str = "", skipped: Sequence[str] = (),
+                     source: str = "", skipped: Sequence[str] = (), batch_size: int = 16,
                      progress: Callable[[int, int], None] | None = None) -> HeldOut:
     """The fraction recovered (live and frozen) by `features`, found with the target at position `anchor`, on
-    each held-out case (see the module docstring)."""
-    rows = []
-    for i, case in enumerate(cases):
-        n_pos = int(model.to_tokens(case.prompt).input_ids.shape[1])
-        kept, dropped = moved(features, anchor, case.target.position(n_pos), n_pos)
-        rec: Recovery = recovery(model, transcoders, case.prompt, case.target, kept, without=False)
-        rows.append({"prompt": case.prompt, "target": case.target.label or case.target.kind, "clean": rec.clean,
-                     "circuit": rec.circuit, "none": rec.none, "recovered": rec.recovered,
-                     "circuit_frozen": rec.circuit_frozen, "none_frozen": rec.none_frozen,
-                     "recovered_frozen": rec.recovered_frozen, "n_features": rec.n_features, "n_dropped": dropped})
-        if progress is not None:
-            progress(i + 1, len(cases))
-    return HeldOut(source, rows, list(skipped))
+    each held-out case (see the module docstring). Cases of one token count run together, `batch_size` at a
+    time (one forward pass per variant for the batch); rows keep the order of `cases`."""
+    ids = [model.to_tokens(case.prompt).input_ids for case in cases]
+    by_length: dict[int, list[int]] = {}
+    for i, x in enumerate(ids):
+        by_length.setdefault(int(x.shape[1]), []).append(i)
+    rows: list[dict[str, Any] | None] = [None] * len(cases)
+    done = 0
+    for n_pos, members in by_length.items():
+        for start in range(0, len(members), batch_size):
+            chunk = members[start:start + batch_size]
+            targets = [cases[i].target for i in chunk]
+            moves = [moved(features, anchor, t.position(n_pos), n_pos) for t in targets]
+            recs = recovery_batch(model, transcoders, torch.cat([ids[i] for i in chunk]), targets,
+                                  [kept for kept, _ in moves], without=False)
+            for i, rec, (_, dropped) in zip(chunk, recs, moves, strict=True):
+                case = cases[i]
+                rows[i] = {"prompt": case.prompt, "target": case.target.label or case.target.kind,
+                           "clean": rec.clean, "circuit": rec.circuit, "none": rec.none, "recovered": rec.recovered,
+                           "circuit_frozen": rec.circuit_frozen, "none_frozen": rec.none_frozen,
+                           "recovered_frozen": rec.recovered_frozen, "n_features": rec.n_features,
+                           "n_dropped": dropped}
+            done += len(chunk)
+            if progress is not None:
+                progress(done, len(cases))
+    return HeldOut(source, [r for r in rows if r is not None], list(skipped))

@@ -104,11 +104,12 @@ class FrozenNorm:
         return float(v @ self.beta)
 
     def apply(self, x: Tensor) -> Tensor:
-        """The norm of `x [..., pos, d]` with the frozen scale (float64): affine in x."""
+        """The norm of `x [..., pos, d]` with the frozen scale (float64): affine in x. The scale was taken from an
+        input of the same shape (`[pos, d]`, or `[batch, pos, d]` for a batch)."""
         xd = x.double()
         if self.center:
             xd = xd - xd.mean(-1, keepdim=True)
-        return self.gamma * xd / self.sigma[:, None] + self.beta
+        return self.gamma * xd / self.sigma.unsqueeze(-1) + self.beta
 
 
 def _check_linear(model: HookedModel) -> None:

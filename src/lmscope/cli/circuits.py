@@ -113,4 +113,4 @@ def circuit(model: ModelArg,
 
 
 def _fmt(v: float | None) -> str:
-    return "n/a" if v is None else f"{v:.3f}"
+    return "n/a" if v is None else f"{round(v, 3) + 0.0:.3f}"  # + 0.0: no "-0.000"
