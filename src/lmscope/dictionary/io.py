@@ -14,6 +14,14 @@ known, `metadata` also gets SAELens's names for it: `prepend_bos`, `seqpos_slice
 null]`, see `lmscope.dictionary.positions`), `dataset_path` and `context_size`. Architectures: "standard",
 "topk", "transcoder", "skip_transcoder"; a TopK transcoder is "topk_transcoder", which SAELens (no such
 class) refuses rather than loading as ReLU.
+
+`provenance` (lmscope's key, SAELens ignores it) records the model the dictionary was made with: id, dims,
+weights fingerprint, dtype and BOS choice (`lmscope.model.provenance`). `load_dictionary(path, model=m)`
+refuses a dictionary made with another model unless `allow_mismatch`; files without it still load.
+
+Both files are untrusted input: cfg.json must be strict JSON and every key lmscope reads is type- and
+range-checked; the tensors' shapes and dtypes are checked against cfg.json before the module is allocated,
+and non-finite weights are refused; every problem is one InputError naming the file and the key or tensor.
 """
 
 from __future__ import annotations
