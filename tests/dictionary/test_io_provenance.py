@@ -199,3 +199,23 @@ def test_check_dictionary_model_names_the_layer(model: HookedModel, tmp_path: Pa
         check_dictionary_model(stack, _other(model), what="transcoders tcs")
     with pytest.raises(InputError, match=r"^one was made with tiny-a"):
         check_dictionary_model(stack[0], _other(model), what="one")
+
+
+def test_check_same_model_compares_two_records(model: HookedModel, caplog: pytest.LogCaptureFixture) -> None:
+    a, b = pv.provenance_record(model), pv.provenance_record(_other(model))
+    pv.check_same_model(a, dict(a, model_id="renamed"), what="d with s")
+    with pytest.raises(InputError, match=r"^d with s: made with different models \(tiny-a, weights [0-9a-f]{12}; "
+                                         r"tiny-b, weights [0-9a-f]{12}\); pass --allow-model-mismatch"):
+        pv.check_same_model(a, b, what="d with s")
+    with pytest.raises(InputError, match=r"^d with s: made with tiny-a \(d_model 32\) and x \(d_model 64\)"):
+        pv.check_same_model(a, {"model_id": "x", "dims": {**a["dims"], "d_model": 64}}, what="d with s",
+                            allow_mismatch=True)
+    old = {"id": "s", "weights_sha256": pv.weights_sha256(model)}
+    pv.check_same_model(old, dict(old), what="two stores")
+    with caplog.at_level(logging.WARNING, logger="lmscope.model.provenance"):
+        pv.check_same_model(a, b, what="d with s", allow_mismatch=True)
+        pv.check_same_model(a, old, what="d with old s")  # fingerprint vs full hash: not comparable
+        pv.check_same_model(None, a, what="bare")
+    assert "d with s: made with different models" in caplog.text and "used anyway" in caplog.text
+    assert "d with old s: no weights hash recorded by both" in caplog.text
+    assert "bare: one of them records no model provenance" in caplog.text

@@ -12,6 +12,8 @@ and `check_provenance(recorded, model, what=...)` compares it with the model in 
 are refused always (nothing would line up); a different weights fingerprint is refused unless the caller
 passes `allow_mismatch=True` (the CLI's `--allow-model-mismatch`), in which case it is logged. An artifact
 written before provenance existed (no fingerprint) is still read: the check logs a warning and returns.
+`check_same_model(a, b, what=...)` compares two records without any model (a dictionary and the store it is
+read with). The BOS choice is recorded, not checked: readers take the recorded one (see `lmscope.cli`).
 
 The fingerprint must be cheap on a real model and still change when any weight changes. It is a sha256
 over, for every tensor of the state dict in name order: its name, shape and dtype; an exact checksum of all
@@ -182,3 +184,32 @@ def check_provenance(recorded: Mapping[str, Any] | None, model: Any, *, what: st
         log.warning("%s; used anyway (%s)", msg, OVERRIDE)
         return
     raise InputError(f"{msg}; pass {OVERRIDE} to use it anyway")
+
+
+def check_same_model(first: Mapping[str, Any] | None, second: Mapping[str, Any] | None, *, what: str,
+                     allow_mismatch: bool = False) -> None:
+    """Refuse to use two artifacts together (`what`, e.g. "dictionary d with store s") when their records name
+    different models, without loading either model: dimensions, then the weights fingerprint (or, where both
+    carry only that, the full weights_sha256). Nothing comparable on one side: a logged warning."""
+    if not first or not second:
+        log.warning("%s: one of them records no model provenance; cannot check they come from one model", what)
+        return
+    names = [r.get("model_id") or r.get("id") or "an unnamed model" for r in (first, second)]
+    dims = [r.get("dims") for r in (first, second)]
+    if all(isinstance(d, Mapping) for d in dims):
+        diff = [k for k in DIMS if k in dims[0] and k in dims[1] and dims[0][k] != dims[1][k]]
+        if diff:
+            k = diff[0]
+            raise InputError(f"{what}: made with {names[0]} ({k} {dims[0][k]}) and {names[1]} ({k} {dims[1][k]}); "
+                             "their shapes do not fit together")
+    for key in ("weights_fingerprint", "weights_sha256"):
+        a, b = first.get(key), second.get(key)
+        if isinstance(a, str) and isinstance(b, str):
+            if a == b:
+                return
+            msg = f"{what}: made with different models ({names[0]}, weights {a[:12]}; {names[1]}, weights {b[:12]})"
+            if allow_mismatch:
+                log.warning("%s; used anyway (%s)", msg, OVERRIDE)
+                return
+            raise InputError(f"{msg}; pass {OVERRIDE} to use them together anyway")
+    log.warning("%s: no weights hash recorded by both; cannot check they come from one model", what)
