@@ -23,6 +23,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from lmscope.circuits.faithfulness import HeldoutCase
@@ -118,8 +119,11 @@ def _shifts(text: str, words: tuple[str, ...], wrap: bool) -> list[Swap]:
     n = len(words)
     ks = [k for k in range(1, n) if wrap or max(idx) + k < n] + [-k for k in range(1, n) if not wrap and min(idx) >= k]
     table = {w: i for i, w in enumerate(words)}
-    return [lambda w, k=k: words[(table[w] + k) % n] if w in table and (wrap or 0 <= table[w] + k < n) else w
-            for k in ks]
+
+    def shift(k: int) -> Swap:
+        return lambda w: words[(table[w] + k) % n] if w in table and (wrap or 0 <= table[w] + k < n) else w
+
+    return [shift(k) for k in ks]
 
 
 def _integer_shifts(text: str) -> list[Swap]:
@@ -130,8 +134,11 @@ def _integer_shifts(text: str) -> list[Swap]:
     def ok(w: str, k: int) -> bool:
         return int(w) + k >= 0 and len(str(int(w) + k)) == len(w)
 
-    return [lambda w, k=k: str(int(w) + k) if w.isdigit() and ok(w, k) else w
-            for k in sorted(range(-50, 51), key=lambda k: (abs(k), k)) if k and nums and all(ok(w, k) for w in nums)]
+    def shift(k: int) -> Swap:
+        return lambda w: str(int(w) + k) if w.isdigit() and ok(w, k) else w
+
+    return [shift(k) for k in sorted(range(-50, 51), key=lambda k: (abs(k), k))
+            if k and nums and all(ok(w, k) for w in nums)]
 
 
 def builtin_cases(model: HookedModel, prompt: str, target: Target, task: str, n: int, *, seed: int = 0
@@ -160,7 +167,7 @@ def builtin_cases(model: HookedModel, prompt: str, target: Target, task: str, n:
             maps = _names(text, rng, 4 * n)
         if not maps:
             raise InputError(f"--heldout: {task}: the prompt has no {task} to substitute ({prompt!r})")
-        candidates = [(_substitute(prompt, m), lambda m=m: _map_target(model, target, m)) for m in maps]
+        candidates = [(_substitute(prompt, m), partial(_map_target, model, target, m)) for m in maps]
     return _keep(model, prompt, candidates, n)
 
 
@@ -197,7 +204,11 @@ def _names(text: str, rng: random.Random, n: int) -> list[Swap]:
         return []
     others = [w for w in NAMES if w not in found]
     maps = [dict(zip(found, rng.sample(others, len(found)), strict=True)) for _ in range(n)]
-    return [lambda w, m=m: m.get(w, w) for m in maps]
+    return [partial(_rename, m) for m in maps]
+
+
+def _rename(mapping: dict[str, str], word: str) -> str:
+    return mapping.get(word, word)
 
 
 def _greater_than(model: HookedModel, prompt: str, target: Target, rng: random.Random
@@ -215,5 +226,5 @@ def _greater_than(model: HookedModel, prompt: str, target: Target, rng: random.R
     for c, y in pairs:
         text = re.sub(rf"\b{century}{yy}\b", f"{c}{y:02d}", prompt)
         text = re.sub(rf"\b{century}(\s*)$", rf"{c}\g<1>", text)
-        out.append((text, lambda y=y: greater_than_target(model, y, pos=target.pos)))
+        out.append((text, partial(greater_than_target, model, y, pos=target.pos)))
     return out

@@ -43,6 +43,7 @@ def circuit(model: ModelArg,
     from lmscope import HookedModel
     from lmscope.circuits import parse_target, trace_circuit
     from lmscope.circuits.analysis import describe_missing
+    from lmscope.circuits.faithfulness import HeldoutCase
     from lmscope.circuits.heldout import builtin_cases, read_cases
     from lmscope.dictionary.stack import load_transcoders
     from lmscope.errors import InputError
@@ -56,7 +57,9 @@ def circuit(model: ModelArg,
     tcs = load_transcoders(transcoders)
     hooked = HookedModel.from_pretrained(model)
     spec = parse_target(target, hooked, pos=position)
-    cases, skipped, source = [], [], ""
+    cases: list[HeldoutCase] = []
+    skipped: list[str] = []
+    source = ""
     if heldout is not None:  # every held-out prompt and target is checked before the trace
         if heldout_n < 1:
             raise InputError(f"--heldout-n: expected a positive number of prompts, got {heldout_n}")

@@ -14,7 +14,7 @@ from typing import Any
 
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 
-from lmscope.report.blocks import Figure, KeyValues, Table, Text
+from lmscope.report.blocks import Block, Figure, KeyValues, Table, Text
 from lmscope.report.figures import _layout
 from lmscope.report.report import Section
 
@@ -116,7 +116,7 @@ def circuit_section(result: Mapping[str, Any], n_layers: int, *, key: str = "cir
     kv.update(_faithfulness(result))
     paths = [[f"{p['value']:.4f}", p["label"]] for p in result["paths"][:12]]
     kinds = sorted(att["by_kind"].items(), key=lambda kv_: -abs(kv_[1]))
-    blocks = [
+    blocks: list[Block] = [
         Text(note or "With LayerNorm scales and attention patterns frozen from the forward pass, the target is an "
              "exact sum: transcoder features (activation × decoder · target), heads at each source position "
              "(pattern × the OV map pulled back onto the target), embeddings, transcoder errors and biases. "
