@@ -83,3 +83,12 @@ def test_heldout_file_and_refusals(saved: tuple[Path, Path], tmp_path: Path,
         code, out, err = run(capsys, *_args(saved, *extra, "--out", str(tmp_path / "x")))
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
         assert "trace" not in err and not (tmp_path / "x").exists()  # refused before any work or output
+
+
+def test_heldout_flags_are_checked_before_loading_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "no-model")  # neither the model nor the transcoders exist: the flags fail first
+    for extra, message in [(["--heldout", "weeks"], "--heldout: 'weeks' is neither a file nor a built-in task"),
+                           (["--heldout", "days", "--heldout-n", "-1"], "--heldout-n: expected a positive number")]:
+        code, _, err = run(capsys, "circuit", missing, "--transcoders", missing, "--prompt", PROMPT, "--target",
+                           "logit:Thursday", *extra)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

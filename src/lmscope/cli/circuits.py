@@ -44,7 +44,7 @@ def circuit(model: ModelArg,
     from lmscope.circuits import parse_target, trace_circuit
     from lmscope.circuits.analysis import describe_missing
     from lmscope.circuits.faithfulness import HeldoutCase
-    from lmscope.circuits.heldout import builtin_cases, read_cases
+    from lmscope.circuits.heldout import TASKS, builtin_cases, read_cases
     from lmscope.dictionary.stack import load_transcoders
     from lmscope.errors import InputError
     from lmscope.fileio import atomic_write_text, check_writable
@@ -54,6 +54,10 @@ def circuit(model: ModelArg,
     if out_dir is not None:
         for name in ("result.json", "graph.json", "report.html"):  # refuse before any work
             check_writable(Path(out_dir) / name, overwrite=overwrite)
+    if heldout is not None and heldout_n < 1:
+        raise InputError(f"--heldout-n: expected a positive number of prompts, got {heldout_n}")
+    if heldout is not None and not Path(heldout).exists() and heldout not in TASKS:  # before loading anything
+        raise InputError(f"--heldout: {heldout!r} is neither a file nor a built-in task ({', '.join(TASKS)})")
     tcs = load_transcoders(transcoders)
     hooked = HookedModel.from_pretrained(model)
     spec = parse_target(target, hooked, pos=position)
@@ -61,8 +65,6 @@ def circuit(model: ModelArg,
     skipped: list[str] = []
     source = ""
     if heldout is not None:  # every held-out prompt and target is checked before the trace
-        if heldout_n < 1:
-            raise InputError(f"--heldout-n: expected a positive number of prompts, got {heldout_n}")
         if Path(heldout).exists():
             cases, source = read_cases(heldout, hooked, target, position=position, limit=heldout_n), heldout
         else:
