@@ -4,6 +4,10 @@ With LayerNorm scales and attention patterns frozen from one forward pass, a tar
 or a later feature's pre-activation) is an exact sum of terms: earlier transcoder features
 (activation × decoder · target), heads at each source position (pattern × the OV map pulled back onto
 the target), embeddings, transcoder errors and biases. Chaining these gives paths and graphs.
+
+Every graph is scored (`faithfulness`): circuit-tracer's replacement and completeness scores, and the fraction of
+the target its features recover alone, live and in the attribution frame, on its prompt and on held-out prompts
+of the same task (`heldout`: from a file, or made from the prompt by substitution).
 """
 
 from lmscope.circuits.analysis import Attribution, CircuitResult, attribute, root_probe, target_value, trace_circuit
