@@ -65,7 +65,7 @@ def rank(store: StoreArg, labels: LabelsOpt, out_dir: OutOpt,
         raise InputError(f"--fast: only for --method lca (the probe), not {method}")
     st = ActivationStore(store)
     data = load_dataset(st, _corpus(st, labels, column), min_count=min_count, balance=balance, seed=seed,
-                        control=False)
+                        control=False, split=(0.2, seed))
     with progress_bars(not as_json) as stage:
         stage(f"ranking ({method})", 0, 1)
         result = rank_neurons(data, method, seed=seed, **(FAST_SETTINGS if fast else {}))
@@ -95,7 +95,7 @@ def evaluate(store: StoreArg, labels: LabelsOpt, ranking: Annotated[str, typer.O
     from lmscope.neurons.dataset import load_dataset
 
     st = ActivationStore(store)
-    data = load_dataset(st, _corpus(st, labels, column), min_count=min_count, seed=seed)
+    data = load_dataset(st, _corpus(st, labels, column), min_count=min_count, seed=seed, split=(0.2, seed))
     with progress_bars(not as_json) as stage:
         result = evaluate_ranking(data, NeuronRanking.load(ranking), _ks(ks), seed=seed, progress=stage)
     path = atomic_write_json(Path(out_dir) / "result.json", result, overwrite=overwrite)

@@ -68,11 +68,12 @@ def ablate_neurons(model: HookedModel, store: ActivationStore, corpus: LabeledCo
     """
     report = progress or (lambda stage, i, n: None)
     n_runs = 2 + random_draws
-    data = load_dataset(store, corpus, control=False, seed=seed)
+    data = load_dataset(store, corpus, control=False, seed=seed, split=(0.2, seed))  # train rows: a view
     if not 1 <= k <= len(data.units):
         raise InputError(f"--k: expected 1..{len(data.units)}, got {k}")
     train, test = data.split(seed=seed)
-    probe = LinearProbe(l1=1e-5, l2=1e-4, max_iter=200).fit(data.X[train], data.y[train])
+    X_train = data.part(train)
+    probe = LinearProbe(l1=1e-5, l2=1e-4, max_iter=200).fit(X_train, data.y[train])
     points = store.points
     test_sentences = sorted(set(data.sentence_index[test].tolist()))
     sentences = [corpus.sentences[i] for i in test_sentences]
@@ -80,7 +81,7 @@ def ablate_neurons(model: HookedModel, store: ActivationStore, corpus: LabeledCo
     # rows of the re-extracted test sentences that the dataset kept (all, unless classes were filtered)
     y_test = data.y[rows]
     aggregate = store.manifest["aggregation"]
-    means = {p: torch.from_numpy(m) for p, m in zip(points, np.split(data.X[train].mean(0), np.cumsum(
+    means = {p: torch.from_numpy(m) for p, m in zip(points, np.split(X_train.mean(0), np.cumsum(
         [store.dims[p] for p in points])[:-1]), strict=True)}
     texts = [" ".join(s) for s in sentences]
 

@@ -84,11 +84,12 @@ def rank_neurons(data: NeuronDataset, method: str = "lca", *, top: int | None = 
     """Fit `method` on a train split of `data` and rank every neuron (test accuracy reported for `lca`)."""
     ranker = make_ranker(method, **params)
     train, test = data.split(seed=seed)
-    ranker.fit(data.X[train], data.y[train])
+    X_train = data.part(train)  # a view where the dataset was loaded in this split's order
+    ranker.fit(X_train, data.y[train])
     accuracy: dict[str, float] = {}
     if isinstance(ranker, LinearProbe):
-        accuracy = {"train": float(ranker.score(data.X[train], data.y[train])),
-                    "test": float(ranker.score(data.X[test], data.y[test]))}
+        accuracy = {"train": float(ranker.score(X_train, data.y[train])),
+                    "test": float(ranker.score(data.part(test), data.y[test]))}
     per_class = {data.label_names[int(c)]: _entries(data.units, ranker.class_rankings_[i], ranker.class_scores_[i],
                                                     top)
                  for i, c in enumerate(ranker.classes_)}
@@ -110,13 +111,17 @@ def evaluate_ranking(data: NeuronDataset, ranking: NeuronRanking, ks: Sequence[i
                      progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Accuracy with the top / random / bottom k neurons, and selectivity (task − control) on the top k.
 
-    `progress(stage, i, n)` is told when each stage starts and ends (the probes are the slow part).
+    `progress(stage, i, n)` is told when each stage starts and ends (the probes are the slow part). The
+    train and test parts are views of `data.X` where it was loaded in this split's order
+    (`load_dataset(..., split=(0.2, seed))`), and the selectivity of all neurons reads them in stored order (the
+    same set: no permuted copy), so memory stays at one copy of the activations.
     """
     report = progress or (lambda stage, i, n: None)
     order = ranking_indices(ranking, data.units)
     train, test = data.split(seed=seed)
+    X_train, X_test = data.part(train), data.part(test)
     report("accuracy at k", 0, 1)
-    acc = accuracy_at_k(data.X[train], data.y[train], data.X[test], data.y[test], order, list(ks), seed=seed)
+    acc = accuracy_at_k(X_train, data.y[train], X_test, data.y[test], order, list(ks), seed=seed)
     report("accuracy at k", 1, 1)
     result: dict[str, Any] = {"kind": "neuron_evaluation", "method": ranking.method, **acc.to_dict()}
     if data.control is not None:
@@ -124,8 +129,8 @@ def evaluate_ranking(data: NeuronDataset, ranking: NeuronRanking, ks: Sequence[i
         sizes = [*ks, len(order)]
         for i, k in enumerate(sizes):
             report("selectivity", i, len(sizes))
-            s = selectivity(data.X[train], data.y[train], data.X[test], data.y[test], data.control[train],
-                            data.control[test], neurons=order[:k])
+            s = selectivity(X_train, data.y[train], X_test, data.y[test], data.control[train],
+                            data.control[test], neurons=order[:k] if k < len(order) else None)
             sel[str(k)] = s.to_dict()
         report("selectivity", len(sizes), len(sizes))
         result["selectivity"] = sel
