@@ -140,3 +140,16 @@ def test_negative_counts(store: Path, key: str) -> None:
     _edit_manifest(store, lambda m: (m.update({key: 3}), m["shards"][0].update(first_sentence=-4)))
     with pytest.raises(InputError, match=r"key 'shards'\[0\] has a negative index or count"):
         ActivationStore(store)
+
+
+def test_shapes_are_checked_against_the_model_even_without_provenance(store: Path,
+                                                                      made: tuple[Path, HookedModel]) -> None:
+    model = made[1]
+    _edit_manifest(store, lambda m: (m.update(model={}), m["dims"].update({POINT: 64})))
+    with pytest.raises(InputError, match=rf"^activation store {store}: point '{POINT}' has 64 columns, tiny-a gives "
+                                         r"128; it was made with another model$"):
+        ActivationStore(store, model=model, allow_mismatch=True)
+    _edit_manifest(store, lambda m: (m.update(points=["blocks.9.mlp.hook_post"]),
+                                     m.update(dims={"blocks.9.mlp.hook_post": 128})))
+    with pytest.raises(InputError, match=rf"^activation store {store} was made with another model: .*blocks\.9"):
+        ActivationStore(store, model=model)

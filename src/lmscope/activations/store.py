@@ -284,7 +284,19 @@ class ActivationStore:
 
     def check_model(self, model: Any, *, allow_mismatch: bool = False) -> None:
         """Refuse to use this store with `model` if it was extracted from another model (dimensions or weights
-        differ); `allow_mismatch` turns a weights mismatch into a logged warning. See `check_provenance`."""
+        differ); `allow_mismatch` turns a weights mismatch into a logged warning. See `check_provenance`.
+        The store's points and widths are checked against the model first, so even a store that records no
+        provenance is refused when its shapes cannot be this model's."""
+        from lmscope.activations.collect import point_dim
+
+        try:
+            model.check_names(self.points)
+        except InputError as err:
+            raise InputError(f"activation store {self.path} was made with another model: {err}") from None
+        for p in self.points:
+            if point_dim(model, p) != self.dims[p]:
+                raise InputError(f"activation store {self.path}: point {p!r} has {self.dims[p]} columns, "
+                                 f"{model.name} gives {point_dim(model, p)}; it was made with another model")
         check_provenance(self.provenance, model, what=f"activation store {self.path}", allow_mismatch=allow_mismatch)
 
     def load(self, points: Sequence[str] | None = None,
