@@ -126,3 +126,12 @@ def test_save_refuses_non_finite_weights_and_writes_nothing(tmp_path: Path) -> N
     with pytest.raises(InputError, match=r"not written: tensor 'W_enc' holds NaN or infinite values"):
         save_dictionary(d, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_save_into_an_impossible_place_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'file'}: exists and is not a directory$"):
+        save_dictionary(Dictionary(CFG), tmp_path / "file")
+    with pytest.raises(InputError, match=rf"^{tmp_path / 'file' / 'sub'}: cannot write the dictionary \(Not a "
+                                         r"directory\)$"):
+        save_dictionary(Dictionary(CFG), tmp_path / "file" / "sub")

@@ -115,9 +115,12 @@ def save_dictionary(dictionary: Dictionary, directory: str | Path, *, overwrite:
     if bad:
         raise InputError(f"{out}: not written: tensor {bad[0]!r} holds NaN or infinite values (training diverged)")
     cfg = dictionary_cfg_json(dictionary, provenance_record(model) if model is not None else None)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / WEIGHTS_FILE, save(tensors), overwrite=True)
-    atomic_write_json(out / CFG_FILE, cfg, overwrite=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / WEIGHTS_FILE, save(tensors), overwrite=True)
+        atomic_write_json(out / CFG_FILE, cfg, overwrite=True)
+    except OSError as err:  # a file where a directory must be, no permission, a full disk
+        raise InputError(f"{out}: cannot write the dictionary ({err.strerror or err})") from None
     return out
 
 
