@@ -40,3 +40,14 @@ def test_sample_field_types(tmp_path: Path, field: str, value: object, message: 
     path.write_text(json.dumps({"text": "a b", "kind": "grammar", field: value}) + "\n")
     with pytest.raises(InputError, match=rf"s\.jsonl:1: {message}"):
         read_jsonl(path)
+
+
+def test_write_jsonl_into_an_impossible_place(tmp_path: Path) -> None:
+    from lmscope.data.samples import Sample, write_jsonl
+
+    (tmp_path / "file").write_text("x")
+    sample = Sample.from_words(["a", "b"], "grammar")
+    with pytest.raises(InputError, match=r"file/s\.jsonl: cannot write \((File exists|Not a directory)\)$"):
+        write_jsonl([sample], tmp_path / "file" / "s.jsonl")
+    with pytest.raises(InputError, match=r"already exists"):
+        write_jsonl([sample], tmp_path / "file")

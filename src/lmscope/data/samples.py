@@ -189,7 +189,10 @@ def write_jsonl(
 ) -> Path:
     """Write samples as one JSON object per line, atomically; an existing file needs `overwrite`."""
     lines = [json.dumps(s.to_dict(), ensure_ascii=False) for s in samples]
-    return atomic_write_text(path, "".join(line + "\n" for line in lines), overwrite=overwrite)
+    try:
+        return atomic_write_text(path, "".join(line + "\n" for line in lines), overwrite=overwrite)
+    except OSError as exc:  # a missing or non-directory parent, no permission, a full disk
+        raise InputError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 
 def read_jsonl(path: str | os.PathLike[str]) -> list[Sample]:
