@@ -247,8 +247,10 @@ class ActivationStore:
             for p in names:
                 cols = neurons.get(p) if isinstance(neurons, dict) else neurons
                 t = tensors[p]
-                if cols is not None and any(not 0 <= int(c) < self.dims[p] for c in cols):
-                    raise InputError(f"neurons: an index is outside 0..{self.dims[p] - 1} for point {p!r}")
+                if cols is not None:
+                    c = np.asarray(list(cols), dtype=np.int64)
+                    if c.size and (c.min() < 0 or c.max() >= self.dims[p]):
+                        raise InputError(f"neurons: an index is outside 0..{self.dims[p] - 1} for point {p!r}")
                 acts[p] = t[:, list(cols)] if cols is not None else t
             yield Shard(entry["index"], acts, tensors["sentence_index"], tensors["word_index"],
                         meta.get("sentences", []), meta.get("first_sentence", 0))
