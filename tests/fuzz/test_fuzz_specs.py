@@ -1,5 +1,6 @@
-"""Fuzzing the small string languages of the CLI: unit strings, circuit targets, --layers, --outcome and the
-LLM simulator's answers. Each parses to a valid value or raises InputError; units print back to themselves.
+"""Fuzzing the small string languages of the CLI: unit strings, circuit targets, --layers, --outcome, --head,
+the causal commands' input files and the LLM simulator's answers. Each parses to a valid value or raises
+InputError; units print back to themselves.
 
 Tests marked `xfail(strict=True, raises=ValueError)` pin bugs found by this suite in files whose owners have
 them reported (`str.isdigit()` is true for digits such as '²' that `int()` refuses): they fail loudly once the
@@ -8,11 +9,14 @@ bug is fixed, so that the marker is removed and the property holds from then on.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from fuzz.fuzz_helpers import valid_or_input_error
+from fuzz.fuzz_helpers import json_values, valid_or_input_error
 from lmscope import HookedModel
 from lmscope.autointerp.llm import parse_simulation
 from lmscope.circuits.targets import parse_target
@@ -91,3 +95,37 @@ def test_outcome_specs(outcome: str, target: str | None, foil: str | None) -> No
 def test_simulator_answers(text: str, n: int) -> None:
     out = parse_simulation(text, n)
     assert out.shape == (n,) and ((out >= 0) & (out <= 1)).all()
+
+
+@settings(max_examples=100)
+@given(text=st.text(st.sampled_from(list("0123456789.-x ")), max_size=6), n_layers=st.integers(1, 4),
+       n_heads=st.integers(1, 4))
+def test_head_specs(text: str, n_layers: int, n_heads: int) -> None:
+    from lmscope.cli.heads import parse_head
+
+    ok, head = valid_or_input_error(lambda: parse_head(text, n_layers, n_heads))
+    if ok:
+        assert 0 <= head[0] < n_layers and 0 <= head[1] < n_heads
+
+
+@pytest.mark.xfail(strict=True, raises=ValueError, reason="lmscope.cli.heads.parse_head: int() of '²' after "
+                   "str.isdigit() (reported)")
+def test_head_specs_unicode_digits() -> None:
+    from lmscope.cli.heads import parse_head
+
+    valid_or_input_error(lambda: parse_head("0.²", 2, 4))
+
+
+@settings(max_examples=100)
+@given(rows=st.lists(json_values | st.fixed_dictionaries({"text": json_values}), max_size=3),
+       suffix=st.sampled_from([".jsonl", ".txt"]))
+def test_causal_input_files(scratch: Path, rows: list[object], suffix: str) -> None:
+    from lmscope.cli.causal import read_rows, read_texts
+
+    path = scratch / f"inputs{suffix}"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ok, texts = valid_or_input_error(lambda: read_texts(str(path)))
+    if ok:
+        assert texts and all(isinstance(t, str) for t in texts)
+    if suffix == ".jsonl":
+        valid_or_input_error(lambda: read_rows(str(path), ["text", "label"]))
