@@ -218,7 +218,7 @@ def test_only_positions_with_a_next_token_are_unembedded() -> None:
 
 def test_bad_budgets_are_refused() -> None:
     model = tiny_hooked_with_tokenizer()
-    with pytest.raises(InputError, match="max_bytes/max_elements: expected positive numbers, got 0 and 16777216"):
+    with pytest.raises(InputError, match="max_bytes/max_elements: expected positive numbers, got 0 and 8388608"):
         heads_in_the_wild(model, WILD_TEXTS, max_bytes=0)
 
 

@@ -44,7 +44,7 @@ from lmscope.model.units import Unit
 Outcome = Callable[[Tensor, Tensor], Tensor]
 """`outcome(output, index) -> Tensor [rows]`: `output` is a HookedModel's next-token logits at each row's last
 real token `[rows, d_vocab]` (any other model's own output); `index [rows]` says which base row each is."""
-DEFAULT_MAX_BYTES = 256 * 2**20
+DEFAULT_MAX_BYTES = 128 * 2**20
 """Working memory one forward of the engine may take (its logits, activations and attention windows)."""
 Progress = Callable[[str, int, int], None]
 """`progress(stage, i, n)`: stages "source run" and "base run" (0/1, then 1/1) and "patching" (stacked forwards

@@ -281,7 +281,7 @@ def mediate(model: ModelArg,
             top_k: Annotated[int, typer.Option(help="k of the top-k share (localization).")] = 3,
             chunk_mb: Annotated[int, typer.Option(help="Working memory (MB) of each batched forward: rows, "
                                                   "pairs and components go in batches that fit it; more is faster "
-                                                  "per forward, the results are the same.")] = 256,
+                                                  "per forward, the results are the same.")] = 128,
             seed: int = 0, out_dir: OutDir = None, overwrite: Overwrite = False, as_json: JsonFlag = False) -> None:
     """TE, NDE and NIE of every component at the last token, unadjusted and adjusted for the confounder.
 

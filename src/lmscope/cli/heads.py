@@ -227,7 +227,7 @@ def wild(model: ModelArg, out_dir: OutOpt = None,
                                                   "per-layer cost, and holds its logits in memory).")] = 16,
          chunk_mb: Annotated[int, typer.Option(help="Most megabytes of next-token log-probabilities a batch holds "
                                                "(fewer texts per batch where they would pass it; the results are "
-                                               "the same).")] = 256,
+                                               "the same).")] = 128,
          overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Heads in the wild: per token, the head whose direct effect matters most, and what kind of token it is.
 

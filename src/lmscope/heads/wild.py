@@ -41,7 +41,7 @@ from lmscope.model.hooked import HookedModel
 from lmscope.model.inputs import TokenBatch
 from lmscope.model.norms import frozen_divisor, norm_parts
 
-DEFAULT_MAX_BYTES = 256 * 2**20
+DEFAULT_MAX_BYTES = 128 * 2**20
 """A batch's `[positions, d_vocab]` float32 log-probabilities are kept under this."""
 
 Progress = Callable[[str, int, int], None]
@@ -170,7 +170,7 @@ def _batches(model: HookedModel, texts: Sequence[str], batch_size: int, max_byte
 
 @torch.inference_mode()
 def heads_in_the_wild(model: HookedModel, texts: Sequence[str], *, batch_size: int = 16, n_examples: int = 5,
-                      max_elements: int = 2**24, max_bytes: int = DEFAULT_MAX_BYTES,
+                      max_elements: int = 2**23, max_bytes: int = DEFAULT_MAX_BYTES,
                       progress: Progress | None = None, corpus: dict[str, Any] | None = None) -> WildResult:
     """Direct-effect mean ablation of every head on `texts`; categories of the tokens each head matters for.
 
@@ -222,7 +222,7 @@ def direct_weights(model: HookedModel) -> tuple[Tensor, Tensor]:
     return W_O * final_norm_gain(model).float().to(W_O.device), model.W_U.float()
 
 
-def batch_losses(model: HookedModel, batch: TokenBatch, z_mean: Tensor, *, max_elements: int = 2**24,
+def batch_losses(model: HookedModel, batch: TokenBatch, z_mean: Tensor, *, max_elements: int = 2**23,
                  on_layer: Callable[[int], None] | None = None,
                  weights: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """`(mask [batch, pos], loss_up [P, layer, head])`: for the P positions where `mask` is true (a real token
