@@ -63,6 +63,13 @@ def test_tensor_digest_odd_byte_lengths_and_bool() -> None:
     assert pv._tensor_digest(torch.zeros(0)) == (0, b"")
 
 
+def test_tensor_digest_of_an_unaligned_view_equals_its_copy() -> None:
+    """A half-precision tensor that is a view into a shared buffer at an odd element offset (2 bytes)."""
+    view = torch.arange(11, dtype=torch.float16)[1:]
+    assert view.storage_offset() == 1
+    assert pv._tensor_digest(view) == pv._tensor_digest(view.clone())
+
+
 def test_fingerprint_equal_for_equal_weights_and_cached(model: HookedModel) -> None:
     fp = pv.weights_fingerprint(model)
     twin = HookedModel(copy.deepcopy(model.hf), name="copy")

@@ -64,6 +64,8 @@ def _tensor_digest(t: torch.Tensor) -> tuple[int, bytes]:
     if n == 0:
         return 0, b""
     raw = flat.contiguous().view(torch.uint8)
+    if raw.storage_offset() % 4:  # a view into a shared buffer: the int32 reading needs aligned bytes
+        raw = raw.clone()
     whole = raw.numel() // 4 * 4  # the bytes as int32 words (summed in int32: one fast vectorized pass)
     total = int(raw[:whole].view(torch.int32).sum(dtype=torch.int32).item()) if whole else 0
     total += sum(int(b) << (8 * i) for i, b in enumerate(raw[whole:].tolist()))
