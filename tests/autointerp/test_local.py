@@ -127,11 +127,13 @@ def test_explain_many_batches_units_and_skips_dead_ones(lm: LocalLM) -> None:
 
 def test_scoring_with_the_hf_pair_keeps_the_offline_baseline_and_reports_progress(lm: LocalLM) -> None:
     sentences, acts, units = planted_corpus(60)
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[str, int, int]] = []
     hf = score_activations(acts[:, :5], sentences, units[:5], explainer=HFExplainer(lm, max_new_tokens=4),
-                           simulator=HFSimulator(lm), progress=lambda i, n: seen.append((i, n)), unit_batch=2)
+                           simulator=HFSimulator(lm), progress=lambda i, n: seen.append(("unit", i, n)),
+                           unit_batch=2, explain_progress=lambda i, n: seen.append(("explained", i, n)))
     offline = score_activations(acts[:, :5], sentences, units[:5])
-    assert seen == [(i, 5) for i in range(1, 6)]
+    assert seen == [("explained", 2, 5), ("unit", 1, 5), ("unit", 2, 5), ("explained", 4, 5), ("unit", 3, 5),
+                    ("unit", 4, 5), ("explained", 5, 5), ("unit", 5, 5)]
     rows, plain = hf.rows("p"), offline.rows("p")
     for row, base in zip(rows, plain, strict=True):
         for m in ("top_and_random", "random_only", "detection"):
@@ -148,6 +150,10 @@ def test_bad_settings_are_input_errors() -> None:
         LocalLM("x", batch_size=0)
     with pytest.raises(InputError, match="filler must not contain a tab"):
         HFSimulator(LocalLM("x"), filler="\t")
+    with pytest.raises(InputError, match="batch_size must be a positive integer, got 0"):
+        HFSimulator(LocalLM("x"), batch_size=0)
+    with pytest.raises(InputError, match="expected positive max_records"):
+        HFExplainer(LocalLM("x"), max_records=0)
 
 
 def test_cli_hf_explainer_prints_progress_and_both_scores(capsys: pytest.CaptureFixture[str],
@@ -166,6 +172,7 @@ def test_cli_hf_explainer_prints_progress_and_both_scores(capsys: pytest.Capture
                          "--llm-batch-size", "2", "--out", str(tmp_path / "r"))
     assert code == 0, err
     assert "loading the explainer: 1/1" in err and "scoring blocks.0.mlp.hook_post: 3/3" in err
+    assert "scoring blocks.0.mlp.hook_post, explanations: 3/3" in err
     assert "blocks.0.mlp.hook_post (hf): top_and_random" in out and "all (offline): top_and_random" in out
     saved = json.loads((tmp_path / "r" / "result.json").read_text())
     assert saved["explainer"] == saved["simulator"] == "hf"

@@ -270,9 +270,11 @@ class HFSimulator:
 
     name = "hf"
 
-    def __init__(self, lm: LocalLM, filler: str = "\n", batch_size: int = 16) -> None:
+    def __init__(self, lm: LocalLM, filler: str = "\n", batch_size: int = 8) -> None:
         if "\t" in filler:
             raise InputError(f"HFSimulator: filler must not contain a tab, got {filler!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"HFSimulator: batch_size must be a positive integer, got {batch_size!r}")
         self.lm = lm
         self.filler = filler
         self.batch_size = batch_size

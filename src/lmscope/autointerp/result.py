@@ -104,7 +104,9 @@ def _score_point(acts: torch.Tensor, sentences: Sequence[Sequence[str]], units: 
                  simulator: Simulator | None, progress: Progress | None) -> list[dict[str, Any]]:
     scored = score_activations(acts, sentences, units, labels=labels, cfg=cfg, explainer=explainer,
                                simulator=simulator,
-                               progress=(lambda i, n: progress(point, i, n)) if progress else None)
+                               progress=(lambda i, n: progress(point, i, n)) if progress else None,
+                               explain_progress=(lambda i, n: progress(f"{point}, explanations", i, n))
+                               if progress else None)
     return scored.rows(point)
 
 

@@ -111,11 +111,12 @@ def score_activations(acts: Tensor, sentences: Sequence[Sequence[str]], units: S
                       labels: dict[str, RowLabels] | None = None, cfg: RecordConfig | None = None,
                       explainer: Explainer | None = None, simulator: Simulator | None = None,
                       progress: Progress | None = None, baseline: bool | None = None,
-                      unit_batch: int = 8) -> ScoredUnits:
+                      unit_batch: int = 8, explain_progress: Progress | None = None) -> ScoredUnits:
     """Explain and score every column of `acts [rows, n]` (rows = the words of `sentences`), plus structure.
 
     `baseline` (default: whenever `explainer` is not the offline one) also scores each unit with the offline
-    pair. `progress(i, n)` is called after every unit."""
+    pair. `progress(i, n)` is called after every unit; `explain_progress(i, n)` after every batched explanation
+    (`explain_many`: units explained so far), since one batch can take a while before its first unit is scored."""
     cfg = cfg or RecordConfig()
     if baseline is None:
         baseline = getattr(explainer, "name", "offline") != "offline"
@@ -127,6 +128,8 @@ def score_activations(acts: Tensor, sentences: Sequence[Sequence[str]], units: S
         if hasattr(explainer, "explain_many"):
             explanations = explainer.explain_many(  # type: ignore[union-attr]
                 [(r.explanation_records(), r.max_activation) for r in chunk])
+            if explain_progress is not None:
+                explain_progress(len(scores) + len(chunk), len(units))
         else:
             explanations = [None] * len(chunk)
         for records, explanation in zip(chunk, explanations, strict=True):
