@@ -267,3 +267,52 @@ def test_train_stack_all_layers_table_and_circuit(tmp_path: Path, capsys: pytest
     code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layers", "0,1", "--kind", "sae", "--hook",
                        "blocks.0.hook_resid_mid", "--out", str(tmp_path / "y"))
     assert code == 2 and "{layer}" in err
+
+
+def test_stopped_train_resumes_by_itself_to_the_same_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during `dict train` says where to resume; the same command then continues from the newest
+    checkpoint (made by default) and ends with the bytes of an uninterrupted run; the checkpoints go away."""
+    from lmscope.dictionary.train import Trainer
+
+    args = ["dict", "train", "zoo:gpt2-tiny", "--layer", "1", "--d-sae", "64", "--tokens", "2560", "--batch-size",
+            "256", "--activation", "topk", "--k", "8"]
+    code, _, err = run(capsys, *args, "--out", str(tmp_path / "whole"))
+    assert code == 0, err
+    assert not (tmp_path / "whole" / "checkpoints").exists()  # default checkpoints are removed at the end
+    original = Trainer.train_step
+
+    def interrupt(self: Trainer, step: int, x: Any, y: Any) -> Any:
+        if step == 6:
+            raise KeyboardInterrupt
+        return original(self, step, x, y)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
+    code, _, err = run(capsys, *args, "--out", str(tmp_path / "cut"))
+    assert code == 130 and "rerun the same command to resume from" in err and "step-00000006.pt" in err
+    assert not (tmp_path / "cut" / "cfg.json").exists()
+    monkeypatch.setattr(Trainer, "train_step", original)
+    code, _, err = run(capsys, *args, "--out", str(tmp_path / "cut"))
+    assert code == 0, err
+    weights = "sae_weights.safetensors"
+    assert (tmp_path / "cut" / weights).read_bytes() == (tmp_path / "whole" / weights).read_bytes()
+    assert not (tmp_path / "cut" / "checkpoints").exists()
+    # a checkpoint of other settings is refused, naming the way out; --overwrite starts over
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
+    run(capsys, *args, "--out", str(tmp_path / "other"))
+    monkeypatch.setattr(Trainer, "train_step", original)
+    code, _, err = run(capsys, *args[:-1], "4", "--out", str(tmp_path / "other"))
+    assert code == 2 and "other settings" in err and "--overwrite" in err and "Traceback" not in err
+    code, _, err = run(capsys, *args[:-1], "4", "--out", str(tmp_path / "other"), "--overwrite")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--tokens", "0"), ("--d-sae", "0"),
+                                             ("--reuse", "0"), ("--l1", "nan"), ("--l1", "-1"), ("--k", "0"),
+                                             ("--checkpoint-every", "-1")])
+def test_train_refuses_bad_numbers_before_loading(flag: str, value: str, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    for extra in ([], ["--layers", "all"]):
+        code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", flag, value, *extra, "--out", str(tmp_path))
+        assert code == 2 and err.startswith(f"lmscope: error: {flag}: expected") and "Traceback" not in err
+    assert not any(tmp_path.iterdir())

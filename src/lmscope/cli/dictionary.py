@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,9 +27,42 @@ ExcludeFirstOpt = Annotated[int | None, typer.Option(
 TextsOpt = Annotated[int, typer.Option(help="Use at most this many texts of the corpus (its first ones).")]
 
 
-def _stage_for(stage: Any) -> Any:
-    """A training progress callback `(i, n, record)` that reports the stage 'training'."""
-    return lambda i, n, rec: stage("training", i, n)
+def _check_sizes(*, d_sae: int, tokens: int, batch_size: int, k: int | None, reuse: int, l1: float) -> None:
+    """Sizes and counts >= 1 and a finite, non-negative L1 coefficient, before anything loads."""
+    for flag, v in (("--d-sae", d_sae), ("--tokens", tokens), ("--batch-size", batch_size), ("--reuse", reuse)):
+        if v < 1:
+            raise InputError(f"{flag}: expected a positive number, got {v}")
+    if k is not None and not 1 <= k <= d_sae:
+        raise InputError(f"--k: expected 1..{d_sae} (--d-sae) active features, got {k}")
+    if not math.isfinite(l1) or l1 < 0:
+        raise InputError(f"--l1: expected a finite coefficient >= 0, got {l1}")
+
+
+def _plan(target: Path, tokens: int, batch_size: int, every: int | None, overwrite: bool) -> Any:
+    from lmscope.dictionary.train import plan_checkpoints
+
+    return plan_checkpoints(target, math.ceil(tokens / batch_size), every, overwrite=overwrite)
+
+
+def _remove_checkpoints(target: Path) -> None:
+    from lmscope.dictionary.train import remove_checkpoints
+
+    remove_checkpoints(target)
+
+
+@contextmanager
+def _resumable(target: Path, plan: Any) -> Iterator[None]:
+    """Ctrl-C during training: say where the newest checkpoint is and how to continue (exit code 130)."""
+    from lmscope.dictionary.train import latest_checkpoint
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        last = latest_checkpoint(target) if plan.every else None
+        where = (f"; rerun the same command to resume from {last}" if last is not None
+                 else "; no checkpoint was written yet (rerun to start again)")
+        err.print(f"lmscope: interrupted{where}", markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(130) from None
 
 
 def _load(directory: str, model: str | None, corpus: str | None, texts: int, stage: Any,
@@ -127,9 +162,12 @@ def train(model: ModelArg,
           spliced: Annotated[bool, typer.Option(
               "--spliced/--no-spliced", help="With --layers: LM loss with each layer's dictionary spliced in "
               "(3 forwards per eval batch per layer).")] = True,
-          checkpoint_every: Annotated[int, typer.Option(help="Steps between checkpoints (0: none).")] = 0,
-          resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in --out.")] = False,
-          overwrite: Annotated[bool, typer.Option(help="Replace an existing dictionary in --out.")] = False,
+          checkpoint_every: Annotated[int | None, typer.Option(
+              help="Steps between checkpoints in --out/checkpoints/ (default: about ten a run, removed once it "
+              "finishes; 0: none). A run that was stopped resumes from the newest one when rerun with the same "
+              "command, to the same weights an uninterrupted run gives.")] = None,
+          overwrite: Annotated[bool, typer.Option(help="Replace an existing dictionary in --out (and start over, "
+                                                  "discarding its checkpoints).")] = False,
           as_json: JsonFlag = False) -> None:
     """Train an SAE or a transcoder on activations streamed from the model over your corpus.
 
@@ -148,11 +186,13 @@ def train(model: ModelArg,
                      activation=activation, l1=l1, k=k, tokens=tokens, batch_size=batch_size, reuse=reuse,
                      exclude_first=exclude_first, prepend_bos=prepend_bos, seed=seed, buffer_tokens=buffer_tokens,
                      dtype=dtype,
-                     eval_texts=eval_texts, spliced=spliced, checkpoint_every=checkpoint_every, resume=resume,
+                     eval_texts=eval_texts, spliced=spliced, checkpoint_every=checkpoint_every,
                      overwrite=overwrite, as_json=as_json)
         return
     if (target / "cfg.json").exists() and not overwrite:
         raise InputError(f"{target / 'cfg.json'}: already exists; pass --overwrite to replace it")
+    _check_sizes(d_sae=d_sae, tokens=tokens, batch_size=batch_size, k=k, reuse=reuse, l1=l1)
+    plan = _plan(target, tokens, batch_size, checkpoint_every, overwrite)
     rule_check = PositionRule(False, exclude_first)  # refuses a negative --exclude-first before any work
     load_corpus(corpus, model_name=model, synthetic_texts=1)  # one line asking for --corpus, before the model loads
     with progress_bars(True) as stage:
@@ -164,12 +204,15 @@ def train(model: ModelArg,
                                    PositionRule.for_model(hooked, rule_check.exclude_first))
         if note:
             err.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
-        est = train_dictionary(hooked, kind=kind, layer=layer, hook=hook, d_sae=d_sae, activation=activation,
-                               l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size, seed=seed,
-                               corpus=text, exclude_first=rule_check.exclude_first, reuse=reuse,
-                               out_dir=target if checkpoint_every else None, checkpoint_every=checkpoint_every,
-                               resume=resume, progress=_stage_for(stage))
+        with _resumable(target, plan):
+            est = train_dictionary(hooked, kind=kind, layer=layer, hook=hook, d_sae=d_sae, activation=activation,
+                                   l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size, seed=seed,
+                                   corpus=text, exclude_first=rule_check.exclude_first, reuse=reuse,
+                                   out_dir=target if plan.every else None, checkpoint_every=plan.every,
+                                   resume=plan.resume, progress=stage)
     path = est.save(target, overwrite=overwrite)
+    if plan.auto:
+        _remove_checkpoints(target)
     cfg = est.dictionary_.cfg
     last = est.history_[-1] if est.history_ else {}
     record = cfg.corpus or {}
@@ -196,7 +239,7 @@ def train(model: ModelArg,
 def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, layers: str, hook: str | None,
                  d_sae: int, activation: str, l1: float, k: int | None, tokens: int, batch_size: int, reuse: int,
                  exclude_first: int, prepend_bos: bool | None, seed: int, buffer_tokens: int | None,
-                 dtype: Any, eval_texts: int, spliced: bool, checkpoint_every: int, resume: bool, overwrite: bool,
+                 dtype: Any, eval_texts: int, spliced: bool, checkpoint_every: int | None, overwrite: bool,
                  as_json: bool) -> None:
     """`dict train --layers`: a stack from one forward per batch (`lmscope.dictionary.multi`)."""
     from dataclasses import replace
@@ -209,6 +252,8 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
     from lmscope.fileio import check_writable
 
     check_writable(target / "result.json", overwrite=overwrite)
+    _check_sizes(d_sae=d_sae, tokens=tokens, batch_size=batch_size, k=k, reuse=reuse, l1=l1)
+    plan = _plan(target, tokens, batch_size, checkpoint_every, overwrite)
     if activation == "topk" and k is None:
         raise InputError("--k: a TopK dictionary needs k")
     if eval_texts < 0:
@@ -224,16 +269,19 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
         chosen = parse_layers(layers, hooked.cfg.n_layers)
         text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         train_texts, held, held_out = split_eval_texts(text.texts, eval_texts)
-        run = train_stack(hooked, layers=chosen, kind=kind, hook=hook, d_sae=d_sae, activation=activation,
-                          l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size,
-                          corpus=replace(text, texts=train_texts),
-                          exclude_first=exclude_first, reuse=reuse, seed=seed, buffer_tokens=buffer_tokens,
-                          out_dir=target if checkpoint_every else None, checkpoint_every=checkpoint_every,
-                          resume=resume, progress=stage)
+        with _resumable(target, plan):
+            run = train_stack(hooked, layers=chosen, kind=kind, hook=hook, d_sae=d_sae, activation=activation,
+                              l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size,
+                              corpus=replace(text, texts=train_texts),
+                              exclude_first=exclude_first, reuse=reuse, seed=seed, buffer_tokens=buffer_tokens,
+                              out_dir=target if plan.every else None, checkpoint_every=plan.every,
+                              resume=plan.resume, progress=stage)
         hooked.hf.float()  # the table in float32 whatever the streaming dtype
         table = stack_table(hooked, run, held, spliced=spliced, progress=stage)
     meta = {"model": hooked.name, "eval": {"n_texts": len(held), "held_out": held_out, "spliced": spliced}}
     path = save_stack(run, table, target, overwrite=overwrite, meta=meta)
+    if plan.auto:
+        _remove_checkpoints(target)
     if as_json:
         import json
 

@@ -204,6 +204,17 @@ def _fingerprint(names: list[str], stream: StackStream, world: int, extra: dict[
             "reuse": stream.reuse, "exclude_first": stream.positions.exclude_first, **extra}
 
 
+def _differences(was: Any, now: dict[str, Any]) -> str:
+    """The settings that differ between a checkpoint's fingerprint and this run's, in a few words."""
+    if not isinstance(was, dict):
+        return "not a stack checkpoint of this lmscope"
+    flat_was = {**was, **(was.get("settings") or {})}
+    flat_now = {**now, **now["settings"]}
+    diff = [f"{k}: {flat_was.get(k)!r} -> {v!r}" for k, v in flat_now.items()
+            if k != "settings" and flat_was.get(k) != v]
+    return "; ".join(diff[:4]) or "unknown"
+
+
 def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "transcoder", hook: str | None = None,
                 d_sae: int = 1024, activation: str = "relu", l1_coefficient: float = 1.0, k: int | None = None,
                 tokens: int = 200_000, batch_size: int = 1024, lr: float = 2e-3,
@@ -251,7 +262,13 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
         tc.checkpoint_every, tc.keep_checkpoints = checkpoint_every, keep_checkpoints
         trainers[la] = Trainer(module, tc)
     n_steps = next(iter(trainers.values())).tc.n_steps
-    extra = {"layers": list(hooks), "seed": seed}
+    settings = {"kind": kind, "d_sae": d_sae, "activation": activation, "l1_coefficient": l1_coefficient, "k": k,
+                "tokens": tokens, "batch_size": batch_size, "lr": lr, "seed": seed, "reuse": reuse,
+                "buffer_tokens": buffer_tokens, "fill_texts": stream.fill_texts, "text_batch": text_batch,
+                "world": world, "corpus": record, "positions": pos_rule.to_dict()}
+    extra = {"layers": list(hooks), "seed": seed, "model": model.name,
+             "settings": {k_: v for k_, v in settings.items() if k_ != "corpus"},
+             "texts": record.get("texts_sha256") or record.get("sha256")}
     fingerprint = _fingerprint(names, stream, world, extra)
     start, where = 0, (0, 0)
     ckpt_root = Path(out_dir) if out_dir is not None else None
@@ -259,8 +276,9 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
     if path is not None:
         state = read_checkpoint(path)
         if state.get("stack") != fingerprint:
-            raise InputError(f"{path}: a checkpoint of a different stack run (was {state.get('stack')!r}, now "
-                             f"{fingerprint!r}); use a new output directory or the same settings")
+            diff = _differences(state.get("stack"), fingerprint)
+            raise InputError(f"{path}: a checkpoint of a run with other settings ({diff}); rerun with those "
+                             "settings to resume, or pass --overwrite to start over")
         for la, tr in trainers.items():
             tr.load_state(state["layers"][str(la)], path)
         torch.set_rng_state(state["torch_rng"])
@@ -294,10 +312,6 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
     wall = time.perf_counter() - t0
     for la, tr in trainers.items():
         ests[la].fitted(tr.m, tr.result(start))
-    settings = {"kind": kind, "d_sae": d_sae, "activation": activation, "l1_coefficient": l1_coefficient, "k": k,
-                "tokens": tokens, "batch_size": batch_size, "lr": lr, "seed": seed, "reuse": reuse,
-                "buffer_tokens": buffer_tokens, "fill_texts": stream.fill_texts, "text_batch": text_batch,
-                "world": world, "corpus": record, "positions": pos_rule.to_dict()}
     return StackTraining(ests, hooks, n_steps, n_steps * batch_size, stream.rows_computed, wall, stream.forward_s,
                          start, settings, train_s)
 

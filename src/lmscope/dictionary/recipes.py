@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from lmscope.data.corpus import SYNTHETIC, Corpus, load_corpus
-from lmscope.dictionary.buffer import ActivationBuffer
 from lmscope.dictionary.estimators import SAE, Transcoder
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
@@ -124,25 +123,25 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
                      texts: Sequence[str] | None = None, corpus: Corpus | str | None = None,
                      exclude_first: int = 0, reuse: int = 1, seed: int = 0, out_dir: str | Path | None = None,
                      checkpoint_every: int = 0, resume: bool = False,
-                     progress: Callable[[int, int, dict[str, Any]], None] | None = None) -> SAE | Transcoder:
-    """Train an SAE or transcoder on activations streamed from `model`.
+                     progress: Callable[[str, int, int], None] | None = None) -> SAE | Transcoder:
+    """Train an SAE or transcoder on activations streamed from `model`: a one-layer stack
+    (`lmscope.dictionary.multi.train_stack`), so its data order is a function of (texts, seed, step) and a
+    run stopped at a checkpoint resumes to the bytes an uninterrupted run gives.
 
     The text: `texts` as given, or `corpus` (a `Corpus`, a file, or `"synthetic"`; None: the synthetic
     corpus for zoo models, an InputError asking for text for any other, see `lmscope.data.corpus`). The
     BOS position and the first `exclude_first` text tokens of every text are left out
     (`lmscope.dictionary.positions`); the position rule and the corpus (`corpus_record`) go into cfg.json.
-    `reuse`: each row computed from the model is served `reuse` times (`ActivationBuffer`), so `tokens`
-    training rows cost `tokens / reuse` tokens of forward passes.
+    `reuse`: each row computed from the model is served `reuse` times, so `tokens` training rows cost
+    `tokens / reuse` tokens of forward passes. `progress(stage, i, n)` per step.
     """
-    hook_in, hook_out = dictionary_hooks(model, kind, layer, hook)
-    if activation == "topk" and k is None:
-        raise InputError("--k: a TopK dictionary needs k")
-    texts, record = training_texts(model, texts, corpus, tokens=tokens, seed=seed, exclude_first=exclude_first,
-                                   reuse=reuse)
-    est = recipe_estimator(model, kind, hook_in, hook_out, d_sae=d_sae, activation=activation,
-                           l1_coefficient=l1_coefficient, k=k, tokens=tokens, batch_size=batch_size, lr=lr, seed=seed,
-                           out_dir=out_dir, checkpoint_every=checkpoint_every, resume=resume)
-    names = [hook_in] if hook_in == hook_out else [hook_in, hook_out]
-    buffer = ActivationBuffer(model, texts, names, buffer_tokens=max(8 * batch_size, 16384), seed=seed,
-                              exclude_first=exclude_first, corpus=record, reuse=reuse)
-    return est.fit(buffer, progress=progress)
+    from lmscope.dictionary.multi import train_stack
+
+    dictionary_hooks(model, kind, layer, hook)  # refuses a bad kind, layer or hook before any work
+    run = train_stack(model, layers=[layer], kind=kind, hook=hook, d_sae=d_sae, activation=activation,
+                      l1_coefficient=l1_coefficient, k=k, tokens=tokens, batch_size=batch_size, lr=lr, texts=texts,
+                      corpus=corpus, exclude_first=exclude_first, reuse=reuse, seed=seed,
+                      buffer_tokens=max(8 * batch_size, 16384), out_dir=out_dir, checkpoint_every=checkpoint_every,
+                      resume=resume, progress=progress)
+    est: SAE | Transcoder = run.estimators[layer]
+    return est

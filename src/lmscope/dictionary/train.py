@@ -33,6 +33,7 @@ follow the single-process trajectory up to floating-point summation order. Rank 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import re
@@ -167,6 +168,45 @@ def save_checkpoint(out_dir: Path, state: dict[str, Any], keep: int) -> None:
     old = sorted(p for p in d.glob("step-*.pt") if _CKPT.match(p.name))
     for p in old[:-max(1, keep)]:
         p.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """How a command-line run checkpoints: every `every` steps into `out_dir/checkpoints/`, resuming from the
+    newest one when `resume`; `auto` checkpoints (none asked for) are removed once the result is saved."""
+
+    every: int
+    resume: bool
+    auto: bool
+
+
+def plan_checkpoints(out_dir: str | Path, n_steps: int, every: int | None, *, overwrite: bool) -> CheckpointPlan:
+    """Checkpoint and resume by default, so that a killed `dict train` rerun with the same command continues.
+
+    `every=None`: about ten checkpoints a run (`ceil(n_steps / 10)` steps apart), removed when it ends; 0:
+    none; N: every N steps, kept. A checkpoint already in `out_dir` is resumed from (the run refuses one made
+    with other settings), unless `overwrite`, which discards them and starts over.
+    """
+    if every is not None and every < 0:
+        raise InputError(f"--checkpoint-every: expected 0 (none) or a positive number of steps, got {every}")
+    d = checkpoint_dir(out_dir)
+    if overwrite and d.is_dir():
+        for p in d.glob("step-*.pt"):
+            p.unlink()
+    auto = every is None
+    steps = max(1, -(-n_steps // 10)) if auto else int(every or 0)
+    return CheckpointPlan(steps, latest_checkpoint(out_dir) is not None, auto)
+
+
+def remove_checkpoints(out_dir: str | Path) -> None:
+    """Delete `out_dir/checkpoints/` (lmscope's own files only) once the result they led to is saved."""
+    d = checkpoint_dir(out_dir)
+    if d.is_dir():
+        for p in d.glob("step-*.pt"):
+            if _CKPT.match(p.name):
+                p.unlink()
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 # --- the loop ----------------------------------------------------------------------------------------
