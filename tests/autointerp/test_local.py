@@ -21,7 +21,7 @@ from lmscope.autointerp import (
     neuron_records,
     score_activations,
 )
-from lmscope.autointerp.local import format_marked
+from lmscope.autointerp.local import clean_explanation, format_marked
 from lmscope.errors import InputError
 
 
@@ -106,6 +106,14 @@ def test_marked_records_and_their_window() -> None:
                                                               "w31"])
 
 
+def test_explanations_are_one_clean_sentence() -> None:
+    assert clean_explanation('The neuron fires on the word "[[Mon:9]]". The sentence is\nmore') == \
+        'The neuron fires on the word "Mon".'
+    assert clean_explanation("The neuron fires on dates 3.5 and 10:30 times") == \
+        "The neuron fires on dates 3.5 and 10:30 times"  # no sentence end: kept whole; 10:30 is not markup
+    assert clean_explanation("The neuron fires on commas, 9:9 pairs!  Then") == "The neuron fires on commas, 9 pairs!"
+
+
 def test_explain_many_batches_units_and_skips_dead_ones(lm: LocalLM) -> None:
     sentences, acts, units = planted_corpus(60)
     recs = list(neuron_records(acts[:, :4], sentences, units[:4]))  # cat, the-cat, dead, graded
@@ -121,7 +129,7 @@ def test_explain_many_batches_units_and_skips_dead_ones(lm: LocalLM) -> None:
     assert many[2] == Explanation("never activates")
     for i in (0, 1, 3):  # the answer's first line after the prefilled "The neuron fires on"
         answer = lm.generate([ex.prompt(recs[i].explanation_records(), recs[i].max_activation)], 5)[0].strip()
-        assert many[i].text == f"The neuron fires on {answer.splitlines()[0] if answer else ''}".strip()
+        assert many[i].text == clean_explanation(f"The neuron fires on {answer}")
     assert [ex.explain(r.explanation_records(), r.max_activation) for r in recs] == many
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -223,6 +224,15 @@ def format_marked(record: Record, max_activation: float, max_words: int = 32) ->
     return " ".join(f"[[{w}:{a}]]" if a > 0 else w for w, a in zip(words, scaled, strict=True))
 
 
+def clean_explanation(text: str) -> str:
+    """An answer's first line and first sentence, with the record markup (`[[`, `]]`, `:N`) it copied removed:
+    small models go on after the phrase asked for, and the simulator should read "Mon", not "[[Mon:9]]"."""
+    line = text.strip().splitlines()[0].strip() if text.strip() else ""
+    line = re.sub(r"(\S):\d\b", r"\1", line.replace("[[", "").replace("]]", ""))
+    end = re.search(r"[.!?](\s|$)", line)
+    return line[: end.start() + 1] if end else line
+
+
 class HFExplainer:
     """Explanations from a local LM: marked records (at most `max_records`) in, one phrase out (see module doc).
 
@@ -251,8 +261,7 @@ class HFExplainer:
         answers = self.lm.generate([self.prompt(*units[i]) for i in asked], self.max_new_tokens)
         out = [Explanation("never activates") for _ in units]
         for i, answer in zip(asked, answers, strict=True):
-            line = answer.strip().splitlines()[0].strip() if answer.strip() else ""
-            out[i] = Explanation(f"{EXPLAIN_ANSWER} {line}".strip())
+            out[i] = Explanation(clean_explanation(f"{EXPLAIN_ANSWER} {answer.strip()}"))
         return out
 
     def explain(self, records: Sequence[Record], max_activation: float) -> Explanation:
