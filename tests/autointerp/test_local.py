@@ -189,6 +189,25 @@ def test_cli_hf_explainer_prints_progress_and_both_scores(capsys: pytest.Capture
     assert all("offline_detection" in u for u in saved["units"])
 
 
+def test_cli_hf_explainer_on_a_store(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    from lmscope.activations import ExtractConfig, extract
+    from lmscope.data.synthetic import generate_corpus
+    from tiny_models import tiny_hooked_with_tokenizer
+
+    samples = generate_corpus(40, seed=8)
+    extract(tiny_hooked_with_tokenizer(300), [list(s.words) for s in samples], tmp_path / "store",
+            ExtractConfig(("blocks.0.mlp.hook_post",)))
+    code, out, err = run(capsys, "autointerp", "score", str(tmp_path / "store"), "--units-per-point", "2",
+                         "--explainer", "hf", "--llm-model", str(save_tiny(tmp_path / "llm")), "--out",
+                         str(tmp_path / "r"), "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["explainer"] == "hf" and shown["config"]["llm_dtype"] == "bfloat16"
+    assert {"top_and_random", "offline_top_and_random", "offline_detection"} <= set(shown["summary"]["all"])
+    units = json.loads((tmp_path / "r" / "result.json").read_text())["units"]
+    assert len(units) == 2 and all(u["explanation"]["text"].startswith("The neuron fires on") for u in units)
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     (["--llm-dtype", "float16", "--explainer", "hf", "--llm-model", "m"], "--llm-dtype: expected bfloat16 or"),
     (["--llm-batch-size", "0", "--explainer", "hf", "--llm-model", "m"], "--llm-batch-size: expected a positive"),
