@@ -106,8 +106,11 @@ def test_errors_name_the_file(tmp_path: Path) -> None:
     w = load_file(tmp_path / "sae_weights.safetensors")
     del w["W_dec"]
     save_file(w, tmp_path / "sae_weights.safetensors")
+    with pytest.raises(InputError, match=r"sae_weights\.safetensors: sha256 does not match cfg\.json"):
+        load_dictionary(tmp_path)  # lmscope's cfg.json records the weights file's hash
+    cfg_path.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "weights_file_sha256"}))
     with pytest.raises(InputError, match=r"sae_weights\.safetensors.*W_dec"):
-        load_dictionary(tmp_path)
+        load_dictionary(tmp_path)  # without it (SAELens files), the tensors themselves are checked
     (tmp_path / "sae_weights.safetensors").write_bytes(b"garbage")
     with pytest.raises(InputError, match=r"sae_weights\.safetensors"):
         load_dictionary(tmp_path)

@@ -24,6 +24,14 @@ def saved(tmp_path: Path) -> Path:
     return tmp_path / "d"
 
 
+@pytest.fixture
+def unhashed(saved: Path) -> Path:
+    """A saved dictionary whose cfg.json records no weights hash (as SAELens writes it): the tensor checks
+    below are what stands between a bad weights file and the user."""
+    _edit(saved, lambda c: c.pop("weights_file_sha256"))
+    return saved
+
+
 def _edit(d: Path, change: Callable[[dict], object]) -> None:
     cfg = json.loads((d / "cfg.json").read_text())
     change(cfg)
@@ -88,7 +96,8 @@ def test_huge_sizes_are_refused_from_the_tensor_shapes_before_allocation(saved: 
         load_dictionary(saved)
 
 
-def test_non_finite_and_wrong_dtype_weights_are_refused(saved: Path) -> None:
+def test_non_finite_and_wrong_dtype_weights_are_refused(unhashed: Path) -> None:
+    saved = unhashed
     path = saved / "sae_weights.safetensors"
     good = load_file(path)
     for bad in (float("nan"), float("inf")):
@@ -106,7 +115,8 @@ def test_non_finite_and_wrong_dtype_weights_are_refused(saved: Path) -> None:
         load_dictionary(saved)
 
 
-def test_unreadable_weights(saved: Path) -> None:
+def test_unreadable_weights(unhashed: Path) -> None:
+    saved = unhashed
     path = saved / "sae_weights.safetensors"
     data = path.read_bytes()
     for broken in (data[:7], data[:40], b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1}xxxxxxx", data[:-4]):
@@ -135,3 +145,20 @@ def test_save_into_an_impossible_place_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=rf"^{tmp_path / 'file' / 'sub'}: cannot write the dictionary \(Not a "
                                          r"directory\)$"):
         save_dictionary(Dictionary(CFG), tmp_path / "file" / "sub")
+
+
+def test_weights_file_hash_recorded_and_verified(saved: Path) -> None:
+    import hashlib
+
+    path = saved / "sae_weights.safetensors"
+    cfg = json.loads((saved / "cfg.json").read_text())
+    assert cfg["weights_file_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x01  # inside W_dec's or b_dec's bytes: the tensors still parse, finite, of the right shapes
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=rf"^{path}: sha256 does not match cfg\.json \(the weights were changed "
+                                         r"after saving\)$"):
+        load_dictionary(saved)
+    _edit(saved, lambda c: c.update(weights_file_sha256=5))
+    with pytest.raises(InputError, match=r"cfg\.json: key 'weights_file_sha256' must be a string"):
+        load_dictionary(saved)

@@ -232,7 +232,7 @@ def _saved_dictionary(root: Path) -> Path:
 
 CFG_KEYS = ["architecture", "d_in", "d_sae", "d_out", "k", "dtype", "hook_name", "hook_name_out", "model_name",
             "l1_coefficient", "apply_b_dec_to_input", "normalize_activations", "metadata", "train", "corpus",
-            "prepend_bos", "exclude_first", "provenance", "skip", "kind"]
+            "prepend_bos", "exclude_first", "provenance", "skip", "kind", "weights_file_sha256"]
 
 
 @settings(max_examples=150)
@@ -268,9 +268,15 @@ def test_cfg_bytes(scratch: Path, data: bytes) -> None:
 
 
 @settings(max_examples=100)
-@given(data=st.data(), op=st.sampled_from(["flip", "truncate", "insert"]))
-def test_weights_mutations(scratch: Path, data: st.DataObject, op: str) -> None:
+@given(data=st.data(), op=st.sampled_from(["flip", "truncate", "insert"]), hashed=st.booleans())
+def test_weights_mutations(scratch: Path, data: st.DataObject, op: str, hashed: bool) -> None:
+    """Changed weights bytes, with the cfg.json hash that catches them all, and without it (SAELens files),
+    where the parser and the tensor checks must."""
     root = _saved_dictionary(scratch / "w")
+    if not hashed:
+        cfg = json.loads((root / "cfg.json").read_text())
+        cfg.pop("weights_file_sha256")
+        (root / "cfg.json").write_text(json.dumps(cfg))
     w = bytearray((root / "sae_weights.safetensors").read_bytes())
     if op == "flip":
         i = data.draw(st.integers(0, len(w) - 1))

@@ -21,11 +21,14 @@ refuses a dictionary made with another model unless `allow_mismatch`; files with
 
 Both files are untrusted input: cfg.json must be strict JSON and every key lmscope reads is type- and
 range-checked; the tensors' shapes and dtypes are checked against cfg.json before the module is allocated,
-and non-finite weights are refused; every problem is one InputError naming the file and the key or tensor.
+and non-finite weights are refused; lmscope-written files also record the sha256 of the weights file
+(`weights_file_sha256`), so a flipped byte is caught even where the tensors still parse; every problem is
+one InputError naming the file and the key or tensor.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -115,9 +118,11 @@ def save_dictionary(dictionary: Dictionary, directory: str | Path, *, overwrite:
     if bad:
         raise InputError(f"{out}: not written: tensor {bad[0]!r} holds NaN or infinite values (training diverged)")
     cfg = dictionary_cfg_json(dictionary, provenance_record(model) if model is not None else None)
+    blob = save(tensors)
+    cfg["weights_file_sha256"] = hashlib.sha256(blob).hexdigest()  # verified on load (not by SAELens)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / WEIGHTS_FILE, save(tensors), overwrite=True)
+        atomic_write_bytes(out / WEIGHTS_FILE, blob, overwrite=True)
         atomic_write_json(out / CFG_FILE, cfg, overwrite=True)
     except OSError as err:  # a file where a directory must be, no permission, a full disk
         raise InputError(f"{out}: cannot write the dictionary ({err.strerror or err})") from None
@@ -220,13 +225,18 @@ def _read_cfg(cfg_path: Path) -> dict[str, Any]:
     return raw
 
 
-def _read_weights(w_path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file (views of one buffer), any problem one InputError naming it."""
+def _read_weights(w_path: Path, sha256: Any) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (views of one buffer), checked against the `sha256` that cfg.json
+    records (lmscope-written files; None for others); any problem one InputError naming the file."""
+    if sha256 is not None and not isinstance(sha256, str):
+        raise InputError(f"{w_path.parent / CFG_FILE}: key 'weights_file_sha256' must be a string")
     try:
         with open(w_path, "rb") as f:
             data = bytearray(f.read())
     except OSError as err:
         raise InputError(f"{w_path}: cannot read ({err.strerror or err})") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise InputError(f"{w_path}: sha256 does not match {CFG_FILE} (the weights were changed after saving)")
     try:
         tensors, _ = parse_safetensors(data)
     except Exception as err:  # a malformed header: json, KeyError, TypeError, ValueError, RuntimeError ...
@@ -271,7 +281,7 @@ def load_dictionary(directory: str | Path, *, model: Any = None, allow_mismatch:
     if model is not None:
         check_provenance(record or ({"model_id": cfg.model_id} if cfg.model_id else None), model,
                          what=f"dictionary {d}", allow_mismatch=allow_mismatch)
-    tensors = _read_weights(w_path)
+    tensors = _read_weights(w_path, raw.get("weights_file_sha256"))
     expected = {"W_enc": (cfg.d_in, cfg.d_sae), "b_enc": (cfg.d_sae,), "W_dec": (cfg.d_sae, cfg.d_out),
                 "b_dec": (cfg.d_out,)}
     if cfg.skip:
