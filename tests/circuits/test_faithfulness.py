@@ -207,3 +207,15 @@ def test_heldout_batches_equal_one_prompt_at_a_time() -> None:
         for key in ("clean", "circuit", "none", "recovered", "circuit_frozen", "none_frozen", "recovered_frozen"):
             assert row[key] == pytest.approx(getattr(alone, key), rel=1e-5, abs=1e-7), key
     assert together.rows[1]["target"] == "logit:#1-#2" and together.rows[2]["recovered_frozen"] < 1  # a@0 not kept
+
+
+def test_a_graph_of_errors_alone_scores_circuit_tracers_floor() -> None:
+    nodes = [{"id": "target@3", "kind": "target"}, {"id": "error:L1@3", "kind": "error"},
+             {"id": "error:L0@3", "kind": "error"}, {"id": "dict_bias:L1@3", "kind": "dict_bias"}]
+    g = CircuitGraph.from_dict({"target": "target@3", "target_value": 2.0, "threshold": 0.0, "nodes": nodes,
+                                "edges": [{"source": "error:L1@3", "target": "target@3", "value": 3.0},
+                                          {"source": "error:L0@3", "target": "target@3", "value": -1.5},
+                                          {"source": "dict_bias:L1@3", "target": "target@3", "value": 0.5}]})
+    s = graph_scores(g)  # the bias is a constant, not an input: the target's inputs are 2/3 and 1/3 error
+    assert s.replacement == 0.0 and s.completeness == pytest.approx(0.5)  # (0 · 1 + (2/3 + 1/3) · 1) / 2
+    assert s.sources == {"tokens": 0.0, "errors": 1.0, "rest": 0.0, "unexpanded": 0.0}

@@ -12,7 +12,8 @@ the influence of every node is `I = w (N + N² + N³ + ...)`. Then
 
 the share of the influence reaching the inputs that comes from token embeddings rather than error nodes,
 and the influence-weighted share of every node's inputs that is not an error node. As in circuit-tracer the
-second sum runs over every node, so nodes without inputs (tokens, errors) count with a fraction of 1.
+second sum runs over every node, so nodes without inputs (tokens, errors) count with a fraction of 1: a
+target fed by error nodes alone scores `(0 · 1 + 1 · 1) / 2 = 0.5`, not 0.
 
 On lmscope's graph (`CircuitGraph`): its edges carry contributions to the target, but the edges into one
 node are its direct inputs times one common factor, so row normalisation gives the same `N`. Tokens are

@@ -158,7 +158,8 @@ def _faithfulness(result: Mapping[str, Any]) -> dict[str, str]:
     kv: dict[str, str] = {}
     sc, held = result.get("scores"), result.get("heldout")
     if sc:
-        kv["replacement / completeness score (circuit-tracer, on the graph as shown)"] = (
+        kv["replacement / completeness score (circuit-tracer's definitions, on the graph as shown; completeness "
+           "counts nodes without inputs as complete, so error nodes alone score about 0.5)"] = (
             f"{_num(sc['replacement'], 3)} / {_num(sc['completeness'], 3)}")
         kv["same, counting what the graph leaves out (rest, unexpanded) against it"] = (
             f"{_num(sc['replacement_strict'], 3)} / {_num(sc['completeness_strict'], 3)}")
