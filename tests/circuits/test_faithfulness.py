@@ -202,6 +202,10 @@ def test_heldout_batches_equal_one_prompt_at_a_time() -> None:
                torch.tensor([[TRIG, TRIG, OTHER, TRIG]])]
     cases = [HeldoutCase(p, t) for p, t in zip(prompts, [feature, logit, feature], strict=True)]  # type: ignore[arg-type]
     together = heldout_recovery(model, tcs, [(0, 0, 0), (0, 0, 2)], 2, cases, batch_size=2)  # one batch of 2, one of 1
+    seen: list[tuple[int, int]] = []
+    tokens = heldout_recovery(model, tcs, [(0, 0, 0), (0, 0, 2)], 2, cases, max_tokens=9,  # 9 tokens: 2 rows of 4
+                              progress=lambda i, n: seen.append((i, n)))
+    assert seen == [(2, 3), (3, 3)] and tokens.rows == together.rows
     for row, case in zip(together.rows, cases, strict=True):
         alone = recovery(model, tcs, case.prompt, case.target, [(0, 0, 1), (0, 0, 3)], without=False)
         for key in ("clean", "circuit", "none", "recovered", "circuit_frozen", "none_frozen", "recovered_frozen"):

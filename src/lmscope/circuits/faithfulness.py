@@ -184,11 +184,12 @@ def moved(features: Sequence[tuple[int, int, int]], anchor: int, pos: int, n_pos
 
 def heldout_recovery(model: HookedModel, transcoders: Mapping[int, Dictionary],
                      features: Sequence[tuple[int, int, int]], anchor: int, cases: Sequence[HeldoutCase], *,
-                     source: str = "", skipped: Sequence[str] = (), batch_size: int = 16,
+                     source: str = "", skipped: Sequence[str] = (), batch_size: int = 16, max_tokens: int = 2048,
                      progress: Callable[[int, int], None] | None = None) -> HeldOut:
     """The fraction recovered (live and frozen) by `features`, found with the target at position `anchor`, on
     each held-out case (see the module docstring). Cases of one token count run together, `batch_size` at a
-    time (one forward pass per variant for the batch); rows keep the order of `cases`."""
+    time and at most `max_tokens` tokens a batch (one forward pass per variant for the batch; the logits of a
+    real vocabulary are the largest buffer); rows keep the order of `cases`."""
     ids = [model.to_tokens(case.prompt).input_ids for case in cases]
     by_length: dict[int, list[int]] = {}
     for i, x in enumerate(ids):
@@ -196,8 +197,9 @@ def heldout_recovery(model: HookedModel, transcoders: Mapping[int, Dictionary],
     rows: list[dict[str, Any] | None] = [None] * len(cases)
     done = 0
     for n_pos, members in by_length.items():
-        for start in range(0, len(members), batch_size):
-            chunk = members[start:start + batch_size]
+        step = max(1, min(batch_size, max_tokens // n_pos))
+        for start in range(0, len(members), step):
+            chunk = members[start:start + step]
             targets = [cases[i].target for i in chunk]
             moves = [moved(features, anchor, t.position(n_pos), n_pos) for t in targets]
             recs = recovery_batch(model, transcoders, torch.cat([ids[i] for i in chunk]), targets,
