@@ -47,24 +47,25 @@ class Bench:
     timeout_s: int = 3600
 
 
-PLAN: tuple[Bench, ...] = (
-    Bench("capture-zoo-tl", "tl", "bench_capture.py", ("--anchor", "tl")),
-    Bench("capture-zoo-nnsight", "nnsight", "bench_capture.py", ("--anchor", "nnsight")),
+PLAN: tuple[Bench, ...] = (  # sizes chosen so the whole plan runs in about an hour on 2 shared cores
+    Bench("capture-zoo-tl", "tl", "bench_capture.py", ("--anchor", "tl", "--reps", "1")),
+    Bench("capture-zoo-nnsight", "nnsight", "bench_capture.py", ("--anchor", "nnsight", "--reps", "1")),
     Bench("capture-smollm2-tl", "tl", "bench_capture.py", ("--anchor", "tl", "--model", "smollm2", "--reps", "1")),
     Bench("capture-smollm2-nnsight", "nnsight", "bench_capture.py",
           ("--anchor", "nnsight", "--model", "smollm2", "--reps", "1")),
-    Bench("heads", "tl", "bench_heads.py"),
-    Bench("neurox-zoo", "neurox", "bench_neurox.py"),
+    Bench("heads", "tl", "bench_heads.py", ("--reps", "1")),
+    Bench("neurox-zoo", "neurox", "bench_neurox.py", ("--no-cli", "--probe-sentences", "1000")),
     Bench("neurox-smollm2", "neurox", "bench_neurox.py", ("--model", "smollm2", "--sentences", "20")),
-    Bench("causal-zoo", "pyvene", "bench_causal.py"),
+    Bench("causal-zoo", "pyvene", "bench_causal.py", ("--pairs", "16")),
     Bench("causal-smollm2", "pyvene", "bench_causal.py", ("--model", "smollm2")),
     Bench("atp-zoo", "", "bench_atp.py", ("--pairs", "8")),
-    Bench("atp-smollm2", "", "bench_atp.py", ("--model", "smollm2", "--pairs", "4", "--exact-every", "8"),
-          ("--model", "smollm2", "--pairs", "2", "--exact-every", "8", "--quick")),
-    Bench("dictionary-saelens", "saelens", "bench_dictionary.py", ("--anchor", "saelens"),
+    Bench("atp-smollm2", "", "bench_atp.py", ("--model", "smollm2", "--pairs", "2", "--exact-every", "16"),
+          ("--model", "smollm2", "--pairs", "2", "--exact-every", "16", "--quick")),
+    Bench("dictionary-saelens", "saelens", "bench_dictionary.py", ("--anchor", "saelens", "--lambdas", "0.25,0.5"),
           ("--anchor", "saelens", "--lambdas", "0.25,0.5", "--quick")),
     Bench("dictionary-sparsify", "sparsify", "bench_dictionary.py", ("--anchor", "sparsify")),
-    Bench("stack-smollm2", "sparsify", "bench_stack.py", ("--model", "smollm2")),
+    Bench("stack-smollm2", "sparsify", "bench_stack.py", ("--model", "smollm2", "--tokens", "2048", "--fvu-tokens",
+                                                          "8192")),
 )
 
 
