@@ -349,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="fraction of the steps over which lmscope and SAELens decay the learning rate to 0")
     args = p.parse_args(argv)
     rounds = check_args(args)
+    if args.device != "cpu":
+        raise SystemExit("--device cuda: this benchmark trains on CPU tensors only (not yet ported)")
     B, d, k = 4096, 512, 32
     round_len, warm = (8, 2) if args.quick else (6, 3)
     m, steps, n_texts = (4096, round_len * rounds, 2500) if args.quick else (8192, round_len * rounds, 8000)

@@ -54,9 +54,9 @@ from lmscope.heads import succession_scores
 Variant = tuple[str, Tensor, Tensor, Tensor]  # (task, ids [n], src [p], dst [p])
 
 
-def load_size(size: str) -> tuple[HookedModel, str]:
+def load_size(size: str, device: str = "cpu") -> tuple[HookedModel, str]:
     """`(model, description)` of size "zoo" or "large"."""
-    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny", device=device)
     if size == "zoo":
         return model, "zoo:gpt2-tiny"
     if size != "large":
@@ -67,7 +67,8 @@ def load_size(size: str) -> tuple[HookedModel, str]:
     tok = model.tokenizer
     cfg = GPT2Config(n_layer=12, n_head=12, n_embd=768, n_inner=3072, vocab_size=len(tok), n_positions=128,
                      activation_function="gelu_new", bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-    return HookedModel(GPT2LMHeadModel(cfg), tok, name="random-gpt2-12x12"), "random-init GPT-2 (zoo tokenizer)"
+    return (HookedModel(GPT2LMHeadModel(cfg).to(device), tok, name="random-gpt2-12x12"),
+            "random-init GPT-2 (zoo tokenizer)")
 
 
 # --- the TransformerLens user's loop --------------------------------------------------------------
@@ -124,7 +125,7 @@ def make_bridge(model: HookedModel) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
     bridge = TransformerBridge.boot_transformers("gpt2", hf_model=copy.deepcopy(model.hf),
-                                                 tokenizer=model.tokenizer, device="cpu")
+                                                 tokenizer=model.tokenizer, device=model.device.type)
     for ours, theirs in ((model.W_E, bridge.W_E), (model.W_U, bridge.W_U), (model.W_V, bridge.W_V),
                          (model.W_O, bridge.W_O)):
         if not torch.equal(ours, theirs):
@@ -146,8 +147,8 @@ def compare(ours: Tensor, theirs: Tensor) -> str:
 
 
 
-def bench_size(rec: Recorder, size: str, rounds: int, reps: int) -> None:
-    model, desc = load_size(size)
+def bench_size(rec: Recorder, size: str, rounds: int, reps: int, device: str) -> None:
+    model, desc = load_size(size, device)
     cfg = model.cfg
     detail: dict[str, Any] = {"model": desc, "shape": f"{cfg.n_layers} layers x {cfg.n_heads} heads, d_model "
                                                        f"{cfg.d_model}, vocab {cfg.d_vocab}", "match": {}}
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     rec = Recorder("heads", args, ["transformer-lens"])
     sizes = ["zoo"] if args.quick else [s.strip() for s in args.sizes.split(",") if s.strip()]
     for size in sizes:
-        bench_size(rec, size, rounds, 1 if args.quick else args.reps)
+        bench_size(rec, size, rounds, 1 if args.quick else args.reps, args.device)
 
     def text() -> None:
         for size, d in rec.details.items():
