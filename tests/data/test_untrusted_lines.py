@@ -51,3 +51,25 @@ def test_write_jsonl_into_an_impossible_place(tmp_path: Path) -> None:
         write_jsonl([sample], tmp_path / "file" / "s.jsonl")
     with pytest.raises(InputError, match=r"already exists"):
         write_jsonl([sample], tmp_path / "file")
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("e.conllu", "# only a comment\n\n", r"no sentences \(expected tab-separated token lines\)"),
+    ("e.jsonl", "\n\n", r"no sentences \(expected \{\"tokens\": \[\.\.\.\], \"labels\": \[\.\.\.\]\} lines\)"),
+    ("e.txt", "", r"no sentences \(expected one sentence per line\)"),
+])
+def test_a_label_file_without_sentences(tmp_path: Path, name: str, text: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(text)
+    (tmp_path / "e.labels").write_text("")
+    with pytest.raises(InputError, match=rf"^{path}: {message}$"):
+        read_labels(path, label_path=tmp_path / "e.labels")
+
+
+def test_synthetic_samples_without_the_label(tmp_path: Path) -> None:
+    from lmscope.data.samples import Sample, write_jsonl
+
+    write_jsonl([Sample.from_words(["a", "b"], "grammar", pos=["DET", "NOUN"])], tmp_path / "s.jsonl")
+    assert read_labels(tmp_path / "s.jsonl").labels == [["DET", "NOUN"]]
+    with pytest.raises(InputError, match=r"s\.jsonl: no samples with 'topic' labels$"):
+        read_labels(tmp_path / "s.jsonl", synthetic_label="topic")

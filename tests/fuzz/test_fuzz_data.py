@@ -239,3 +239,15 @@ def test_window_documents(doc: str, max_tokens: int, stride: int | None) -> None
         assert all(t in doc for t in texts)
         assert all(len(_WordTokenizer()(t)["offset_mapping"]) <= max(max_tokens, len(doc.split()))
                    for t in texts)
+
+
+@settings(max_examples=100)
+@given(data=raw_bytes | format_text, suffix=st.sampled_from([".txt", ".conllu", ".jsonl"]))
+def test_extract_sentences_fuzz(scratch: Path, data: bytes | str, suffix: str) -> None:
+    """`lmscope extract`'s corpus reader (plain text, CoNLL-U or JSONL words)."""
+    from lmscope.activations.corpus import read_sentences
+
+    path = _write(scratch / f"sents{suffix}", data)
+    ok, sents = valid_or_input_error(lambda: read_sentences(path))
+    if ok:
+        assert sents and all(s and all(isinstance(w, str) and w for w in s) for s in sents)

@@ -86,7 +86,15 @@ def parse_conllu(path: str | os.PathLike[str], column: str | int = "upos") -> Pa
     if words:
         sentences.append(words)
         labels.append(tags)
-    return sentences, labels
+    return _nonempty((sentences, labels), path, "no sentences (expected tab-separated token lines)")
+
+
+def _nonempty(parsed: Parsed, path: str | os.PathLike[str], what: str) -> Parsed:
+    """`parsed`, or an InputError naming the file when it holds no sentence at all (an empty file would
+    otherwise reach a probe or a store as zero rows, far from its cause)."""
+    if not parsed[0]:
+        raise InputError(f"{path}: {what}")
+    return parsed
 
 
 def parse_parallel(text_path: str | os.PathLike[str], label_path: str | os.PathLike[str]) -> Parsed:
@@ -118,7 +126,7 @@ def parse_parallel(text_path: str | os.PathLike[str], label_path: str | os.PathL
             )
         sentences.append(words)
         labels.append(tags)
-    return sentences, labels
+    return _nonempty((sentences, labels), text_path, "no sentences (expected one sentence per line)")
 
 
 def _string_list(value: object, key: str, where: str) -> list[str]:
@@ -152,7 +160,7 @@ def parse_jsonl_labels(path: str | os.PathLike[str]) -> Parsed:
             raise InputError(f"{where}: {len(tokens)} tokens but {len(tags)} labels; expected one label per token")
         sentences.append(tokens)
         labels.append(tags)
-    return sentences, labels
+    return _nonempty((sentences, labels), path, 'no sentences (expected {"tokens": [...], "labels": [...]} lines)')
 
 
 def looks_like_synthetic_jsonl(path: str | os.PathLike[str]) -> bool:
@@ -223,7 +231,9 @@ def parse_labels(
     if format == "jsonl":
         return parse_jsonl_labels(source), str(source)
     if format == "synthetic":
-        return parse_synthetic(read_jsonl(source), synthetic_label), f"{source}:{synthetic_label}"
+        parsed = _nonempty(parse_synthetic(read_jsonl(source), synthetic_label), source,
+                           f"no samples with {synthetic_label!r} labels")
+        return parsed, f"{source}:{synthetic_label}"
     if label_path is None:
         raise InputError(
             f"{source}: a parallel text file needs its label file (label_path); "
