@@ -64,3 +64,21 @@ def test_file_sha256_is_the_bytes_digest(tmp_path: Path) -> None:
     path = tmp_path / "blob"
     path.write_bytes(bytes(range(256)) * 40_000)  # over one 4 MiB block
     assert file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_check_output_dir_refuses_what_cannot_be_written(tmp_path: Path) -> None:
+    from lmscope.fileio import check_output_dir
+
+    a_file = tmp_path / "f.txt"
+    a_file.write_text("mine")
+    assert check_output_dir(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"  # parents made later
+    assert not (tmp_path / "new").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["f.txt"]
+    with pytest.raises(InputError, match=r"--out .*f\.txt: is a file, expected a directory"):
+        check_output_dir(a_file)
+    with pytest.raises(InputError, match=r"f\.txt is a file, so no directory can be made under it"):
+        check_output_dir(a_file / "sub", flag="--out")
+    with pytest.raises(InputError, match=r"/proc is not writable"):
+        check_output_dir("/proc/lmscope-out")
+    with pytest.raises(InputError, match="MiB free"):
+        check_output_dir(tmp_path, need_bytes=1 << 62)
+    assert a_file.read_text() == "mine"

@@ -316,3 +316,15 @@ def test_train_refuses_bad_numbers_before_loading(flag: str, value: str, tmp_pat
         code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", flag, value, *extra, "--out", str(tmp_path))
         assert code == 2 and err.startswith(f"lmscope: error: {flag}: expected") and "Traceback" not in err
     assert not any(tmp_path.iterdir())
+
+
+def test_train_refuses_an_output_it_cannot_write_before_loading(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    for out_arg, why in ((a_file, "is a file, expected a directory"),
+                         (a_file / "tc", "is a file, so no directory can be made under it")):
+        for extra in ([], ["--layers", "all"]):
+            code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", *extra, "--out", str(out_arg))
+            assert code == 2 and why in err and "Traceback" not in err
+    assert a_file.read_text() == "mine"

@@ -13,6 +13,7 @@ import typer
 from lmscope.cli.common import JsonFlag, ModelArg, err, out, print_json, progress_bars
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
+from lmscope.fileio import check_output_dir
 
 dict_app = typer.Typer(help="Sparse dictionaries: train, evaluate and read SAEs and transcoders.",
                        no_args_is_help=True)
@@ -179,7 +180,7 @@ def train(model: ModelArg,
     from lmscope.dictionary.positions import PositionRule, first_position_note
     from lmscope.dictionary.recipes import dictionary_hooks, model_corpus, train_dictionary
 
-    target = Path(out_dir)
+    target = check_output_dir(out_dir)
     dtype = _model_dtype(model_dtype)
     if layers is not None:
         _train_stack(model, target, corpus=corpus, kind=kind, layers=layers, hook=hook, d_sae=d_sae,
@@ -267,6 +268,9 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
         hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos, dtype=dtype)
         stage("loading model", 1, 1)
         chosen = parse_layers(layers, hooked.cfg.n_layers)
+        # weights (encoder + decoder) per layer, and two kept checkpoints with Adam's two moments each
+        check_output_dir(target, need_bytes=len(chosen) * 2 * hooked.cfg.d_model * d_sae * 4 * (
+            1 + (6 if plan.every else 0)))
         text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         train_texts, held, held_out = split_eval_texts(text.texts, eval_texts)
         with _resumable(target, plan):
