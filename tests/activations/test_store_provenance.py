@@ -153,3 +153,18 @@ def test_shapes_are_checked_against_the_model_even_without_provenance(store: Pat
                                      m.update(dims={"blocks.9.mlp.hook_post": 128})))
     with pytest.raises(InputError, match=rf"^activation store {store} was made with another model: .*blocks\.9"):
         ActivationStore(store, model=model)
+
+
+def test_the_recorded_bos_choice_is_exposed_and_a_different_one_warned(made: tuple[Path, HookedModel],
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    path, model = made
+    st = ActivationStore(path)
+    assert st.prepend_bos is True  # extracted with prepend_bos=True
+    no_bos = HookedModel(model.hf, model.tokenizer, prepend_bos=False, name="tiny-a")
+    with caplog.at_level(logging.WARNING, logger="lmscope.activations.store"):
+        st.check_model(no_bos)  # the same weights: used, with a warning naming the way to match
+    assert "was extracted with a BOS, but tiny-a runs without one; load it with prepend_bos=True" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="lmscope.activations.store"):
+        st.check_model(model)
+    assert "BOS" not in caplog.text

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import struct
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,8 @@ from torch import Tensor
 
 from lmscope.errors import InputError
 from lmscope.model.provenance import check_provenance, check_record
+
+log = logging.getLogger(__name__)
 
 FORMAT = "lmscope.activations/1"
 MANIFEST = "manifest.json"
@@ -284,6 +287,13 @@ class ActivationStore:
         (`lmscope.model.provenance.provenance_record`), else its older `model` entry (id, weights_sha256)."""
         return self.manifest.get("provenance") or self.manifest.get("model")
 
+    @property
+    def prepend_bos(self) -> bool | None:
+        """Whether the extraction put a BOS before each sentence (None if the store does not say): load the
+        model that uses the store with `prepend_bos=store.prepend_bos` so that it sees what the store saw."""
+        value = (self.provenance or {}).get("prepend_bos")
+        return value if isinstance(value, bool) else None
+
     def check_model(self, model: Any, *, allow_mismatch: bool = False) -> None:
         """Refuse to use this store with `model` if it was extracted from another model (dimensions or weights
         differ); `allow_mismatch` turns a weights mismatch into a logged warning. See `check_provenance`.
@@ -300,6 +310,10 @@ class ActivationStore:
                 raise InputError(f"activation store {self.path}: point {p!r} has {self.dims[p]} columns, "
                                  f"{model.name} gives {point_dim(model, p)}; it was made with another model")
         check_provenance(self.provenance, model, what=f"activation store {self.path}", allow_mismatch=allow_mismatch)
+        if self.prepend_bos is not None and self.prepend_bos != model.prepend_bos:
+            log.warning("activation store %s was extracted %s a BOS, but %s runs %s one; load it with "
+                        "prepend_bos=%s to match", self.path, "with" if self.prepend_bos else "without", model.name,
+                        "with" if model.prepend_bos else "without", self.prepend_bos)
 
     def load(self, points: Sequence[str] | None = None,
              neurons: Sequence[int] | dict[str, Sequence[int]] | None = None) -> dict[str, Tensor]:
