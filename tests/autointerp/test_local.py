@@ -47,6 +47,8 @@ def test_batched_simulation_equals_the_per_record_loop(lm: LocalLM, filler: str)
     records = _records()
     got = sim.simulate(explanation, records)
     prefix = sim.prefix(explanation)
+    start = sim.shared_start()  # the prompt start shared by every explanation: its KV cache is reused
+    assert len(start) > 100 and prefix[: len(start)] == start and list(lm._kv) == [tuple(start)]
     digits = _digit_ids(lm.tokenizer)
     for rec, pred in zip(records, got, strict=True):
         ids, read = sim.record_ids(rec)

@@ -77,6 +77,7 @@ class LocalLM:
         self.batch_size = batch_size
         self._hf: Any = None
         self._tok: Any = None
+        self._kv: dict[tuple[int, ...], Any] = {}  # the KV cache of one shared prompt start, computed once
 
     @property
     def name(self) -> str:
@@ -168,12 +169,24 @@ class LocalLM:
         bias = getattr(head, "bias", None)
         return head.weight[index], (bias[index] if bias is not None else None)
 
+    def _prefix_cache(self, prefix: Sequence[int], shared: int, forward: Callable[..., Any]) -> Any:
+        """The KV cache of `prefix`, reusing the cached one of its first `shared` tokens (computed once)."""
+        shared = min(shared, len(prefix) - 1)
+        cache = None
+        if shared > 0:
+            key = tuple(prefix[:shared])
+            if key not in self._kv:
+                self._kv = {key: forward(list(key), None, 0)}
+            cache = copy.deepcopy(self._kv[key])
+        return forward(list(prefix[max(shared, 0):]), cache, max(shared, 0))
+
     def digit_expectations(self, prefix: Sequence[int], rows: Sequence[tuple[Sequence[int], Sequence[int]]],
-                           batch_size: int = 16) -> list[np.ndarray]:
+                           batch_size: int = 16, shared: int = 0) -> list[np.ndarray]:
         """For each row `(ids, read)`: the expected digit (0-9) of the model's next-token distribution, restricted
-        to the digit tokens, at positions `read` of `prefix + ids`. The prefix runs once; its KV cache is
-        repeated over each batch of rows (rows of similar length together, right-padded: causal attention
-        keeps padding out of every read)."""
+        to the digit tokens, at positions `read` of `prefix + ids`. The prefix runs once (its first `shared`
+        tokens, a prompt start common to many calls, once for all of them); its KV cache is repeated over each
+        batch of rows (rows of similar length together, right-padded: causal attention keeps padding out of
+        every read)."""
         hf = self.hf
         device = next(hf.parameters()).device
         weight, bias = self._digit_head()
@@ -182,9 +195,13 @@ class LocalLM:
         cap = getattr(hf.config, "final_logit_softcapping", None)
         scale = torch.arange(10, dtype=torch.float32, device=device)
         with torch.inference_mode():
-            p = torch.as_tensor([list(prefix)], dtype=torch.long, device=device)
-            first = base(input_ids=p, use_cache=True)
-            prefix_cache = first.cache if getattr(first, "cache", None) is not None else first.past_key_values
+            def forward(ids: list[int], cache: Any, start: int) -> Any:
+                pos = torch.arange(start, start + len(ids), device=device)[None]
+                out = base(input_ids=torch.as_tensor([ids], dtype=torch.long, device=device), position_ids=pos,
+                           use_cache=True, **({cache_arg: cache} if cache is not None else {}))
+                return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+            prefix_cache = self._prefix_cache(prefix, shared, forward)
             out: list[np.ndarray] = [np.zeros(0)] * len(rows)
             order = sorted(range(len(rows)), key=lambda i: (len(rows[i][0]), i))
             for start in range(0, len(order), batch_size):
@@ -287,6 +304,16 @@ class HFSimulator:
         self.lm = lm
         self.filler = filler
         self.batch_size = batch_size
+        self._start: list[int] | None = None
+
+    def shared_start(self) -> list[int]:
+        """The prompt tokens every explanation's prefix starts with (the common start of two prefixes, less one
+        token in case the explanation's first characters merge with it); its KV cache is computed once."""
+        if self._start is None:
+            a, b = self.prefix(Explanation("a")), self.prefix(Explanation("b"))
+            n = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+            self._start = a[: max(n - 1, 0)]
+        return self._start
 
     def prefix(self, explanation: Explanation) -> list[int]:
         """The shared prompt: the one-shot example, then the instructions with the explanation."""
@@ -307,5 +334,7 @@ class HFSimulator:
         if not records:
             return []
         rows = [self.record_ids(r) for r in records]
-        expected = self.lm.digit_expectations(self.prefix(explanation), rows, self.batch_size)
+        prefix, start = self.prefix(explanation), self.shared_start()
+        shared = len(start) if prefix[: len(start)] == start else 0
+        expected = self.lm.digit_expectations(prefix, rows, self.batch_size, shared)
         return [e / 9.0 for e in expected]
