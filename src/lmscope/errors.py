@@ -14,3 +14,7 @@ class LmscopeError(Exception):
 
 class InputError(LmscopeError, ValueError):
     """A problem with what the user gave: file, line, argument or value."""
+
+
+class Interrupted(LmscopeError):
+    """The user stopped a long run (Ctrl-C); the message says what was kept and how to continue. Exit 130."""

@@ -87,3 +87,14 @@ def test_demo_writes_report_and_refuses_overwrite(tmp_path: Path, capsys: pytest
     code, _, err = run(capsys, "demo", "--out", str(tmp_path))
     assert code == 2 and "already exists" in err
     assert (tmp_path / "result.json").read_bytes() == before
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmscope import HookedModel
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(HookedModel, "from_pretrained", stop)
+    code, _, err = run(capsys, "info", "zoo:gpt2-tiny")
+    assert code == 130 and err.strip().splitlines()[-1].startswith("lmscope: interrupted (files are written")

@@ -289,7 +289,8 @@ def test_stopped_train_resumes_by_itself_to_the_same_bytes(tmp_path: Path, capsy
 
     monkeypatch.setattr(Trainer, "train_step", interrupt)
     code, _, err = run(capsys, *args, "--out", str(tmp_path / "cut"))
-    assert code == 130 and "rerun the same command to resume from" in err and "step-00000006.pt" in err
+    assert code == 130 and "lmscope: interrupted: rerun the same command to resume from" in err
+    assert "step-00000006.pt" in err
     assert not (tmp_path / "cut" / "cfg.json").exists()
     monkeypatch.setattr(Trainer, "train_step", original)
     code, _, err = run(capsys, *args, "--out", str(tmp_path / "cut"))

@@ -21,7 +21,7 @@ from lmscope.cli.dictionary import dict_app
 from lmscope.cli.heads import heads_app
 from lmscope.cli.neurons import neurons_app
 from lmscope.cli.whitebox import whitebox_app
-from lmscope.errors import InputError
+from lmscope.errors import InputError, Interrupted
 
 app.add_typer(neurons_app, name="neurons")
 app.add_typer(dict_app, name="dict")
@@ -44,3 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     except InputError as e:
         err.print(f"lmscope: error: {e}", markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(2) from None
+    except Interrupted as e:
+        err.print(f"lmscope: interrupted: {e}", markup=False, highlight=False, soft_wrap=True)
+        raise SystemExit(130) from None
+    except SystemExit as e:
+        if e.code == 130:  # Ctrl-C outside a command that says more (Typer exits 130 silently)
+            err.print("lmscope: interrupted (files are written atomically: each output is whole or absent)",
+                      markup=False, highlight=False, soft_wrap=True)
+        raise

@@ -12,7 +12,7 @@ import typer
 
 from lmscope.cli.common import JsonFlag, ModelArg, err, out, print_json, progress_bars
 from lmscope.data.corpus import CORPUS_HELP
-from lmscope.errors import InputError
+from lmscope.errors import InputError, Interrupted
 from lmscope.fileio import check_output_dir
 
 dict_app = typer.Typer(help="Sparse dictionaries: train, evaluate and read SAEs and transcoders.",
@@ -60,10 +60,8 @@ def _resumable(target: Path, plan: Any) -> Iterator[None]:
         yield
     except KeyboardInterrupt:
         last = latest_checkpoint(target) if plan.every else None
-        where = (f"; rerun the same command to resume from {last}" if last is not None
-                 else "; no checkpoint was written yet (rerun to start again)")
-        err.print(f"lmscope: interrupted{where}", markup=False, highlight=False, soft_wrap=True)
-        raise SystemExit(130) from None
+        raise Interrupted(f"rerun the same command to resume from {last}" if last is not None
+                          else "no checkpoint was written yet (rerun to start again)") from None
 
 
 def _load(directory: str, model: str | None, corpus: str | None, texts: int, stage: Any,
