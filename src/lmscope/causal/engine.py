@@ -140,6 +140,7 @@ def patched_outcomes(model: Runnable, base: Prepared, source: Prepared, pairs: T
                                kv, outcome, y_base if confined else None, src_at=src_last, base_at=base_last)
             y[lo:hi, idx] = out.reshape(len(idx), hi - lo).T
             report("patching", n + 1, len(chunks))
+    release_memory()
     return PatchRun(y, y_base, y_src)
 
 
@@ -202,6 +203,19 @@ def _run_cached(model: Runnable, inputs: Prepared, names: list[str], outcome: Ou
     return outcome(out, index).float(), cache, None  # type: ignore[arg-type]
 
 
+def release_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc's `malloc_trim`; nothing elsewhere). glibc keeps what a stage
+    freed, and raises its mmap threshold after large frees, so without this the activations of the base and
+    source runs stay in the resident set through the patching and count in the peak."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    if trim is not None:
+        trim(0)
+
+
 def _shifted(outcome: Outcome, lo: int) -> Outcome:
     """The outcome of a row batch starting at row `lo`: per-row targets are looked up by global row index."""
     if lo == 0:
@@ -245,6 +259,7 @@ def _run_batched(model: Runnable, inputs: Prepared, names: list[str], outcome: O
     if all(kv is not None for kv in kvs):
         kv_all = [(torch.cat([kv[layer][0] for kv in kvs]), torch.cat([kv[layer][1] for kv in kvs]))  # type: ignore
                   for layer in range(len(kvs[0]))]  # type: ignore[arg-type]
+    release_memory()
     shrunk = last_only if kv_all is not None or not need_kv else set()
     where = {name: torch.zeros_like(inputs.last) if name in shrunk and cache[name].shape[0] == n else inputs.last
              for name in names}

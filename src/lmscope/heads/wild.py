@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lmscope.causal.engine import release_memory
 from lmscope.data.sequences import ALL_TASKS, CYCLIC_TASKS
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
@@ -207,6 +208,7 @@ def heads_in_the_wild(model: HookedModel, texts: Sequence[str], *, batch_size: i
         mask, loss_up = batch_losses(model, batch, z_mean, max_elements=max_elements, on_layer=step, weights=weights)
         best = loss_up.flatten(1).argmax(-1)  # [P]
         n_tokens += _tally(model, batch.input_ids, mask, best, loss_up, counts, examples, n_examples)
+        release_memory()  # the batch's log-probabilities and activations go back to the OS, not to the next peak
     return WildResult(counts, n_tokens, examples, corpus)
 
 
