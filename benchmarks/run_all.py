@@ -138,6 +138,11 @@ def collect_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             rows.append({"benchmark": b["name"], "comparison": "not run", "model": "", "lmscope": "", "anchor": "",
                          "ratio": None, "quality": b["status"]})
+    done = {b["name"] for b in results["benchmarks"]}
+    for b in PLAN:
+        if b.name not in done:
+            rows.append({"benchmark": b.name, "comparison": "not run", "model": "", "lmscope": "", "anchor": "",
+                         "ratio": None, "quality": "not in this results file"})
     return rows
 
 

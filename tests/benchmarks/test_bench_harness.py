@@ -110,6 +110,8 @@ def test_run_all_table_names_versions_load_and_what_did_not_run() -> None:
     assert "load average 1.5–2.5" in md
     assert "| heads | succession | zoo | 1 s | 4 s | 4.00x (3.50–4.50) | equal |" in md
     assert "| neurox-zoo | not run |  |  |  | — | skipped: no venv /x/neurox |" in md
+    assert "| atp-zoo | not run |  |  |  | — | not in this results file |" in md  # in the plan, never run
+    assert md.count("| heads |") == 1
 
 
 def test_update_readme_replaces_only_the_marked_section(tmp_path: Path) -> None:
