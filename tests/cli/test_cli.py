@@ -98,3 +98,17 @@ def test_ctrl_c_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str], mon
     monkeypatch.setattr(HookedModel, "from_pretrained", stop)
     code, _, err = run(capsys, "info", "zoo:gpt2-tiny")
     assert code == 130 and err.strip().splitlines()[-1].startswith("lmscope: interrupted (files are written")
+
+
+def test_cli_sets_a_passive_openmp_wait_policy_before_torch_loads() -> None:
+    import os
+    import subprocess
+    import sys
+
+    code = "import lmscope.cli, os, sys; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[0] == "PASSIVE"
+    kept = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                          capture_output=True, text=True, check=True).stdout
+    assert kept.split()[0] == "ACTIVE"  # a user's own choice wins

@@ -329,3 +329,22 @@ def test_train_refuses_an_output_it_cannot_write_before_loading(tmp_path: Path,
             code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", *extra, "--out", str(out_arg))
             assert code == 2 and why in err and "Traceback" not in err
     assert a_file.read_text() == "mine"
+
+
+def test_a_dictionary_is_refused_with_another_model_of_the_same_shape(trained: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Provenance: the dictionary records the model's weights fingerprint; the same architecture with one
+    weight changed is refused with both named, unless --allow-model-mismatch."""
+    cfg = json.loads((trained / "cfg.json").read_text())
+    assert cfg["provenance"]["model_id"] == "zoo:gpt2-tiny" and cfg["provenance"]["dtype"] == "float32"
+    other = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    with torch.no_grad():
+        next(other.hf.parameters()).view(-1)[0] += 1.0
+    other.hf.save_pretrained(tmp_path / "other")
+    other.tokenizer.save_pretrained(tmp_path / "other")
+    code, _, err = run(capsys, "dict", "eval", str(trained), "--model", str(tmp_path / "other"), "--texts", "4",
+                       "--corpus", "synthetic")
+    assert code == 2 and "zoo:gpt2-tiny" in err and str(tmp_path / "other") in err and "Traceback" not in err
+    code, _, err = run(capsys, "dict", "eval", str(trained), "--model", str(tmp_path / "other"), "--texts", "4",
+                       "--corpus", "synthetic", "--allow-model-mismatch", "--json")
+    assert code == 0, err

@@ -24,7 +24,8 @@ def test_stack_trains_every_layer_and_circuit_reads_it(tmp_path: Path, capsys: p
     assert result["kind"] == "dictionary_stack"
     assert result["settings"]["corpus"]["model_dtype"] == "bfloat16"  # streamed in bf16, recorded as such
     cfg = json.loads((out / "layer2" / "cfg.json").read_text())
-    assert cfg["dtype"] == "float32" and "bfloat16" in json.dumps(cfg)  # weights float32, provenance kept
+    assert cfg["dtype"] == "float32" and cfg["corpus"]["model_dtype"] == "bfloat16"  # weights fp32, stream bf16
+    assert cfg["provenance"]["dtype"] == "float32"  # made for the float32 model, which circuit then uses
     rows = result["table"]
     assert [r["layer"] for r in rows] == [0, 1, 2, 3]
     assert all(r["hook_name"] == f"blocks.{r['layer']}.ln2.hook_normalized" for r in rows)

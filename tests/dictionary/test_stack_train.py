@@ -46,6 +46,8 @@ def test_parse_layers_and_hooks(model) -> None:  # type: ignore[no-untyped-def]
     assert stack_hooks(model, "sae", [1])[1] == ("blocks.1.hook_resid_post",) * 2
     with pytest.raises(InputError, match=r"\{layer\}"):
         stack_hooks(model, "sae", [0, 1], "blocks.0.hook_resid_mid")
+    with pytest.raises(InputError, match=r"expected layers in 0\.\.3"):
+        parse_layers("0-1000000000000", 4)  # refused before any range is built
 
 
 def test_stream_serves_the_kept_rows_of_one_forward(model) -> None:  # type: ignore[no-untyped-def]

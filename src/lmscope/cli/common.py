@@ -24,6 +24,9 @@ err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a summary.")]
 ModelArg = Annotated[str, typer.Argument(help="zoo:NAME, a local HF model directory, or a Hugging Face hub id.")]
+AllowMismatchOpt = Annotated[bool, typer.Option(
+    "--allow-model-mismatch", help="Use a store or dictionary made with a different model anyway (same "
+    "dimensions, other weights): a warning instead of a refusal. The results then mix two models.")]
 
 
 def print_json(obj: Any) -> None:

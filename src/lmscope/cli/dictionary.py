@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, err, out, print_json, progress_bars
+from lmscope.cli.common import AllowMismatchOpt, JsonFlag, ModelArg, err, out, print_json, progress_bars
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError, Interrupted
 from lmscope.fileio import check_output_dir
@@ -65,13 +65,14 @@ def _resumable(target: Path, plan: Any) -> Iterator[None]:
 
 
 def _load(directory: str, model: str | None, corpus: str | None, texts: int, stage: Any,
-          features: list[int] | None = None) -> tuple[Any, Any, Any]:
+          features: list[int] | None = None, allow_mismatch: bool = False) -> tuple[Any, Any, Any]:
     """(model, dictionary, corpus): the corpus and `features` are checked (one line asking for --corpus for a
     real model) before the model loads; the model tokenizes as the dictionary was trained (its recorded
     prepend_bos)."""
     from lmscope import HookedModel
     from lmscope.data.corpus import load_corpus
     from lmscope.dictionary import load_dictionary
+    from lmscope.dictionary.io import check_dictionary_model
     from lmscope.dictionary.recipes import model_corpus
 
     if texts < 1:
@@ -87,6 +88,7 @@ def _load(directory: str, model: str | None, corpus: str | None, texts: int, sta
     stage("loading model", 0, 1)
     hooked = HookedModel.from_pretrained(name)
     stage("loading model", 1, 1)
+    check_dictionary_model(dictionary, hooked, what=f"dictionary {directory}", allow_mismatch=allow_mismatch)
     recorded = dictionary.cfg.prepend_bos
     if recorded is not None and recorded != hooked.prepend_bos:
         if recorded and getattr(hooked.tokenizer, "bos_token_id", None) is None:
@@ -173,7 +175,6 @@ def train(model: ModelArg,
     Example: lmscope dict train ./smollm2-135m --layer 15 --corpus train.txt --d-sae 4096 --out tc15/
     (zoo models default to the synthetic corpus: lmscope dict train zoo:gpt2-tiny --layer 2 --out tc2/)
     """
-    from lmscope import HookedModel
     from lmscope.data.corpus import load_corpus
     from lmscope.dictionary.positions import PositionRule, first_position_note
     from lmscope.dictionary.recipes import dictionary_hooks, model_corpus, train_dictionary
@@ -196,7 +197,7 @@ def train(model: ModelArg,
     load_corpus(corpus, model_name=model, synthetic_texts=1)  # one line asking for --corpus, before the model loads
     with progress_bars(True) as stage:
         stage("loading model", 0, 1)
-        hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos, dtype=dtype)
+        hooked, record = _load_streaming(model, prepend_bos, dtype)
         stage("loading model", 1, 1)
         text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         note = first_position_note(hooked, text.texts[:16], dictionary_hooks(hooked, kind, layer, hook)[1],
@@ -208,7 +209,7 @@ def train(model: ModelArg,
                                    l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size, seed=seed,
                                    corpus=text, exclude_first=rule_check.exclude_first, reuse=reuse,
                                    out_dir=target if plan.every else None, checkpoint_every=plan.every,
-                                   resume=plan.resume, progress=stage)
+                                   resume=plan.resume, provenance=record, progress=stage)
     path = est.save(target, overwrite=overwrite)
     if plan.auto:
         _remove_checkpoints(target)
@@ -249,8 +250,10 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
     from lmscope.dictionary.positions import PositionRule
     from lmscope.dictionary.recipes import model_corpus
     from lmscope.fileio import check_writable
+    from lmscope.report.dictionary_sections import write_stack_report
 
     check_writable(target / "result.json", overwrite=overwrite)
+    check_writable(target / "report.html", overwrite=overwrite)
     _check_sizes(d_sae=d_sae, tokens=tokens, batch_size=batch_size, k=k, reuse=reuse, l1=l1)
     plan = _plan(target, tokens, batch_size, checkpoint_every, overwrite)
     if activation == "topk" and k is None:
@@ -263,7 +266,7 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
     load_corpus(corpus, model_name=model, synthetic_texts=1)
     with progress_bars(True) as stage:
         stage("loading model", 0, 1)
-        hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos, dtype=dtype)
+        hooked, record = _load_streaming(model, prepend_bos, dtype)
         stage("loading model", 1, 1)
         chosen = parse_layers(layers, hooked.cfg.n_layers)
         # weights (encoder + decoder) per layer, and two kept checkpoints with Adam's two moments each
@@ -277,11 +280,13 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
                               corpus=replace(text, texts=train_texts),
                               exclude_first=exclude_first, reuse=reuse, seed=seed, buffer_tokens=buffer_tokens,
                               out_dir=target if plan.every else None, checkpoint_every=plan.every,
-                              resume=plan.resume, progress=stage)
-        hooked.hf.float()  # the table in float32 whatever the streaming dtype
+                              resume=plan.resume, provenance=record, progress=stage)
+        if str(dtype) != "torch.float32":  # the table with the float32 model whatever the streaming dtype
+            hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
         table = stack_table(hooked, run, held, spliced=spliced, progress=stage)
     meta = {"model": hooked.name, "eval": {"n_texts": len(held), "held_out": held_out, "spliced": spliced}}
     path = save_stack(run, table, target, overwrite=overwrite, meta=meta)
+    write_stack_report(path, overwrite=overwrite)
     if plan.auto:
         _remove_checkpoints(target)
     if as_json:
@@ -290,6 +295,18 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
         print_json(json.loads((path / "result.json").read_text()))
         return
     _print_stack(path, run, table, held_out)
+
+
+def _load_streaming(model: str, prepend_bos: bool | None, dtype: Any) -> tuple[Any, dict[str, Any]]:
+    """The model to stream activations from, in `dtype`, and the provenance record of its float32 weights
+    (what the dictionaries are later used with)."""
+    from lmscope import HookedModel
+    from lmscope.model.provenance import provenance_record
+
+    hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
+    record = provenance_record(hooked)
+    hooked.hf.to(dtype)
+    return hooked, record
 
 
 def _model_dtype(name: str) -> Any:
@@ -333,7 +350,7 @@ def evaluate_cmd(directory: DirArg, model: ModelOpt = None, corpus: HeldOutCorpu
                  out_dir: Annotated[str | None, typer.Option("--out", help="Directory to write result.json "
                                                              "into.")] = None,
                  overwrite: Annotated[bool, typer.Option(help="Replace an existing result.json in --out.")] = False,
-                 as_json: JsonFlag = False) -> None:
+                 allow_mismatch: AllowMismatchOpt = False, as_json: JsonFlag = False) -> None:
     """L0, FVU, dead/dense features on held-out tokens, and LM loss with the dictionary spliced in.
 
     Example: lmscope dict eval tc15/ --corpus heldout.txt
@@ -346,7 +363,7 @@ def evaluate_cmd(directory: DirArg, model: ModelOpt = None, corpus: HeldOutCorpu
     if out_dir is not None:
         check_writable(Path(out_dir) / "result.json", overwrite=overwrite)
     with progress_bars(True) as stage:
-        hooked, dictionary, text = _load(directory, model, corpus, texts, stage)
+        hooked, dictionary, text = _load(directory, model, corpus, texts, stage, allow_mismatch=allow_mismatch)
         chosen, used = _texts(text, texts)
         result = dictionary_metrics(hooked, dictionary, chosen, exclude_first=exclude_first, progress=stage)
     result.update(model=hooked.name, dictionary=str(directory),
@@ -374,7 +391,7 @@ def features_cmd(directory: DirArg, model: ModelOpt = None,
                                                               "(default: the most frequent).")] = None,
                  top_examples: Annotated[int, typer.Option("--top-examples", help="Contexts per feature.")] = 5,
                  corpus: HeldOutCorpusOpt = None, texts: TextsOpt = 300, exclude_first: ExcludeFirstOpt = None,
-                 as_json: JsonFlag = False) -> None:
+                 allow_mismatch: AllowMismatchOpt = False, as_json: JsonFlag = False) -> None:
     """Each feature's top-activating contexts and its top input tokens through the embedding.
 
     Example: lmscope dict features tc15/ --corpus heldout.txt --features 3,17 --top-examples 5
@@ -386,7 +403,7 @@ def features_cmd(directory: DirArg, model: ModelOpt = None,
     except ValueError:
         raise InputError(f"--features: expected comma-separated integers, got {features!r}") from None
     with progress_bars(True) as stage:
-        hooked, dictionary, text = _load(directory, model, corpus, texts, stage, chosen)
+        hooked, dictionary, text = _load(directory, model, corpus, texts, stage, chosen, allow_mismatch)
         some, used = _texts(text, texts)
         reports = feature_reports(hooked, dictionary, some, features=chosen, k=top_examples,
                                   exclude_first=exclude_first, progress=stage)

@@ -61,14 +61,16 @@ def parse_layers(spec: str | Sequence[int], n_layers: int, flag: str = "--layers
         out: set[int] = set()
         if spec.strip().lower() == "all":
             return list(range(n_layers))
-        try:
-            for part in spec.split(","):
-                a, _, b = part.strip().partition("-")
+        for part in spec.split(","):
+            a, _, b = part.strip().partition("-")
+            try:
                 lo, hi = int(a), int(b) if b else int(a)
-                out.update(range(lo, hi + 1))
-        except ValueError:
-            raise InputError(f"{flag}: expected 'all' or comma-separated layers such as 0,3,5 or 2-5, "
-                             f"got {spec!r}") from None
+            except ValueError:
+                raise InputError(f"{flag}: expected 'all' or comma-separated layers such as 0,3,5 or 2-5, "
+                                 f"got {spec!r}") from None
+            if not 0 <= lo <= hi < n_layers:  # checked before any range is built: "0-10**12" is one line
+                raise InputError(f"{flag}: expected layers in 0..{n_layers - 1}, got {spec!r}")
+            out.update(range(lo, hi + 1))
         layers = sorted(out)
     else:
         layers = sorted(set(int(v) for v in spec))
@@ -221,7 +223,7 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
                 texts: Sequence[str] | None = None, corpus: Corpus | str | None = None, exclude_first: int = 0,
                 reuse: int = 1, seed: int = 0, buffer_tokens: int | None = None, text_batch: int = 16,
                 memory_limit: int = MEMORY_LIMIT, out_dir: str | Path | None = None, checkpoint_every: int = 0,
-                keep_checkpoints: int = 2, resume: bool = False,
+                keep_checkpoints: int = 2, resume: bool = False, provenance: dict[str, Any] | None = None,
                 progress: Stage | None = None) -> StackTraining:
     """Train a dictionary at every layer of `layers` from one forward per text batch (module docstring).
 
@@ -229,8 +231,11 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
     recipe: `tokens` rows per layer, `batch_size` rows per step). `out_dir` with `checkpoint_every` writes one
     checkpoint for the whole stack to `out_dir/checkpoints/` every that many steps; `resume` continues from
     the newest one to the bytes an uninterrupted run would give. `progress(stage, i, n)` per step.
+    `provenance`: the model record each dictionary keeps (`lmscope.model.provenance.provenance_record`;
+    default `model`'s own; pass the float32 model's when `model` was cast to another dtype to stream).
     """
     from lmscope.dictionary.recipes import recipe_estimator, training_texts
+    from lmscope.model.provenance import provenance_record
 
     rank, world = dist_info()
     hooks = stack_hooks(model, kind, list(layers), hook)
@@ -254,11 +259,13 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
                          text_batch=text_batch, seed=seed, exclude_first=exclude_first, reuse=reuse, rank=rank,
                          world=world)
     pos_rule = stream.positions
+    model_record = dict(provenance) if provenance is not None else provenance_record(model)
     provenance = {"prepend_bos": pos_rule.prepend_bos, "exclude_first": pos_rule.exclude_first, "corpus": record}
     trainers: dict[int, Trainer] = {}
     col = {n: i for i, n in enumerate(names)}
     for la, (i, o) in hooks.items():
         module, tc = ests[la].build(dims[i], dims[o], i, o, **provenance)
+        module.provenance = model_record
         tc.checkpoint_every, tc.keep_checkpoints = checkpoint_every, keep_checkpoints
         trainers[la] = Trainer(module, tc)
     n_steps = next(iter(trainers.values())).tc.n_steps
@@ -389,27 +396,21 @@ def curves(training: StackTraining, points: int = CURVE_POINTS) -> dict[str, lis
 
 def save_stack(training: StackTraining, table: list[dict[str, Any]], directory: str | Path, *,
                overwrite: bool = False, meta: dict[str, Any] | None = None) -> Path:
-    """Write `directory/layer<L>/` (SAELens layout, what `lmscope circuit --transcoders` reads),
-    `directory/result.json` (kind `dictionary_stack`: the per-layer table, curves, timing, settings) and
-    `directory/report.html` (the same as a page: table, FVU by layer, training curves)."""
+    """Write `directory/layer<L>/` (SAELens layout, what `lmscope circuit --transcoders` reads) and
+    `directory/result.json` (kind `dictionary_stack`: the per-layer table, curves, timing, settings; the
+    CLI draws it as report.html with `lmscope.report.dictionary_sections.stack_section`)."""
     from lmscope import __version__
     from lmscope.dictionary.io import save_dictionary
-    from lmscope.fileio import atomic_write_json, atomic_write_text, check_writable
-    from lmscope.report.dictionary_sections import stack_section
-    from lmscope.report.report import Report
+    from lmscope.fileio import atomic_write_json, check_writable
 
     root = Path(directory)
     check_writable(root / "result.json", overwrite=overwrite)
-    check_writable(root / "report.html", overwrite=overwrite)
     for la, est in training.estimators.items():
         save_dictionary(est.dictionary_, root / f"layer{la}", overwrite=overwrite)
     result = {"kind": "dictionary_stack", "lmscope_version": __version__, **(meta or {}),
               "layers": list(training.hooks), "table": table, "curves": curves(training),
               "timing": timing(training), "settings": training.settings}
     atomic_write_json(root / "result.json", result, overwrite=overwrite)
-    report = Report(f"Dictionary stack: {len(training.hooks)} layers", meta={"model": result.get("model")})
-    report.add(stack_section(result))
-    atomic_write_text(root / "report.html", report.render_html(), overwrite=overwrite)
     return root
 
 

@@ -122,7 +122,7 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
                      k: int | None = None, tokens: int = 200_000, batch_size: int = 1024, lr: float = 2e-3,
                      texts: Sequence[str] | None = None, corpus: Corpus | str | None = None,
                      exclude_first: int = 0, reuse: int = 1, seed: int = 0, out_dir: str | Path | None = None,
-                     checkpoint_every: int = 0, resume: bool = False,
+                     checkpoint_every: int = 0, resume: bool = False, provenance: dict[str, Any] | None = None,
                      progress: Callable[[str, int, int], None] | None = None) -> SAE | Transcoder:
     """Train an SAE or transcoder on activations streamed from `model`: a one-layer stack
     (`lmscope.dictionary.multi.train_stack`), so its data order is a function of (texts, seed, step) and a
@@ -133,7 +133,8 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
     BOS position and the first `exclude_first` text tokens of every text are left out
     (`lmscope.dictionary.positions`); the position rule and the corpus (`corpus_record`) go into cfg.json.
     `reuse`: each row computed from the model is served `reuse` times, so `tokens` training rows cost
-    `tokens / reuse` tokens of forward passes. `progress(stage, i, n)` per step.
+    `tokens / reuse` tokens of forward passes. `progress(stage, i, n)` per step; `provenance` as in
+    `train_stack` (the model record cfg.json keeps).
     """
     from lmscope.dictionary.multi import train_stack
 
@@ -142,6 +143,6 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
                       l1_coefficient=l1_coefficient, k=k, tokens=tokens, batch_size=batch_size, lr=lr, texts=texts,
                       corpus=corpus, exclude_first=exclude_first, reuse=reuse, seed=seed,
                       buffer_tokens=max(8 * batch_size, 16384), out_dir=out_dir, checkpoint_every=checkpoint_every,
-                      resume=resume, progress=progress)
+                      resume=resume, provenance=provenance, progress=progress)
     est: SAE | Transcoder = run.estimators[layer]
     return est

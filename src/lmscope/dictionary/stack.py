@@ -23,8 +23,10 @@ from lmscope.model.hooked import HookedModel
 _LAYER = re.compile(r"^blocks\.(\d+)\.ln2\.hook_normalized$")
 
 
-def load_transcoders(directory: str | Path) -> dict[int, Dictionary]:
-    """`{layer: transcoder}` from `directory` (one transcoder) or its subdirectories (one per layer)."""
+def load_transcoders(directory: str | Path, *, model: HookedModel | None = None,
+                     allow_mismatch: bool = False) -> dict[int, Dictionary]:
+    """`{layer: transcoder}` from `directory` (one transcoder) or its subdirectories (one per layer); with
+    `model`, each one's recorded model is checked against it (`load_dictionary`'s provenance check)."""
     root = Path(directory)
     if not root.is_dir():
         raise InputError(f"--transcoders: {root} is not a directory")
@@ -33,7 +35,7 @@ def load_transcoders(directory: str | Path) -> dict[int, Dictionary]:
         raise InputError(f"--transcoders: {root} holds no {CFG_FILE} (expected one transcoder directory per layer)")
     out: dict[int, Dictionary] = {}
     for d in dirs:
-        tc = load_dictionary(d)
+        tc = load_dictionary(d, model=model, allow_mismatch=allow_mismatch)
         m = _LAYER.match(tc.cfg.hook_name)
         if tc.cfg.kind != "transcoder" or m is None:
             raise InputError(f"{d}: not an MLP transcoder (kind {tc.cfg.kind!r}, hook {tc.cfg.hook_name!r})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from lmscope.report.blocks import KeyValues, Table, Text
@@ -114,3 +115,17 @@ def stack_section(result: Mapping[str, Any]) -> Section:
     data = {"table": [dict(r) for r in table], "fvu_by_layer": by_layer_data, "training_mse": mse_data,
             "settings": dict(settings), "timing": dict(timing)}
     return Section("dictionary_stack", "A dictionary stack", blocks, data)
+
+
+def write_stack_report(directory: str | Path, *, overwrite: bool = False) -> Path:
+    """`directory/report.html` for a saved dictionary stack, drawn from its `result.json`."""
+    import json
+
+    from lmscope.fileio import atomic_write_text
+    from lmscope.report.report import Report
+
+    root = Path(directory)
+    result = json.loads((root / "result.json").read_text())
+    report = Report(f"Dictionary stack: {len(result['layers'])} layers", meta={"model": result.get("model")})
+    report.add(stack_section(result))
+    return atomic_write_text(root / "report.html", report.render_html(), overwrite=overwrite)
