@@ -122,14 +122,18 @@ def load_result(path: str | os.PathLike[str], kind: str, what: str, build: Calla
     source = Path(path)
     source = source / "result.json" if source.is_dir() else source
     try:
-        d = json.loads(source.read_text())
+        d = json.loads(source.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{source}: no such file") from None
     except json.JSONDecodeError as err:
         raise InputError(f"{source}: not JSON ({err.msg}); expected {what}") from None
+    except (UnicodeDecodeError, RecursionError) as err:  # bytes that are not UTF-8; nesting beyond Python's stack
+        raise InputError(f"{source}: not readable JSON ({type(err).__name__}); expected {what}") from None
+    except OSError as err:
+        raise InputError(f"{source}: cannot be read ({err.strerror or err})") from None
     if not isinstance(d, dict) or d.get("kind") != kind:
         raise InputError(f"{source}: not {what}")
     try:
         return build(d)
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as err:
         raise InputError(f"{source}: not a readable {kind.replace('_', ' ')} ({err!r})") from None

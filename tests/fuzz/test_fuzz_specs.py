@@ -46,8 +46,6 @@ def test_unit_strings(text: str) -> None:
         assert len(UnitSet([text, unit])) == 1
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="lmscope.model.units.Unit.parse: int() of a '²' index "
-                   "that str.isdigit() accepted (reported)")
 @settings(max_examples=100)
 @given(text=specs)
 @example(text="blocks.1.mlp.hook_post:²")

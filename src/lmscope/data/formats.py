@@ -72,7 +72,7 @@ def parse_conllu(path: str | os.PathLike[str], column: str | int = "upos") -> Pa
         token_id = fields[0]
         if "-" in token_id or "." in token_id:
             continue
-        if not token_id.isdigit():
+        if not token_id.isdecimal():
             raise InputError(
                 f"{path}:{lineno}: ID column is {token_id!r}; expected an integer, a range like 3-4 "
                 "or a decimal like 5.1"

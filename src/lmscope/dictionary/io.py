@@ -88,7 +88,7 @@ def dictionary_cfg_json(dictionary: Dictionary, provenance: Mapping[str, Any] | 
 
 def _layer(hook: str) -> int:
     parts = hook.split(".")
-    return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else 0
+    return int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdecimal() else 0
 
 
 def save_dictionary(dictionary: Dictionary, directory: str | Path, *, overwrite: bool = False,

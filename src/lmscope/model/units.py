@@ -45,7 +45,7 @@ class Unit:
             text, position = pos_match.group(1), int(pos_match.group(2))
         if text.startswith("dict:"):
             path, _, feature = text[5:].rpartition(":")
-            if not path or not feature.isdigit():
+            if not path or not feature.isdecimal():
                 raise InputError(f"unit {text!r}: expected 'dict:<path>:<feature index>'")
             return cls("feature", "", int(feature), position, path)
         head = _HEAD_RE.match(text)
@@ -53,7 +53,7 @@ class Unit:
             return cls("head", head.group(1) + ".hook_z", int(head.group(2)), position)
         hook, sep, index = text.rpartition(":")
         if sep:
-            if not index.isdigit() or not hook:
+            if not index.isdecimal() or not hook:
                 raise InputError(f"unit {text!r}: expected '<hook name>:<non-negative index>'")
             return cls("neuron", hook, int(index), position)
         return cls("site", text, None, position)
