@@ -93,11 +93,11 @@ def circuit(model: ModelArg,
         out.print(missing, soft_wrap=True, markup=False, highlight=False)
     if rec is not None and rec.recovered is not None:
         out.print(f"only the graph's {rec.n_features} features kept: {rec.circuit:.4f}; none: {rec.none:.4f}; "
-                  f"all but the graph's: {rec.without:.4f}; recovered {rec.recovered:.3f} of the target",
+                  f"all but the graph's: {rec.without:.4f}; recovered {_fmt(rec.recovered)} of the target",
                   soft_wrap=True)
     if rec is not None and rec.recovered_frozen is not None:
         out.print(f"with norm scales and attention frozen: {rec.circuit_frozen:.4f}; none: {rec.none_frozen:.4f}; "
-                  f"recovered {rec.recovered_frozen:.3f}", soft_wrap=True)
+                  f"recovered {_fmt(rec.recovered_frozen)}", soft_wrap=True)
     sc = result.scores
     if sc is not None:
         out.print(f"graph scores (circuit-tracer): replacement {_fmt(sc.replacement)}, completeness "
