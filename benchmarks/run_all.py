@@ -64,7 +64,7 @@ PLAN: tuple[Bench, ...] = (  # sizes chosen so the whole plan runs in about an h
     Bench("dictionary-saelens", "saelens", "bench_dictionary.py", ("--anchor", "saelens", "--lambdas", "0.25,0.5"),
           ("--anchor", "saelens", "--lambdas", "0.25,0.5", "--quick")),
     Bench("dictionary-sparsify", "sparsify", "bench_dictionary.py", ("--anchor", "sparsify")),
-    Bench("stack-smollm2", "sparsify", "bench_stack.py", ("--model", "smollm2", "--tokens", "2048", "--fvu-tokens",
+    Bench("stack-smollm2", "sparsify", "bench_stack.py", ("--model", "smollm2", "--tokens", "4096", "--fvu-tokens",
                                                           "8192")),
 )
 
