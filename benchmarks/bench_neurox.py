@@ -152,7 +152,7 @@ def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, 
                     ids[j, : len(r)] = torch.tensor(r)
                 [h.cpu().numpy() for h in hf_body(ids.to(m.device), output_hidden_states=True).hidden_states]
 
-    cli = [sys.executable, "-m", "lmscope", "extract", MODEL, "--corpus", str(text), "--points", ",".join(points),
+    lm_cli = [sys.executable, "-m", "lmscope", "extract", MODEL, "--corpus", str(text), "--points", ",".join(points),
            "--out", str(work / "cli-store"), "--json"]
     nx_cli = [sys.executable, "-m", te.__name__, path, str(text), str(work / "nx-cli.hdf5"), "--aggregation", "last",
               "--output_type", "hdf5"]
@@ -166,7 +166,7 @@ def bench_extraction(m: HookedModel, work: Path, n_sentences: int, rounds: int, 
         "lmscope_bt1024": lambda: extract(m, sentences, work / "lm-store", small_batches),
         "lmscope_no_bos": lambda: extract(no_bos, sentences, work / "lm-store", cfg),
         "neurox_cli": lambda: subprocess.run(nx_cli, check=True, capture_output=True),
-        "lmscope_cli": lambda: subprocess.run(cli, check=True, capture_output=True),
+        "lmscope_cli": lambda: subprocess.run(lm_cli, check=True, capture_output=True),
         "bare_forward": bare,
     }
     if real:  # the CLIs would time loading a 135M model; SmolLM2 adds no BOS, so no_bos is lmscope itself; NeuroX's
