@@ -64,7 +64,7 @@ def _forge_shard(store: Path, tensors: dict[str, torch.Tensor], meta: object) ->
 def test_store_of_the_same_model_opens_with_it(made: tuple[Path, HookedModel]) -> None:
     path, model = made
     st = ActivationStore(path, model=model)  # the manifest's full weights_sha256 matches
-    assert st.provenance["id"] == "tiny-a"
+    assert st.provenance["model_id"] == "tiny-a" and st.manifest["model"]["id"] == "tiny-a"
     twin = HookedModel(copy.deepcopy(model.hf), model.tokenizer, name="twin")
     ActivationStore(path).check_model(twin)  # equal weights under another name: the same model
 
@@ -96,7 +96,7 @@ def test_a_provenance_record_in_the_manifest_is_used_and_checked(store: Path,
 
 def test_store_without_any_model_record_warns(store: Path, made: tuple[Path, HookedModel],
                                               caplog: pytest.LogCaptureFixture) -> None:
-    _edit_manifest(store, lambda m: m.update(model={}))
+    _edit_manifest(store, lambda m: (m.update(model={}), m.pop("provenance", None)))
     with caplog.at_level(logging.WARNING, logger="lmscope.model.provenance"):
         ActivationStore(store, model=made[1])
     assert f"activation store {store} records no model provenance" in caplog.text

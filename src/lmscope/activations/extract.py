@@ -32,6 +32,7 @@ from lmscope.distributed import barrier, dist_info, on_rank0
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json, default_file_mode
 from lmscope.model.hooked import HookedModel
+from lmscope.model.provenance import provenance_record, weights_sha256
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
@@ -47,25 +48,6 @@ class ExtractConfig:
     dtype: str = "float32"
     batch_tokens: int = 4096
     shard_sentences: int = 2048
-
-
-def weights_sha256(model: HookedModel) -> str:
-    """A fingerprint of the model's weights (names, shapes, dtypes and bytes of every tensor).
-
-    Cached on the model until a tensor changes (torch bumps a tensor's version on every in-place edit). The
-    key uses the parameters themselves (`keep_vars=True`): `state_dict()` returns fresh detached tensors, whose
-    ids differ on every call, so a key built from them never matched and every extraction re-hashed the model.
-    """
-    key = tuple((id(t), t._version, t.data_ptr()) for t in model.hf.state_dict(keep_vars=True).values())
-    cached = getattr(model, "_lmscope_weights_hash", None)
-    if cached is not None and cached[0] == key:
-        return cached[1]
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.hf.state_dict().items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    model._lmscope_weights_hash = (key, digest.hexdigest())  # type: ignore[attr-defined]
-    return digest.hexdigest()
 
 
 def _corpus_sha256(sentences: Sequence[Sequence[str]]) -> str:
@@ -96,6 +78,7 @@ def _header(model: HookedModel, model_id: str, sentences: Sequence[Sequence[str]
         "format": FORMAT, "status": "incomplete",
         "model": {"id": model_id, "family": model.cfg.family, "weights_sha256": weights_sha256(model),
                   "prepend_bos": model.prepend_bos},
+        "provenance": {**provenance_record(model), "model_id": model_id},
         "points": list(cfg.points), "dims": dims, "dtype": cfg.dtype, "aggregation": cfg.aggregate,
         "batch_tokens": cfg.batch_tokens, "shard_sentences": cfg.shard_sentences,
         "n_sentences": len(sentences), "n_rows": sum(len(s) for s in sentences),
