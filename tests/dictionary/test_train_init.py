@@ -46,3 +46,15 @@ def test_relu_transcoder_keeps_its_random_decoder_start(planted: Any) -> None:
     tc = Transcoder(d_sae=48, activation="relu", l1_coefficient=0.1, batch_size=512, n_steps=0).fit(X, Y)
     torch.testing.assert_close(tc.dictionary_.W_dec.norm(dim=1), torch.full((48,), 0.1), atol=1e-6, rtol=0)
     assert torch.equal(tc.dictionary_.b_enc, torch.zeros(48))
+
+
+def test_float16_training_is_refused_before_a_step() -> None:
+    """Adam underflows in float16 (NaN weights after one step), so fitting in it is one line, not NaNs."""
+    import pytest
+
+    from lmscope.errors import InputError
+
+    with pytest.raises(InputError, match="float16 cannot train a dictionary"):
+        SAE(d_sae=16, n_steps=2, batch_size=32, dtype="float16").fit(torch.randn(64, 8))
+    fitted = SAE(d_sae=16, n_steps=2, batch_size=32, dtype="bfloat16").fit(torch.randn(64, 8))
+    assert all(torch.isfinite(p.float()).all() for p in fitted.dictionary_.parameters())

@@ -149,6 +149,9 @@ class _DictionaryEstimator:
                          skip=self.skip, dtype=self.dtype, model_id=self.model_id, train=tc.to_dict(), **provenance)
         if tc.batch_size < 1 or tc.n_steps < 0:
             raise InputError("batch_size must be positive and n_steps non-negative")
+        if self.dtype == "float16":  # Adam's second moment and eps underflow in float16: NaN weights in one step
+            raise InputError("dtype: float16 cannot train a dictionary (Adam underflows); use float32 or bfloat16, "
+                             "and cast the trained dictionary if you need float16")
         return Dictionary(cfg, generator=torch.Generator().manual_seed(self.seed)), tc
 
     def fitted(self, module: Dictionary, result: TrainResult) -> _DictionaryEstimator:
