@@ -121,3 +121,29 @@ def test_circuit_names_the_year_and_the_layers_without_a_transcoder(tmp_path: Pa
     code, _, err = run(capsys, "circuit", str(model), "--transcoders", str(tmp_path / "tcs"), "--prompt", PROMPT,
                        "--target", "greater-than:95")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "split" in err and "trace" not in err
+
+
+def test_circuit_refuses_transcoders_made_with_another_model(setup: tuple[Path, Path], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """Transcoders record the model's fingerprint; the same architecture with other weights is refused with
+    both named (before the trace), and --allow-model-mismatch runs it anyway."""
+    from lmscope import HookedModel
+    from lmscope.dictionary import load_dictionary, save_dictionary
+
+    model_dir, tcs = setup
+    model = HookedModel.from_pretrained(str(model_dir))
+    stamped = tmp_path / "stamped"
+    for layer in range(model.cfg.n_layers):
+        save_dictionary(load_dictionary(tcs / f"layer{layer}"), stamped / f"layer{layer}", model=model)
+    args = ["--prompt", PROMPT, "--target", "logit:40", "--iters", "1", "--no-check"]
+    code, _, err = run(capsys, "circuit", str(model_dir), "--transcoders", str(stamped), *args)
+    assert code == 0, err
+    with torch.no_grad():
+        next(model.hf.parameters()).view(-1)[0] += 1.0
+    model.hf.save_pretrained(tmp_path / "other")
+    model.tokenizer.save_pretrained(tmp_path / "other")
+    code, _, err = run(capsys, "circuit", str(tmp_path / "other"), "--transcoders", str(stamped), *args)
+    assert code == 2 and "--transcoders" in err and str(model_dir) in err and "Traceback" not in err
+    code, _, err = run(capsys, "circuit", str(tmp_path / "other"), "--transcoders", str(stamped), *args,
+                       "--allow-model-mismatch")
+    assert code == 0, err

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, app, out, print_json, progress_bars
+from lmscope.cli.common import AllowMismatchOpt, JsonFlag, ModelArg, app, out, print_json, progress_bars
 
 
 @app.command("circuit")
@@ -33,7 +33,7 @@ def circuit(model: ModelArg,
             out_dir: Annotated[str | None, typer.Option("--out", help="Directory for result.json, graph.json "
                                                         "and report.html.")] = None,
             overwrite: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
-            as_json: JsonFlag = False) -> None:
+            allow_mismatch: AllowMismatchOpt = False, as_json: JsonFlag = False) -> None:
     """Attribute a target to transcoder features, heads, embeddings and error terms; find the top paths;
     build the pruned graph; check how much of the target its features alone recover.
 
@@ -45,21 +45,24 @@ def circuit(model: ModelArg,
     from lmscope.circuits.analysis import describe_missing
     from lmscope.circuits.faithfulness import HeldoutCase
     from lmscope.circuits.heldout import TASKS, builtin_cases, read_cases
+    from lmscope.dictionary.io import check_dictionary_model
     from lmscope.dictionary.stack import load_transcoders
     from lmscope.errors import InputError
-    from lmscope.fileio import atomic_write_text, check_writable
+    from lmscope.fileio import atomic_write_text, check_output_dir, check_writable
     from lmscope.report import Report
     from lmscope.report.circuit_sections import circuit_section
 
     if out_dir is not None:
+        check_output_dir(out_dir)
         for name in ("result.json", "graph.json", "report.html"):  # refuse before any work
             check_writable(Path(out_dir) / name, overwrite=overwrite)
     if heldout is not None and heldout_n < 1:
         raise InputError(f"--heldout-n: expected a positive number of prompts, got {heldout_n}")
     if heldout is not None and not Path(heldout).exists() and heldout not in TASKS:  # before loading anything
         raise InputError(f"--heldout: {heldout!r} is neither a file nor a built-in task ({', '.join(TASKS)})")
-    tcs = load_transcoders(transcoders)
+    tcs = load_transcoders(transcoders)  # a bad directory is one line before the model loads
     hooked = HookedModel.from_pretrained(model)
+    check_dictionary_model(tcs, hooked, what=f"--transcoders {transcoders}", allow_mismatch=allow_mismatch)
     spec = parse_target(target, hooked, pos=position)
     cases: list[HeldoutCase] = []
     skipped: list[str] = []
