@@ -62,8 +62,6 @@ def test_circuit_targets(model: HookedModel, spec: str, pos: int) -> None:
         assert target.label == spec or target.label.startswith("greater-than")
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="lmscope.circuits.targets.token_id/parse_target: int() "
-                   "of '#²' or 'feature:0:²' after str.isdigit() (reported)")
 @settings(max_examples=50)
 @given(spec=specs.map(lambda s: "logit:#" + s))
 @example(spec="logit:#²")

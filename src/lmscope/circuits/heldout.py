@@ -135,7 +135,7 @@ def _integer_shifts(text: str) -> list[Swap]:
         return int(w) + k >= 0 and len(str(int(w) + k)) == len(w)
 
     def shift(k: int) -> Swap:
-        return lambda w: str(int(w) + k) if w.isdigit() and ok(w, k) else w
+        return lambda w: str(int(w) + k) if w.isdecimal() and ok(w, k) else w
 
     return [shift(k) for k in sorted(range(-50, 51), key=lambda k: (abs(k), k))
             if k and nums and all(ok(w, k) for w in nums)]

@@ -71,7 +71,7 @@ def single_token(tokenizer: Any, text: str) -> int | None:
 
 def token_id(model: HookedModel, text: str, where: str = "--target") -> int:
     """The id of one token written as text ("40", " 17") or `#ID`."""
-    if text.startswith("#") and text[1:].isdigit():
+    if text.startswith("#") and text[1:].isdecimal():
         i = int(text[1:])
         if not 0 <= i < model.cfg.d_vocab:
             raise InputError(f"{where}: token id {i} is outside the vocabulary (0..{model.cfg.d_vocab - 1})")
@@ -97,13 +97,13 @@ def parse_target(spec: str, model: HookedModel, *, pos: int = -1) -> Target:
         return Target("logit", plus, minus, pos=pos, label=spec)
     if kind == "feature":
         parts = rest.split(":")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        if len(parts) != 2 or not all(p.isdecimal() for p in parts):
             raise InputError(f"--target: {spec!r}: expected feature:LAYER:FEATURE with two integers")
         layer, feature = int(parts[0]), int(parts[1])
         if not 0 <= layer < model.cfg.n_layers:
             raise InputError(f"--target: layer {layer} is outside 0..{model.cfg.n_layers - 1}")
         return Target("feature", layer=layer, feature=feature, pos=pos, label=spec)
-    if kind == "greater-than" and rest.isdigit():
+    if kind == "greater-than" and rest.isdecimal():
         return greater_than_target(model, rest, pos=pos)
     raise InputError(f"--target: {spec!r}: expected logit:A, logit:A-B, logit:A,B-C,D, feature:L:F or greater-than:YY")
 
@@ -112,7 +112,7 @@ def greater_than_target(model: HookedModel, start_yy: int | str, *, pos: int = -
     """Mean logit of the two-digit years after `start_yy` minus those up to it (the greater-than task);
     `start_yy` is YY (0..98) or a four-digit year. Single-digit number tokens: see the module docstring."""
     given = f"{start_yy:02d}" if isinstance(start_yy, int) else start_yy
-    if not given.isdigit() or len(given) not in (1, 2, 4):
+    if not given.isdecimal() or len(given) not in (1, 2, 4):
         raise InputError(f"--target: greater-than:{given}: expected YY (e.g. 32) or a year (e.g. 1732)")
     yy = int(given[-2:])
     if not 0 <= yy < 99:
