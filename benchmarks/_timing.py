@@ -211,7 +211,7 @@ def render_rows(rows: list[dict[str, Any]], meta: dict[str, Any] | None = None) 
     for r in rows:
         cells = [r["benchmark"], r["comparison"], r["model"], r["lmscope"], r["anchor"], fmt_ratio(r),
                  (r.get("quality") or "") + (f"; {r['note']}" if r.get("note") else "")]
-        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
     if meta:
         la, lb = meta.get("load_average_start"), meta.get("load_average_end")
         load = f"load {la[0]:.2f} -> {lb[0]:.2f}" if la and lb else ""

@@ -132,9 +132,14 @@ def merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str
 def collect_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every benchmark's headline rows in plan order, and a row saying why for each that gave none."""
     rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, str, str]] = set()
     for b in results["benchmarks"]:
         if b["status"] == "ok":
-            rows += b["result"]["rows"]
+            for r in b["result"]["rows"]:  # the same comparison twice (e.g. the SCM in both causal runs): once
+                key = (r["benchmark"], r["comparison"], r["model"])
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(r)
         else:
             rows.append({"benchmark": b["name"], "comparison": "not run", "model": "", "lmscope": "", "anchor": "",
                          "ratio": None, "quality": b["status"]})

@@ -80,7 +80,7 @@ def test_timing_row_and_markdown_table() -> None:
     assert "| capture | capture all MLPs | m | 1,000 tok/s (500–1,000) | 333 tok/s (250–500) | 3.00x (1.75–3.00) |" \
         in md
     none = _timing.render_rows([{**row, "ratio": None, "quality": "a|b"}])
-    assert "| — | a/b |" in none  # no ratio: a dash; a '|' in a cell cannot break the table
+    assert "| — | a\\|b |" in none  # no ratio: a dash; a '|' in a cell is escaped, so it cannot break the table
 
 
 def test_check_args_refuses_fewer_than_five_rounds() -> None:
@@ -112,6 +112,9 @@ def test_run_all_table_names_versions_load_and_what_did_not_run() -> None:
     assert "| neurox-zoo | not run |  |  |  | — | skipped: no venv /x/neurox |" in md
     assert "| atp-zoo | not run |  |  |  | — | not in this results file |" in md  # in the plan, never run
     assert md.count("| heads |") == 1
+    twice = fake_results()
+    twice["benchmarks"].append({**twice["benchmarks"][0], "name": "heads-again"})
+    assert run_all.markdown(twice).count("| heads | succession |") == 1  # one comparison listed once
 
 
 def test_update_readme_replaces_only_the_marked_section(tmp_path: Path) -> None:
