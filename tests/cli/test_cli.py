@@ -112,3 +112,19 @@ def test_cli_sets_a_passive_openmp_wait_policy_before_torch_loads() -> None:
     kept = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                           capture_output=True, text=True, check=True).stdout
     assert kept.split()[0] == "ACTIVE"  # a user's own choice wins
+
+
+@pytest.mark.parametrize("argv", [
+    ["demo"], ["data", "synthetic"], ["zoo", "train", "gpt2-tiny"], ["whitebox", "compare"], ["whitebox", "train"],
+    ["extract", "zoo:gpt2-tiny", "--corpus", "synthetic", "--points", "mlp"],
+    ["autointerp", "score", "--model", "zoo:gpt2-tiny"], ["dict", "eval", "some-dir"],
+    ["dict", "train", "zoo:gpt2-tiny"], ["circuit", "zoo:gpt2-tiny", "--transcoders", "t", "--prompt", "p",
+                                         "--target", "logit:1"],
+])
+def test_an_output_directory_that_is_a_file_is_refused_first(argv: list[str], tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    a_file = tmp_path / "mine.txt"
+    a_file.write_text("keep")
+    code, _, err = run(capsys, *argv, "--out", str(a_file))
+    assert code == 2 and "is a file, expected a directory" in err and "Traceback" not in err, err
+    assert a_file.read_text() == "keep"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, app, out, print_json, progress_bars
+from lmscope.cli.common import JsonFlag, ModelArg, app, checked_out_dir, out, print_json, progress_bars
 
 
 @app.command()
@@ -16,7 +16,8 @@ def extract(
     points: Annotated[str, typer.Option(help="Comma-separated hook names, e.g. "
                                         "blocks.0.mlp.hook_post,blocks.1.mlp.hook_post; 'mlp' = every layer's "
                                         "mlp.hook_post.")],
-    out_dir: Annotated[str, typer.Option("--out", help="Store directory (created; an interrupted run resumes).")],
+    out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
+                                         help="Store directory (created; an interrupted run resumes).")],
     aggregate: Annotated[str, typer.Option(help="Subword to word: first, last or mean.")] = "last",
     dtype: Annotated[str, typer.Option(help="Stored dtype: float32, float16 or bfloat16.")] = "float32",
     batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward batch.")] = 4096,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, out, print_json, progress_bars
+from lmscope.cli.common import JsonFlag, checked_out_dir, out, print_json, progress_bars
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
@@ -82,7 +82,8 @@ StoreArg = Annotated[str | None, typer.Argument(help="Activation store directory
 
 @autointerp_app.command("score")
 def score(store: StoreArg = None,
-          out_dir: Annotated[str, typer.Option("--out", help="Directory for result.json.")] = "",
+          out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
+                                               help="Directory for result.json.")] = "",
           model: Annotated[str | None, typer.Option(help="Run this model on --corpus instead of reading a store "
                                                     "(records are documents, one activation per token).")] = None,
           corpus: Annotated[str | None, typer.Option(help=CORPUS_HELP)] = None,

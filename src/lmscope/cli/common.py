@@ -82,3 +82,13 @@ def _plain_progress(clock: Callable[[], float] = time.monotonic) -> Callable[[st
         sys.stderr.flush()
 
     return update
+
+
+def checked_out_dir(value: str | None) -> str | None:
+    """Typer callback for `--out`: an output directory lmscope could not write (a file, under a file, not
+    writable) is refused when the arguments are parsed, before any model loads (`fileio.check_output_dir`)."""
+    if value:
+        from lmscope.fileio import check_output_dir
+
+        check_output_dir(value)
+    return value

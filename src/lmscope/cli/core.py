@@ -7,13 +7,14 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lmscope.cli.common import JsonFlag, ModelArg, app, out, print_json, progress_bars
+from lmscope.cli.common import JsonFlag, ModelArg, app, checked_out_dir, out, print_json, progress_bars
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
 
 @app.command()
-def demo(out_dir: Annotated[str, typer.Option("--out", help="Directory for report.html and result.json.")]
+def demo(out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
+                                              help="Directory for report.html and result.json.")]
          = "lmscope-demo",
          model: Annotated[str | None, typer.Option(help="Run the spine on this model and --corpus instead of the "
                                                    "zoo: a directory, .gguf, real:NAME, hub id or zoo:NAME.")] = None,

@@ -6,14 +6,15 @@ from typing import Annotated
 
 import typer
 
-from lmscope.cli.common import JsonFlag, out, print_json
+from lmscope.cli.common import JsonFlag, checked_out_dir, out, print_json
 from lmscope.data.export import DEFAULT_SAMPLES, DEFAULT_SEED, DEFAULT_SPLIT
 
 data_app = typer.Typer(help="Corpora and labels: export lmscope's synthetic corpus.", no_args_is_help=True)
 
 
 @data_app.command("synthetic")
-def synthetic(out_dir: Annotated[str, typer.Option("--out", help="Directory for corpus.txt, labels.conllu and "
+def synthetic(out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
+                                                   help="Directory for corpus.txt, labels.conllu and "
                                                    "samples.jsonl.")],
               samples: Annotated[int, typer.Option(help="Number of samples (texts).")] = DEFAULT_SAMPLES,
               seed: Annotated[int, typer.Option(help="Generator seed.")] = DEFAULT_SEED,

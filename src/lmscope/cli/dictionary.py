@@ -10,7 +10,16 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import AllowMismatchOpt, JsonFlag, ModelArg, err, out, print_json, progress_bars
+from lmscope.cli.common import (
+    AllowMismatchOpt,
+    JsonFlag,
+    ModelArg,
+    checked_out_dir,
+    err,
+    out,
+    print_json,
+    progress_bars,
+)
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError, Interrupted
 from lmscope.fileio import check_output_dir
@@ -347,8 +356,8 @@ def _print_stack(path: Path, run: Any, table: list[dict[str, Any]], held_out: bo
 @dict_app.command("eval")
 def evaluate_cmd(directory: DirArg, model: ModelOpt = None, corpus: HeldOutCorpusOpt = None,
                  texts: TextsOpt = 300, exclude_first: ExcludeFirstOpt = None,
-                 out_dir: Annotated[str | None, typer.Option("--out", help="Directory to write result.json "
-                                                             "into.")] = None,
+                 out_dir: Annotated[str | None, typer.Option("--out", callback=checked_out_dir,
+                                                             help="Directory to write result.json into.")] = None,
                  overwrite: Annotated[bool, typer.Option(help="Replace an existing result.json in --out.")] = False,
                  allow_mismatch: AllowMismatchOpt = False, as_json: JsonFlag = False) -> None:
     """L0, FVU, dead/dense features on held-out tokens, and LM loss with the dictionary spliced in.

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from lmscope.cli.common import JsonFlag, out, print_json, progress_bars
+from lmscope.cli.common import JsonFlag, checked_out_dir, out, print_json, progress_bars
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
@@ -17,7 +17,8 @@ OverwriteOpt = Annotated[bool, typer.Option(help="Replace existing output files.
 
 
 @whitebox_app.command("train")
-def train(out_dir: Annotated[str, typer.Option("--out", help="Directory for the model (HF layout + zoo_card).")],
+def train(out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
+                                               help="Directory for the model (HF layout + zoo_card).")],
           corpus: Annotated[str | None, typer.Option(help="Text file, one document per line (default: the "
                                                     "synthetic corpus).")] = None,
           samples: Annotated[int, typer.Option(help="Synthetic documents when no --corpus.")] = 120_000,
@@ -66,7 +67,8 @@ def train(out_dir: Annotated[str, typer.Option("--out", help="Directory for the 
 @whitebox_app.command("compare")
 def compare(models: Annotated[str, typer.Option(help="Comma-separated models; the first is compared with each "
                                                 "other one.")] = "zoo:crate-tiny,zoo:gpt2-tiny-relu",
-            out_dir: Annotated[str | None, typer.Option("--out", help="Directory for result.json and "
+            out_dir: Annotated[str | None, typer.Option("--out", callback=checked_out_dir,
+                                                        help="Directory for result.json and "
                                                         "report.html.")] = None,
             corpus: Annotated[str | None, typer.Option(help=CORPUS_HELP + " With your text the label IoU is "
                                                        "skipped (its labels exist only for the synthetic "

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lmscope.cli.common import JsonFlag, out, print_json, progress_bars, zoo_app
+from lmscope.cli.common import JsonFlag, checked_out_dir, out, print_json, progress_bars, zoo_app
 from lmscope.errors import InputError
 
 
@@ -44,7 +44,8 @@ def zoo_list(as_json: JsonFlag = False) -> None:
 
 @zoo_app.command("train")
 def zoo_train(name: Annotated[str, typer.Argument(help="Zoo model name, e.g. gpt2-tiny.")],
-              out_dir: Annotated[str | None, typer.Option("--out", help="Directory (default: the cache).")] = None,
+              out_dir: Annotated[str | None, typer.Option("--out", callback=checked_out_dir,
+                                                          help="Directory (default: the cache).")] = None,
               overwrite: Annotated[bool, typer.Option(help="Replace an existing directory.")] = False,
               as_json: JsonFlag = False) -> None:
     """Train a zoo model from its seed (reproducible) and save it as an HF directory with its zoo card.
