@@ -114,8 +114,8 @@ def evaluate_ranking(data: NeuronDataset, ranking: NeuronRanking, ks: Sequence[i
     `progress(stage, i, n)` is told when each stage starts and ends (the probes are the slow part). The
     train and test parts are views of `data.X` where it was loaded in this split's order
     (`load_dataset(..., split=(0.2, seed))`). The selectivity of all neurons still reads them in ranking order (a
-    transient permuted copy, no larger than the shard read while loading): in stored order the probe's sums
-    round differently, and on SmolLM2-135M two of 1,192 control-task predictions flipped.
+    transient permuted copy of the activations): in stored order the probe's sums round differently, and on
+    SmolLM2-135M two of 1,192 control-task predictions flipped.
     """
     report = progress or (lambda stage, i, n: None)
     order = ranking_indices(ranking, data.units)
