@@ -163,3 +163,13 @@ def test_torchrun_two_gloo_ranks_train_one_stack(tmp_path: Path) -> None:
     assert ckpt is not None and ckpt.name == "step-00000010.pt"
     state = torch.load(ckpt, weights_only=True)
     assert len(state["data"]["positions"]) == 2 and state["stack"]["world"] == 2
+
+
+def test_default_fill_is_no_larger_than_the_run(model) -> None:  # type: ignore[no-untyped-def]
+    """A short run computes about its own tokens, not a default 8,192-row fill (4x the work for 2,048)."""
+    kw = {k: v for k, v in KW.items() if k != "buffer_tokens"}
+    run = train_stack(model, layers=[0, 2], **kw)
+    assert run.settings["buffer_tokens"] == KW["tokens"]
+    halved = train_stack(model, layers=[1], **{**kw, "reuse": 2})
+    assert halved.settings["buffer_tokens"] == KW["tokens"] // 2
+    assert halved.rows_computed < run.rows_computed

@@ -22,8 +22,8 @@ same layer trained inside a stack:
 
 Memory: one fill's pools, `rows × Σ_layers (d_in + d_out) × 4` bytes, bounded by `buffer_tokens` (rows per
 fill) and never growing with the number of training tokens. `buffer_tokens=None` picks
-`max(8 · batch_size, 8192)` rows, lowered to fit `memory_limit` bytes (the fill then depends on the number of
-layers: pass `buffer_tokens` to compare a layer alone with the stack).
+`max(8 · batch_size, 8192)` rows (at most the run's `tokens / reuse`), lowered to fit `memory_limit` bytes
+(the fill then depends on the number of layers: pass `buffer_tokens` to compare a layer alone with the stack).
 
 Each layer is trained by its own `lmscope.dictionary.train.Trainer` (same objective, init, resampling and,
 under torchrun, gradient all_reduce as single-layer training), built by `recipe_estimator`.
@@ -249,8 +249,8 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
         _, probe = model.run_with_cache(model.to_tokens(list(texts[:1])), names=names, return_logits=False)
     dims = {n: int(probe[n].shape[-1]) for n in names}
     del probe
-    if buffer_tokens is None:
-        buffer_tokens = max(8 * batch_size, 8192)
+    if buffer_tokens is None:  # never more rows than the run will serve (a short run computes only its tokens)
+        buffer_tokens = min(max(8 * batch_size, 8192), max(batch_size // world, -(-tokens // reuse)))
         fit = memory_limit // max(1, 4 * sum(dims.values()))
         if fit < buffer_tokens:
             buffer_tokens = max(2 * batch_size // world, fit)
