@@ -2,9 +2,8 @@
 the causal commands' input files and the LLM simulator's answers. Each parses to a valid value or raises
 InputError; units print back to themselves.
 
-Tests marked `xfail(strict=True, raises=ValueError)` pin bugs found by this suite in files whose owners have
-them reported (`str.isdigit()` is true for digits such as '²' that `int()` refuses): they fail loudly once the
-bug is fixed, so that the marker is removed and the property holds from then on.
+The suite found `str.isdigit()` accepting digits such as '²' that `int()` refuses (unit strings, circuit
+targets, head specs); the parsers now use `isdecimal()`, and the unicode-digit tests below keep it so.
 """
 
 from __future__ import annotations
@@ -102,14 +101,6 @@ def test_head_specs(text: str, n_layers: int, n_heads: int) -> None:
     ok, head = valid_or_input_error(lambda: parse_head(text, n_layers, n_heads))
     if ok:
         assert 0 <= head[0] < n_layers and 0 <= head[1] < n_heads
-
-
-@pytest.mark.xfail(strict=True, raises=ValueError, reason="lmscope.cli.heads.parse_head: int() of '²' after "
-                   "str.isdigit() (reported)")
-def test_head_specs_unicode_digits() -> None:
-    from lmscope.cli.heads import parse_head
-
-    valid_or_input_error(lambda: parse_head("0.²", 2, 4))
 
 
 @settings(max_examples=100)

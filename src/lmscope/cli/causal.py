@@ -148,7 +148,7 @@ def _position(text: str) -> int | str | None:
         return None
     if text == EACH:
         return EACH
-    if text.isdigit():
+    if text.isdecimal():
         return int(text)
     raise InputError(f"--position: got {text!r}, expected last, all, each or a position index")
 

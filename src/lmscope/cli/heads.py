@@ -30,7 +30,7 @@ FEW_TOKENS = 10
 def parse_head(text: str, n_layers: int, n_heads: int) -> tuple[int, int]:
     """`"2.3"` -> (2, 3), checked against the model's shape."""
     parts = text.split(".")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.isdecimal() for p in parts):
         raise InputError(f"--head: got {text!r}, expected LAYER.HEAD such as 0.3")
     layer, head = int(parts[0]), int(parts[1])
     if layer >= n_layers or head >= n_heads:

@@ -63,8 +63,8 @@ def classify(context: Sequence[str], target: str) -> str:
     word = target.strip()
     if word in _SUCCESSORS and _SUCCESSORS[word] & set(seen):
         return "succession"
-    earlier = [int(s) for s in seen if s.isdigit() and len(s) == len(word)]
-    if word.isdigit() and earlier and int(word) > max(earlier):
+    earlier = [int(s) for s in seen if s.isdecimal() and len(s) == len(word)]
+    if word.isdecimal() and earlier and int(word) > max(earlier):
         return "greater_than"
     if target in context or (word and word in seen):
         return "copying"

@@ -75,8 +75,22 @@ class NeuronRanking:
     def load(cls, path: str | os.PathLike[str]) -> NeuronRanking:
         """Read a ranking's result.json (or the directory holding it)."""
         return load_result(path, "neuron_ranking", "a neuron ranking (written by `lmscope neurons rank`)",
-                           lambda d: cls(d["method"], d["params"], d["ranking"], d["per_class"], d["n_rows"],
-                                         d["labels"], d.get("accuracy", {})))
+                           lambda d: cls(str(d["method"]), dict(d["params"]), _checked_entries(d["ranking"]),
+                                         {str(k): _checked_entries(v) for k, v in dict(d["per_class"]).items()},
+                                         int(d["n_rows"]), [str(x) for x in d["labels"]],
+                                         dict(d.get("accuracy") or {})))
+
+
+def _checked_entries(entries: Any) -> list[dict[str, Any]]:
+    """A file's ranking entries, each `{"point": str, "neuron": int >= 0, "score": number}`; anything else is a
+    TypeError that `load_result` turns into one line naming the file."""
+    if not isinstance(entries, list):
+        raise TypeError(f"a ranking is a list of entries, got {type(entries).__name__}")
+    for e in entries:
+        if not (isinstance(e, dict) and isinstance(e.get("point"), str) and type(e.get("neuron")) is int
+                and e["neuron"] >= 0 and isinstance(e.get("score"), int | float) and not isinstance(e["score"], bool)):
+            raise TypeError(f"a ranking entry is {{'point': str, 'neuron': int >= 0, 'score': number}}, got {e!r:.80}")
+    return entries
 
 
 def rank_neurons(data: NeuronDataset, method: str = "lca", *, top: int | None = None, seed: int = 0,
