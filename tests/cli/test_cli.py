@@ -120,6 +120,9 @@ def test_cli_sets_a_passive_openmp_wait_policy_before_torch_loads() -> None:
     ["autointerp", "score", "--model", "zoo:gpt2-tiny"], ["dict", "eval", "some-dir"],
     ["dict", "train", "zoo:gpt2-tiny"], ["circuit", "zoo:gpt2-tiny", "--transcoders", "t", "--prompt", "p",
                                          "--target", "logit:1"],
+    ["heads", "detect", "zoo:gpt2-tiny"], ["heads", "wild", "zoo:gpt2-tiny"],
+    ["neurons", "rank", "store", "--labels", "l.txt"], ["mediate", "zoo:gpt2-tiny"],
+    ["patch", "zoo:gpt2-tiny", "--base", "a", "--source", "b"],
 ])
 def test_an_output_directory_that_is_a_file_is_refused_first(argv: list[str], tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:

@@ -64,6 +64,13 @@ def test_extract_rank_evaluate_examples_ablate(files: Path, capsys: pytest.Captu
     code, out, err = run(capsys, "neurons", "ablate", "zoo:gpt2-tiny", str(store), "--labels", str(files / "pos.txt"),
                          "--ranking", str(files / "rank"), "--k", "20", "--out", str(files / "abl2"))
     assert code == 0 and "ablation runs: 5/5" in err and "top-20 ablated" in out  # clean, top-k, 3 random draws
+    other = _same_shape_other_weights(files / "other")  # the store was extracted from zoo:gpt2-tiny
+    ablate = ["neurons", "ablate", str(other), str(store), "--labels", str(files / "pos.txt"), "--ranking",
+              str(files / "rank"), "--k", "20"]
+    code, _, err = run(capsys, *ablate, "--out", str(files / "abl3"))
+    assert code == 2 and "zoo:gpt2-tiny" in err and str(other) in err and not (files / "abl3").exists()
+    code, _, err = run(capsys, *ablate, "--out", str(files / "abl4"), "--allow-model-mismatch")
+    assert code == 0, err
     code, _, err = run(capsys, "neurons", "rank", str(store), "--labels", str(files / "pos.txt"), "--out",
                        str(files / "rank"))
     assert code == 2 and "already exists" in err
@@ -108,3 +115,17 @@ def test_misaligned_labels_and_bad_store(files: Path, capsys: pytest.CaptureFixt
     code, _, err = run(capsys, "neurons", "rank", str(store), "--labels", str(files / "pos.txt"), "--method", "svm",
                        "--out", str(files / "y"))
     assert code == 2 and "--method" in err
+
+
+def _same_shape_other_weights(where: Path) -> Path:
+    """zoo:gpt2-tiny with one weight changed, saved as an HF directory: same dimensions, another model."""
+    import torch
+
+    from lmscope import HookedModel
+
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    with torch.no_grad():
+        next(model.hf.parameters()).view(-1)[0] += 1.0
+    model.hf.save_pretrained(where)
+    model.tokenizer.save_pretrained(where)
+    return where

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, app, out, print_json, progress_bars
+from lmscope.cli.common import JsonFlag, ModelArg, app, checked_out_dir, out, print_json, progress_bars
 from lmscope.errors import InputError
 
 OUTCOMES = ("toxicity", "log-toxicity", "toxicity-hit", "toxicity-continuation", "logit-diff", "prob",
@@ -21,7 +21,8 @@ Lexicon = Annotated[str | None, typer.Option(help="Word list file (one per line)
                                              "(default: the synthetic corpus's toxic words).")]
 Neurons = Annotated[str | None, typer.Option(help="Comma-separated units for the 'neurons' group, e.g. "
                                              "blocks.1.mlp.hook_post:7.")]
-OutDir = Annotated[str | None, typer.Option("--out", help="Directory for result.json and report.html.")]
+OutDir = Annotated[str | None, typer.Option("--out", callback=checked_out_dir,
+                                             help="Directory for result.json and report.html.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace result.json/report.html if they exist.")]
 ContinuationTokens = Annotated[int, typer.Option(help="Greedy tokens decoded for toxicity-continuation and "
                                                  "classifier:PATH outcomes.")]

@@ -6,13 +6,14 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, err, out, print_json, progress_bars
+from lmscope.cli.common import JsonFlag, ModelArg, checked_out_dir, err, out, print_json, progress_bars
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
 heads_app = typer.Typer(help="Attention heads: successor heads, mod-10 features, vector arithmetic, detectors.",
                         no_args_is_help=True)
-OutOpt = Annotated[str | None, typer.Option("--out", help="Directory to write result.json into.")]
+OutOpt = Annotated[str | None, typer.Option("--out", callback=checked_out_dir,
+                                             help="Directory to write result.json into.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing result.json in --out.")]
 ModeOpt = Annotated[str, typer.Option(help="Effective embeddings: auto (what reaches each head: raw embeddings "
                                            "for layer 0, MLP0's output after it), raw, mlp0 (the paper's, for "

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, out, print_json, progress_bars
+from lmscope.cli.common import AllowMismatchOpt, JsonFlag, ModelArg, checked_out_dir, out, print_json, progress_bars
 from lmscope.errors import InputError
 
 neurons_app = typer.Typer(help="Rank, evaluate and ablate neurons for a labelled concept (as in NeuroX).",
@@ -18,7 +18,7 @@ LabelsOpt = Annotated[str, typer.Option(help="Token labels: .conllu, .jsonl ({to
                                         "corpus), or a NeuroX label file parallel to the store's corpus.")]
 ColumnOpt = Annotated[str, typer.Option(help="CoNLL-U column (upos, xpos, deprel or an index); synthetic corpus: "
                                         "pos, topic, toxic or task.")]
-OutOpt = Annotated[str, typer.Option("--out", help="Directory for result.json.")]
+OutOpt = Annotated[str, typer.Option("--out", callback=checked_out_dir, help="Directory for result.json.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing result.json.")]
 
 
@@ -134,7 +134,8 @@ def ablate(model: ModelArg, store: StoreArg, labels: LabelsOpt,
            ranking: Annotated[str, typer.Option(help="A ranking's result.json (or its directory).")],
            out_dir: OutOpt, k: Annotated[int, typer.Option(help="How many top neurons to ablate.")] = 50,
            mode: Annotated[str, typer.Option(help="zero or mean.")] = "zero", column: ColumnOpt = "upos",
-           seed: int = 0, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
+           seed: int = 0, overwrite: OverwriteOpt = False, allow_mismatch: AllowMismatchOpt = False,
+           as_json: JsonFlag = False) -> None:
     """Ablate the top-k neurons inside the model; compare probe accuracy and LM loss with k random ones.
 
     Example: lmscope neurons ablate zoo:gpt2-tiny store/ --labels pos.conllu --ranking rank/ --k 50 --out abl/
@@ -145,9 +146,12 @@ def ablate(model: ModelArg, store: StoreArg, labels: LabelsOpt,
     from lmscope.neurons.analysis import NeuronRanking
 
     st = ActivationStore(store)
+    found = NeuronRanking.load(ranking)  # a bad ranking file is one line before the model loads
     with progress_bars(not as_json) as stage:
-        result = ablate_neurons(HookedModel.from_pretrained(model), st, _corpus(st, labels, column),
-                                NeuronRanking.load(ranking), k, mode=mode, seed=seed, progress=stage)
+        hooked = HookedModel.from_pretrained(model)
+        st.check_model(hooked, allow_mismatch=allow_mismatch)  # extracted from this model?
+        result = ablate_neurons(hooked, st, _corpus(st, labels, column), found, k, mode=mode, seed=seed,
+                                progress=stage)
     path = result.save(out_dir, overwrite=overwrite)
     if as_json:
         print_json(result.to_dict())
