@@ -163,3 +163,32 @@ def test_weights_hash_is_cached_until_a_weight_changes() -> None:
     with torch.no_grad():
         model.hf.transformer.h[0].mlp.c_fc.bias[0] -= 1.0
     assert weights_sha256(model) == first  # the same bytes give the same fingerprint again
+
+
+def test_a_store_being_written_is_locked(model, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    """A second writer is refused in one line while the first holds the lock (its temporary shards live); a lock
+    left by a process that is gone is taken over; the lock goes when extraction ends."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from lmscope.activations.extract import LOCK, store_lock
+
+    out = tmp_path / "store"
+    cfg = ExtractConfig(("blocks.0.mlp.hook_post",))
+    sentences = [["the", "cat"], ["a", "dog", "ran"]]
+    with store_lock(out):
+        (out / ".shard-00000.tmp").write_bytes(b"the first writer's live temporary shard")
+        with pytest.raises(InputError, match=rf"another lmscope process \({os.getpid()}@.*\) is writing this store"):
+            extract(model, sentences, out, cfg)
+        assert (out / ".shard-00000.tmp").exists()  # untouched by the refused writer
+    assert not (out / LOCK).exists()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()  # a pid that has exited
+    (out / LOCK).write_text(f"{gone}@{socket.gethostname()}")
+    with caplog.at_level("WARNING", logger="lmscope.activations.extract"):
+        store = extract(model, sentences, out, cfg)
+    assert f"taking over the lock of process {gone}" in caplog.text
+    assert store.n_rows == 5 and not (out / LOCK).exists() and not (out / ".shard-00000.tmp").exists()

@@ -58,7 +58,8 @@ def test_kill_9_then_resume_gives_identical_store(setup: tuple[Path, Path, Path]
     proc.wait()
     done = len(list(out.glob("shard-*.safetensors")))
     assert 5 <= done < 60, "the run should have been killed part-way"
-    assert all(p.name.startswith(("shard-", "manifest", ".shard-")) for p in out.iterdir())
+    assert all(p.name.startswith(("shard-", "manifest", ".shard-", ".lmscope-write.lock")) for p in out.iterdir())
+    assert (out / ".lmscope-write.lock").exists()  # the dead writer's lock, taken over by the rerun below
     result = subprocess.run(_cmd(root, corpus, out), env=ENV,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

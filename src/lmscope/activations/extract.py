@@ -14,9 +14,12 @@ import json
 import logging
 import os
 import queue
+import re
+import socket
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +98,8 @@ def _check_resume(out: Path, header: dict[str, Any]) -> dict[str, Any] | None:
     """The existing manifest if `out` is a store of this very extraction, None if `out` is new/empty."""
     manifest = out / MANIFEST
     if not manifest.exists():
-        if out.exists() and any(out.iterdir()):
+        ours = re.compile(rf"^(\.shard-.*\.tmp|{re.escape(LOCK)})$")  # a killed run's leftovers and the lock
+        if out.exists() and any(not ours.match(p.name) for p in out.iterdir()):
             raise InputError(f"{out}: exists and is not an activation store; choose a new --out directory")
         return None
     existing = ActivationStore(out).manifest
@@ -108,6 +112,52 @@ def _check_resume(out: Path, header: dict[str, Any]) -> dict[str, Any] | None:
             raise InputError(f"{out}: a store of a different extraction ({what} is {old!r}, this run's is "
                              f"{new!r}); use a new --out directory")
     return existing
+
+
+LOCK = ".lmscope-write.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+@contextmanager
+def store_lock(out: Path) -> Iterator[None]:
+    """One writer per store: `out/.lmscope-write.lock` holds `pid@host` while a process writes it. A second
+    writer is refused in one line (before it could delete the first one's temporary shards); a lock left by a
+    process that is gone (same host, pid not running) is taken over with a warning."""
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    lock, me = out / LOCK, f"{os.getpid()}@{socket.gethostname()}"
+    for _ in range(3):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = lock.read_text(errors="replace").strip()
+            pid, _, host = holder.partition("@")
+            if host == socket.gethostname() and pid.isdecimal() and not _alive(int(pid)):
+                log.warning("%s: taking over the lock of process %s, which is gone", out, pid)
+                lock.unlink(missing_ok=True)
+                continue
+            raise InputError(f"{out}: another lmscope process ({holder or 'unknown'}) is writing this store; wait "
+                             f"for it to finish (if it is gone, remove {lock})") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        break
+    else:
+        raise InputError(f"{out}: could not take the write lock {lock}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        if made and not any(out.iterdir()):  # a refused run leaves no empty directory behind
+            out.rmdir()
 
 
 def _prepare(out: Path, header: dict[str, Any], *, write_header: bool = True) -> str:
@@ -180,12 +230,22 @@ class _ShardWriter:
 def extract(model: HookedModel, sentences: Sequence[Sequence[str]], out_dir: str | Path, cfg: ExtractConfig, *,
             model_id: str | None = None, corpus_path: str | None = None,
             progress: Progress | None = None) -> ActivationStore:
-    """Extract `cfg.points` for every word of `sentences` into the store at `out_dir` (resuming if present)."""
+    """Extract `cfg.points` for every word of `sentences` into the store at `out_dir` (resuming if present).
+    One process writes a store at a time (`store_lock`; under torchrun the ranks share the one launch)."""
     dims = _validate(model, cfg)
     if not sentences or any(len(s) == 0 for s in sentences):
         raise InputError("corpus: expected non-empty sentences")
     out = Path(out_dir)
     rank, world = dist_info()
+    if world == 1:
+        with store_lock(out):
+            return _extract(model, sentences, out, cfg, dims, rank, world, model_id, corpus_path, progress)
+    return _extract(model, sentences, out, cfg, dims, rank, world, model_id, corpus_path, progress)
+
+
+def _extract(model: HookedModel, sentences: Sequence[Sequence[str]], out: Path, cfg: ExtractConfig,
+             dims: dict[str, int], rank: int, world: int, model_id: str | None, corpus_path: str | None,
+             progress: Progress | None) -> ActivationStore:
     header = _header(model, model_id or model.name, sentences, cfg, dims, corpus_path)
     # under torchrun the header must be on disk before any rank writes a shard: rank 0 writes it at once
     if on_rank0(world, lambda: _prepare(out, header, write_header=world > 1)) == "complete":
