@@ -51,3 +51,23 @@ def _gpt2(vocab: int, **overrides: object) -> torch.nn.Module:
     cfg = GPT2Config(vocab_size=vocab, n_positions=128, bos_token_id=0, eos_token_id=0, pad_token_id=0,
                      **shape)  # type: ignore[arg-type]
     return GPT2LMHeadModel(cfg).eval()
+
+
+def save_with_random_transcoders(model, root, d_sae: int):  # type: ignore[no-untyped-def]
+    """Save `model` (HF layout + tokenizer) to `root/model` and one random transcoder per layer (seed = layer,
+    b_enc 0.05 so features fire) to `root/tcs`: what `lmscope circuit` reads. Returns both paths."""
+    from lmscope.dictionary import DictConfig, Dictionary
+    from lmscope.dictionary.stack import save_transcoders
+
+    model.hf.save_pretrained(root / "model")
+    model.tokenizer.save_pretrained(root / "model")
+    tcs = {}
+    for layer in range(model.cfg.n_layers):
+        cfg = DictConfig(kind="transcoder", d_in=model.cfg.d_model, d_sae=d_sae,
+                         hook_name=f"blocks.{layer}.ln2.hook_normalized", hook_name_out=f"blocks.{layer}.hook_mlp_out")
+        tc = Dictionary(cfg, generator=torch.Generator().manual_seed(layer))
+        with torch.no_grad():
+            tc.b_enc.fill_(0.05)
+        tcs[layer] = tc
+    save_transcoders(tcs, root / "tcs")
+    return root / "model", root / "tcs"

@@ -7,12 +7,10 @@ import statistics
 from pathlib import Path
 
 import pytest
-import torch
 from test_heldout import word_model
 
 from cli_runner import run
-from lmscope.dictionary import DictConfig, Dictionary
-from lmscope.dictionary.stack import save_transcoders
+from tiny_models import save_with_random_transcoders
 
 PROMPT = "Monday, Tuesday, Wednesday,"
 
@@ -21,18 +19,7 @@ PROMPT = "Monday, Tuesday, Wednesday,"
 def saved(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("heldout")
     model = word_model()
-    model.hf.save_pretrained(root / "model")
-    model.tokenizer.save_pretrained(root / "model")
-    tcs = {}
-    for layer in range(model.cfg.n_layers):
-        cfg = DictConfig(kind="transcoder", d_in=16, d_sae=24, hook_name=f"blocks.{layer}.ln2.hook_normalized",
-                         hook_name_out=f"blocks.{layer}.hook_mlp_out")
-        tc = Dictionary(cfg, generator=torch.Generator().manual_seed(layer))
-        with torch.no_grad():
-            tc.b_enc.fill_(0.05)
-        tcs[layer] = tc
-    save_transcoders(tcs, root / "tcs")
-    return root / "model", root / "tcs"
+    return save_with_random_transcoders(model, root, d_sae=24)
 
 
 def _args(saved: tuple[Path, Path], *extra: str) -> list[str]:

@@ -11,7 +11,7 @@ import torch
 from cli_runner import run
 from lmscope.dictionary import DictConfig, Dictionary
 from lmscope.dictionary.stack import save_transcoders
-from tiny_models import tiny_hooked_with_tokenizer
+from tiny_models import save_with_random_transcoders, tiny_hooked_with_tokenizer
 
 PROMPT = "from the year 1732 to the year 17"
 
@@ -20,18 +20,7 @@ PROMPT = "from the year 1732 to the year 17"
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("circuit")
     model = tiny_hooked_with_tokenizer()
-    model.hf.save_pretrained(root / "model")
-    model.tokenizer.save_pretrained(root / "model")
-    tcs = {}
-    for layer in range(model.cfg.n_layers):
-        cfg = DictConfig(kind="transcoder", d_in=model.cfg.d_model, d_sae=32,
-                         hook_name=f"blocks.{layer}.ln2.hook_normalized", hook_name_out=f"blocks.{layer}.hook_mlp_out")
-        tc = Dictionary(cfg, generator=torch.Generator().manual_seed(layer))
-        with torch.no_grad():
-            tc.b_enc.fill_(0.05)
-        tcs[layer] = tc
-    save_transcoders(tcs, root / "tcs")
-    return root / "model", root / "tcs"
+    return save_with_random_transcoders(model, root, d_sae=32)
 
 
 def test_circuit_writes_result_graph_and_report(setup: tuple[Path, Path], tmp_path: Path,
