@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from lmscope.errors import InputError, LmscopeError
+from lmscope.version import __version__
 
 if TYPE_CHECKING:
     from lmscope.model.hooked import HookedModel
     from lmscope.model.units import Unit, UnitSet
 
-__version__ = "0.1.0"
 __all__ = ["HookedModel", "InputError", "LmscopeError", "Unit", "UnitSet", "__version__"]
 
 

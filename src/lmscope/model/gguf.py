@@ -208,7 +208,7 @@ def convert(source: Path, target: Path, *, sha256: str, what: str, progress: Pro
     """Dequantize `source` and save it as an HF directory at `target` (temporary directory, then rename)."""
     import transformers
 
-    from lmscope import __version__
+    from lmscope.version import __version__
 
     if progress:
         progress(0, 2)
