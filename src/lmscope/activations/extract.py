@@ -104,9 +104,11 @@ def _check_resume(out: Path, header: dict[str, Any]) -> dict[str, Any] | None:
         return None
     existing = ActivationStore(out).manifest
     for path in _MUST_MATCH:
-        old, new = existing, header
+        old: Any = existing
+        new: Any = header
         for key in path:
-            old, new = old.get(key) if isinstance(old, dict) else None, new.get(key)
+            old = old.get(key) if isinstance(old, dict) else None
+            new = new.get(key) if isinstance(new, dict) else None
         if old != new:
             what = ".".join(path)
             raise InputError(f"{out}: a store of a different extraction ({what} is {old!r}, this run's is "
@@ -186,7 +188,8 @@ class _ShardWriter:
     """
 
     def __init__(self, out: Path) -> None:
-        self.out, self.queue = out, queue.Queue(maxsize=1)
+        self.out = out
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.sha256: dict[int, str] = {}
         self.thread = threading.Thread(target=self._run, daemon=True)

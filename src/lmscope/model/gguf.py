@@ -134,9 +134,10 @@ def load_gguf(source: Path, *, what: str) -> tuple[torch.nn.Module, Any]:
     folder, name = str(source.parent), source.name
     try:
         with _quiet_tqdm():
-            model, info = AutoModelForCausalLM.from_pretrained(
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
                 folder, gguf_file=name, dtype=torch.float32, output_loading_info=True,
                 quantization_config=GgufConfig(gguf_file=name, dequantize=True))
+            model, info = loaded
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     except (ValueError, KeyError, OSError, NotImplementedError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -154,7 +155,7 @@ def _is_tied(model: torch.nn.Module, key: str) -> bool:
     return key in tied
 
 
-def plain_copy(model: torch.nn.Module) -> torch.nn.Module:
+def plain_copy(model: Any) -> torch.nn.Module:
     """The same weights in a freshly built model of the same class, without the GGUF quantization marker.
 
     A model loaded from GGUF refuses `save_pretrained` ("quantized with gguf and is not serializable"), so
@@ -213,7 +214,7 @@ def convert(source: Path, target: Path, *, sha256: str, what: str, progress: Pro
     if progress:
         progress(0, 2)
     model, tokenizer = load_gguf(source, what=what)
-    plain = plain_copy(model)
+    plain: Any = plain_copy(model)
     del model
     if progress:
         progress(1, 2)

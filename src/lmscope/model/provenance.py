@@ -197,8 +197,8 @@ def check_same_model(first: Mapping[str, Any] | None, second: Mapping[str, Any] 
         log.warning("%s: one of them records no model provenance; cannot check they come from one model", what)
         return
     names = [r.get("model_id") or r.get("id") or "an unnamed model" for r in (first, second)]
-    dims = [r.get("dims") for r in (first, second)]
-    if all(isinstance(d, Mapping) for d in dims):
+    dims: list[Any] = [r.get("dims") for r in (first, second)]
+    if isinstance(dims[0], Mapping) and isinstance(dims[1], Mapping):
         diff = [k for k in DIMS if k in dims[0] and k in dims[1] and dims[0][k] != dims[1][k]]
         if diff:
             k = diff[0]
