@@ -101,9 +101,9 @@ def test_repeated_tokens_and_errors(prev_model: HookedModel) -> None:
     special = set(prev_model.tokenizer.all_special_ids)
     assert all(len(set(row[1:6].tolist())) == 5 and not set(row[1:].tolist()) & special for row in ids)
     assert torch.equal(ids, repeated_tokens(with_bos, 5, 3, seed=1))
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"seq_len, n_seqs: expected seq_len >= 2 .* got 1, 8"):
         detect_heads(prev_model, seq_len=1)
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"patterns: expected \[\.\.\., batch, head, q, k\], got shape \(1, 1\)"):
         previous_token_score(torch.zeros(1, 1))
 
 
@@ -133,3 +133,87 @@ def test_copying_score_equals_the_full_vocabulary_argmax(fold: bool) -> None:
     expected = (logits.argmax(-1) == ids).float().mean(-1)
     assert torch.equal(got, expected)
     assert got.max() > 0.1  # not vacuous: head 0.2 copies
+
+
+def _planted_ov_model() -> HookedModel:
+    """A random-init tiny GPT-2 (vocab 61, d 32, 4 heads of 8, 2 layers) with planted OV circuits, no tokenizer.
+
+    Embeddings (tied to `W_U`) are unit vectors with zero mean over `d_model`, half their norm in an 8-dim
+    subspace S (spanned by `Q_S`, orthogonal to the ones vector) and half outside it, so LN1 (gain 1, bias 0)
+    only rescales them and their projections onto S all have norm 1/sqrt(2). MLP0 is zeroed, so the heads of
+    layer 1 read the raw embeddings too (mode "mlp0": `x + MLP0(LN2(x)) = x`). Per layer:
+
+    - head 0: `W_V = Q_S`, `W_O = Q_S^T`: OV logits `<P e_t, P e_j>`, largest at j = t (equal norms, Cauchy-
+      Schwarz): every token copies itself, copying score 1 exactly.
+    - head 1: `W_O = -Q_S^T` (anti-copying): each token's own logit is the smallest, score 0.
+    - head 2: `W_V = 0`: all logits tie, no token is strictly on top, score 0.
+    - head 3: a random rotation of S between V and O: the own logit wins only by chance (about 1/61).
+
+    Layer 0's Q/K of head 0 match tokens (`W_Q = c Q_S`, `W_K = Q_S`) with positions zeroed: a duplicate-token
+    head (each second-half query splits its attention between itself and its first copy: score 1/2).
+    """
+    from tiny_models import tiny_hf_model
+
+    hf = tiny_hf_model("gpt2")
+    d, dh, vocab = 32, 8, 61
+    g = torch.Generator().manual_seed(11)
+    q = torch.linalg.qr(torch.cat([torch.ones(d, 1), torch.randn(d, d - 1, generator=g)], 1)).Q[:, 1:]
+    q_s, q_r = q[:, :dh], q[:, dh:]  # S and the rest of the ones vector's complement
+    a = torch.nn.functional.normalize(torch.randn(vocab, dh, generator=g), dim=1)
+    b = torch.nn.functional.normalize(torch.randn(vocab, d - 1 - dh, generator=g), dim=1)
+    emb = (a @ q_s.T + b @ q_r.T) / math.sqrt(2)  # [vocab, d]: unit rows, zero mean
+    rot = torch.linalg.qr(torch.randn(dh, dh, generator=g)).Q
+    with torch.no_grad():
+        hf.transformer.wte.weight.copy_(emb)
+        hf.transformer.wpe.weight.zero_()
+        hf.transformer.ln_f.weight.fill_(1.0)
+        hf.transformer.ln_f.bias.zero_()
+        for layer, block in enumerate(hf.transformer.h):
+            block.ln_1.weight.fill_(1.0)
+            block.ln_1.bias.zero_()
+            for p in (block.mlp.c_fc.weight, block.mlp.c_fc.bias, block.mlp.c_proj.weight, block.mlp.c_proj.bias):
+                p.zero_()
+            w, o = block.attn.c_attn, block.attn.c_proj
+            w.bias.zero_()
+            o.bias.zero_()
+            v = slice(2 * d, 3 * d)
+            w.weight[:, v] = 0
+            w.weight[:, 2 * d: 2 * d + dh] = q_s  # head 0
+            w.weight[:, 2 * d + dh: 2 * d + 2 * dh] = q_s  # head 1
+            w.weight[:, 2 * d + 3 * dh: 2 * d + 4 * dh] = q_s @ rot  # head 3 (head 2 keeps W_V = 0)
+            o.weight.zero_()
+            o.weight[0:dh] = q_s.T
+            o.weight[dh: 2 * dh] = -q_s.T
+            o.weight[3 * dh: 4 * dh] = q_s.T
+            if layer == 0:
+                w.weight[:, 0:dh] = 50.0 * q_s  # head 0 queries its own token...
+                w.weight[:, d: d + dh] = q_s  # ...against each key's token
+    return HookedModel(hf, None)
+
+
+def test_planted_copying_heads_score_their_known_answers() -> None:
+    """Copying heads score 1, anti-copying and silent heads 0, a rotated head near chance: a detector that
+    returned a constant, or ranked heads by OV norm, fails (heads 0 and 1 have the same norms)."""
+    from lmscope.heads import copying_score
+
+    model = _planted_ov_model()
+    for fold in (True, False):  # the final norm is the identity here, so folding changes nothing
+        got = copying_score(model, n_tokens=61, fold_ln=fold)
+        assert got.shape == (2, 4)
+        assert got[:, 0].tolist() == [1.0, 1.0]
+        assert got[:, 1].tolist() == [0.0, 0.0] and got[:, 2].tolist() == [0.0, 0.0]
+        assert got[:, 3].max() <= 0.1
+    scores = detect_heads(model, seq_len=12, n_seqs=3, n_copy_tokens=61)
+    assert scores.top_heads("copying", 2) == [{"layer": 0, "head": 0, "score": 1.0},
+                                              {"layer": 1, "head": 0, "score": 1.0}]
+
+
+def test_planted_duplicate_token_head() -> None:
+    """Layer 0 head 0 attends by token identity only: on `r r` each second-half query has two equal keys (itself
+    and its first copy), so its duplicate-token score is 1/2 and its previous-token and induction scores ~0."""
+    model = _planted_ov_model()
+    scores = detect_heads(model, seq_len=12, n_seqs=3, n_copy_tokens=61)
+    assert scores.duplicate_token[0, 0].item() == pytest.approx(0.5, abs=0.01)
+    assert scores.previous_token[0, 0].item() < 0.05 and scores.induction[0, 0].item() < 0.05
+    others = scores.duplicate_token.flatten()[1:]  # every other head: no Q/K weights, uniform causal attention
+    assert others.max().item() < 0.1
