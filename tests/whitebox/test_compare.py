@@ -12,7 +12,8 @@ import torch
 from lmscope import HookedModel
 from lmscope.autointerp import RecordConfig
 from lmscope.errors import InputError
-from lmscope.whitebox import CrateConfig, CrateForCausalLM
+from lmscope.model.crate import CrateForCausalLM
+from lmscope.model.crate_config import CrateConfig
 from lmscope.whitebox.compare import CompareConfig, ComparisonResult, compare_models, heldout_lm_loss
 from tiny_models import tiny_hooked_with_tokenizer
 

@@ -11,8 +11,9 @@ import torch
 from hook_checks import assert_pattern_replacement_is_used
 from lmscope import HookedModel
 from lmscope.model import zoo
+from lmscope.model.crate import ISTA, CrateForCausalLM
+from lmscope.model.crate_config import CrateConfig
 from lmscope.model.parity import check_parity
-from lmscope.whitebox import ISTA, CrateConfig, CrateForCausalLM
 
 
 def tiny_crate(mode: str = "overcomplete", **overrides: object) -> CrateForCausalLM:

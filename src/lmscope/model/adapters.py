@@ -10,7 +10,8 @@ module attributes: the attention input norm (`ln1`), norms between a sub-layer a
 (`attn_post_norm`, `mlp_post_norm`: Gemma; where present, `hook_attn_out` / `hook_mlp_out` are their
 outputs, i.e. what is added to the residual stream), the score scale (`attn_scale`), attention and
 final-logit soft-capping (`attn_softcap`, `logit_softcap`) and local attention (`sliding_window`).
-The Gemma family lives in `lmscope.model.gemma` and registers itself.
+The Gemma family lives in `lmscope.model.gemma`, lmscope's own CRATE in `lmscope.model.crate`; both register
+themselves.
 """
 
 from __future__ import annotations
@@ -364,6 +365,7 @@ ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, NeoXAdapter, LlamaAdapter)
 def _register_builtin_families() -> None:
     """Families in modules of their own register themselves on import (they subclass `Adapter`, so they
     cannot be imported at the top of this module)."""
+    import lmscope.model.crate
     import lmscope.model.gemma  # noqa: F401
 
 

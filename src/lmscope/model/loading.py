@@ -82,7 +82,7 @@ def load_hf(model: str, *, dtype: torch.dtype = torch.float32, device: str = "cp
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    import lmscope.whitebox  # noqa: F401  (registers lmscope's own CRATE family with transformers' Auto classes)
+    import lmscope.model.crate  # noqa: F401  (registers lmscope's own CRATE family with transformers' Auto classes)
 
     hf_logging.disable_progress_bar()  # lmscope shows its own progress; HF's per-load bars are noise
     source = resolve(model, progress=progress)

@@ -159,7 +159,7 @@ def build(s: ZooSpec, vocab_size: int, bos_id: int) -> nn.Module:
     if s.family == "llama":
         return LlamaForCausalLM(LlamaConfig(**s.arch, **common))
     if s.family == "crate":  # lmscope's own family, not a transformers one
-        from lmscope.whitebox import build_crate
+        from lmscope.model.crate import build_crate
 
         return build_crate(s.arch, vocab_size, bos_id)
     raise InputError(f"zoo family {s.family!r}: not buildable")

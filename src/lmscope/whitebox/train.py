@@ -43,8 +43,8 @@ def train_crate(out_dir: str | os.PathLike[str], *, corpus: str | os.PathLike[st
     """Train a CRATE model (`arch`: CrateConfig sizes, default the zoo's crate-tiny) and save it to `out_dir`."""
     from lmscope.data.synthetic import generate_corpus
     from lmscope.data.tokenizer import save_tokenizer, train_tokenizer
+    from lmscope.model.crate import build_crate
     from lmscope.model.zoo import SPECS, _save_atomically
-    from lmscope.whitebox import build_crate
 
     target = Path(out_dir)
     if target.exists() and any(target.iterdir()) and not overwrite:

@@ -1,4 +1,4 @@
-"""CRATE causal LM (Bai & Ma 2024) as an HF `PreTrainedModel`: MSSA attention and ISTA sparse coding.
+"""The CRATE family (Bai & Ma 2024): lmscope's white-box causal LM as an HF `PreTrainedModel`, and its adapter.
 
 Per block (pre-norm): `x = x + MSSA(LN1(x))`, then `x = ISTA(LN2(x))` (no residual around ISTA, as in the
 reference code). MSSA: one bias-free projection `U [d, d]` split into heads; each head is causal softmax
@@ -6,6 +6,20 @@ attention with query = key = value = `U_k^T z`; then an output projection. ISTA 
 `D [d, m d]`, `A1 = ReLU(eta D^T x - eta lambda)`, `A2 = ReLU(A1 + eta D^T (x - D A1) - eta lambda)`, output
 `D A2`. The module layout gives the spine clean hook sites: `ista.act` (its input is the last step's
 pre-activation, `mlp.hook_pre`) and `ista.decode` (its input is the code `A2`, the neurons `mlp.hook_post`).
+
+The family lives in `lmscope.model` like every other: importing this module registers `CrateConfig` /
+`CrateForCausalLM` with transformers' Auto classes (a saved CRATE directory, `model_type: "crate"`, loads with
+`AutoModelForCausalLM.from_pretrained` and no `trust_remote_code`) and `CrateAdapter` with the spine.
+
+The adapter's hook points:
+
+- `attn.hook_z` is the input of MSSA's output projection (per head, `[batch, pos, head, d_head]`);
+  `attn.hook_pattern` is computed by MSSA itself while hooked (q = k = v = `U_k^T z`);
+- `mlp.hook_pre` is the last ISTA step's pre-activation, `mlp.hook_post` the sparse code `A2` (the neurons),
+  `hook_mlp_out` the ISTA output `D A2`, which is also `hook_resid_post` (no residual around ISTA);
+- `W_Q = W_K = W_V` is the shared projection `U` per head; `W_out = D^T`; `W_in = eta D`, `b_in = -eta lambda`
+  (the first ISTA step's pre-activation); for the complete variant, whose one step is linear in x,
+  `W_in = I + eta (D - D^T D)` (row-vector convention) gives the exact pre-activation.
 """
 
 from __future__ import annotations
@@ -15,12 +29,14 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import PreTrainedModel
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
+from lmscope.model.adapters import Adapter, GPT2Adapter, register_adapter
 from lmscope.model.attention import _HOOK_ATTR, attention_pattern
-from lmscope.whitebox.config import CrateConfig
+from lmscope.model.config import ModelConfig
+from lmscope.model.crate_config import CrateConfig
 
 
 class MSSA(nn.Module):
@@ -180,3 +196,62 @@ class CrateForCausalLM(CratePreTrainedModel):
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
                                    ignore_index=-100)
         return CausalLMOutput(loss=loss, logits=logits)
+
+
+class CrateAdapter(GPT2Adapter):
+    """CRATE (`CrateForCausalLM`, model type "crate"): GPT-2's module names for blocks, norms and embeddings."""
+
+    family = "crate"
+    model_types = ("crate",)
+    o_weight = Adapter.o_weight  # MSSA's output projection is an nn.Linear, not GPT-2's Conv1D
+
+    def read_config(self, c: object) -> ModelConfig:
+        return ModelConfig(
+            family=self.family, model_type=c.model_type, n_layers=c.n_layer,  # type: ignore[attr-defined]
+            n_heads=c.n_head, n_kv_heads=c.n_head, d_model=c.n_embd,  # type: ignore[attr-defined]
+            d_head=c.n_embd // c.n_head, d_mlp=c.d_code, d_vocab=c.vocab_size,  # type: ignore[attr-defined]
+            n_ctx=c.n_positions, act_fn=f"ista-{c.ista_mode}", parallel_attn_mlp=False,  # type: ignore[attr-defined]
+        )
+
+    def attn_out_proj(self, layer: int) -> nn.Module:
+        return self.attn(layer).out_proj
+
+    def mlp(self, layer: int) -> nn.Module:
+        return self.blocks()[layer].ista
+
+    def mlp_act(self, layer: int) -> nn.Module:
+        return self.mlp(layer).act
+
+    def mlp_out_proj(self, layer: int) -> nn.Module:
+        return self.mlp(layer).decode
+
+    def qkv_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
+        c = self.cfg
+        u = self.attn(layer).qkv.weight.detach()  # [n_heads * d_head, d_model]
+        per_head = u.reshape(c.n_heads, c.d_head, c.d_model).transpose(1, 2)
+        return per_head, per_head, per_head
+
+    def mlp_in_weight(self, layer: int) -> tuple[Tensor, Tensor]:
+        ista = self.mlp(layer)
+        D = ista.D.detach()
+        bias = torch.full((D.shape[1],), -ista.eta * ista.lam, dtype=D.dtype)
+        if ista.mode == "complete":  # pre = x (I + eta (D - D^T D)) - eta lambda, exactly
+            return torch.eye(D.shape[0], dtype=D.dtype) + ista.eta * (D - D.T @ D), bias
+        return ista.eta * D, bias
+
+    def mlp_out_weight(self, layer: int) -> tuple[Tensor, Tensor]:
+        ista = self.mlp(layer)
+        D = ista.D.detach()
+        zeros = torch.zeros(D.shape[0], dtype=D.dtype)
+        return (torch.eye(D.shape[0], dtype=D.dtype) if ista.mode == "complete" else D.T), zeros
+
+
+def build_crate(arch: dict[str, Any], vocab_size: int, bos_id: int) -> CrateForCausalLM:
+    """A freshly initialised CRATE model of the given sizes (seed torch before calling for reproducibility)."""
+    cfg = CrateConfig(**arch, vocab_size=vocab_size, bos_token_id=bos_id, eos_token_id=bos_id, pad_token_id=bos_id)
+    return CrateForCausalLM(cfg)
+
+
+AutoConfig.register("crate", CrateConfig, exist_ok=True)
+AutoModelForCausalLM.register(CrateConfig, CrateForCausalLM, exist_ok=True)
+register_adapter(CrateAdapter)
