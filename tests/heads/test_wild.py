@@ -40,14 +40,43 @@ def test_frozen_norm_map_is_the_jacobian_of_layernorm() -> None:
     norm = nn.LayerNorm(8)
     with torch.no_grad():
         norm.weight.uniform_(0.5, 1.5)
-    x, c = torch.randn(3, 8), torch.randn(3, 2, 8) * 1e-3
-    # a LayerNorm is scale-invariant, so its linearisation with a frozen scale is exact for mean shifts only;
-    # compare with the finite difference in the direction orthogonal to x's centred vector
+        norm.bias.normal_()
+    x, c = torch.randn(3, 8), torch.randn(3, 2, 8)
+    # a LayerNorm's scale depends on x only through |x - mean(x)|, so for directions c orthogonal to x's centred
+    # vector the derivative of the scale is zero and the Jacobian-vector product IS the frozen-scale map
+    centred_x = x - x.mean(-1, keepdim=True)
+    unit = centred_x / centred_x.norm(dim=-1, keepdim=True)
+    c = c - (c * unit[:, None]).sum(-1, keepdim=True) * unit[:, None]  # orthogonal to centred x, per position
     mapped = frozen_norm_map(norm, x, c)
     assert mapped.shape == (3, 2, 8)
-    centred = c - c.mean(-1, keepdim=True)
-    assert torch.allclose(mapped, centred / (x.var(-1, unbiased=False, keepdim=True) + norm.eps).sqrt()[:, None]
-                          * norm.weight)
+    for i in range(3):
+        for j in range(2):
+            _, jvp = torch.autograd.functional.jvp(lambda v: norm(v), x[i], c[i, j])
+            torch.testing.assert_close(mapped[i, j], jvp, atol=1e-5, rtol=1e-5)
+    # along x itself the map is linear while the norm is not: frozen_norm_map(x) is norm(x) without its bias
+    torch.testing.assert_close(frozen_norm_map(norm, x, x[:, None])[:, 0] + norm.bias, norm(x).detach())
+
+
+def _plain_frozen_map(norm: nn.Module, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """The norm at `x [d]` with its scale frozen, applied to `c [k, d]`, from the module's own attributes (not
+    lmscope.model.norms): LayerNorm centres and divides by sqrt(var + eps); Llama's RMSNorm divides by
+    sqrt(mean(x^2) + eps); Gemma's multiplies by (1 + weight). Checked against the module's forward below."""
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+
+    if isinstance(norm, nn.LayerNorm):
+        scale = (x.var(-1, unbiased=False) + norm.eps).sqrt()
+        return norm.weight * (c - c.mean(-1, keepdim=True)) / scale
+    eps = norm.eps if isinstance(norm, Gemma3RMSNorm) else norm.variance_epsilon
+    gain = 1 + norm.weight if isinstance(norm, Gemma3RMSNorm) else norm.weight
+    return gain.float() * c / (x.pow(2).mean(-1) + eps).sqrt()
+
+
+def _checked_frozen_map(norm: nn.Module, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """`_plain_frozen_map`, after checking that at c = x it gives the module's own output (minus any bias)."""
+    bias = getattr(norm, "bias", None)
+    own = norm(x[None]).detach().float()[0] - (0 if bias is None else bias.detach())
+    torch.testing.assert_close(_plain_frozen_map(norm, x, x[None]).detach()[0], own, atol=1e-4, rtol=1e-4)
+    return _plain_frozen_map(norm, x, c).detach()
 
 
 def test_direct_effect_ablation_blames_the_head_that_writes_the_answer() -> None:
@@ -76,14 +105,15 @@ def test_direct_effect_ablation_blames_the_head_that_writes_the_answer() -> None
 
 def test_bad_texts() -> None:
     model = tiny_hooked_with_tokenizer()
-    with pytest.raises(InputError, match="texts"):
+    with pytest.raises(InputError, match="texts: expected a non-empty list of strings"):
         heads_in_the_wild(model, [])
 
 
 def _reference_losses(model: HookedModel, batch: TokenBatch, z_mean: torch.Tensor) -> torch.Tensor:
     """The definition, one position and one head at a time: the head's output difference `(z - z_mean) @ W_O`,
     through the post-attention norm where there is one and the final norm (each frozen at the position's
-    scale, `frozen_norm_map`), then `@ W_U` over the whole vocabulary; the next token's loss change."""
+    scale, by `_checked_frozen_map`, not the code under test), then `@ W_U` over the whole vocabulary; the next
+    token's loss change."""
     L, H = model.cfg.n_layers, model.cfg.n_heads
     names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)] + [f"blocks.{L - 1}.hook_resid_post"]
     logits, cache = model.run_with_cache(batch, names=names)
@@ -99,8 +129,8 @@ def _reference_losses(model: HookedModel, batch: TokenBatch, z_mean: torch.Tenso
                 for h in range(H):
                     delta = ((z[h] - z_mean[layer, h]) @ W_O[layer, h])[None]  # [1, d]
                     if post is not None:
-                        delta = frozen_norm_map(post, torch.einsum("he,hed->d", z, W_O[layer]), delta)
-                    d_logits = (frozen_norm_map(model.adapter.ln_final(), cache[names[-1]][b, p].float(), delta)
+                        delta = _checked_frozen_map(post, torch.einsum("he,hed->d", z, W_O[layer]), delta)
+                    d_logits = (_checked_frozen_map(model.adapter.ln_final(), cache[names[-1]][b, p].float(), delta)
                                 @ W_U)[0]
                     ablated = base - d_logits
                     row[layer, h] = (torch.logsumexp(ablated, -1) - torch.logsumexp(base, -1)
