@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lmscope.causal.components import HookedModule
+from lmscope.model.toy import HookedModule
 
 A, B, D, C_M, C_Y = 1.0, 2.0, 0.5, 1.5, 1.0
 P_TREAT = (0.2, 0.5, 0.8)
