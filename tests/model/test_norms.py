@@ -140,3 +140,32 @@ def test_norm_without_weight_has_unit_gain() -> None:
     model.hf.transformer.ln_f = nn.LayerNorm(model.cfg.d_model, elementwise_affine=False)
     assert torch.equal(final_norm_gain(model), torch.ones(model.cfg.d_model))
     assert not folded_b_U(model).any()
+
+
+def _tiny_crate() -> nn.Module:
+    from lmscope.model.crate import CrateForCausalLM
+    from lmscope.model.crate_config import CrateConfig
+
+    torch.manual_seed(0)
+    return CrateForCausalLM(CrateConfig(vocab_size=61, n_positions=64, n_embd=32, n_layer=2, n_head=4)).eval()
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gpt_neox", "llama", "gemma3_text", "crate"])
+def test_ln1_is_the_norm_whose_output_the_attention_reads(family: str, tokens: torch.Tensor) -> None:
+    """`adapter.ln1(layer)` applied to `hook_resid_pre` gives exactly what the attention module is called with."""
+    hf = {"gemma3_text": _tiny_gemma, "crate": _tiny_crate}.get(family, lambda: tiny_hf_model(family))()
+    model = HookedModel(hf)
+    layer = 1
+    seen: dict[str, torch.Tensor] = {}
+
+    def grab(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        seen["x"] = args[0] if args else kwargs["hidden_states"]
+
+    handle = model.adapter.attn(layer).register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        _, cache = model.run_with_cache(tokens, names=[f"blocks.{layer}.hook_resid_pre"])
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        torch.testing.assert_close(model.adapter.ln1(layer)(cache[f"blocks.{layer}.hook_resid_pre"]), seen["x"],
+                                   atol=0, rtol=0)

@@ -33,7 +33,8 @@ MODES: tuple[str, ...] = ("auto", "raw", "mlp0", "mlp0_no_ln", "mlp0_with_attn")
 
 
 def ln1(model: HookedModel, layer: int) -> nn.Module:
-    """The input norm of `layer`'s attention (GPT-2 `ln_1`; NeoX, Llama and Gemma `input_layernorm`)."""
+    """`model.adapter.ln1(layer)`, the input norm of `layer`'s attention; kept for callers that import it from
+    here (circuits), which can ask the adapter directly."""
     return model.adapter.ln1(layer)
 
 
@@ -133,8 +134,9 @@ def head_inputs(model: HookedModel, emb: Tensor) -> Tensor:
     """`emb [n, d_model]` (or one per layer, `[layer, n, d_model]`) through each layer's attention input norm:
     `[layer, n, d_model]`."""
     with torch.inference_mode():
-        return torch.stack([ln1(model, layer)((emb if emb.dim() == 2 else emb[layer]).to(model.W_E.dtype)).float()
-                            for layer in range(model.cfg.n_layers)])
+        per_layer = [emb if emb.dim() == 2 else emb[layer] for layer in range(model.cfg.n_layers)]
+        return torch.stack([model.adapter.ln1(layer)(x.to(model.W_E.dtype)).float()
+                            for layer, x in enumerate(per_layer)])
 
 
 def ov_factors(model: HookedModel, x: Tensor, out_ids: Tensor, *, fold_ln: bool = True) -> tuple[Tensor, Tensor]:
@@ -154,7 +156,7 @@ def head_logits(model: HookedModel, layer: int, head: int, x: Tensor, out_ids: T
     W_O = head_W_O(model, fold_ln=fold_ln)[layer, head]
     ov = model.W_V[layer, head].float() @ W_O
     with torch.inference_mode():
-        h = ln1(model, layer)(x.to(model.W_E.dtype)).float()
+        h = model.adapter.ln1(layer)(x.to(model.W_E.dtype)).float()
     return h @ ov @ unembedding(model, out_ids, fold_ln=fold_ln)
 
 

@@ -63,9 +63,9 @@ class Adapter(ABC):
     @abstractmethod
     def attn_out_proj(self, layer: int) -> nn.Linear: ...
 
+    @abstractmethod
     def ln1(self, layer: int) -> nn.Module:
-        """The norm in front of `layer`'s attention."""
-        raise InputError(f"{self.family}: the adapter does not name the attention input norm")
+        """The norm in front of `layer`'s attention: its output is what the attention reads."""
 
     def attn_post_norm(self, layer: int) -> nn.Module | None:
         """A norm between the attention output projection and the residual stream (Gemma), else None."""
