@@ -16,7 +16,7 @@ from lmscope.model.units import Unit, UnitSet
         ("blocks.3.attn:2@4", "head", "blocks.3.attn.hook_z", 2, 4),
         ("blocks.2.hook_resid_post", "site", "blocks.2.hook_resid_post", None, None),
         ("blocks.2.hook_resid_post@-1", "site", "blocks.2.hook_resid_post", None, -1),
-        ("dict:/tmp/tc/layer0:123", "feature", "", 123, None),
+        ("dict:/tmp/tc/layer0:123", "feature", "/tmp/tc/layer0.hook_sae_acts_post", 123, None),
     ],
 )
 def test_parse_and_roundtrip(text: str, kind: str, hook: str, index: int | None, position: int | None) -> None:

@@ -2,7 +2,8 @@
 
 Hooks are plain PyTorch forward / pre-forward hooks attached for one call and removed on exit, also
 when the call raises. Nothing is reimplemented, so with no hook changing anything the logits are the HF
-model's, bit for bit.
+model's, bit for bit. Attached dictionaries (`attach_dictionary`, `lmscope.model.dictionaries`) add their
+feature activations as hook points, valid wherever hook names are.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from lmscope.errors import InputError
 from lmscope.model.adapters import Adapter, adapter_for
 from lmscope.model.attention import PatternHook, pattern_hooks
 from lmscope.model.config import ModelConfig
+from lmscope.model.dictionaries import AttachedDictionary, dictionary_name, feature_hook
 from lmscope.model.hookpoints import HookPoint, Site, layer_of, refuse_unknown
 from lmscope.model.inputs import Inputs, TokenBatch, check_fits, to_token_batch, tokenizer_adds_bos
 
@@ -47,6 +49,8 @@ class HookedModel:
         self.cfg: ModelConfig = self.adapter.cfg
         self.name = name or getattr(hf_model.config, "name_or_path", "") or self.cfg.model_type
         self._sites: dict[str, Site] = self.adapter.sites()
+        self._dicts: dict[str, AttachedDictionary] = {}
+        self._points: dict[str, AttachedDictionary] = {}  # feature hook point -> its dictionary
         self._adds_bos = tokenizer_adds_bos(tokenizer)
         if prepend_bos and tokenizer is not None and getattr(tokenizer, "bos_token_id", None) is None:
             raise InputError("prepend_bos=True: the tokenizer has no bos_token to prepend")
@@ -68,17 +72,61 @@ class HookedModel:
     # --- names --------------------------------------------------------------------------------
     @property
     def hook_names(self) -> list[str]:
-        """Every hook point of this model, in forward order."""
-        return list(self._sites)
+        """Every hook point of this model, in forward order (an attached dictionary's after its input)."""
+        names: list[str] = []
+        for name in self._sites:
+            names.append(name)
+            names += [p for d in self._dicts.values() if d.hook_in == name for p in d.points]
+        return names
 
     def check_names(self, names: Sequence[str]) -> list[str]:
         """Return `names` as a list, refusing any the architecture lacks (naming the closest valid ones)."""
         if isinstance(names, str):
             names = [names]
         for name in names:
-            if name not in self._sites:
+            if name not in self._sites and name not in self._points:
+                missing = dictionary_name(name) if isinstance(name, str) else None
+                if missing is not None:
+                    raise InputError(f"dictionary {missing!r}: not attached to this model (hook point {name!r}); "
+                                     f"attach it with lmscope.dictionary.attach.attach_dictionaries(model, "
+                                     f"['dict:{missing}:0']) or model.attach_dictionary({missing!r}, dictionary)")
                 raise refuse_unknown(name, self.hook_names)
         return list(names)
+
+    # --- dictionaries -------------------------------------------------------------------------
+    def attach_dictionary(self, name: str, dictionary: Any) -> str:
+        """Attach an SAE or transcoder under `name`: `<name>.hook_sae_acts_post` (its feature activations
+        `[batch, pos, d_sae]`) becomes a hook point, and `dict:<name>:i` units act on feature i. Nothing runs
+        until that point is hooked, and the output changes only when a hook edits the features (see
+        `lmscope.model.dictionaries`). Returns the feature hook point's name; re-attaching the same object
+        under the same name is a no-op."""
+        if isinstance(name, str) and name in self._dicts:
+            if self._dicts[name].dictionary is dictionary:
+                return feature_hook(name)
+            raise InputError(f"name {name!r}: another dictionary is attached under this name; "
+                             "detach_dictionary it first")
+        attached = AttachedDictionary.make(name, dictionary, list(self._sites))
+        self._dicts[name] = attached
+        self._points.update(dict.fromkeys(attached.points, attached))
+        return feature_hook(name)
+
+    def detach_dictionary(self, name: str) -> None:
+        """Remove the dictionary attached under `name` (its hook points stop being valid)."""
+        if name not in self._dicts:
+            raise InputError(f"name {name!r}: no dictionary attached under this name "
+                             f"(attached: {', '.join(self._dicts) or 'none'})")
+        for point in self._dicts.pop(name).points:
+            del self._points[point]
+
+    @property
+    def dictionaries(self) -> dict[str, Any]:
+        """The attached dictionaries by name."""
+        return {name: d.dictionary for name, d in self._dicts.items()}
+
+    def dictionary_at(self, hook_name: str) -> Any:
+        """The attached dictionary whose feature hook point is `hook_name`, or None for any other name."""
+        attached = self._points.get(hook_name)
+        return None if attached is None else attached.dictionary
 
     @property
     def device(self) -> torch.device:
@@ -172,6 +220,7 @@ class HookedModel:
             by_name.setdefault(name, []).append(fn)
         if stop_at_layer is not None:
             self._check_stop(stop_at_layer, by_name)
+        by_name = self._route_dictionaries(by_name)
         with ExitStack() as stack:
             patterns: dict[nn.Module, PatternHook] = {}
             for name, fns in by_name.items():
@@ -187,10 +236,31 @@ class HookedModel:
             stack.enter_context(pattern_hooks(self.hf, patterns))
             yield self
 
+    def _route_dictionaries(self, by_name: dict[str, list[HookFn]]) -> dict[str, list[HookFn]]:
+        """Hooks on feature points become a reader after the hooks on the dictionary's input and a writer
+        before those on its output (an SAE's reader adds its edit itself, before the hooks on its point)."""
+        out = {name: fns for name, fns in by_name.items() if name in self._sites}
+        for attached in {id(d): d for name in by_name if (d := self._points.get(name))}.values():
+            point = HookPoint(attached.points[0], layer_of(attached.hook_in))
+            read, write = attached.hooks(by_name, point)
+            if write is None:  # an SAE: read and edit before the hooks on its one hook point
+                out.setdefault(attached.hook_in, []).insert(0, read)
+            else:
+                out.setdefault(attached.hook_in, []).append(read)
+                out.setdefault(attached.hook_out, []).insert(0, write)
+        return out
+
+    def _reach(self, name: str) -> int:
+        """The block a hook point belongs to (a feature point: the later of its dictionary's input and output)."""
+        d = self._points.get(name)
+        if d is not None:
+            return max(_reach_layer(d.hook_in, self.cfg.n_layers), _reach_layer(d.hook_out, self.cfg.n_layers))
+        return _reach_layer(name, self.cfg.n_layers)
+
     def _check_stop(self, stop_at_layer: int, by_name: dict[str, list[HookFn]]) -> None:
         if not isinstance(stop_at_layer, int) or not 0 <= stop_at_layer <= self.cfg.n_layers:
             raise InputError(f"stop_at_layer: expected an int in 0..{self.cfg.n_layers}, got {stop_at_layer!r}")
-        late = [n for n in by_name if _reach_layer(n, self.cfg.n_layers) >= stop_at_layer]
+        late = [n for n in by_name if self._reach(n) >= stop_at_layer]
         if late:
             raise InputError(f"stop_at_layer={stop_at_layer}: hook point {late[0]!r} is never reached")
 

@@ -5,6 +5,9 @@
     logits = model.run_with_hooks(text, hooks=(ablate + steer).hooks())
 
 Units pick what is touched (see `lmscope.model.units`); a unit with a position touches only that position.
+A dictionary feature (`dict:<path>:7`) is a unit like a neuron once its dictionary is attached to the model
+(`lmscope.dictionary.attach.attach_dictionaries`): the edit lands on its feature activations and reaches the
+model as `decode(z') - decode(z)` (`lmscope.model.dictionaries`).
 Every intervention copies the activation it edits, so captured tensors elsewhere are never changed.
 """
 
@@ -48,8 +51,6 @@ class Compose(Intervention):
 
 def _index(unit: Unit, t: Tensor, hook_name: str) -> tuple[object, ...]:
     """The index into an activation `[batch, pos, ...]` (or a pattern `[batch, head, q, k]`) a unit selects."""
-    if unit.kind == "feature":
-        raise InputError(f"unit {unit}: dictionary features act through a spliced dictionary, not a raw hook")
     pattern = hook_name.endswith("hook_pattern")
     idx: list[object] = [slice(None)] * t.ndim
     if unit.position is not None:
@@ -125,6 +126,20 @@ class Patch(_UnitEdit):
             raise InputError(f"patch {hook.name}: source shape {tuple(src.shape)} differs from the base run's "
                              f"{tuple(t.shape)}; use inputs of the same length")
         t[idx] = src[idx].to(t.dtype)
+
+
+class AddToUnits(_UnitEdit):
+    """Steering by units: add `value` to each chosen unit (a neuron's or a feature's activation; every element
+    of a head or a whole hook point), at every position or at the unit's own."""
+
+    def __init__(self, units: Units, value: float) -> None:
+        super().__init__(units)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InputError(f"value: expected a number to add, got {value!r}")
+        self.value = float(value)
+
+    def edit(self, t: Tensor, idx: tuple[object, ...], hook: HookPoint) -> None:
+        t[idx] += self.value
 
 
 @dataclass

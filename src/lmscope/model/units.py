@@ -5,7 +5,9 @@ String forms (parsed by `Unit.parse`, printed by `str(unit)`):
   `blocks.3.attn:2`               head 2 of layer 3 (acts on `blocks.3.attn.hook_z`)
   `blocks.2.hook_resid_post`      a whole hook point
   `...@5`                         suffix: only at position 5 (e.g. `blocks.1.mlp.hook_post:7@5`)
-  `dict:<path>:123`               feature 123 of a dictionary spliced at its hook point
+  `dict:<path>:123`               feature 123 of the dictionary at `<path>`: it acts on the hook point
+                                  `<path>.hook_sae_acts_post`, which exists once that dictionary is attached
+                                  to the model (`lmscope.dictionary.attach.attach_dictionaries`)
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from lmscope.errors import InputError
+from lmscope.model.dictionaries import dictionary_name, feature_hook
 
 UnitKind = Literal["neuron", "head", "site", "feature"]
 
@@ -47,7 +50,7 @@ class Unit:
             path, _, feature = text[5:].rpartition(":")
             if not path or not feature.isdecimal():
                 raise InputError(f"unit {text!r}: expected 'dict:<path>:<feature index>'")
-            return cls("feature", "", int(feature), position, path)
+            return cls("feature", feature_hook(path), int(feature), position, path)
         head = _HEAD_RE.match(text)
         if head:
             return cls("head", head.group(1) + ".hook_z", int(head.group(2)), position)
@@ -55,6 +58,9 @@ class Unit:
         if sep:
             if not index.isdecimal() or not hook:
                 raise InputError(f"unit {text!r}: expected '<hook name>:<non-negative index>'")
+            name = dictionary_name(hook)
+            if name is not None:  # `<path>.hook_sae_acts_post:7` is another spelling of `dict:<path>:7`
+                return cls("feature", hook, int(index), position, name)
             return cls("neuron", hook, int(index), position)
         return cls("site", text, None, position)
 
