@@ -73,9 +73,14 @@ def test_conllu_crlf_bom_and_no_trailing_blank(tmp_path: Path) -> None:
     assert corpus.labels[1] == ["NOUN", "VERB"]
 
 
-@pytest.mark.parametrize("column", ["lemmas", 10, -1, True])
-def test_conllu_bad_column_argument(conllu: Path, column: object) -> None:
-    with pytest.raises(InputError, match="column"):
+@pytest.mark.parametrize(("column", "message"), [
+    ("lemmas", "column: got 'lemmas', expected one of id, form, lemma, upos"),
+    (10, "column: got 10, expected an index from 0 to 9"),
+    (-1, "column: got -1, expected an index from 0 to 9"),
+    (True, "column: got True, expected a column name or an integer index 0-9"),
+])
+def test_conllu_bad_column_argument(conllu: Path, column: object, message: str) -> None:
+    with pytest.raises(InputError, match=re.escape(message)):
         read_conllu(conllu, column)  # type: ignore[arg-type]
 
 
@@ -136,7 +141,7 @@ def test_parallel_empty_sentence(tmp_path: Path) -> None:
 
 def test_parallel_without_label_file(tmp_path: Path) -> None:
     text = write(tmp_path / "text.txt", "a b\n")
-    with pytest.raises(InputError, match="label"):
+    with pytest.raises(InputError, match=r"text\.txt: a parallel text file needs its label file \(label_path\)"):
         read_labels(text)
 
 
@@ -199,7 +204,7 @@ def test_read_labels_dispatch(conllu: Path, tmp_path: Path) -> None:
     assert read_labels(conllu, column="deprel").labels[1] == ["nsubj", "root"]
     other = write(tmp_path / "tiny.txt", CONLLU)
     assert read_labels(other, format="conllu") == read_conllu(other)
-    with pytest.raises(InputError, match="format"):
+    with pytest.raises(InputError, match="format: got 'csv', expected one of auto, conllu, parallel, jsonl"):
         read_labels(conllu, format="csv")
 
 
@@ -222,7 +227,7 @@ def test_synthetic_labels_line_up_with_words(tmp_path: Path) -> None:
         items = sample.item_positions or (-1,) * len(sample.words)
         assert tags == [sample.task if p >= 0 else "O" for p in items]
     assert {"O"} < set(task.label_set)
-    with pytest.raises(InputError, match="label"):
+    with pytest.raises(InputError, match="label: got 'sentiment', expected one of pos, topic, toxic, task"):
         from_synthetic(samples, "sentiment")
 
 

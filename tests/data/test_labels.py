@@ -77,9 +77,9 @@ def test_subset(small: LabeledCorpus) -> None:
     assert sub.labels[1] == ["DET", "NOUN", "VERB"]
     sub.sentences[0][0] = "changed"
     assert small.sentences[2][0] == "the"  # a copy, not a view
-    with pytest.raises(InputError, match="out of range"):
+    with pytest.raises(InputError, match="indices: 3 is out of range for 3 sentences"):
         small.subset([3])
-    with pytest.raises(InputError, match="integer"):
+    with pytest.raises(InputError, match="indices: expected integer sentence indices, got dtype bool"):
         small.subset(np.array([True, False, True]))
 
 
