@@ -13,6 +13,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lmscope.dictionary.multi import train_stack
+from lmscope.dictionary.train import RunConfig
 from tiny_models import tiny_hooked_with_tokenizer
 
 if __name__ == "__main__":
@@ -20,7 +21,7 @@ if __name__ == "__main__":
     model = tiny_hooked_with_tokenizer(300, n_layer=3)
     texts = [f"the cat number {i} sat on the mat and saw {i % 7} birds" for i in range(48)]
     run = train_stack(model, layers=[0, 2], d_sae=24, tokens=64 * 10, batch_size=64, buffer_tokens=200, texts=texts,
-                      out_dir=sys.argv[1], checkpoint_every=5)
+                      run=RunConfig(out_dir=sys.argv[1], checkpoint_every=5))
     states = {la: d.state_dict() for la, d in run.dictionaries.items()}
     torch.save(states, Path(sys.argv[1]) / f"rank{os.environ.get('RANK', '0')}.pt")
     if torch.distributed.is_initialized():

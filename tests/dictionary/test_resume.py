@@ -68,17 +68,16 @@ def test_interrupted_then_resumed_equals_uninterrupted(reference: dict[str, torc
             raise Killed
 
     with pytest.raises(Killed):
-        S.estimator(str(tmp_path)).fit(S.data(), progress=die)
+        S.estimator().fit(S.data(), run=S.run(str(tmp_path)), progress=die)
     ckpt = latest_checkpoint(tmp_path)
     assert ckpt is not None and ckpt.name == "step-00000125.pt"
-    resumed = S.estimator(str(tmp_path), resume=True).fit(S.data())
+    resumed = S.estimator().fit(S.data(), run=S.run(str(tmp_path), resume=True))
     assert _equal(reference, resumed.dictionary_.state_dict())
     assert len(resumed.history_) == 300 and [h["step"] for h in resumed.history_] == list(range(300))
     assert len(list((tmp_path / "checkpoints").glob("step-*.pt"))) == 2  # keep_checkpoints
-    other = S.estimator(str(tmp_path), resume=True)
-    other.lr = 1e-2
+    other = S.estimator().set_params(lr=1e-2)
     with pytest.raises(InputError, match="lr"):
-        other.fit(S.data())
+        other.fit(S.data(), run=S.run(str(tmp_path), resume=True))
 
 
 def test_kill_9_then_resume(reference: dict[str, torch.Tensor], tmp_path: Path) -> None:

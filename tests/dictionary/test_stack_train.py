@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from lmscope.dictionary.multi import StackStream, parse_layers, stack_hooks, train_stack
-from lmscope.dictionary.train import latest_checkpoint
+from lmscope.dictionary.train import RunConfig, latest_checkpoint
 from lmscope.errors import InputError
 from tiny_models import tiny_hooked_with_tokenizer
 
@@ -98,27 +98,31 @@ class Stop(Exception):
 
 
 def test_stopped_stack_resumes_to_the_same_bytes(model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    kw = {**KW, "kind": "sae", "activation": "topk", "k": 3, "checkpoint_every": 4}
-    whole = train_stack(model, layers=[0, 2], out_dir=tmp_path / "a", **kw)
+    kw = {**KW, "kind": "sae", "activation": "topk", "k": 3}
+
+    def run(name: str, resume: bool = False) -> RunConfig:
+        return RunConfig(out_dir=tmp_path / name, checkpoint_every=4, resume=resume)
+
+    whole = train_stack(model, layers=[0, 2], run=run("a"), **kw)
 
     def stop(stage: str, i: int, n: int) -> None:
         if i == 10:
             raise Stop
 
     with pytest.raises(Stop):
-        train_stack(model, layers=[0, 2], out_dir=tmp_path / "b", progress=stop, **kw)
+        train_stack(model, layers=[0, 2], run=run("b"), progress=stop, **kw)
     ckpt = latest_checkpoint(tmp_path / "b")
     assert ckpt is not None and ckpt.name == "step-00000008.pt"
-    resumed = train_stack(model, layers=[0, 2], out_dir=tmp_path / "b", resume=True, **kw)
+    resumed = train_stack(model, layers=[0, 2], run=run("b", resume=True), **kw)
     assert resumed.resumed_from == 8
     for la in (0, 2):
         assert _equal(whole.dictionaries[la].state_dict(), resumed.dictionaries[la].state_dict())
         assert [h["step"] for h in resumed.estimators[la].history_] == list(range(14))
         assert resumed.estimators[la].history_ == whole.estimators[la].history_
     with pytest.raises(InputError, match=r"other settings .*layers"):
-        train_stack(model, layers=[0, 1], out_dir=tmp_path / "b", resume=True, **kw)
+        train_stack(model, layers=[0, 1], run=run("b", resume=True), **kw)
     with pytest.raises(InputError, match="lr"):
-        train_stack(model, layers=[0, 2], out_dir=tmp_path / "b", resume=True, **{**kw, "lr": 1e-2})
+        train_stack(model, layers=[0, 2], run=run("b", resume=True), **{**kw, "lr": 1e-2})
 
 
 def test_forward_stops_after_the_last_chosen_layer(model) -> None:  # type: ignore[no-untyped-def]

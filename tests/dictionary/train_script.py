@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from lmscope.dictionary import SAE
+from lmscope.dictionary.train import RunConfig
 
 
 def data() -> torch.Tensor:
@@ -25,16 +26,21 @@ def data() -> torch.Tensor:
     return a @ D
 
 
-def estimator(out_dir: str | None = None, resume: bool = False, n_steps: int = 300) -> SAE:
-    """TopK with AuxK and resampling both active (tiny dead_after), warm-up and decay, checkpoints."""
+def estimator(n_steps: int = 300) -> SAE:
+    """TopK with AuxK and resampling both active (tiny dead_after), warm-up and decay."""
     return SAE(d_sae=64, activation="topk", k=3, lr=3e-3, batch_size=64, n_steps=n_steps, warmup_steps=20,
-               lr_decay_steps=50, dead_after=64 * 10, resample_every=40, seed=5,
-               checkpoint_every=25 if out_dir else 0, out_dir=out_dir, resume=resume)
+               lr_decay_steps=50, dead_after=64 * 10, resample_every=40, seed=5)
+
+
+def run(out_dir: str | None = None, resume: bool = False) -> RunConfig:
+    """Checkpoints every 25 steps into `out_dir` (none without one), resuming from them with `resume`."""
+    return RunConfig(out_dir=out_dir, checkpoint_every=25 if out_dir else 0, resume=resume)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    est = estimator(sys.argv[2] if len(sys.argv) > 2 else None, resume=len(sys.argv) > 3)
+    est = estimator()
+    settings = run(sys.argv[2] if len(sys.argv) > 2 else None, resume=len(sys.argv) > 3)
     hold_at = int(os.environ.get("HOLD_AT", "0"))
 
     def hold(done: int, total: int, record: dict[str, float]) -> None:
@@ -42,7 +48,7 @@ if __name__ == "__main__":
             Path(sys.argv[1] + ".held").touch()
             time.sleep(600)
 
-    est.fit(data(), progress=hold if hold_at else None)
+    est.fit(data(), run=settings, progress=hold if hold_at else None)
     if int(os.environ.get("RANK", "0")) == 0:
         torch.save(est.dictionary_.state_dict(), sys.argv[1])
     if torch.distributed.is_initialized():  # a live gloo group at exit can abort the process

@@ -49,6 +49,7 @@ def _check_sizes(*, d_sae: int, tokens: int, batch_size: int, k: int | None, reu
 
 
 def _plan(target: Path, tokens: int, batch_size: int, every: int | None, overwrite: bool) -> Any:
+    """The run's `RunConfig` (checkpoints, resume) from `--checkpoint-every` and `--overwrite`."""
     from lmscope.dictionary.train import plan_checkpoints
 
     return plan_checkpoints(target, math.ceil(tokens / batch_size), every, overwrite=overwrite)
@@ -61,14 +62,14 @@ def _remove_checkpoints(target: Path) -> None:
 
 
 @contextmanager
-def _resumable(target: Path, plan: Any) -> Iterator[None]:
+def _resumable(target: Path, run: Any) -> Iterator[None]:
     """Ctrl-C during training: say where the newest checkpoint is and how to continue (exit code 130)."""
     from lmscope.dictionary.train import latest_checkpoint
 
     try:
         yield
     except KeyboardInterrupt:
-        last = latest_checkpoint(target) if plan.every else None
+        last = latest_checkpoint(target) if run.checkpoint_every else None
         raise Interrupted(f"rerun the same command to resume from {last}" if last is not None
                           else "no checkpoint was written yet (rerun to start again)") from None
 
@@ -201,7 +202,7 @@ def train(model: ModelArg,
     if (target / "cfg.json").exists() and not overwrite:
         raise InputError(f"{target / 'cfg.json'}: already exists; pass --overwrite to replace it")
     _check_sizes(d_sae=d_sae, tokens=tokens, batch_size=batch_size, k=k, reuse=reuse, l1=l1)
-    plan = _plan(target, tokens, batch_size, checkpoint_every, overwrite)
+    run = _plan(target, tokens, batch_size, checkpoint_every, overwrite)
     rule_check = PositionRule(False, exclude_first)  # refuses a negative --exclude-first before any work
     load_corpus(corpus, model_name=model, synthetic_texts=1)  # one line asking for --corpus, before the model loads
     with progress_bars(True) as stage:
@@ -213,14 +214,13 @@ def train(model: ModelArg,
                                    PositionRule.for_model(hooked, rule_check.exclude_first))
         if note:
             err.print(f"note: {note}", soft_wrap=True, markup=False, highlight=False)
-        with _resumable(target, plan):
+        with _resumable(target, run):
             est = train_dictionary(hooked, kind=kind, layer=layer, hook=hook, d_sae=d_sae, activation=activation,
                                    l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size, seed=seed,
                                    corpus=text, exclude_first=rule_check.exclude_first, reuse=reuse,
-                                   out_dir=target if plan.every else None, checkpoint_every=plan.every,
-                                   resume=plan.resume, provenance=record, progress=stage)
+                                   run=run, provenance=record, progress=stage)
     path = est.save(target, overwrite=overwrite)
-    if plan.auto:
+    if run.remove_after:
         _remove_checkpoints(target)
     cfg = est.dictionary_.cfg
     last = est.history_[-1] if est.history_ else {}
@@ -280,7 +280,7 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
         chosen = parse_layers(layers, hooked.cfg.n_layers)
         # weights (encoder + decoder) per layer, and two kept checkpoints with Adam's two moments each
         check_output_dir(target, need_bytes=len(chosen) * 2 * hooked.cfg.d_model * d_sae * 4 * (
-            1 + (6 if plan.every else 0)))
+            1 + (6 if plan.checkpoint_every else 0)))
         text = model_corpus(corpus, hooked, synthetic_texts=max(200, tokens // 10), seed=seed + 100)
         train_texts, held, held_out = split_eval_texts(text.texts, eval_texts)
         with _resumable(target, plan):
@@ -288,15 +288,14 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
                               l1_coefficient=l1, k=k, tokens=tokens, batch_size=batch_size,
                               corpus=replace(text, texts=train_texts),
                               exclude_first=exclude_first, reuse=reuse, seed=seed, buffer_tokens=buffer_tokens,
-                              out_dir=target if plan.every else None, checkpoint_every=plan.every,
-                              resume=plan.resume, provenance=record, progress=stage)
+                              run=plan, provenance=record, progress=stage)
         if str(dtype) != "torch.float32":  # the table with the float32 model whatever the streaming dtype
             hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
         table = stack_table(hooked, run, held, spliced=spliced, progress=stage)
     meta = {"model": hooked.name, "eval": {"n_texts": len(held), "held_out": held_out, "spliced": spliced}}
     path = save_stack(run, table, target, overwrite=overwrite, meta=meta)
     write_stack_report(path, overwrite=overwrite)
-    if plan.auto:
+    if plan.remove_after:
         _remove_checkpoints(target)
     if as_json:
         import json

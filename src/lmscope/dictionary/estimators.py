@@ -1,15 +1,17 @@
-"""`SAE` and `Transcoder`: scikit-learn-style estimators that train a `Dictionary`.
+"""`SAE` and `Transcoder`: scikit-learn-style estimators (`lmscope.estimator`) that train a `Dictionary`.
 
-Hyperparameters are `__init__` keywords that are only stored; `fit` returns self and sets the learned
-attributes `dictionary_` (the `Dictionary` module), `history_` (one dict per step: loss, mse, l1 or aux,
-l0, lr, n_dead), `n_steps_`, `dead_mask_` (bool `[d_sae]`, not fired in the last `dead_after` rows).
+Hyperparameters are `__init__` keywords that are only stored (dataclass fields, each declared once; the
+training ones are `TrainConfig`'s); `fit` checks them, returns self and sets the learned attributes
+`dictionary_` (the `Dictionary` module), `history_` (one dict per step: loss, mse, l1 or aux, l0, lr,
+n_dead), `n_steps_`, `dead_mask_` (bool `[d_sae]`, not fired in the last `dead_after` rows).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
@@ -20,9 +22,18 @@ from lmscope.dictionary.buffer import ActivationBuffer
 from lmscope.dictionary.io import save_dictionary
 from lmscope.dictionary.metrics import evaluate
 from lmscope.dictionary.modules import DictConfig, Dictionary
-from lmscope.dictionary.train import IteratorSource, Progress, TensorSource, TrainConfig, Trainer, TrainResult
+from lmscope.dictionary.train import (
+    IteratorSource,
+    Progress,
+    RunConfig,
+    TensorSource,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+)
 from lmscope.distributed import dist_info
 from lmscope.errors import InputError
+from lmscope.estimator import Estimator
 
 ArrayLike = Tensor | np.ndarray
 
@@ -35,56 +46,31 @@ def _as_tensor(a: Any, name: str) -> Tensor:
     return t if t.is_floating_point() else t.float()
 
 
-class _DictionaryEstimator:
-    _kind = "sae"
+@dataclass(kw_only=True, eq=False, repr=False)
+class _DictionaryEstimator(Estimator, TrainConfig):
+    """Shared by `SAE` and `Transcoder`. Hyperparameters, each declared once as a field: the architecture
+    below (`d_sae`, `activation`, `l1_coefficient`, `k`, `dtype`), every field of `TrainConfig` (lr,
+    batch_size, n_steps, schedules, dead-latent handling, seed; inherited), and where the rows come from
+    (`hook_name`, `model_id`: recorded in cfg.json and the default store points). `__init__` only stores
+    them; `fit` checks them. Run settings (checkpoints, resume) are `fit(..., run=RunConfig(...))`."""
 
-    def __init__(self, d_sae: int = 1024, *, activation: str = "relu", l1_coefficient: float = 1e-3,
-                 k: int | None = None, lr: float = 1e-3, batch_size: int = 4096, n_steps: int = 1000,
-                 warmup_steps: int = 0, lr_decay_steps: int = 0, l1_warmup_steps: int = 0,
-                 dead_after: int = 10_000_000, resample: bool = True, resample_every: int | None = None,
-                 k_aux: int | None = None, aux_coefficient: float = 1.0 / 32, clip_grad: float = 1.0,
-                 seed: int = 0, checkpoint_every: int = 0, out_dir: str | Path | None = None,
-                 resume: bool = False, hook_name: str = "", hook_name_out: str = "",
-                 model_id: str | None = None, dtype: str = "float32", skip: bool = False) -> None:
-        self.d_sae = d_sae
-        self.activation = activation
-        self.l1_coefficient = l1_coefficient
-        self.k = k
-        self.lr = lr
-        self.batch_size = batch_size
-        self.n_steps = n_steps
-        self.warmup_steps = warmup_steps
-        self.lr_decay_steps = lr_decay_steps
-        self.l1_warmup_steps = l1_warmup_steps
-        self.dead_after = dead_after
-        self.resample = resample
-        self.resample_every = resample_every
-        self.k_aux = k_aux
-        self.aux_coefficient = aux_coefficient
-        self.clip_grad = clip_grad
-        self.seed = seed
-        self.checkpoint_every = checkpoint_every
-        self.out_dir = out_dir
-        self.resume = resume
-        self.hook_name = hook_name
-        self.hook_name_out = hook_name_out
-        self.model_id = model_id
-        self.dtype = dtype
-        self.skip = skip
+    _kind: ClassVar[str] = "sae"
 
-    def _train_config(self) -> TrainConfig:
-        return TrainConfig(lr=self.lr, batch_size=self.batch_size, n_steps=self.n_steps,
-                           warmup_steps=self.warmup_steps, lr_decay_steps=self.lr_decay_steps,
-                           l1_warmup_steps=self.l1_warmup_steps, dead_after=self.dead_after,
-                           resample=self.resample, resample_every=self.resample_every, k_aux=self.k_aux,
-                           aux_coefficient=self.aux_coefficient, clip_grad=self.clip_grad, seed=self.seed,
-                           checkpoint_every=self.checkpoint_every)
+    d_sae: int = field(default=1024, kw_only=False)
+    activation: str = "relu"
+    l1_coefficient: float = 1e-3
+    k: int | None = None
+    dtype: str = "float32"
+    hook_name: str = ""
+    model_id: str | None = None
+
+    @property
+    def _hooks(self) -> list[str]:
+        """The hook point(s) named at construction: input, and target for a transcoder."""
+        return [self.hook_name]
 
     def _points(self, points: Sequence[str] | None) -> list[str]:
-        if points is not None:
-            pts = list(points)
-        else:
-            pts = [self.hook_name] + ([self.hook_name_out] if self._kind == "transcoder" else [])
+        pts = list(points) if points is not None else self._hooks
         need = 2 if self._kind == "transcoder" else 1
         if len(pts) != need or not all(pts):
             raise InputError(f"points: a {self._kind} reads {need} hook point(s) from the store "
@@ -121,20 +107,23 @@ class _DictionaryEstimator:
         return TensorSource(Xt, Yt, self.batch_size, self.seed, rank, world), Xt.shape[1], Yt.shape[1], names
 
     def fit(self, X: ArrayLike | ActivationStore | ActivationBuffer, Y: ArrayLike | None = None, *,
-            points: Sequence[str] | None = None, progress: Progress | None = None) -> _DictionaryEstimator:
+            points: Sequence[str] | None = None, run: RunConfig | None = None,
+            progress: Progress | None = None) -> Self:
         """Train on rows `X [n, d_in]` (targets `Y [n, d_out]` for a transcoder), on an ActivationStore's
         `points` (input, and target for a transcoder; default: hook_name, hook_name_out), or on an
-        ActivationBuffer streaming from a model. Returns self."""
+        ActivationBuffer streaming from a model. `run`: checkpoints and resume (`RunConfig`; default none);
+        `progress(step, n_steps, record)` after every step. Returns self."""
         rank, world = dist_info()
         source, d_in, d_out, names = self._data(X, Y, points, rank, world)
-        hook = self.hook_name or (names[0] if names else "")
-        hook_out = self.hook_name_out or (names[-1] if names else "")
+        hooks = self._hooks
+        hook = hooks[0] or (names[0] if names else "")
+        hook_out = hooks[-1] or (names[-1] if names else "")
         data: dict[str, Any] = {}
         if isinstance(X, ActivationBuffer):  # the rows' provenance goes into cfg.json
             data = {"prepend_bos": X.positions.prepend_bos, "exclude_first": X.positions.exclude_first,
                     "corpus": X.corpus}
         module, tc = self.build(d_in, d_out, hook, hook_out, **data)
-        result = Trainer(module, tc, out_dir=self.out_dir, resume=self.resume, progress=progress).run(source)
+        result = Trainer(module, tc, run=run, progress=progress).run(source)
         return self.fitted(module, result)
 
     def build(self, d_in: int, d_out: int, hook: str, hook_out: str,
@@ -142,11 +131,11 @@ class _DictionaryEstimator:
         """The untrained `Dictionary` (initial weights from `seed`) and the `TrainConfig` that `fit` uses;
         `provenance` (prepend_bos, exclude_first, corpus) goes into its cfg. Shared with stack training
         (`lmscope.dictionary.multi`), so one layer trained alone and inside a stack start identically."""
-        tc = self._train_config()
+        tc = TrainConfig.of(self)
         cfg = DictConfig(kind=self._kind, d_in=d_in, d_sae=self.d_sae, d_out=d_out, activation=self.activation,
                          k=self.k, l1_coefficient=self.l1_coefficient if self.activation == "relu" else 0.0,
                          hook_name=hook, hook_name_out=hook_out if self._kind == "transcoder" else hook,
-                         skip=self.skip, dtype=self.dtype, model_id=self.model_id, train=tc.to_dict(), **provenance)
+                         skip=self._skip, dtype=self.dtype, model_id=self.model_id, train=tc.to_dict(), **provenance)
         if tc.batch_size < 1 or tc.n_steps < 0:
             raise InputError("batch_size must be positive and n_steps non-negative")
         if self.dtype == "float16":  # Adam's second moment and eps underflow in float16: NaN weights in one step
@@ -154,7 +143,11 @@ class _DictionaryEstimator:
                              "and cast the trained dictionary if you need float16")
         return Dictionary(cfg, generator=torch.Generator().manual_seed(self.seed)), tc
 
-    def fitted(self, module: Dictionary, result: TrainResult) -> _DictionaryEstimator:
+    @property
+    def _skip(self) -> bool:
+        return False
+
+    def fitted(self, module: Dictionary, result: TrainResult) -> Self:
         """Set the learned attributes from a trained module and its `TrainResult`; returns self."""
         self.dictionary_ = module
         self.history_ = result.history
@@ -164,8 +157,7 @@ class _DictionaryEstimator:
 
     # --- using the fitted dictionary ---
     def _fitted(self) -> Dictionary:
-        if not hasattr(self, "dictionary_"):
-            raise InputError(f"this {type(self).__name__} is not fitted yet; call fit first")
+        self._check_is_fitted("dictionary_")
         return self.dictionary_
 
     @torch.no_grad()
@@ -191,27 +183,27 @@ class _DictionaryEstimator:
         """Write the fitted dictionary in SAELens's layout (see `lmscope.dictionary.io`)."""
         return save_dictionary(self._fitted(), directory, overwrite=overwrite)
 
-    def get_params(self) -> dict[str, Any]:
-        """The hyperparameters (scikit-learn's `get_params`)."""
-        return {k: v for k, v in vars(self).items() if not k.endswith("_")}
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(d_sae={self.d_sae}, activation={self.activation!r})"
-
 
 class SAE(_DictionaryEstimator):
     """A sparse autoencoder: reconstructs activations of one hook point through `d_sae` sparse latents."""
 
-    _kind = "sae"
-
-    def __init__(self, d_sae: int = 1024, **kwargs: Any) -> None:
-        if kwargs.get("skip"):
-            raise InputError("skip: only a Transcoder has a linear skip")
-        super().__init__(d_sae, **kwargs)
+    _kind: ClassVar[str] = "sae"
 
 
+@dataclass(kw_only=True, eq=False, repr=False)
 class Transcoder(_DictionaryEstimator):
     """A transcoder: imitates an MLP (input hook -> output hook) through `d_sae` sparse latents;
-    `skip=True` adds a linear skip `x @ W_skip`."""
+    `skip=True` adds a linear skip `x @ W_skip`; `hook_name_out` names the target hook (the MLP output)."""
 
-    _kind = "transcoder"
+    _kind: ClassVar[str] = "transcoder"
+
+    skip: bool = False
+    hook_name_out: str = ""
+
+    @property
+    def _hooks(self) -> list[str]:
+        return [self.hook_name, self.hook_name_out]
+
+    @property
+    def _skip(self) -> bool:
+        return self.skip

@@ -44,7 +44,7 @@ from torch import Tensor
 from lmscope.data.corpus import Corpus
 from lmscope.dictionary.buffer import _bucketed
 from lmscope.dictionary.positions import PositionRule
-from lmscope.dictionary.train import Trainer, latest_checkpoint, read_checkpoint, save_checkpoint
+from lmscope.dictionary.train import RunConfig, Trainer, latest_checkpoint, read_checkpoint, save_checkpoint
 from lmscope.distributed import all_gather, barrier, dist_info
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
@@ -222,15 +222,15 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
                 tokens: int = 200_000, batch_size: int = 1024, lr: float = 2e-3,
                 texts: Sequence[str] | None = None, corpus: Corpus | str | None = None, exclude_first: int = 0,
                 reuse: int = 1, seed: int = 0, buffer_tokens: int | None = None, text_batch: int = 16,
-                memory_limit: int = MEMORY_LIMIT, out_dir: str | Path | None = None, checkpoint_every: int = 0,
-                keep_checkpoints: int = 2, resume: bool = False, provenance: dict[str, Any] | None = None,
-                progress: Stage | None = None) -> StackTraining:
+                memory_limit: int = MEMORY_LIMIT, run: RunConfig | None = None,
+                provenance: dict[str, Any] | None = None, progress: Stage | None = None) -> StackTraining:
     """Train a dictionary at every layer of `layers` from one forward per text batch (module docstring).
 
     Settings mean what they mean in `lmscope.dictionary.recipes.train_dictionary` (each layer gets the same
-    recipe: `tokens` rows per layer, `batch_size` rows per step). `out_dir` with `checkpoint_every` writes one
-    checkpoint for the whole stack to `out_dir/checkpoints/` every that many steps; `resume` continues from
-    the newest one to the bytes an uninterrupted run would give. `progress(stage, i, n)` per step.
+    recipe: `tokens` rows per layer, `batch_size` rows per step). `run` (`RunConfig`): with `out_dir` and
+    `checkpoint_every`, one checkpoint for the whole stack goes to `out_dir/checkpoints/` every that many
+    steps; `resume` continues from the newest one to the bytes an uninterrupted run would give.
+    `progress(stage, i, n)` per step.
     `provenance`: the model record each dictionary keeps (`lmscope.model.provenance.provenance_record`;
     default `model`'s own; pass the float32 model's when `model` was cast to another dtype to stream).
     """
@@ -238,6 +238,7 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
     from lmscope.model.provenance import provenance_record
 
     rank, world = dist_info()
+    run = run or RunConfig()
     hooks = stack_hooks(model, kind, list(layers), hook)
     texts, record = training_texts(model, texts, corpus, tokens=tokens, seed=seed, exclude_first=exclude_first,
                                    reuse=reuse)
@@ -266,7 +267,6 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
     for la, (i, o) in hooks.items():
         module, tc = ests[la].build(dims[i], dims[o], i, o, **provenance)
         module.provenance = model_record
-        tc.checkpoint_every, tc.keep_checkpoints = checkpoint_every, keep_checkpoints
         trainers[la] = Trainer(module, tc)
     n_steps = next(iter(trainers.values())).tc.n_steps
     settings = {"kind": kind, "d_sae": d_sae, "activation": activation, "l1_coefficient": l1_coefficient, "k": k,
@@ -278,8 +278,8 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
              "texts": record.get("texts_sha256") or record.get("sha256")}
     fingerprint = _fingerprint(names, stream, world, extra)
     start, where = 0, (0, 0)
-    ckpt_root = Path(out_dir) if out_dir is not None else None
-    path = latest_checkpoint(ckpt_root) if (resume and ckpt_root is not None) else None
+    ckpt_root = Path(run.out_dir) if run.out_dir is not None else None
+    path = latest_checkpoint(ckpt_root) if (run.resume and ckpt_root is not None) else None
     if path is not None:
         state = read_checkpoint(path)
         if state.get("stack") != fingerprint:
@@ -307,13 +307,14 @@ def train_stack(model: HookedModel, *, layers: Sequence[int], kind: str = "trans
             trainers[la].train_step(step, x, y)
         train_s += time.perf_counter() - t1
         done = step + 1
-        if ckpt_root is not None and checkpoint_every > 0 and (done % checkpoint_every == 0 or done == n_steps):
+        every = run.checkpoint_every
+        if ckpt_root is not None and every > 0 and (done % every == 0 or done == n_steps):
             positions = all_gather(torch.tensor([list(nxt)], dtype=torch.long), world).tolist()
             if rank == 0:
                 save_checkpoint(ckpt_root, {"step": done, "layers": {str(la): tr.own_state()
                                                                       for la, tr in trainers.items()},
                                             "torch_rng": torch.get_rng_state(), "data": {"positions": positions},
-                                            "stack": fingerprint}, keep_checkpoints)
+                                            "stack": fingerprint}, run.keep_checkpoints)
             barrier(world)
         report("training", done, n_steps)
     wall = time.perf_counter() - t0

@@ -15,6 +15,7 @@ from typing import Any
 
 from lmscope.data.corpus import SYNTHETIC, Corpus, load_corpus
 from lmscope.dictionary.estimators import SAE, Transcoder
+from lmscope.dictionary.train import RunConfig
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
 
@@ -86,21 +87,21 @@ def corpus_record(corpus: Corpus, model: HookedModel | None = None, exclude_firs
 
 
 def recipe_estimator(model: HookedModel, kind: str, hook_in: str, hook_out: str, *, d_sae: int, activation: str,
-                     l1_coefficient: float, k: int | None, tokens: int, batch_size: int, lr: float, seed: int,
-                     out_dir: str | Path | None = None, checkpoint_every: int = 0,
-                     resume: bool = False) -> SAE | Transcoder:
+                     l1_coefficient: float, k: int | None, tokens: int, batch_size: int, lr: float,
+                     seed: int) -> SAE | Transcoder:
     """The untrained estimator `train_dictionary` and stack training (`lmscope.dictionary.multi`) fit: steps
     `ceil(tokens / batch_size)`, LR warm-up over min(50, steps/10) steps, L1 warm-up over a fifth of them,
     a latent dead after `max(50 batches, tokens / 4)` rows without firing."""
     if activation == "topk" and k is None:
         raise InputError("--k: a TopK dictionary needs k")
     n_steps = max(1, math.ceil(tokens / batch_size))
-    estimator_cls = Transcoder if kind == "transcoder" else SAE
-    return estimator_cls(d_sae=d_sae, activation=activation, l1_coefficient=l1_coefficient, k=k, lr=lr,
-                         batch_size=batch_size, n_steps=n_steps, warmup_steps=min(50, n_steps // 10),
-                         l1_warmup_steps=n_steps // 5, dead_after=max(batch_size * 50, tokens // 4), seed=seed,
-                         checkpoint_every=checkpoint_every, out_dir=out_dir, resume=resume, hook_name=hook_in,
-                         hook_name_out=hook_out, model_id=model.name)
+    params = dict(d_sae=d_sae, activation=activation, l1_coefficient=l1_coefficient, k=k, lr=lr,
+                  batch_size=batch_size, n_steps=n_steps, warmup_steps=min(50, n_steps // 10),
+                  l1_warmup_steps=n_steps // 5, dead_after=max(batch_size * 50, tokens // 4), seed=seed,
+                  hook_name=hook_in, model_id=model.name)
+    if kind == "transcoder":
+        return Transcoder(**params, hook_name_out=hook_out)
+    return SAE(**params)
 
 
 def training_texts(model: HookedModel, texts: Sequence[str] | None, corpus: Any, *, tokens: int, seed: int,
@@ -121,8 +122,8 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
                      d_sae: int = 1024, activation: str = "relu", l1_coefficient: float = 1.0,
                      k: int | None = None, tokens: int = 200_000, batch_size: int = 1024, lr: float = 2e-3,
                      texts: Sequence[str] | None = None, corpus: Corpus | str | None = None,
-                     exclude_first: int = 0, reuse: int = 1, seed: int = 0, out_dir: str | Path | None = None,
-                     checkpoint_every: int = 0, resume: bool = False, provenance: dict[str, Any] | None = None,
+                     exclude_first: int = 0, reuse: int = 1, seed: int = 0, run: RunConfig | None = None,
+                     provenance: dict[str, Any] | None = None,
                      progress: Callable[[str, int, int], None] | None = None) -> SAE | Transcoder:
     """Train an SAE or transcoder on activations streamed from `model`: a one-layer stack
     (`lmscope.dictionary.multi.train_stack`), so its data order is a function of (texts, seed, step) and a
@@ -133,8 +134,8 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
     BOS position and the first `exclude_first` text tokens of every text are left out
     (`lmscope.dictionary.positions`); the position rule and the corpus (`corpus_record`) go into cfg.json.
     `reuse`: each row computed from the model is served `reuse` times, so `tokens` training rows cost
-    `tokens / reuse` tokens of forward passes. `progress(stage, i, n)` per step; `provenance` as in
-    `train_stack` (the model record cfg.json keeps).
+    `tokens / reuse` tokens of forward passes. `run`: checkpoints and resume (`RunConfig`), `progress(stage,
+    i, n)` per step and `provenance` (the model record cfg.json keeps) as in `train_stack`.
     """
     from lmscope.dictionary.multi import train_stack
 
@@ -142,7 +143,6 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
     run = train_stack(model, layers=[layer], kind=kind, hook=hook, d_sae=d_sae, activation=activation,
                       l1_coefficient=l1_coefficient, k=k, tokens=tokens, batch_size=batch_size, lr=lr, texts=texts,
                       corpus=corpus, exclude_first=exclude_first, reuse=reuse, seed=seed,
-                      buffer_tokens=max(8 * batch_size, 16384), out_dir=out_dir, checkpoint_every=checkpoint_every,
-                      resume=resume, provenance=provenance, progress=progress)
+                      buffer_tokens=max(8 * batch_size, 16384), run=run, provenance=provenance, progress=progress)
     est: SAE | Transcoder = run.estimators[layer]
     return est

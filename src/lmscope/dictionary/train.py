@@ -38,7 +38,7 @@ import io
 import logging
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -60,9 +60,11 @@ Progress = Callable[[int, int, dict[str, float]], None]
 RESAMPLE_UNTIL = 0.75  # no resampling in the last quarter of training
 
 
-@dataclass
+@dataclass(kw_only=True, eq=False)
 class TrainConfig:
-    """Training hyperparameters (see the module docstring)."""
+    """The training hyperparameters (see the module docstring), declared once: `SAE` and `Transcoder` take
+    them as `__init__` keywords (they inherit these fields), the `Trainer` reads them, and cfg.json records
+    them under `train`. Where a run writes checkpoints is no hyperparameter: see `RunConfig`."""
 
     lr: float = 1e-3
     batch_size: int = 4096
@@ -79,11 +81,30 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     seed: int = 0
-    checkpoint_every: int = 0
-    keep_checkpoints: int = 2
+
+    @classmethod
+    def of(cls, obj: Any) -> TrainConfig:
+        """The training hyperparameters of `obj` (an estimator, or any object with these attributes)."""
+        return cls(**{f.name: getattr(obj, f.name) for f in fields(cls)})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The training hyperparameters only (what cfg.json's `train` holds), whatever subclass `self` is."""
+        return {f.name: getattr(self, f.name) for f in fields(TrainConfig)}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How a training run is carried out, not what it learns (so no part of cfg.json or a checkpoint's
+    fingerprint): every `checkpoint_every` steps (0: never) a checkpoint goes to `out_dir/checkpoints/`,
+    the newest `keep_checkpoints` are kept, and with `resume` a run continues from the newest one there.
+    `remove_after`: the checkpoints were only a safety net (`plan_checkpoints`'s default), to be deleted
+    with `remove_checkpoints` once the result is saved."""
+
+    out_dir: str | Path | None = None
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    resume: bool = False
+    remove_after: bool = False
 
 
 # --- data ----------------------------------------------------------------------------------------------
@@ -170,22 +191,14 @@ def save_checkpoint(out_dir: Path, state: dict[str, Any], keep: int) -> None:
         p.unlink(missing_ok=True)
 
 
-@dataclass(frozen=True)
-class CheckpointPlan:
-    """How a command-line run checkpoints: every `every` steps into `out_dir/checkpoints/`, resuming from the
-    newest one when `resume`; `auto` checkpoints (none asked for) are removed once the result is saved."""
+def plan_checkpoints(out_dir: str | Path, n_steps: int, every: int | None, *, overwrite: bool) -> RunConfig:
+    """The `RunConfig` of a command-line run: checkpoint and resume by default, so that a killed `dict train`
+    rerun with the same command continues.
 
-    every: int
-    resume: bool
-    auto: bool
-
-
-def plan_checkpoints(out_dir: str | Path, n_steps: int, every: int | None, *, overwrite: bool) -> CheckpointPlan:
-    """Checkpoint and resume by default, so that a killed `dict train` rerun with the same command continues.
-
-    `every=None`: about ten checkpoints a run (`ceil(n_steps / 10)` steps apart), removed when it ends; 0:
-    none; N: every N steps, kept. A checkpoint already in `out_dir` is resumed from (the run refuses one made
-    with other settings), unless `overwrite`, which discards them and starts over.
+    `every=None`: about ten checkpoints a run (`ceil(n_steps / 10)` steps apart), removed when it ends
+    (`remove_after`); 0: none (and nothing resumed); N: every N steps, kept. A checkpoint already in `out_dir`
+    is resumed from (the run refuses one made with other settings), unless `overwrite`, which discards them
+    and starts over.
     """
     if every is not None and every < 0:
         raise InputError(f"--checkpoint-every: expected 0 (none) or a positive number of steps, got {every}")
@@ -195,7 +208,8 @@ def plan_checkpoints(out_dir: str | Path, n_steps: int, every: int | None, *, ov
             p.unlink()
     auto = every is None
     steps = max(1, -(-n_steps // 10)) if auto else int(every or 0)
-    return CheckpointPlan(steps, latest_checkpoint(out_dir) is not None, auto)
+    return RunConfig(out_dir=out_dir if steps else None, checkpoint_every=steps,
+                     resume=latest_checkpoint(out_dir) is not None, remove_after=auto)
 
 
 def remove_checkpoints(out_dir: str | Path) -> None:
@@ -228,11 +242,11 @@ def _lr_factor(step: int, tc: TrainConfig) -> float:
 class Trainer:
     """Trains one `Dictionary` on a data source; see the module docstring for the objective."""
 
-    def __init__(self, module: Dictionary, tc: TrainConfig, *, out_dir: str | Path | None = None,
-                 resume: bool = False, progress: Progress | None = None) -> None:
-        self.m, self.tc = module, tc
-        self.out_dir = Path(out_dir) if out_dir is not None else None
-        self.resume, self.progress = resume, progress
+    def __init__(self, module: Dictionary, tc: TrainConfig, *, run: RunConfig | None = None,
+                 progress: Progress | None = None) -> None:
+        self.m, self.tc, self.run_cfg = module, tc, run or RunConfig()
+        self.out_dir = Path(self.run_cfg.out_dir) if self.run_cfg.out_dir is not None else None
+        self.resume, self.progress = self.run_cfg.resume, progress
         self.rank, self.world = dist_info()
         self.params = [p for p in module.parameters() if p.requires_grad]
         fused = all(p.dtype in (torch.float32, torch.float64) for p in self.params)  # one fused kernel per step
@@ -258,8 +272,7 @@ class Trainer:
         c.pop("train", None)
         if c.get("corpus"):  # the same texts, wherever the file was read from
             c["corpus"] = c["corpus"].get("texts_sha256")
-        return {"dictionary": c, "train": {k: v for k, v in self.tc.to_dict().items()
-                                           if k not in ("checkpoint_every", "keep_checkpoints")}}
+        return {"dictionary": c, "train": self.tc.to_dict()}
 
     def _try_resume(self) -> int:
         if not (self.resume and self.out_dir is not None):
@@ -435,10 +448,10 @@ class Trainer:
             x, y = source.batch(step)
             rec = self.train_step(step, x, y)
             done = step + 1
-            if self.out_dir is not None and tc.checkpoint_every > 0 and (
-                    done % tc.checkpoint_every == 0 or done == tc.n_steps):
+            every = self.run_cfg.checkpoint_every
+            if self.out_dir is not None and every > 0 and (done % every == 0 or done == tc.n_steps):
                 if self.rank == 0:
-                    save_checkpoint(self.out_dir, self._state(done, {"step": done}), tc.keep_checkpoints)
+                    save_checkpoint(self.out_dir, self._state(done, {"step": done}), self.run_cfg.keep_checkpoints)
                 _barrier(self.world)
             if self.progress is not None:
                 self.progress(done, tc.n_steps, rec)

@@ -11,15 +11,15 @@ Here: the `Ranker` base, input checks shared by all rankers, `Probeless` (Antver
 
 from __future__ import annotations
 
-import inspect
 import math
 from abc import ABC, abstractmethod
-from typing import Any, Self
+from typing import Self
 
 import numpy as np
 import torch
 
 from lmscope.errors import InputError
+from lmscope.estimator import Estimator
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -101,25 +101,11 @@ def rank_desc(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-scores, axis=-1, kind="stable")
 
 
-class Estimator:
-    """scikit-learn-style parameter handling: `__init__` keywords are stored as attributes of the same name."""
-
-    def get_params(self) -> dict[str, Any]:
-        """The `__init__` keyword arguments as currently set."""
-        names = [p for p in inspect.signature(type(self).__init__).parameters if p != "self"]
-        return {name: getattr(self, name) for name in names}
-
-    def clone(self, **overrides: Any) -> Self:
-        """A fresh, unfitted estimator with the same hyperparameters (and `overrides`)."""
-        return type(self)(**{**self.get_params(), **overrides})
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-
 class Ranker(Estimator, ABC):
-    """Base class of neuron rankers: `fit(X, y)` sets scores and rankings; helpers read them."""
+    """Base class of neuron rankers: `fit(X, y)` sets scores and rankings; helpers read them.
+
+    An `lmscope.estimator.Estimator`: hyperparameters are `__init__` keywords, only stored (checked in `fit`).
+    """
 
     classes_: np.ndarray
     scores_: np.ndarray
@@ -140,8 +126,7 @@ class Ranker(Estimator, ABC):
         self.class_rankings_ = rank_desc(self.class_scores_)
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "ranking_"):
-            raise InputError(f"{type(self).__name__}: not fitted yet; call fit(X, y) first")
+        self._check_is_fitted("ranking_")
 
     def _check_k(self, k: int) -> int:
         self._check_fitted()
