@@ -111,8 +111,8 @@ def test_a_summary_only_result_saves_but_is_read_with_read_result(tmp_path: Path
     ('{"kind": "Bad Kind"}', "'kind' is 'Bad Kind'"),
     ('{"kind": "other"}', "holds a 'other' result, expected 'planted'"),
     ('{"kind": "planted", "version": 2}', "'version' is 2, expected the lmscope version string"),
-    ('{"kind": "planted", "values": "abc"}', "not a readable planted result"),
-    ('{"kind": "planted", "values": [1]}', "not a readable planted result"),  # no label
+    ('{"kind": "planted", "values": "abc"}', "not a planted result"),
+    ('{"kind": "planted", "values": [1]}', "not a planted result"),  # no label
 ])
 def test_load_refuses_a_bad_file_in_one_line_naming_it(tmp_path: Path, text: str | None, words: str) -> None:
     if text is not None:

@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import sys
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -42,18 +43,30 @@ RESULT_NAME = "result.json"
 HTML_NAME = "report.html"
 _KIND = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _RESERVED = ("kind", "version")
+LEGACY_KEYS: dict[str, frozenset[str]] = {kind: frozenset(keys.split()) for kind, keys in {
+    "succession": "mode scores per_task ood top_heads",
+    "head_detectors": "scores top_heads seq_len n_seqs fold_ln",
+    "mod10_features": "features choices seeds probe scales",
+    "vector_arithmetic": "by_k pairs rates n_edits overall",
+    "heads_in_the_wild": "categories counts category_tops",
+    "activation_patching": "components mean_effect recovered effects y_base y_source",
+    "mediation": "components outcome effects localization by_stratum strata",
+    "circuit": "prompt attribution paths graph",
+    "circuit_graph": "target target_value threshold nodes edges",
+    "report": "title created sections",
+}.items()}
+"""Files written before lmscope recorded `kind`, told apart by keys only that analysis wrote."""
 
 
 def lmscope_version() -> str:
-    """The installed lmscope version (package metadata), or `lmscope.__version__` in an uninstalled tree."""
+    """The installed lmscope version (package metadata), or `lmscope.__version__` in an uninstalled tree (read
+    from the already imported package root: the layering keeps this module from importing it)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         return version("lmscope")
     except PackageNotFoundError:
-        from lmscope import __version__
-
-        return __version__
+        return str(sys.modules["lmscope"].__version__)
 
 
 def to_list(values: Any) -> list[Any]:
@@ -104,7 +117,9 @@ class Result(Protocol):
 
     def to_dict(self) -> dict[str, Any]: ...
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path: ...
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Any:
+        """Write `result.json` into `directory`; returns its path (or, for a result that also writes its
+        `report.html`, both paths as `{"json": ..., "html": ...}`)."""
 
 
 R = TypeVar("R", bound="ResultMixin")
@@ -119,6 +134,7 @@ class ResultMixin:
     """
 
     kind: ClassVar[str] = ""
+    what: ClassVar[str] = ""  # how a refusal names it, e.g. "neuron ranking (written by `lmscope neurons rank`)"
     _loaded: tuple[str | None] | None = None  # (the file's version,) once `load` read it
 
     @property
@@ -147,7 +163,8 @@ class ResultMixin:
         try:
             obj = cls.from_dict(d)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as err:
-            raise InputError(f"{source}: not a readable {cls.kind.replace('_', ' ')} result ({err!r:.120})") from None
+            what = cls.what or f"{cls.kind.replace('_', ' ')} result"
+            raise InputError(f"{source}: not a {what} ({err!r:.120})") from None
         obj._loaded = (d.get("version"),)
         return obj
 
@@ -204,9 +221,9 @@ def read_result(path: str | os.PathLike[str], *, kind: str | Collection[str] | N
     """Read and check a `result.json` (or the directory holding it): a JSON object whose `kind` is a name
     (one of `kind` when given) and whose `version` is a string.
 
-    A file without `kind` (written before lmscope recorded one) is read only when the caller names the single
-    kind it expects, which is then filled in (with `version` None); otherwise it is refused, since nothing in
-    the file says what it is. Every failure is one InputError naming the file.
+    A file without `kind` (written before lmscope recorded one) gets the kind its keys show (`LEGACY_KEYS`), or
+    the caller's when it names a single one, with `version` None; otherwise it is refused, since nothing in it
+    says what it is. Every failure is one InputError naming the file.
     """
     source = result_path(path)
     try:
@@ -224,10 +241,13 @@ def read_result(path: str | os.PathLike[str], *, kind: str | Collection[str] | N
     expected = [kind] if isinstance(kind, str) else (sorted(kind) if kind is not None else None)
     found = d.get("kind")
     if found is None:
-        if expected is None or len(expected) != 1:
-            raise InputError(f"{source}: names no 'kind' (written before lmscope recorded one), so it cannot be "
-                             "told apart; load it with its analysis' own load(), or save it again")
-        d = {"kind": expected[0], "version": None, **d}
+        shown = [k for k, keys in LEGACY_KEYS.items() if keys <= d.keys() and (expected is None or k in expected)]
+        if len(shown) == 1 or (expected is not None and len(expected) == 1):
+            inferred = shown[0] if len(shown) == 1 else expected[0]  # type: ignore[index]
+        else:
+            raise InputError(f"{source}: names no 'kind' (written before lmscope recorded one) and its keys do not "
+                             "show which result it is; load it with its analysis' own load()")
+        d = {"kind": inferred, "version": None, **d}
     elif not isinstance(found, str) or not _KIND.match(found):
         raise InputError(f"{source}: 'kind' is {found!r:.60}, expected a name such as 'neuron_ranking'")
     elif expected is not None and found not in expected:

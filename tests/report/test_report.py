@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lmscope import __version__
 from lmscope.errors import InputError
 from lmscope.report import (
     Figure,
@@ -94,6 +95,7 @@ def test_result_json_round_trips(tmp_path: Path) -> None:
     paths = report.write(tmp_path)
     assert paths == {"html": tmp_path / "report.html", "json": tmp_path / "result.json"}
     loaded = json.loads(paths["json"].read_text())
+    assert (loaded.pop("kind"), loaded.pop("version")) == ("report", __version__)  # added by the one writer
     assert loaded == json.loads(json.dumps(report.to_dict()))
     assert loaded["title"] == "Test <report>"
     assert loaded["created"]

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -18,9 +16,8 @@ from lmscope.autointerp.scoring import BASELINE_METRICS, METRICS, score_activati
 from lmscope.autointerp.stats import bootstrap_mean
 from lmscope.autointerp.structural import RowLabels
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
 from lmscope.model.hooked import HookedModel
-from lmscope.report._json import json_safe
+from lmscope.results import ResultMixin, json_safe
 
 Progress = Callable[[str, int, int], None]
 
@@ -51,8 +48,10 @@ def _num(v: Any) -> float:
 
 
 @dataclass
-class AutointerpResult:
+class AutointerpResult(ResultMixin):
     """Every scored unit (explanation, scores, structure) and per-point and overall summaries with CIs."""
+
+    kind: ClassVar[str] = "autointerp"
 
     source: str
     model: str
@@ -67,12 +66,15 @@ class AutointerpResult:
         return np.asarray([_num(u.get(name)) for u in self.units if point is None or u["point"] == point])
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe({"kind": "autointerp", "source": self.source, "model": self.model,
+        return json_safe({"kind": self.kind, "source": self.source, "model": self.model,
                           "explainer": self.explainer, "simulator": self.simulator, "config": self.config,
                           "summary": self.summary, "units": self.units})
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AutointerpResult:
+        """Rebuild from `to_dict()` (undefined scores stay None, which `metric` reads as NaN)."""
+        return cls(str(d["source"]), str(d["model"]), str(d["explainer"]), str(d["simulator"]), dict(d["config"]),
+                   [dict(u) for u in d["units"]], dict(d["summary"]))
 
 
 def _llm_config(explainer: Any) -> dict[str, Any]:

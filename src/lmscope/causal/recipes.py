@@ -22,7 +22,7 @@ from lmscope.causal.results import MediationResult
 from lmscope.causal.scorers import lexicon_mass
 from lmscope.fileio import atomic_write_json
 from lmscope.model.hooked import HookedModel
-from lmscope.report._json import json_safe
+from lmscope.results import read_result, result_payload
 
 DEFAULTS: dict[str, Any] = {"rows": 400, "max_per_cell": 60, "seed": 0, "max_pairs": 800, "n_boot": 300,
                             "components": "heads,mlp,resid", "top_k": 3}
@@ -43,7 +43,7 @@ def topic_toxicity_mediation(model: HookedModel, *, cache: bool = True, progress
     settings = {**DEFAULTS, **overrides}
     path = cache_path(model, settings)
     if cache and path.is_file():
-        return MediationResult.from_dict(json.loads(path.read_text()))
+        return MediationResult.from_dict(read_result(path, kind=MediationResult.kind))
     rows = topic_mediation_rows(settings["rows"], seed=settings["seed"], max_per_cell=settings["max_per_cell"])
     comps = standard_components(model.cfg.n_layers, model.cfg.n_heads, settings["components"])
     result = mediate(model, [r["text"] for r in rows], [r["toxic_cue"] for r in rows], [r["topic"] for r in rows],
@@ -52,5 +52,5 @@ def topic_toxicity_mediation(model: HookedModel, *, cache: bool = True, progress
                      progress=progress)
     result.meta["settings"] = settings
     if cache:
-        atomic_write_json(path, json_safe(result.to_dict()), overwrite=True)
+        atomic_write_json(path, result_payload(result), overwrite=True)
     return result

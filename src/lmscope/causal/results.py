@@ -1,31 +1,27 @@
-"""Result dataclasses of `lmscope.causal`: JSON-safe `to_dict()` and `save(dir)` writing `result.json`."""
+"""Result dataclasses of `lmscope.causal`: JSON-safe `to_dict()`, `save(dir)` and `load(dir)` through the
+results layer (`lmscope.results`)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
-from lmscope.report._json import json_safe
-
-
-def _save(obj: Any, out_dir: str | os.PathLike[str], overwrite: bool) -> Path:
-    return atomic_write_json(Path(out_dir) / "result.json", json_safe(obj.to_dict()), overwrite=overwrite)
+from lmscope.results import ResultMixin
 
 
 @dataclass
-class PatchingResult:
+class PatchingResult(ResultMixin):
     """Activation patching over components: `effects [n_pairs, n_components]` = patched - base metric.
 
     `recovered` is each component's mean effect over the mean source-base gap (1: the component alone
     moves the base run all the way to the source's metric).
     """
+
+    kind: ClassVar[str] = "activation_patching"
 
     components: list[str]
     effects: Tensor
@@ -53,18 +49,24 @@ class PatchingResult:
                 "recovered": self.recovered.tolist(), "effects": self.effects.tolist(),
                 "y_base": self.y_base.tolist(), "y_source": self.y_source.tolist(), "meta": self.meta}
 
-    def save(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        return _save(self, out_dir, overwrite)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PatchingResult:
+        """Rebuild from `to_dict()` (float64; `mean_effect` and `recovered` are recomputed from `effects`)."""
+        effects = torch.tensor(d["effects"], dtype=torch.float64).reshape(-1, len(d["components"]))
+        return cls([str(c) for c in d["components"]], effects, torch.tensor(d["y_base"], dtype=torch.float64),
+                   torch.tensor(d["y_source"], dtype=torch.float64), str(d["metric"]), dict(d["meta"]))
 
 
 @dataclass
-class MediationResult:
+class MediationResult(ResultMixin):
     """Per-component effects for each scheme (`unadjusted`, `stratified`, `entropy_balancing`).
 
     `effects[scheme][effect]` with effect in te/nde/nie holds `estimate`, `ci_low`, `ci_high`, `se`
     (lists over components; TE does not depend on the component and is one value);
     `localization[scheme]` scores how concentrated |NIE| is; `by_stratum[label]` the point NIE within a stratum.
     """
+
+    kind: ClassVar[str] = "mediation"
 
     components: list[str]
     outcome: str
@@ -120,7 +122,4 @@ class MediationResult:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MediationResult:
         """Rebuild a result from `to_dict()` (e.g. a saved result.json)."""
-        return cls(**{k: v for k, v in d.items() if k != "per_component"})
-
-    def save(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        return _save(self, out_dir, overwrite)
+        return cls(**{k: v for k, v in d.items() if k not in ("per_component", "kind", "version")})

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, ClassVar
 
 from lmscope.circuits.check import Recovery, recovery
 from lmscope.circuits.faithfulness import GraphScores, HeldOut, HeldoutCase, graph_scores, heldout_recovery, under_half
@@ -22,8 +22,9 @@ from lmscope.circuits.paths import Path, PathSearch, find_paths
 from lmscope.circuits.targets import Target, check_feature, logit_metric
 from lmscope.circuits.trace import CircuitTrace, Node, Probe
 from lmscope.dictionary.modules import Dictionary
-from lmscope.fileio import atomic_write_json, check_writable
+from lmscope.fileio import check_writable
 from lmscope.model.hooked import HookedModel
+from lmscope.results import RESULT_NAME, ResultMixin, write_result
 
 
 @dataclass
@@ -106,8 +107,11 @@ def describe_missing(missing: list[int], n_layers: int) -> str | None:
 
 
 @dataclass
-class CircuitResult:
-    """Everything `trace_circuit` found for one prompt and target."""
+class CircuitResult(ResultMixin):
+    """Everything `trace_circuit` found for one prompt and target. Its result.json keeps the top attribution terms
+    and paths, not the whole trace, so it is read back with `read_result` (a dict), not rebuilt."""
+
+    kind: ClassVar[str] = "circuit"
 
     model: str
     prompt: str
@@ -148,10 +152,10 @@ class CircuitResult:
     def save(self, directory: str | FsPath, *, overwrite: bool = False) -> FsPath:
         """Write `result.json` (everything) and `graph.json` (the graph alone) into `directory`."""
         out = FsPath(directory)
-        for name in ("result.json", "graph.json"):
+        for name in (RESULT_NAME, "graph.json"):
             check_writable(out / name, overwrite=overwrite)
         self.graph.save(out, overwrite=overwrite)
-        return atomic_write_json(out / "result.json", self.to_dict(), overwrite=overwrite)
+        return write_result(out, self, overwrite=overwrite)["json"]
 
 
 def trace_circuit(model: HookedModel, transcoders: Mapping[int, Dictionary], prompt: str, target: Target, *,

@@ -13,20 +13,18 @@ and the rate at every k is kept.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
 from lmscope.heads.mod10 import N_RESIDUES, Mod10Result, check_head, head_logits
 from lmscope.heads.succession import _need_tokenizer, _select_tasks, effective_embeddings, input_mode, task_tokens
 from lmscope.model.hooked import HookedModel
+from lmscope.results import ResultMixin
 
 ONE_BASED: frozenset[str] = frozenset({"ordinals", "days", "day_abbrevs", "months", "month_abbrevs", "letters"})
 """Tasks whose item values start at 1 (first, Monday, January, A); numbers and number words start at 0."""
@@ -34,8 +32,10 @@ DEFAULT_KS: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0)
 
 
 @dataclass
-class ArithmeticResult:
+class ArithmeticResult(ResultMixin):
     """Success rates of mod-10 edits through one head: `rates[task]` at the chosen `k`, `by_k[k][task]`."""
+
+    kind: ClassVar[str] = "vector_arithmetic"
 
     layer: int
     head: int
@@ -53,9 +53,12 @@ class ArithmeticResult:
                 "by_k": {str(k): v for k, v in self.by_k.items()}, "pairs": [list(p) for p in self.pairs],
                 "examples": self.examples}
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write `directory/result.json` atomically."""
-        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ArithmeticResult:
+        return cls(int(d["head"]["layer"]), int(d["head"]["head"]), float(d["k"]),
+                   {str(t): float(v) for t, v in d["rates"].items()}, {str(t): int(v) for t, v in d["n_edits"].items()},
+                   {float(k): {str(t): float(v) for t, v in r.items()} for k, r in d["by_k"].items()},
+                   float(d["overall"]), [(int(i), int(j)) for i, j in d["pairs"]], list(d["examples"]))
 
 
 def residue_pairs(from_residue: int | None, to_residue: int | None) -> list[tuple[int, int]]:

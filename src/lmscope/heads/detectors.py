@@ -13,19 +13,17 @@ Attention-pattern scores come from one batched forward pass on repeated random t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
 from lmscope.heads.ov import head_inputs, head_W_O, layer_embeddings, unembedding
 from lmscope.model.hooked import HookedModel
+from lmscope.results import ResultMixin
 
 DETECTORS: tuple[str, ...] = ("previous_token", "duplicate_token", "induction", "copying")
 Progress = Callable[[str, int, int], None]
@@ -131,8 +129,10 @@ def copying_score(model: HookedModel, *, n_tokens: int = 512, mode: str = "auto"
 
 
 @dataclass
-class HeadScores:
+class HeadScores(ResultMixin):
     """Detector scores of every head, each `[n_layers, n_heads]` in [0, 1]."""
+
+    kind: ClassVar[str] = "head_detectors"
 
     previous_token: Tensor
     duplicate_token: Tensor
@@ -168,9 +168,15 @@ class HeadScores:
             "top_heads": {d: self.top_heads(d) for d in DETECTORS},
         }
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write `directory/result.json` atomically."""
-        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HeadScores:
+        """Rebuild from `to_dict()` (`top_heads` is recomputed from the scores); every detector's grid must be
+        `[n_layers, n_heads]` of the same shape."""
+        grids = [torch.tensor(d["scores"][name], dtype=torch.float32) for name in DETECTORS]
+        if any(g.ndim != 2 or g.shape != grids[0].shape for g in grids):
+            raise ValueError(f"scores: expected {', '.join(DETECTORS)} as [layer][head] grids of one shape")
+        return cls(*grids, seq_len=int(d["seq_len"]), n_seqs=int(d["n_seqs"]), seed=int(d["seed"]),
+                   model=str(d["model"]), fold_ln=bool(d["fold_ln"]))
 
 
 def detect_heads(model: HookedModel, *, seq_len: int = 20, n_seqs: int = 8, seed: int = 0,

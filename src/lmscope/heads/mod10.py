@@ -27,17 +27,14 @@ Recipe, stated once:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
 from lmscope.heads.succession import (
     _need_tokenizer,
     _select_tasks,
@@ -47,6 +44,7 @@ from lmscope.heads.succession import (
     task_tokens,
 )
 from lmscope.model.hooked import HookedModel
+from lmscope.results import ResultMixin
 
 N_RESIDUES = 10
 MIN_PER_RESIDUE = 2
@@ -144,13 +142,16 @@ def removal_effects(model: HookedModel, layer: int, head: int, sae: Any, numbers
 
 
 @dataclass
-class Mod10Result:
+class Mod10Result(ResultMixin):
     """Per residue class mod 10, the SAE feature that carries it (see the module docstring).
 
     `features[r]`: `{"residue", "seed", "feature", "effect", "coverage", "agreement"}`; `choices[s][r]` the
     feature chosen with seed s; `directions [10, d_model]` the modal features' unit decoder directions and
-    `scales [10]` their typical size in the class (mean activation times decoder-row norm).
+    `scales [10]` their typical size in the class (mean activation times decoder-row norm). result.json holds
+    everything but `directions` (`[10, d_model]`), so it is read back with `read_result`, not rebuilt.
     """
+
+    kind: ClassVar[str] = "mod10_features"
 
     layer: int
     head: int
@@ -170,10 +171,6 @@ class Mod10Result:
         return {"head": {"layer": self.layer, "head": self.head}, "features": self.features,
                 "choices": self.choices, "seeds": self.seeds, "probe": self.probe,
                 "mean_coverage": self.mean_coverage, "scales": self.scales.tolist(), "settings": self.settings}
-
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write `directory/result.json` atomically."""
-        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
 
 
 def _modal(dirs: Tensor, agree_cosine: float) -> tuple[int, float]:

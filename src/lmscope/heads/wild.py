@@ -24,11 +24,9 @@ the model unembeds only the positions that have a next token, and texts go in ba
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -36,11 +34,11 @@ from torch import Tensor, nn
 from lmscope.causal.engine import release_memory
 from lmscope.data.sequences import ALL_TASKS, CYCLIC_TASKS
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
 from lmscope.heads.ov import final_norm_gain, head_W_O
 from lmscope.model.hooked import HookedModel
 from lmscope.model.inputs import TokenBatch
 from lmscope.model.norms import frozen_divisor, norm_parts
+from lmscope.results import ResultMixin
 
 DEFAULT_MAX_BYTES = 128 * 2**20
 """A batch's `[positions, d_vocab]` float32 log-probabilities are kept under this."""
@@ -86,12 +84,14 @@ def frozen_norm_map(norm: nn.Module, x: Tensor, c: Tensor) -> Tensor:
 
 
 @dataclass
-class WildResult:
+class WildResult(ResultMixin):
     """Per head, how often it is the most important head for a next token, by category.
 
     `counts [layer, head, category]` (categories in `CATEGORIES`); `examples[(layer, head)]` a few cases;
     `corpus`: where the texts came from (`Corpus.to_dict()`), when the caller says.
     """
+
+    kind: ClassVar[str] = "heads_in_the_wild"
 
     counts: Tensor
     n_tokens: int
@@ -126,8 +126,16 @@ class WildResult:
                 "category_tops": self.category_tops(), "corpus": self.corpus,
                 "examples": {f"{layer}.{head}": ex for (layer, head), ex in self.examples.items()}}
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WildResult:
+        """Rebuild from `to_dict()`; the file's categories must be this version's `CATEGORIES`, in order."""
+        if list(d["categories"]) != list(CATEGORIES):
+            raise ValueError(f"categories: expected {list(CATEGORIES)}, got {d['categories']!r:.80}")
+        counts = torch.tensor(d["counts"], dtype=torch.float32)
+        if counts.ndim != 3 or counts.shape[2] != len(CATEGORIES):
+            raise ValueError(f"counts: expected [layer][head][{len(CATEGORIES)} categories]")
+        examples = {(int(key.split(".")[0]), int(key.split(".")[1])): list(ex) for key, ex in d["examples"].items()}
+        return cls(counts, int(d["n_tokens"]), examples, d["corpus"])
 
 
 def _z_names(n_layers: int) -> list[str]:

@@ -7,11 +7,9 @@ and the probe's accuracy and the LM loss are compared with ablating the same num
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,18 +18,20 @@ from lmscope.activations import ActivationStore
 from lmscope.activations.collect import word_activations
 from lmscope.data.labels import LabeledCorpus
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
 from lmscope.model.hooked import HookedModel
 from lmscope.model.interventions import Intervention, MeanAblation, ZeroAblation
 from lmscope.model.stats import lm_loss
 from lmscope.neurons.analysis import NeuronRanking
 from lmscope.neurons.dataset import load_dataset
 from lmscope.neurons.probe import LinearProbe
+from lmscope.results import ResultMixin
 
 
 @dataclass
-class AblationResult:
+class AblationResult(ResultMixin):
     """Probe accuracy and LM loss on held-out sentences: clean, top-k ablated, random-k ablated (mean of draws)."""
+
+    kind: ClassVar[str] = "neuron_ablation"
 
     k: int
     mode: str
@@ -45,10 +45,12 @@ class AblationResult:
     random_draws: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "neuron_ablation", **asdict(self)}
+        return {"kind": self.kind, **asdict(self)}
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AblationResult:
+        types = {"k": int, "mode": str, "units": lambda v: [str(u) for u in v], "random_draws": int}
+        return cls(**{f.name: types.get(f.name, float)(d[f.name]) for f in fields(cls)})
 
 
 def _intervention(units: Sequence[str], mode: str, means: dict[str, torch.Tensor]) -> Intervention:

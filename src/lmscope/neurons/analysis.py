@@ -6,23 +6,21 @@ Rankings are reported in units (`blocks.1.mlp.hook_post:7`) so every other analy
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from lmscope.activations import ActivationStore
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json, load_result
 from lmscope.model.units import Unit
 from lmscope.neurons.dataset import NeuronDataset
 from lmscope.neurons.evaluation import accuracy_at_k, selectivity
 from lmscope.neurons.gaussian import GaussianProbe
 from lmscope.neurons.probe import LinearProbe
 from lmscope.neurons.rankers import IoU, Probeless, RandomRanking, Ranker
+from lmscope.results import ResultMixin
 
 METHODS: dict[str, type[Ranker]] = {"lca": LinearProbe, "probeless": Probeless, "iou": IoU,
                                     "gaussian": GaussianProbe, "random": RandomRanking}
@@ -47,8 +45,11 @@ def _entries(units: Sequence[str], order: np.ndarray, scores: np.ndarray, top: i
 
 
 @dataclass
-class NeuronRanking:
+class NeuronRanking(ResultMixin):
     """A ranking of every neuron, overall and per class, with the probe accuracy where there is a probe."""
+
+    kind: ClassVar[str] = "neuron_ranking"
+    what: ClassVar[str] = "neuron ranking (written by `lmscope neurons rank`)"
 
     method: str
     params: dict[str, Any]
@@ -64,26 +65,21 @@ class NeuronRanking:
         return [f"{e['point']}:{e['neuron']}" for e in entries[:k]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "neuron_ranking", "method": self.method, "params": self.params, "n_rows": self.n_rows,
+        return {"kind": self.kind, "method": self.method, "params": self.params, "n_rows": self.n_rows,
                 "labels": self.label_names, "accuracy": self.accuracy, "ranking": self.overall,
                 "per_class": self.per_class}
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
-
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> NeuronRanking:
-        """Read a ranking's result.json (or the directory holding it)."""
-        return load_result(path, "neuron_ranking", "a neuron ranking (written by `lmscope neurons rank`)",
-                           lambda d: cls(str(d["method"]), dict(d["params"]), _checked_entries(d["ranking"]),
-                                         {str(k): _checked_entries(v) for k, v in dict(d["per_class"]).items()},
-                                         int(d["n_rows"]), [str(x) for x in d["labels"]],
-                                         dict(d.get("accuracy") or {})))
+    def from_dict(cls, d: dict[str, Any]) -> NeuronRanking:
+        """Rebuild from `to_dict()`; `load(path)` reads a ranking's result.json (or its directory) through it."""
+        return cls(str(d["method"]), dict(d["params"]), _checked_entries(d["ranking"]),
+                   {str(k): _checked_entries(v) for k, v in dict(d["per_class"]).items()},
+                   int(d["n_rows"]), [str(x) for x in d["labels"]], dict(d.get("accuracy") or {}))
 
 
 def _checked_entries(entries: Any) -> list[dict[str, Any]]:
     """A file's ranking entries, each `{"point": str, "neuron": int >= 0, "score": number}`; anything else is a
-    TypeError that `load_result` turns into one line naming the file."""
+    TypeError that `NeuronRanking.load` turns into one line naming the file."""
     if not isinstance(entries, list):
         raise TypeError(f"a ranking is a list of entries, got {type(entries).__name__}")
     for e in entries:

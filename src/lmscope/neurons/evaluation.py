@@ -9,18 +9,16 @@ identity does not look like a discovery.
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
 from lmscope.neurons.probe import LinearProbe
 from lmscope.neurons.rankers import ArrayLike, as_features, as_labels
+from lmscope.results import ResultMixin
 
 
 def _default_probe() -> LinearProbe:
@@ -52,13 +50,11 @@ def _accuracy(probe: LinearProbe, Xtr: np.ndarray, ytr: np.ndarray, Xte: np.ndar
     return probe.clone().fit(Xtr, ytr).score(Xte, yte)
 
 
-def _save(result: Any, directory: str | os.PathLike[str], overwrite: bool) -> Path:
-    return atomic_write_json(Path(directory) / "result.json", result.to_dict(), overwrite=overwrite)
-
-
 @dataclass
-class AccuracyAtK:
+class AccuracyAtK(ResultMixin):
     """Held-out probe accuracy on the top, random and bottom k neurons of a ranking, for each k."""
+
+    kind: ClassVar[str] = "accuracy_at_k"
 
     ks: list[int]
     top: list[float]
@@ -70,16 +66,19 @@ class AccuracyAtK:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (lists, floats, ints)."""
-        return {"kind": "accuracy_at_k", **dataclasses.asdict(self)}
+        return {"kind": self.kind, **dataclasses.asdict(self)}
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write `directory/result.json` atomically."""
-        return _save(self, directory, overwrite)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AccuracyAtK:
+        return cls([int(k) for k in d["ks"]], [float(v) for v in d["top"]], [float(v) for v in d["random"]],
+                   [float(v) for v in d["bottom"]], float(d["all_neurons"]), float(d["majority"]), int(d["n_neurons"]))
 
 
 @dataclass
-class Selectivity:
+class Selectivity(ResultMixin):
     """Task accuracy minus control-task accuracy of the same probe on the same neurons."""
+
+    kind: ClassVar[str] = "selectivity"
 
     task_accuracy: float
     control_accuracy: float
@@ -88,11 +87,12 @@ class Selectivity:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data (floats, ints)."""
-        return {"kind": "selectivity", **dataclasses.asdict(self)}
+        return {"kind": self.kind, **dataclasses.asdict(self)}
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write `directory/result.json` atomically."""
-        return _save(self, directory, overwrite)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Selectivity:
+        return cls(float(d["task_accuracy"]), float(d["control_accuracy"]), float(d["selectivity"]),
+                   int(d["n_neurons"]))
 
 
 def accuracy_at_k(

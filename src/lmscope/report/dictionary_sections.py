@@ -1,4 +1,5 @@
-"""Report section for a sparse dictionary: its metrics, training curve and a few features read out."""
+"""Report sections for sparse dictionaries: a transcoder (metrics, training curve, a few features read out), a
+stack of them, and saved `lmscope dict eval` and spliced-metrics results."""
 
 from __future__ import annotations
 
@@ -71,6 +72,33 @@ def transcoder_section(model_name: str, cfg: Mapping[str, Any], result: Mapping[
     return Section("transcoder", "A transcoder", blocks, data)
 
 
+def _spliced_items(s: Mapping[str, Any]) -> dict[str, str]:
+    return {"LM loss clean / spliced / mean-ablated":
+            f"{s['clean_loss']:.4f} / {s['spliced_loss']:.4f} / {s['ablated_loss']:.4f}",
+            "fraction of loss recovered": recovered_text(s), "KL(clean ‖ spliced)": f"{s['kl_div']:.4f}",
+            "tokens": f"{s['n_tokens']:,}"}
+
+
+def metrics_section(result: Mapping[str, Any]) -> Section:
+    """A saved `lmscope dict eval` result (`dictionary_metrics`): reconstruction on held-out text and the LM loss
+    with the dictionary spliced in."""
+    m, s = result["metrics"], result["spliced"]
+    items = {"dictionary": result.get("dictionary", "-"), "model": result.get("model", "-"),
+             "hook": f"{result['hook_name']} → {result['hook_name_out']}",
+             "L0 (active features per token)": f"{m['l0']:.1f}", "FVU (vs the mean)": f"{m['fvu']:.4f}",
+             "dead / dense features": f"{m['dead_fraction']:.3f} / {m['dense_fraction']:.3f}",
+             **_spliced_items(s), "positions": positions_text(result.get("positions") or {}),
+             "evaluated on": corpus_text(result.get("corpus")), "trained on": corpus_text(result.get("trained_on"))}
+    return Section("dictionary_metrics", "A dictionary on held-out text", [KeyValues(items)],
+                   {"metrics": dict(m), "spliced": dict(s)})
+
+
+def spliced_section(spliced: Mapping[str, Any]) -> Section:
+    """A saved `SplicedMetrics.to_dict()`: the LM loss with a dictionary spliced in."""
+    items = {"hook": f"{spliced['hook_name']} → {spliced['hook_name_out']}", **_spliced_items(spliced)}
+    return Section("spliced_metrics", "A dictionary spliced into the model", [KeyValues(items)], dict(spliced))
+
+
 def _num(v: Any, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -119,13 +147,12 @@ def stack_section(result: Mapping[str, Any]) -> Section:
 
 def write_stack_report(directory: str | Path, *, overwrite: bool = False) -> Path:
     """`directory/report.html` for a saved dictionary stack, drawn from its `result.json`."""
-    import json
-
     from lmscope.fileio import atomic_write_text
     from lmscope.report.report import Report
+    from lmscope.results import read_result
 
     root = Path(directory)
-    result = json.loads((root / "result.json").read_text())
+    result = read_result(root, kind="dictionary_stack")
     report = Report(f"Dictionary stack: {len(result['layers'])} layers", meta={"model": result.get("model")})
     report.add(stack_section(result))
     return atomic_write_text(root / "report.html", report.render_html(), overwrite=overwrite)

@@ -1,11 +1,12 @@
-"""Report section for successor heads: the score heatmap, the best head per task, mod-10 features, edits."""
+"""Report sections for heads: successor heads (the score heatmap, the best head per task, mod-10 features, edits)
+for the demo, and one section per saved head result (succession, detectors, mod-10, arithmetic, in the wild)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lmscope.report.blocks import KeyValues, Table, Text
+from lmscope.report.blocks import Block, KeyValues, Table, Text
 from lmscope.report.figures import bar_chart, heatmap
 from lmscope.report.report import Section
 
@@ -95,3 +96,100 @@ def _task_rows(succession: Mapping[str, Any], layer: int, head: int) -> list[lis
         rows.append([task, "-" if scores is None else f"{scores[layer][head]:.2f}", n_pairs.get(task, "n/a"), drop,
                      "n/a" if headline is None else ("yes" if task in headline else "no: too few pairs")])
     return rows
+
+
+def _grid(scores: Sequence[Sequence[float]], title: str, caption: str | None = None) -> tuple[Block, dict[str, Any]]:
+    """A [layer][head] heatmap of head scores."""
+    n_layers, n_heads = len(scores), len(scores[0]) if scores else 0
+    return heatmap(scores, [f"head {h}" for h in range(n_heads)], [f"layer {layer}" for layer in range(n_layers)],
+                   title=title, x_title="head", y_title="layer", caption=caption)
+
+
+def _best(scores: Sequence[Sequence[float]]) -> tuple[int, int]:
+    """(layer, head) of the largest score (the first one on ties, as `argmax` takes it)."""
+    cells = [(lay, h) for lay in range(len(scores)) for h in range(len(scores[lay]))]
+    return max(cells, key=lambda p: (scores[p[0]][p[1]], -p[0], -p[1]))
+
+
+def succession_section(succession: Mapping[str, Any]) -> Section:
+    """A saved `SuccessionScores.to_dict()` on its own: the score of every head, its best head, the tasks."""
+    scores = succession["scores"]
+    layer, head = _best(scores)
+    fig, fig_data = _grid(scores, "Succession score of every head",
+                          "Share of ordinal pairs whose successor has the top OV logit within its task")
+    baseline = (succession.get("input_baseline") or {}).get("scores")
+    blocks: list[Block] = [
+        Text(f"Successor heads (Gould et al. 2023) in `{succession.get('model') or 'the model'}` "
+             f"(mode {succession.get('mode')}): each head's OV circuit applied to the token embeddings that reach it; "
+             "a pair succeeds when the successor gets the head's highest logit among the task's tokens."),
+        KeyValues({"best head": f"{layer}.{head}", "succession score": f"{scores[layer][head]:.3f}",
+                   "input baseline of its layer": "n/a" if baseline is None else f"{baseline[layer]:.3f}",
+                   "heads above the threshold": ", ".join(f"{h['layer']}.{h['head']}"
+                                                         for h in succession["top_heads"]) or "none"}),
+        fig,
+        Table(["task", f"score of {layer}.{head}", "pairs", "items dropped (unknown tokens)", "in the score"],
+              _task_rows(succession, layer, head), caption="Per task: pairs scored and items dropped"),
+    ]
+    return Section("succession", "Successor heads: succession scores", blocks,
+                   {"heatmap": fig_data, "best": [layer, head], "top_heads": succession["top_heads"]})
+
+
+def head_detectors_section(scores: Mapping[str, Any]) -> Section:
+    """A saved `HeadScores.to_dict()`: the best heads per detector and one heatmap per detector."""
+    top = scores["top_heads"]
+    rows = [[name.replace("_", "-"), f"{h['layer']}.{h['head']}", f"{h['score']:.3f}"]
+            for name, heads in top.items() for h in heads[:1]]
+    blocks: list[Block] = [
+        Text(f"Head detectors on `{scores.get('model') or 'the model'}`: {scores['n_seqs']} sequences of "
+             f"{scores['seq_len']} random tokens, each repeated once (seed {scores['seed']}). Previous-token, "
+             "duplicate-token and induction: mean attention to the position they name; copying: how much the OV "
+             "circuit raises the attended token's own logit."),
+        Table(["detector", "best head (layer.head)", "score"], rows)]
+    data: dict[str, Any] = {"top_heads": dict(top), "heatmaps": {}}
+    for name, grid in scores["scores"].items():
+        fig, data["heatmaps"][name] = _grid(grid, f"{name.replace('_', '-')} score")
+        blocks.append(fig)
+    return Section("head_detectors", "Attention heads: detector scores", blocks, data)
+
+
+def mod10_section(mod10: Mapping[str, Any]) -> Section:
+    """A saved `Mod10Result.to_dict()`: per residue class the feature that carries it, and the probe."""
+    head = mod10["head"]
+    rows = [[f["residue"], f["feature"], f"{f['coverage']:.2f}", f"{f['agreement']:.2f}", f"{f['effect']:.3f}"]
+            for f in mod10["features"]]
+    blocks: list[Block] = [
+        KeyValues({"head": f"{head['layer']}.{head['head']}", "mean coverage": f"{mod10['mean_coverage']:.2f}",
+                   "probe: held-out accuracy / mean cosine with the features":
+                   f"{mod10['probe']['accuracy']:.2f} / {mod10['probe']['mean_cosine']:.2f}"}),
+        Table(["residue", "feature", "coverage", "agreement over seeds", "successor-margin drop"], rows,
+              caption="Per residue class, the SAE feature whose removal most lowers the successor logit through "
+                      "the head")]
+    return Section("mod10_features", "Mod-10 features", blocks, {"features": mod10["features"]})
+
+
+def arithmetic_section(arithmetic: Mapping[str, Any]) -> Section:
+    """A saved `ArithmeticResult.to_dict()`: the success rate per task at the chosen k, and the rate against k."""
+    head = arithmetic["head"]
+    bars, bars_data = bar_chart(list(arithmetic["by_k"]), [sum(r.values()) / max(len(r), 1)
+                                                           for r in arithmetic["by_k"].values()],
+                                title="Mean success rate over tasks at each k", x_title="k", y_title="rate")
+    blocks: list[Block] = [
+        KeyValues({"head": f"{head['layer']}.{head['head']}",
+                   "success rate (all residue pairs)": f"{arithmetic['overall']:.2f} at k = {arithmetic['k']}"}),
+        Table(["task", "success rate", "edits"],
+              [[t, f"{r:.2f}", arithmetic["n_edits"][t]] for t, r in arithmetic["rates"].items()],
+              caption="x - k·f_i + k·f_j moves an item from residue i to j; success when the head's top logit is "
+                      "the successor of the new value"),
+        bars]
+    return Section("vector_arithmetic", "Vector arithmetic with mod-10 features", blocks, {"by_k": bars_data})
+
+
+def wild_section(wild: Mapping[str, Any]) -> Section:
+    """A saved `WildResult.to_dict()`: per token category, the head that matters most for it most often."""
+    rows = [[t["category"], t["n_tokens"], "-" if t["layer"] is None else f"{t['layer']}.{t['head']}", t["tokens"],
+             f"{t['share']:.0%}"] for t in wild["category_tops"]]
+    blocks: list[Block] = [
+        Text(f"Heads in the wild on {wild['n_tokens']:,} tokens: for each next token, the head that matters most "
+             "for it, counted per category of the token."),
+        Table(["category", "tokens", "top head", "tokens it wins", "share"], rows)]
+    return Section("heads_in_the_wild", "Heads in the wild", blocks, {"category_tops": wild["category_tops"]})

@@ -1,4 +1,5 @@
-"""`Section` and `Report`: what analyses contribute to, and what writes report.html and result.json."""
+"""`Section` and `Report`: what analyses contribute to, and a page that `Report.write` puts in a directory as
+report.html with its result.json (kind "report") through the one writer, `lmscope.results.write_result`."""
 
 from __future__ import annotations
 
@@ -7,17 +8,16 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json, atomic_write_text, check_writable
-from lmscope.report._json import json_safe
 from lmscope.report.blocks import Block
 from lmscope.report.html import render_page
+from lmscope.results import HTML_NAME, RESULT_NAME, json_safe, write_result
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-HTML_NAME = "report.html"
-JSON_NAME = "result.json"
+JSON_NAME = RESULT_NAME
+__all__ = ["HTML_NAME", "JSON_NAME", "Report", "Section", "lmscope_version"]
 
 
 def lmscope_version() -> str | None:
@@ -58,7 +58,10 @@ class Section:
 
 
 class Report:
-    """A titled, ordered collection of sections, rendered to one self-contained HTML page."""
+    """A titled, ordered collection of sections, rendered to one self-contained HTML page (a result of kind
+    "report": its result.json holds every section's data)."""
+
+    kind: ClassVar[str] = "report"
 
     def __init__(self, title: str, *, meta: dict[str, Any] | None = None, created: datetime | None = None) -> None:
         """`meta` (model id, command, ...) is shown in the header and stored in result.json."""
@@ -110,13 +113,9 @@ class Report:
         Both targets are checked before either is written, so a refusal (an existing file without
         `overwrite=True`) leaves the directory untouched. Returns {"html": path, "json": path}.
         """
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise InputError(f"{out}: is a file, expected an output directory")
-        html_path = check_writable(out / HTML_NAME, overwrite=overwrite)
-        json_path = check_writable(out / JSON_NAME, overwrite=overwrite)
-        payload = self.to_dict()
-        page = self.render_html()
-        atomic_write_json(json_path, payload, overwrite=overwrite)
-        atomic_write_text(html_path, page, overwrite=overwrite)
-        return {"html": html_path, "json": json_path}
+        paths = write_result(out_dir, self, html=self.render_html(), overwrite=overwrite)
+        return {"html": paths["html"], "json": paths["json"]}
+
+    def save(self, out_dir: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Path]:
+        """`write`, under the name every result has."""
+        return self.write(out_dir, overwrite=overwrite)

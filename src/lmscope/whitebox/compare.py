@@ -26,15 +26,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from lmscope.autointerp import RecordConfig, relative_improvement, score_store, synthetic_row_labels
 from lmscope.autointerp.result import AutointerpResult
 from lmscope.autointerp.scoring import METRICS
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json, check_writable, load_result
+from lmscope.fileio import atomic_write_json
 from lmscope.model.hooked import HookedModel
-from lmscope.report._json import json_safe
+from lmscope.results import ResultMixin, json_safe, result_payload, write_result
 
 Stage = Callable[[str, int, int], None]
 HELDOUT_SEED = 1000  # the zoo's held-out corpus (zoo.CORPUS_SEED + 1000, split "heldout")
@@ -69,8 +69,11 @@ def heldout_lm_loss(model: HookedModel, n_samples: int = 4000, seq_len: int = 64
 
 
 @dataclass
-class ComparisonResult:
+class ComparisonResult(ResultMixin):
     """Per model: loss and autointerp summaries (per layer and `all`); relative improvements of the first."""
+
+    kind: ClassVar[str] = "whitebox_comparison"
+    what: ClassVar[str] = "white-box comparison (written by `lmscope whitebox compare`)"
 
     models: list[str]
     config: dict[str, Any]
@@ -84,32 +87,24 @@ class ComparisonResult:
     """Scores not computed, each with the reason (the label IoU on a user's corpus)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe({"kind": "whitebox_comparison", "models": self.models, "config": self.config,
+        return json_safe({"kind": self.kind, "models": self.models, "config": self.config,
                           "corpus": self.corpus, "skipped": self.skipped, "per_model": self.per_model,
                           "relative_improvement": self.relative, "seconds": self.seconds, "units": self.units})
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> ComparisonResult:
-        """Read a comparison's result.json (or the directory holding it)."""
-        return load_result(path, "whitebox_comparison",
-                           "a white-box comparison (written by `lmscope whitebox compare`)",
-                           lambda d: cls(d["models"], d["config"], d["per_model"], d["relative_improvement"],
-                                         d["seconds"], d.get("units", {}),
-                                         d.get("corpus", {"source": "synthetic"}), d.get("skipped", {})))
+    def from_dict(cls, d: dict[str, Any]) -> ComparisonResult:
+        """Rebuild from `to_dict()`; `load(path)` reads a comparison's result.json (or its directory) through it."""
+        return cls(d["models"], d["config"], d["per_model"], d["relative_improvement"], d["seconds"],
+                   d.get("units", {}), d.get("corpus", {"source": "synthetic"}), d.get("skipped", {}))
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Path]:
         """`result.json` and `report.html` in `directory` (both refused if present unless `overwrite`)."""
         from lmscope.report import Report
         from lmscope.report.whitebox_sections import comparison_section
 
-        out = Path(directory)
-        for name in ("result.json", "report.html"):
-            check_writable(out / name, overwrite=overwrite)
         report = Report("White-box vs GPT: neuron interpretability", meta={"models": self.models})
         report.add(comparison_section(self.to_dict()))
-        paths = report.write(out, overwrite=overwrite)
-        atomic_write_json(out / "result.json", self.to_dict(), overwrite=True)
-        return {"json": out / "result.json", "html": paths["html"]}
+        return write_result(directory, self, html=report.render_html(), overwrite=overwrite)
 
 
 def _layer_key(point: str) -> str:
@@ -251,5 +246,5 @@ def cached_comparison(models: Sequence[str], cfg: CompareConfig | None = None, *
     if path.exists():
         return ComparisonResult.load(path)
     result = compare_models(hooked, cfg, names=list(models), corpus="synthetic", stage=stage)
-    atomic_write_json(path, result.to_dict(), overwrite=True)
+    atomic_write_json(path, result_payload(result), overwrite=True)
     return result
