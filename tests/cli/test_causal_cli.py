@@ -258,20 +258,20 @@ def test_py_plugin_leaves_sys_path_as_it_was_and_help_says_it_runs_code(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import sys
 
-    from lmscope.cli.causal import _plugin
+    from lmscope.causal.inputs import load_plugin
     from lmscope.errors import InputError
 
     (tmp_path / "cwd_scorer_j.py").write_text("def score(logits, index):\n    return logits[:, 0] * 2\n")
     (tmp_path / "cwd_other_j.py").write_text("X = 1\n")
     monkeypatch.chdir(tmp_path)
     before = list(sys.path)
-    fn = _plugin("cwd_scorer_j:score")  # found in the current directory...
+    fn = load_plugin("cwd_scorer_j:score")  # found in the current directory...
     assert fn(torch.tensor([[1.5, 0.0]]), None).tolist() == [3.0]
     assert sys.path == before  # ...which is not left on sys.path
     with pytest.raises(ModuleNotFoundError):
         __import__("cwd_other_j")  # so a later import cannot pick up files from it
-    with pytest.raises(InputError, match=r"^--outcome py:cwd_scorer_j:nope: cannot load it"):
-        _plugin("cwd_scorer_j:nope")
+    with pytest.raises(InputError, match=r"^outcome: py:cwd_scorer_j:nope: cannot load it"):
+        load_plugin("cwd_scorer_j:nope")
     assert sys.path == before
     for command in ("patch", "mediate"):
         code, stdout, _ = run(capsys, command, "--help")

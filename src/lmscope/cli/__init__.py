@@ -1,8 +1,12 @@
 """The `lmscope` command: parse arguments, call the library, print or write. No analysis logic here.
 
 `--quiet`, anywhere on the command line, silences progress on stderr for any command. Errors the
-user can fix (`InputError`) print one line on stderr and exit with code 2; anything else is a
-bug and exits with 1. Each command group lives in its own module and registers on the shared app.
+user can fix (`InputError`, and Typer's usage errors) print one line on stderr and exit with code 2;
+anything else is a bug and exits with 1.
+
+One way to register commands: a module defines plain functions (top-level commands) or a `typer.Typer`
+(a command group), and the two tables below, COMMANDS and GROUPS, put them on the app. Library errors
+name Python arguments (`InputError.arg`); `flag_message` turns them into flags here, in one place.
 """
 
 from __future__ import annotations
@@ -15,44 +19,77 @@ import sys
 # small machine spinning threads cost several times the wall time (4.5x measured on 2 busy cores).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from lmscope.cli import activations, core, zoo  # noqa: F401  (registers the commands)
-from lmscope.cli.autointerp import autointerp_app
-from lmscope.cli.causal import mediate, patch  # noqa: F401  (registers the commands)
-from lmscope.cli.circuits import circuit  # noqa: F401  (registers the command)
+from typer import Abort
+
+from lmscope.cli import activations, autointerp, causal, circuits, core, data, heads, neurons, whitebox, zoo
 from lmscope.cli.common import QUIET, app, err
-from lmscope.cli.data import data_app
 from lmscope.cli.dictionary import dict_app
-from lmscope.cli.heads import heads_app
-from lmscope.cli.neurons import neurons_app
-from lmscope.cli.whitebox import whitebox_app
 from lmscope.errors import InputError, Interrupted
 
-app.add_typer(neurons_app, name="neurons")
-app.add_typer(dict_app, name="dict")
-app.add_typer(heads_app, name="heads")
-app.add_typer(whitebox_app, name="whitebox")
-app.add_typer(autointerp_app, name="autointerp")
-app.add_typer(data_app, name="data")
-__all__ = ["app", "main"]
+try:  # recent Typer vendors click; older Typer used the click package
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+
+COMMANDS = (activations.extract, core.demo, core.info, causal.patch, causal.mediate, circuits.circuit)
+"""Top-level commands, named after their functions."""
+GROUPS = {"zoo": zoo.zoo_app, "neurons": neurons.neurons_app, "dict": dict_app, "heads": heads.heads_app,
+          "whitebox": whitebox.whitebox_app, "autointerp": autointerp.autointerp_app, "data": data.data_app}
+"""Command groups: `lmscope NAME COMMAND`."""
+for _command in COMMANDS:
+    app.command()(_command)
+for _name, _group in GROUPS.items():
+    app.add_typer(_group, name=_name)
+
+FLAGS = {"l1_coefficient": "--l1", "n_iters": "--iters", "dictionary": "--dict", "n_samples": "--samples",
+         "units": "--neurons"}
+"""Library argument names whose flag is not `--` + the name with `-` for `_`."""
+__all__ = ["COMMANDS", "FLAGS", "GROUPS", "app", "flag_message", "main"]
+
+
+def flag_message(e: InputError) -> str:
+    """The error's message with its argument's Python name (`batch_size: ...`) replaced by its flag
+    (`--batch-size: ...`); messages that name no argument are unchanged."""
+    message = str(e)
+    arg = getattr(e, "arg", None)
+    if not arg or not message.startswith(f"{arg}:"):
+        return message
+    return FLAGS.get(arg, "--" + arg.replace("_", "-")) + message[len(arg):]
+
+
+def _fail(message: str) -> None:
+    err.print(f"lmscope: error: {message}", markup=False, highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the Typer app, turning InputError into one line on stderr and exit code 2."""
+    """Entry point: run the Typer app; a user's mistake is one line on stderr and exit code 2."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # lmscope reports what matters itself
     logging.getLogger("transformers").setLevel(logging.ERROR)
     args = list(sys.argv[1:] if argv is None else argv)
     QUIET["on"] = "--quiet" in args
     args = [a for a in args if a != "--quiet"]  # accepted anywhere, for every command
     try:
-        app(args=args, prog_name="lmscope")
+        code = app(args=args, prog_name="lmscope", standalone_mode=False)
     except InputError as e:
-        err.print(f"lmscope: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        _fail(flag_message(e))
         raise SystemExit(2) from None
     except Interrupted as e:
         err.print(f"lmscope: interrupted: {e}", markup=False, highlight=False, soft_wrap=True)
         raise SystemExit(130) from None
-    except SystemExit as e:
-        if e.code == 130:  # Ctrl-C outside a command that says more (Typer exits 130 silently)
-            err.print("lmscope: interrupted (files are written atomically: each output is whole or absent)",
-                      markup=False, highlight=False, soft_wrap=True)
-        raise
+    except NoArgsIsHelpError as e:  # `lmscope neurons`: the group's help, as Typer shows it
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(e)
+        raise SystemExit(e.exit_code) from None
+    except UsageError as e:  # a bad flag or a value of the wrong type: one line, with where to find help
+        where = f"; see `{e.ctx.command_path} --help`" if e.ctx is not None else ""
+        _fail(f"{e.format_message().rstrip('.')}{where}")
+        raise SystemExit(e.exit_code) from None
+    except Abort:
+        _fail("aborted")
+        raise SystemExit(1) from None
+    if isinstance(code, int) and code == 130:  # Ctrl-C outside a command that says more
+        err.print("lmscope: interrupted (files are written atomically: each output is whole or absent)",
+                  markup=False, highlight=False, soft_wrap=True)
+    if isinstance(code, int) and code != 0:
+        raise SystemExit(code)

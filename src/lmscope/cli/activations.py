@@ -6,10 +6,9 @@ from typing import Annotated
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, app, checked_out_dir, out, print_json, progress_bars
+from lmscope.cli.common import COUNT, JsonFlag, ModelArg, checked_out_dir, out, print_json, progress_bars
 
 
-@app.command()
 def extract(
     model: ModelArg,
     corpus: Annotated[str, typer.Option(help="Sentences: plain text (one per line), .conllu or .jsonl.")],
@@ -20,8 +19,8 @@ def extract(
                                          help="Store directory (created; an interrupted run resumes).")],
     aggregate: Annotated[str, typer.Option(help="Subword to word: first, last or mean.")] = "last",
     dtype: Annotated[str, typer.Option(help="Stored dtype: float32, float16 or bfloat16.")] = "float32",
-    batch_tokens: Annotated[int, typer.Option(help="Padded tokens per forward batch.")] = 4096,
-    shard_sentences: Annotated[int, typer.Option(help="Sentences per shard file.")] = 2048,
+    batch_tokens: Annotated[int, typer.Option(callback=COUNT, help="Padded tokens per forward batch.")] = 4096,
+    shard_sentences: Annotated[int, typer.Option(callback=COUNT, help="Sentences per shard file.")] = 2048,
     prepend_bos: Annotated[bool | None, typer.Option("--prepend-bos/--no-prepend-bos", help="Start every sentence "
                            "with BOS (default: the model's own setting; recorded in the manifest).")] = None,
     as_json: JsonFlag = False,

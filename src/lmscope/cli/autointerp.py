@@ -8,7 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, checked_out_dir, out, print_json, progress_bars
+from lmscope.cli.common import (
+    COUNT,
+    NONNEG,
+    AllowMismatchOpt,
+    JsonFlag,
+    SeedOpt,
+    at_least,
+    checked_out_dir,
+    out,
+    print_json,
+    progress_bars,
+)
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
@@ -20,7 +31,7 @@ EXPLAINERS = ("offline", "openai", "hf")
 def _labels(store: Any, labels: str, columns: str) -> dict[str, Any]:
     """Row labels aligned with the store: a synthetic-corpus JSONL (several kinds) or any token-label file."""
     from lmscope.autointerp.structural import corpus_row_labels, synthetic_row_labels
-    from lmscope.cli.neurons import _corpus
+    from lmscope.data.labels import read_label_file
     from lmscope.data.samples import read_jsonl
 
     kinds = [c.strip() for c in columns.split(",") if c.strip()]
@@ -38,7 +49,8 @@ def _labels(store: Any, labels: str, columns: str) -> dict[str, Any]:
             return synthetic_row_labels(samples, kinds)
     from lmscope.neurons.dataset import check_alignment
 
-    corpus = _corpus(store, labels, kinds[0] if kinds else "upos")
+    corpus = read_label_file(labels, kinds[0] if kinds else "upos",
+                             corpus_path=store.manifest.get("corpus", {}).get("path"))
     check_alignment(store, corpus)
     return {kinds[0] if kinds else "label": corpus_row_labels(corpus, kinds[0] if kinds else "label")}
 
@@ -88,18 +100,20 @@ def score(store: StoreArg = None,
                                                     "(records are documents, one activation per token).")] = None,
           corpus: Annotated[str | None, typer.Option(help=CORPUS_HELP)] = None,
           context_tokens: Annotated[int, typer.Option(help="With --model: tokens per record (documents are cut into "
-                                                      "windows this long).")] = 64,
-          max_texts: Annotated[int | None, typer.Option(help="With --model: use only the first N records.")] = None,
+                                                      "windows this long).", callback=at_least(2))] = 64,
+          max_texts: Annotated[int | None, typer.Option(help="With --model: use only the first N records.",
+                                                        callback=COUNT)] = None,
           exclude_first: Annotated[int | None, typer.Option(help="With --model: also leave out the first N text "
                                                             "tokens of every record (the BOS position always is); "
-                                                            "default 0, or what --dict was trained with.")] = None,
+                                                            "default 0, or what --dict was trained with.",
+                                                            callback=NONNEG)] = None,
           prepend_bos: Annotated[bool | None, typer.Option("--prepend-bos/--no-prepend-bos", help="With --model: "
                                                            "start every record with BOS (default: what the "
                                                            "tokenizer adds, or what --dict recorded).")] = None,
           points: Annotated[str | None, typer.Option(help="Comma-separated hook points (default: all of the store's; "
                                                      "required with --model unless --dict).")] = None,
           units_per_point: Annotated[int | None, typer.Option(help="Score a random sample of this many units per "
-                                                              "point (default: all).")] = None,
+                                                              "point (default: all).", callback=COUNT)] = None,
           dictionary: Annotated[str | None, typer.Option("--dict", help="Score this dictionary's features (its "
                                                          "hook point must be in the store or the model).")] = None,
           labels: Annotated[str | None, typer.Option(help="Word labels for the IoU metric (store only): the "
@@ -116,10 +130,10 @@ def score(store: StoreArg = None,
           llm_dtype: Annotated[str | None, typer.Option(help="--explainer hf: bfloat16 (default, faster on CPU) or "
                                                         "float32.")] = None,
           llm_batch_size: Annotated[int, typer.Option(help="--explainer hf: units explained per batched "
-                                                      "generation.")] = 8,
-          seed: int = 0,
+                                                      "generation.", callback=COUNT)] = 8,
+          seed: SeedOpt = 0,
           overwrite: Annotated[bool, typer.Option(help="Replace an existing result.json.")] = False,
-          as_json: JsonFlag = False) -> None:
+          allow_mismatch: AllowMismatchOpt = False, as_json: JsonFlag = False) -> None:
     """Explain every unit from its top records and score the explanation on held-out records.
 
     From a store (records are sentences of words): lmscope autointerp score store/ --labels corpus.jsonl --out ai/
@@ -157,11 +171,12 @@ def score(store: StoreArg = None,
             ex.lm.load(progress=stage)
             stage("loading the explainer", 1, 1)
         if store is not None:
-            result = _score_store(store, chosen, units_per_point, d, dictionary, labels, column, cfg, ex, sim, stage)
+            result = _score_store(store, chosen, units_per_point, d, dictionary, labels, column, cfg, ex, sim, stage,
+                                  allow_mismatch)
         else:
             assert model is not None
             result = _score_model(model, corpus, chosen, units_per_point, d, dictionary, context_tokens, max_texts,
-                                  exclude_first, prepend_bos, cfg, ex, sim, stage)
+                                  exclude_first, prepend_bos, cfg, ex, sim, stage, allow_mismatch)
     path = result.save(out_dir, overwrite=overwrite)
     from lmscope.autointerp.scoring import BASELINE
 
@@ -185,11 +200,16 @@ def score(store: StoreArg = None,
 
 
 def _score_store(store: str, points: list[str] | None, units_per_point: int | None, d: Any, dictionary: str | None,
-                 labels: str | None, column: str, cfg: Any, ex: Any, sim: Any, stage: Any) -> Any:
+                 labels: str | None, column: str, cfg: Any, ex: Any, sim: Any, stage: Any,
+                 allow_mismatch: bool = False) -> Any:
     from lmscope.activations import ActivationStore
     from lmscope.autointerp import score_store
+    from lmscope.model.provenance import check_same_model
 
     st = ActivationStore(store)
+    if d is not None:  # a dictionary read with a store: both must come from one model
+        check_same_model(_dictionary_record(d), st.provenance, what=f"--dict {dictionary} with store {store}",
+                         allow_mismatch=allow_mismatch)
     row_labels = _labels(st, labels, column) if labels else None
     return score_store(st, points=points, units_per_point=units_per_point, labels=row_labels, dictionary=d,
                        dictionary_path=dictionary, cfg=cfg, explainer=ex, simulator=sim,
@@ -198,15 +218,12 @@ def _score_store(store: str, points: list[str] | None, units_per_point: int | No
 
 def _score_model(model: str, corpus: str | None, points: list[str] | None, units_per_point: int | None, d: Any,
                  dictionary: str | None, context_tokens: int, max_texts: int | None, exclude_first: int | None,
-                 prepend_bos: bool | None, cfg: Any, ex: Any, sim: Any, stage: Any) -> Any:
+                 prepend_bos: bool | None, cfg: Any, ex: Any, sim: Any, stage: Any,
+                 allow_mismatch: bool = False) -> Any:
     from lmscope import HookedModel
     from lmscope.autointerp import score_texts
     from lmscope.data.corpus import load_corpus
 
-    if context_tokens < 2:
-        raise InputError(f"--context-tokens: expected at least 2 tokens per record, got {context_tokens}")
-    if max_texts is not None and max_texts < 1:
-        raise InputError(f"--max-texts: expected a positive number of records, got {max_texts}")
     load_corpus(corpus, model_name=model)  # a missing or bad --corpus is refused before the model loads
     if d is None and not points:
         raise InputError("--points: name the hook points to score with --model (e.g. blocks.3.mlp.hook_post), or "
@@ -215,9 +232,21 @@ def _score_model(model: str, corpus: str | None, points: list[str] | None, units
         prepend_bos = getattr(d.cfg, "prepend_bos", None)
     hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos,
                                          progress=lambda i, n: stage(f"training {model}", i, n))
+    if d is not None:
+        from lmscope.dictionary.io import check_dictionary_model
+
+        check_dictionary_model(d, hooked, what=f"--dict {dictionary}", allow_mismatch=allow_mismatch)
     texts = load_corpus(corpus, model_name=model, tokenizer=hooked.tokenizer, max_tokens=context_tokens)
     chosen = texts.texts[:max_texts] if max_texts is not None else texts.texts
     return score_texts(hooked, chosen, points=points, dictionary=d, dictionary_path=dictionary,
                        units_per_point=units_per_point, exclude_first=exclude_first, source=texts.source,
                        model_name=model, cfg=cfg, explainer=ex, simulator=sim,
                        progress=lambda p, i, n: stage(p if p == "running the model" else f"scoring {p}", i, n))
+
+
+def _dictionary_record(d: Any) -> dict[str, Any] | None:
+    """The model a dictionary records (its provenance, or for older files just the id in cfg.json)."""
+    record = getattr(d, "provenance", None)
+    if record is None and getattr(d.cfg, "model_id", None):
+        return {"model_id": d.cfg.model_id}
+    return record

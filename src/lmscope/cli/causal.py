@@ -7,13 +7,30 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, app, checked_out_dir, out, print_json, progress_bars
+from lmscope.causal.inputs import (
+    OUTCOMES,
+    PLUGIN_HELP,
+    check_differentiable,
+    check_outcome,
+    default_outcome,
+    make_outcome,
+    read_rows,
+    read_texts,
+)
+from lmscope.cli.common import (
+    COUNT,
+    JsonFlag,
+    ModelArg,
+    SeedOpt,
+    checked_out_dir,
+    out,
+    print_json,
+    progress_bars,
+)
 from lmscope.errors import InputError
 
-OUTCOMES = ("toxicity", "log-toxicity", "toxicity-hit", "toxicity-continuation", "logit-diff", "prob",
-            "classifier:PATH", "py:MODULE:FUNCTION")
-PLUGIN_HELP = ("py:MODULE:FUNCTION imports MODULE (from the current directory or the Python path) and runs its "
-               "code: use only code you trust.")
+__all__ = ["check_outcome", "default_outcome", "mediate", "patch", "read_rows", "read_texts"]
+
 Components = Annotated[str, typer.Option(help="Comma-separated groups: heads, mlp, attn, resid, neurons.")]
 Target = Annotated[str | None, typer.Option(help="Target token (logit-diff, prob), e.g. ' Tuesday'.")]
 Foil = Annotated[str | None, typer.Option(help="Foil token (logit-diff).")]
@@ -24,106 +41,8 @@ Neurons = Annotated[str | None, typer.Option(help="Comma-separated units for the
 OutDir = Annotated[str | None, typer.Option("--out", callback=checked_out_dir,
                                              help="Directory for result.json and report.html.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace result.json/report.html if they exist.")]
-ContinuationTokens = Annotated[int, typer.Option(help="Greedy tokens decoded for toxicity-continuation and "
-                                                 "classifier:PATH outcomes.")]
-
-
-def read_texts(path: str, field: str = "text") -> list[str]:
-    """Inputs from a text file (one per line) or a .jsonl file (the `field` of each row)."""
-    from lmscope.data.lines import read_lines
-
-    if Path(path).suffix == ".jsonl":
-        return [str(row[field]) for row in read_rows(path, [field])]
-    texts = [line for line in read_lines(path) if line.strip()]
-    if not texts:
-        raise InputError(f"{path}: no inputs (expected one per line)")
-    return texts
-
-
-def read_rows(path: str, fields: list[str]) -> list[dict[str, Any]]:
-    """JSONL rows, each required to carry `fields`; errors name the file and line."""
-    from lmscope.data.lines import json_lines
-
-    rows = []
-    for where, row in json_lines(path, f"expected an object with {', '.join(fields)}"):
-        missing = [f for f in fields if not isinstance(row, dict) or f not in row]
-        if missing:
-            raise InputError(f"{where}: missing field {missing[0]!r} (expected {', '.join(fields)})")
-        rows.append(row)
-    if not rows:
-        raise InputError(f"{path}: no rows")
-    return rows
-
-
-def check_outcome(outcome: str, target: str | None, foil: str | None) -> None:
-    """Refuse an unknown outcome, or one missing its --target/--foil, before the model is loaded."""
-    if outcome.startswith(("classifier:", "py:")):
-        return
-    if outcome not in OUTCOMES:
-        raise InputError(f"--outcome/--metric: got {outcome!r}, expected one of {', '.join(OUTCOMES)}")
-    if outcome in ("logit-diff", "prob") and target is None:
-        raise InputError(f"--target: required for {outcome}")
-    if outcome == "logit-diff" and foil is None:
-        raise InputError("--foil: required for logit-diff")
-
-
-def make_outcome(model: Any, outcome: str, target: str | None, foil: str | None, lexicon: str | None,
-                 n_tokens: int = 8) -> Any:
-    from lmscope.causal import continuation, scorers
-
-    check_outcome(outcome, target, foil)
-    if outcome.startswith("classifier:"):
-        return continuation.continuation_classifier(model, outcome.removeprefix("classifier:"), n_tokens=n_tokens)
-    if outcome.startswith("py:"):
-        return scorers.callable_outcome(_plugin(outcome.removeprefix("py:")))
-    if outcome == "logit-diff":
-        return scorers.logit_diff(model, target, foil)  # type: ignore[arg-type]
-    if outcome == "prob":
-        return scorers.target_prob(model, target)  # type: ignore[arg-type]
-    words = scorers.TOXIC_WORDS if lexicon is None else read_texts(lexicon)
-    if outcome == "toxicity-hit":
-        return scorers.lexicon_hit(model, words)
-    if outcome == "toxicity-continuation":
-        return continuation.continuation_lexicon_rate(model, words, n_tokens=n_tokens)
-    return scorers.lexicon_mass(model, words, log=outcome == "log-toxicity")
-
-
-def default_outcome(model: str, outcome: str | None) -> str:
-    """`outcome`, or for a zoo model without one the synthetic corpus's toxicity; any other model must name one
-    (on a real LM the synthetic insult lexicon gives effects near 1e-5, which would read as "no mediation")."""
-    if outcome is not None:
-        return outcome
-    if model.startswith("zoo:"):
-        return "toxicity"
-    raise InputError(f"--outcome: {model} is not a zoo model, so name the outcome to measure: logit-diff "
-                     "--target T --foil F, prob --target T, toxicity|log-toxicity|toxicity-hit|toxicity-continuation "
-                     "--lexicon WORDS.txt, classifier:PATH (a local HF classifier on the continuation) or "
-                     "py:MODULE:FUNCTION")
-
-
-def _plugin(spec: str) -> Any:
-    """`module:function` importable from the current directory or the Python path: `fn(logits, index)`.
-
-    Importing runs the module's code (see PLUGIN_HELP). The current directory is on `sys.path` only while
-    importing: `sys.path` is restored afterwards, so later imports cannot pick up files from it."""
-    import importlib
-    import os
-    import sys
-
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise InputError(f"--outcome py:{spec}: expected py:MODULE:FUNCTION")
-    saved = list(sys.path)
-    sys.path.insert(0, os.getcwd())
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise InputError(f"--outcome py:{spec}: cannot load it ({e})") from None
-    finally:
-        sys.path[:] = saved
-    if not callable(fn):
-        raise InputError(f"--outcome py:{spec}: {name} is not callable")
-    return fn
+ContinuationTokens = Annotated[int, typer.Option(callback=COUNT, help="Greedy tokens decoded for "
+                                                 "toxicity-continuation and classifier:PATH outcomes.")]
 
 
 EACH = "each"
@@ -175,21 +94,16 @@ def _write(out_dir: str, overwrite: bool, result: Any, section: Any, model: str)
 
 
 PATCH_METHODS = ("exact", "atp", "atp+verify")
-NOT_DIFFERENTIABLE = ("toxicity-hit", "toxicity-continuation", "classifier:")
 
 
-def check_method(method: str, metric: str, verify_top: int) -> None:
-    """Refuse an unknown --method, a metric attribution cannot differentiate, or a --verify-top below 1."""
+def check_method(method: str, metric: str) -> None:
+    """Refuse an unknown --method, or a metric attribution patching cannot differentiate."""
     if method not in PATCH_METHODS:
         raise InputError(f"--method: got {method!r}, expected one of {', '.join(PATCH_METHODS)}")
-    if method != "exact" and metric.startswith(NOT_DIFFERENTIABLE):
-        raise InputError(f"--method {method}: the metric {metric} has no gradient (argmax or decoding); "
-                         "use --method exact or a smooth metric (logit-diff, prob, toxicity, log-toxicity)")
-    if verify_top < 1:
-        raise InputError(f"--verify-top: expected a positive number of components, got {verify_top}")
+    if method != "exact":
+        check_differentiable(metric, arg="metric")
 
 
-@app.command()
 def patch(model: ModelArg,
           base: Annotated[str, typer.Option(help="Base inputs: a text file (one per line) or .jsonl (field text).")],
           source: Annotated[str, typer.Option(help="Source inputs, one per base input.")],
@@ -204,7 +118,8 @@ def patch(model: ModelArg,
                                               "one forward and one backward), or atp+verify (atp, then the "
                                               "--verify-top largest estimates re-run exactly, with the "
                                               "estimate's error).")] = "exact",
-          verify_top: Annotated[int, typer.Option(help="Components re-run exactly by atp+verify.")] = 20,
+          verify_top: Annotated[int, typer.Option(callback=COUNT, help="Components re-run exactly by "
+                                                  "atp+verify.")] = 20,
           continuation_tokens: ContinuationTokens = 8, out_dir: OutDir = None, overwrite: Overwrite = False,
           as_json: JsonFlag = False) -> None:
     """Patch each component from the source run into the base run and measure the metric's change.
@@ -217,11 +132,11 @@ def patch(model: ModelArg,
     from lmscope.report.causal_sections import patching_section
 
     base_texts, source_texts, at = read_texts(base), read_texts(source), _position(position)
-    check_outcome(metric, target, foil)
-    check_method(method, metric, verify_top)
+    check_outcome(metric, target, foil, arg="metric")
+    check_method(method, metric)
     _check_out(out_dir, overwrite)
     hooked = HookedModel.from_pretrained(model)
-    score = make_outcome(hooked, metric, target, foil, lexicon, continuation_tokens)
+    score = make_outcome(hooked, metric, target, foil, lexicon, continuation_tokens, arg="metric")
     comps = _components(hooked, components, at, neurons, texts=[*base_texts, *source_texts])
     with progress_bars(not as_json) as stage:
         result = patch_sweep(hooked, base_texts, source_texts, comps, score, metric_name=metric,
@@ -260,7 +175,6 @@ def verify_summary(verify: dict[str, Any]) -> str:
             f"{w['exact']:+.4g}, error {w['error']:+.4g})")
 
 
-@app.command()
 def mediate(model: ModelArg,
             data: Annotated[str, typer.Argument(help="JSONL rows: the text, a 0/1 treatment field, a confounder.")],
             treatment: Annotated[str, typer.Option(help="Field holding 0/1 (or true/false): the treatment.")],
@@ -268,7 +182,7 @@ def mediate(model: ModelArg,
                                                            "(e.g. topic).")] = None,
             infer_topics: Annotated[str | None, typer.Option(help="Infer the confounder instead: kmeans "
                                                              "(model activations) or nmf (TF-IDF).")] = None,
-            n_topics: Annotated[int, typer.Option(help="Topics to infer.")] = 4,
+            n_topics: Annotated[int, typer.Option(callback=COUNT, help="Topics to infer.")] = 4,
             text: Annotated[str, typer.Option(help="Field holding the text.")] = "text",
             outcome: Annotated[str | None, typer.Option(help=f"One of {', '.join(OUTCOMES)}. {PLUGIN_HELP} "
                                                         "Default: toxicity "
@@ -277,13 +191,14 @@ def mediate(model: ModelArg,
             target: Target = None, foil: Foil = None, lexicon: Lexicon = None,
             continuation_tokens: ContinuationTokens = 8,
             components: Components = "heads,mlp,resid", neurons: Neurons = None,
-            n_boot: Annotated[int, typer.Option(help="Bootstrap replicates.")] = 500,
-            max_pairs: Annotated[int, typer.Option(help="Most treated x control pairs to patch.")] = 2000,
-            top_k: Annotated[int, typer.Option(help="k of the top-k share (localization).")] = 3,
-            chunk_mb: Annotated[int, typer.Option(help="Working memory (MB) of each batched forward: rows, "
-                                                  "pairs and components go in batches that fit it; more is faster "
-                                                  "per forward, the results are the same.")] = 128,
-            seed: int = 0, out_dir: OutDir = None, overwrite: Overwrite = False, as_json: JsonFlag = False) -> None:
+            n_boot: Annotated[int, typer.Option(callback=COUNT, help="Bootstrap replicates.")] = 500,
+            max_pairs: Annotated[int, typer.Option(callback=COUNT, help="Most treated x control pairs to "
+                                                   "patch.")] = 2000,
+            top_k: Annotated[int, typer.Option(callback=COUNT, help="k of the top-k share (localization).")] = 3,
+            chunk_mb: Annotated[int, typer.Option(callback=COUNT, help="Working memory (MB) of each batched "
+                                                  "forward: rows, pairs and components go in batches that fit it; "
+                                                  "more is faster per forward, the results are the same.")] = 128,
+            seed: SeedOpt = 0, out_dir: OutDir = None, overwrite: Overwrite = False, as_json: JsonFlag = False) -> None:
     """TE, NDE and NIE of every component at the last token, unadjusted and adjusted for the confounder.
 
     Example: lmscope mediate zoo:gpt2-tiny rows.jsonl --treatment toxic_cue --confounder topic
@@ -298,8 +213,6 @@ def mediate(model: ModelArg,
         raise InputError("--confounder/--infer-topics: give exactly one (a field name, or kmeans/nmf)")
     if infer_topics not in (None, "kmeans", "nmf"):
         raise InputError(f"--infer-topics: got {infer_topics!r}, expected kmeans or nmf")
-    if chunk_mb < 1:
-        raise InputError(f"--chunk-mb: got {chunk_mb}, expected at least 1 (megabytes per batched forward)")
     outcome = default_outcome(model, outcome)
     check_outcome(outcome, target, foil)
     _check_out(out_dir, overwrite)

@@ -7,31 +7,44 @@ from typing import Annotated
 
 import typer
 
-from lmscope.cli.common import AllowMismatchOpt, JsonFlag, ModelArg, app, out, print_json, progress_bars
+from lmscope.cli.common import (
+    COUNT,
+    INDEX,
+    NONNEG_FLOAT,
+    AllowMismatchOpt,
+    JsonFlag,
+    ModelArg,
+    checked_out_dir,
+    out,
+    print_json,
+    progress_bars,
+)
 
 
-@app.command("circuit")
 def circuit(model: ModelArg,
             transcoders: Annotated[str, typer.Option(help="Directory of transcoders, one subdirectory per layer "
                                                      "(SAELens layout; e.g. from `lmscope dict train`).")],
             prompt: Annotated[str, typer.Option(help="The prompt to trace.")],
             target: Annotated[str, typer.Option(help="logit:A, logit:A-B, logit:A,B-C,D (mean logits), "
                                                 "feature:LAYER:FEATURE or greater-than:YY; tokens as text or #ID.")],
-            position: Annotated[int, typer.Option(help="Target position (negative: from the end).")] = -1,
-            iters: Annotated[int, typer.Option(help="Path search iterations (path length).")] = 3,
-            branches: Annotated[int, typer.Option(help="Children followed from each node per iteration.")] = 5,
-            beam: Annotated[int | None, typer.Option(help="Paths kept per iteration (default: --branches).")]
-            = None,
-            threshold: Annotated[float, typer.Option(help="Prune paths below this fraction of |target|.")] = 0.01,
+            position: Annotated[int, typer.Option(callback=INDEX, help="Target position (negative: from the "
+                                                  "end).")] = -1,
+            iters: Annotated[int, typer.Option(callback=COUNT, help="Path search iterations (path length).")] = 3,
+            branches: Annotated[int, typer.Option(callback=COUNT, help="Children followed from each node per "
+                                                  "iteration.")] = 5,
+            beam: Annotated[int | None, typer.Option(callback=COUNT, help="Paths kept per iteration (default: "
+                                                     "--branches).")] = None,
+            threshold: Annotated[float, typer.Option(callback=NONNEG_FLOAT, help="Prune paths below this fraction "
+                                                     "of |target|.")] = 0.01,
             check: Annotated[bool, typer.Option(help="Re-run with only the graph's features kept.")] = True,
             heldout: Annotated[str | None, typer.Option(
                 help="Score the graph on prompts the search never saw: a file (JSONL {\"prompt\", \"target\"}, or "
                      "one prompt per line, optionally PROMPT<TAB>TARGET; a missing target means --target) or a "
                      "built-in task made from --prompt by substitution: days, months, numbers, ioi, greater-than. "
                      "Reports the median fraction recovered, live and with norms and attention frozen.")] = None,
-            heldout_n: Annotated[int, typer.Option(help="At most this many held-out prompts.")] = 20,
-            out_dir: Annotated[str | None, typer.Option("--out", help="Directory for result.json, graph.json "
-                                                        "and report.html.")] = None,
+            heldout_n: Annotated[int, typer.Option(callback=COUNT, help="At most this many held-out prompts.")] = 20,
+            out_dir: Annotated[str | None, typer.Option("--out", callback=checked_out_dir, help="Directory for "
+                                                        "result.json, graph.json and report.html.")] = None,
             overwrite: Annotated[bool, typer.Option(help="Replace existing files in --out.")] = False,
             allow_mismatch: AllowMismatchOpt = False, as_json: JsonFlag = False) -> None:
     """Attribute a target to transcoder features, heads, embeddings and error terms; find the top paths;

@@ -1,8 +1,14 @@
-"""Shared pieces of the CLI: the Typer apps, consoles, --json, progress bars."""
+"""Shared pieces of the CLI: the Typer apps, consoles, --json, progress bars, and the number checks.
+
+Every numeric option carries one of the checks below as its Typer callback (`callback=COUNT`...), so a
+bad number is refused in one line naming its flag when the arguments are parsed, before any model
+loads. The CLI sweep test walks the app and fails for a numeric option without one.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,12 +19,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lmscope.errors import InputError
+
 app = typer.Typer(help="Neuron-, feature- and circuit-level interpretability for Hugging Face causal LMs. "
                   "Long commands report progress on stderr (plain lines when it is not a terminal); add --quiet "
                   "anywhere on the command line to silence it.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-zoo_app = typer.Typer(help="The model zoo: tiny models trained on lmscope's synthetic corpus.", no_args_is_help=True)
-app.add_typer(zoo_app, name="zoo")
 out = Console()
 err = Console(stderr=True)
 
@@ -92,3 +98,52 @@ def checked_out_dir(value: str | None) -> str | None:
 
         check_output_dir(value)
     return value
+
+
+MAX_COUNT = 2**31 - 1
+"""Largest size or count an option takes: more would not index a tensor, and no run needs it."""
+MAX_SEED = 2**32 - 1
+"""Largest seed: numpy's generators take 0..2**32-1."""
+
+
+def flag_of(param: typer.CallbackParam) -> str:
+    """The option's long flag (`--batch-size`), or the argument's name in capitals."""
+    longs = [o for o in param.opts if o.startswith("--")]
+    return longs[0] if longs else (param.name or "").upper()
+
+
+def number_check(name: str, ok: Callable[[Any], bool], expected: str) -> Callable[..., Any]:
+    """A Typer callback refusing a value for which `ok` is false: `--FLAG: expected EXPECTED, got VALUE`.
+
+    `name` tags the callback (`lmscope_check`), so a test can tell a checked option from an unchecked one."""
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        if value is not None and not ok(value):
+            raise InputError(f"{flag_of(param)}: expected {expected}, got {value}")
+        return value
+
+    check.lmscope_check = name  # type: ignore[attr-defined]
+    return check
+
+
+def at_least(n: int) -> Callable[..., Any]:
+    """Integers n..MAX_COUNT: a size or count with a floor of its own (`--max-tokens` needs 2)."""
+    return number_check(f"count>={n}", lambda v: n <= v <= MAX_COUNT, f"an integer in {n}..{MAX_COUNT}")
+
+
+def _finite(v: float) -> bool:
+    return math.isfinite(v)
+
+
+COUNT = at_least(1)
+"""Sizes and counts: 1..MAX_COUNT."""
+NONNEG = number_check("nonneg", lambda v: 0 <= v <= MAX_COUNT, f"an integer in 0..{MAX_COUNT}")
+"""Counts that may be 0 (positions to leave out)."""
+INDEX = number_check("index", lambda v: -MAX_COUNT <= v <= MAX_COUNT,
+                     f"an integer in -{MAX_COUNT}..{MAX_COUNT}")
+"""Positions counted from either end (negative: from the end)."""
+SEED = number_check("seed", lambda v: 0 <= v <= MAX_SEED, f"a seed in 0..{MAX_SEED}")
+RESIDUE = number_check("residue", lambda v: 0 <= v <= 9, "a residue in 0..9")
+FRACTION = number_check("fraction", lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]")
+NONNEG_FLOAT = number_check("nonneg-float", lambda v: _finite(v) and v >= 0, "a finite number >= 0")
+POSITIVE_FLOAT = number_check("positive-float", lambda v: _finite(v) and v > 0, "a finite number > 0")
+SeedOpt = Annotated[int, typer.Option(callback=SEED, help="Random seed (sampling, splits, initialisation).")]

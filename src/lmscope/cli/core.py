@@ -7,12 +7,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lmscope.cli.common import JsonFlag, ModelArg, app, checked_out_dir, out, print_json, progress_bars
+from lmscope.cli.common import COUNT, JsonFlag, ModelArg, checked_out_dir, out, print_json, progress_bars
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
 
-@app.command()
 def demo(out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
                                               help="Directory for report.html and result.json.")]
          = "lmscope-demo",
@@ -20,8 +19,8 @@ def demo(out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
                                                    "zoo: a directory, .gguf, real:NAME, hub id or zoo:NAME.")] = None,
          corpus: Annotated[str | None, typer.Option(help=CORPUS_HELP + " Only with --model (needed unless zoo:).")]
          = None,
-         max_texts: Annotated[int, typer.Option(help="With --model: use the first N texts (windows) of the corpus.")]
-         = 16,
+         max_texts: Annotated[int, typer.Option(callback=COUNT, help="With --model: use the first N texts (windows) "
+                                                "of the corpus.")] = 16,
          overwrite: Annotated[bool, typer.Option(help="Replace report.html/result.json if they exist.")] = False,
          as_json: JsonFlag = False) -> None:
     """Load (or train, first time) the model zoo, check hook parity and write an HTML report; with --model, run
@@ -57,7 +56,6 @@ def demo(out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
     out.print(f"hook parity {'ok' if summary['parity_ok'] else '[red]FAILED[/]'}; {summary['seconds']:.1f} s")
 
 
-@app.command()
 def info(model: ModelArg, as_json: JsonFlag = False) -> None:
     """Print a model's family, sizes, whether strings get a BOS, and hook names.
 

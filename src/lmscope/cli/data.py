@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from lmscope.cli.common import JsonFlag, checked_out_dir, out, print_json
+from lmscope.cli.common import COUNT, SEED, JsonFlag, checked_out_dir, out, print_json
 from lmscope.data.export import DEFAULT_SAMPLES, DEFAULT_SEED, DEFAULT_SPLIT
 
 data_app = typer.Typer(help="Corpora and labels: export lmscope's synthetic corpus.", no_args_is_help=True)
@@ -16,8 +16,9 @@ data_app = typer.Typer(help="Corpora and labels: export lmscope's synthetic corp
 def synthetic(out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
                                                    help="Directory for corpus.txt, labels.conllu and "
                                                    "samples.jsonl.")],
-              samples: Annotated[int, typer.Option(help="Number of samples (texts).")] = DEFAULT_SAMPLES,
-              seed: Annotated[int, typer.Option(help="Generator seed.")] = DEFAULT_SEED,
+              samples: Annotated[int, typer.Option(help="Number of samples (texts).",
+                                                   callback=COUNT)] = DEFAULT_SAMPLES,
+              seed: Annotated[int, typer.Option(help="Generator seed.", callback=SEED)] = DEFAULT_SEED,
               split: Annotated[str, typer.Option(help="train (templates never query the held-out items) or "
                                                  "heldout.")] = DEFAULT_SPLIT,
               overwrite: Annotated[bool, typer.Option(help="Replace existing files.")] = False,

@@ -6,7 +6,20 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import JsonFlag, ModelArg, checked_out_dir, err, out, print_json, progress_bars
+from lmscope.cli.common import (
+    COUNT,
+    FRACTION,
+    NONNEG_FLOAT,
+    RESIDUE,
+    JsonFlag,
+    ModelArg,
+    at_least,
+    checked_out_dir,
+    err,
+    out,
+    print_json,
+    progress_bars,
+)
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
@@ -15,7 +28,17 @@ heads_app = typer.Typer(help="Attention heads: successor heads, mod-10 features,
 OutOpt = Annotated[str | None, typer.Option("--out", callback=checked_out_dir,
                                              help="Directory to write result.json into.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing result.json in --out.")]
-ModeOpt = Annotated[str, typer.Option(help="Effective embeddings: auto (what reaches each head: raw embeddings "
+def _mode(value: str) -> str:
+    """--mode checked when the arguments are parsed, before the model loads."""
+    from lmscope.heads.ov import MODES
+
+    if value not in MODES:
+        raise InputError(f"--mode: got {value!r}, expected one of {', '.join(MODES)}")
+    return value
+
+
+ModeOpt = Annotated[str, typer.Option(callback=_mode,
+                                      help="Effective embeddings: auto (what reaches each head: raw embeddings "
                                            "for layer 0, MLP0's output after it), raw, mlp0 (the paper's, for "
                                            "every head), mlp0_no_ln or mlp0_with_attn.")]
 HeadOpt = Annotated[str | None, typer.Option("--head", help="The head as LAYER.HEAD (default: the best "
@@ -95,10 +118,11 @@ def task_lines(result: Any, layer: int, head: int) -> list[str]:
 
 @heads_app.command("succession")
 def succession(model: ModelArg, out_dir: OutOpt = None, mode: ModeOpt = "auto",
-               threshold: Annotated[float, typer.Option(help="Report heads scoring at least this.")] = 0.4,
+               threshold: Annotated[float, typer.Option(help="Report heads scoring at least this.",
+                                                        callback=FRACTION)] = 0.4,
                min_pairs: Annotated[int, typer.Option("--min-pairs", help="Tasks with fewer pairs than this are "
                                                       "shown but left out of the score (below 10, one pair moves a "
-                                                      "task's score by more than 0.1).")] = 10,
+                                                      "task's score by more than 0.1).", callback=COUNT)] = 10,
                fold_ln: FoldOpt = True, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Succession score of every head (share of ordinal pairs whose OV circuit outputs the successor).
 
@@ -113,8 +137,6 @@ def succession(model: ModelArg, out_dir: OutOpt = None, mode: ModeOpt = "auto",
     from lmscope.heads import succession_scores
     from lmscope.heads.succession import greater_than_bias
 
-    if min_pairs < 1:
-        raise InputError(f"--min-pairs: got {min_pairs}, expected at least 1")
     hooked = _load(model)
     result = succession_scores(hooked, mode=mode, fold_ln=fold_ln, min_pairs=min_pairs)
     result.threshold = threshold
@@ -138,9 +160,10 @@ def succession(model: ModelArg, out_dir: OutOpt = None, mode: ModeOpt = "auto",
 
 @heads_app.command("mod10")
 def mod10(model: ModelArg, head: HeadOpt = None, out_dir: OutOpt = None, mode: ModeOpt = "auto",
-          seeds: Annotated[int, typer.Option(help="SAE seeds to fit (the modal choice is reported).")] = 3,
-          d_sae: Annotated[int, typer.Option("--d-sae", help="SAE features.")] = 256,
-          l1: Annotated[float, typer.Option(help="SAE L1 coefficient.")] = 3e-3,
+          seeds: Annotated[int, typer.Option(help="SAE seeds to fit (the modal choice is reported).",
+                                            callback=COUNT)] = 3,
+          d_sae: Annotated[int, typer.Option("--d-sae", help="SAE features.", callback=COUNT)] = 256,
+          l1: Annotated[float, typer.Option(help="SAE L1 coefficient.", callback=NONNEG_FLOAT)] = 3e-3,
           fold_ln: FoldOpt = True, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Mod-10 features: an SAE on effective embeddings, one feature per residue class, a probe beside it.
 
@@ -151,8 +174,6 @@ def mod10(model: ModelArg, head: HeadOpt = None, out_dir: OutOpt = None, mode: M
     """
     from lmscope.heads.mod10 import check_residues, mod10_features
 
-    if seeds < 1:
-        raise InputError(f"--seeds: got {seeds}, expected at least 1")
     hooked = _load(model)
     check_residues(hooked)  # before any scoring or SAE fit
     layer, h = _head(hooked, head, mode, fold_ln)
@@ -167,10 +188,11 @@ def mod10(model: ModelArg, head: HeadOpt = None, out_dir: OutOpt = None, mode: M
 
 @heads_app.command("edit")
 def edit(model: ModelArg, head: HeadOpt = None,
-         from_residue: Annotated[int | None, typer.Option("--from", help="Residue (0-9) to remove.")] = None,
-         to_residue: Annotated[int | None, typer.Option("--to", help="Residue (0-9) to add.")] = None,
+         from_residue: Annotated[int | None, typer.Option("--from", help="Residue (0-9) to remove.",
+                                                          callback=RESIDUE)] = None,
+         to_residue: Annotated[int | None, typer.Option("--to", help="Residue (0-9) to add.", callback=RESIDUE)] = None,
          out_dir: OutOpt = None, mode: ModeOpt = "auto",
-         seeds: Annotated[int, typer.Option(help="SAE seeds for the mod-10 features.")] = 3,
+         seeds: Annotated[int, typer.Option(help="SAE seeds for the mod-10 features.", callback=COUNT)] = 3,
          fold_ln: FoldOpt = True, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Vector arithmetic: move items from one residue mod 10 to another and check the head's successor.
 
@@ -182,8 +204,6 @@ def edit(model: ModelArg, head: HeadOpt = None,
     from lmscope.heads.mod10 import check_residues, mod10_features
 
     residue_pairs(from_residue, to_residue)  # refuse bad residues before any work
-    if seeds < 1:
-        raise InputError(f"--seeds: got {seeds}, expected at least 1")
     hooked = _load(model)
     check_residues(hooked)  # before any scoring or SAE fit
     layer, h = _head(hooked, head, mode, fold_ln)
@@ -197,7 +217,8 @@ def edit(model: ModelArg, head: HeadOpt = None,
 
 @heads_app.command("detect")
 def detect(model: ModelArg, out_dir: OutOpt = None,
-           seq_len: Annotated[int, typer.Option(help="Length of the repeated random block.")] = 20,
+           seq_len: Annotated[int, typer.Option(help="Length of the repeated random block.",
+                                                callback=at_least(2))] = 20,
            fold_ln: FoldOpt = True, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Previous-token, duplicate-token, induction and copying scores of every head.
 
@@ -220,15 +241,17 @@ def detect(model: ModelArg, out_dir: OutOpt = None,
 def wild(model: ModelArg, out_dir: OutOpt = None,
          corpus: Annotated[str | None, typer.Option(help=CORPUS_HELP)] = None,
          samples: Annotated[int | None, typer.Option(help="Run at most this many texts (windows) of the corpus "
-                                                          "(default: all of a file; 300 synthetic texts).")] = None,
+                                                          "(default: all of a file; 300 synthetic texts).",
+                                                          callback=COUNT)] = None,
          max_tokens: Annotated[int, typer.Option("--max-tokens", help="Cut documents into windows of at most this "
                                                   "many tokens (the cost grows with tokens x heads x "
-                                                  "vocabulary).")] = 128,
+                                                  "vocabulary).", callback=at_least(2))] = 128,
          batch_size: Annotated[int, typer.Option("--batch-size", help="Texts per batch (each batch pays a fixed "
-                                                  "per-layer cost, and holds its logits in memory).")] = 16,
+                                                  "per-layer cost, and holds its logits in memory).",
+                                                  callback=COUNT)] = 16,
          chunk_mb: Annotated[int, typer.Option(help="Most megabytes of next-token log-probabilities a batch holds "
                                                "(fewer texts per batch where they would pass it; the results are "
-                                               "the same).")] = 128,
+                                               "the same).", callback=COUNT)] = 128,
          overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Heads in the wild: per token, the head whose direct effect matters most, and what kind of token it is.
 
@@ -241,14 +264,6 @@ def wild(model: ModelArg, out_dir: OutOpt = None,
     from lmscope.data.corpus import load_corpus
     from lmscope.heads.wild import heads_in_the_wild
 
-    if samples is not None and samples < 1:
-        raise InputError(f"--samples: got {samples}, expected at least 1")
-    if max_tokens < 2:
-        raise InputError(f"--max-tokens: got {max_tokens}, expected at least 2 (a token and its next)")
-    if batch_size < 1:
-        raise InputError(f"--batch-size: got {batch_size}, expected at least 1")
-    if chunk_mb < 1:
-        raise InputError(f"--chunk-mb: got {chunk_mb}, expected at least 1 (megabytes per batch)")
     if out_dir is not None:
         from pathlib import Path
 

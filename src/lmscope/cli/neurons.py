@@ -7,7 +7,18 @@ from typing import Annotated, Any
 
 import typer
 
-from lmscope.cli.common import AllowMismatchOpt, JsonFlag, ModelArg, checked_out_dir, out, print_json, progress_bars
+from lmscope.cli.common import (
+    COUNT,
+    MAX_COUNT,
+    AllowMismatchOpt,
+    JsonFlag,
+    ModelArg,
+    SeedOpt,
+    checked_out_dir,
+    out,
+    print_json,
+    progress_bars,
+)
 from lmscope.errors import InputError
 
 neurons_app = typer.Typer(help="Rank, evaluate and ablate neurons for a labelled concept (as in NeuroX).",
@@ -20,38 +31,31 @@ ColumnOpt = Annotated[str, typer.Option(help="CoNLL-U column (upos, xpos, deprel
                                         "pos, topic, toxic or task.")]
 OutOpt = Annotated[str, typer.Option("--out", callback=checked_out_dir, help="Directory for result.json.")]
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace an existing result.json.")]
+ABLATIONS = ("zero", "mean")
+MinCountOpt = Annotated[int, typer.Option(callback=COUNT, help="Leave out classes with fewer words.")]
 
 
 def _corpus(store: Any, labels: str, column: str) -> Any:
-    from lmscope.data.labels import read_labels
+    from lmscope.data.labels import read_label_file
 
-    path = Path(labels)
-    if path.suffix in (".conllu", ".jsonl"):
-        synthetic = column if column in ("pos", "topic", "toxic", "task") else "pos"
-        return read_labels(path, column=column if column not in ("pos", "topic", "toxic", "task") else "upos",
-                           synthetic_label=synthetic)
-    text = store.manifest.get("corpus", {}).get("path")
-    if not text:
-        raise InputError(f"--labels {labels}: a parallel label file needs the store's corpus file, which "
-                         "this store does not record")
-    return read_labels(text, label_path=path)
+    return read_label_file(labels, column, corpus_path=store.manifest.get("corpus", {}).get("path"))
 
 
 def _ks(ks: str) -> list[int]:
-    try:
-        return [int(k) for k in ks.split(",") if k.strip()]
-    except ValueError:
-        raise InputError(f"--ks: expected comma-separated integers, got {ks!r}") from None
+    parts = [k.strip() for k in ks.split(",") if k.strip()]
+    if not parts or not all(k.isdecimal() and 1 <= int(k) <= MAX_COUNT for k in parts):
+        raise InputError(f"--ks: expected comma-separated integers >= 1, got {ks!r}")
+    return [int(k) for k in parts]
 
 
 @neurons_app.command("rank")
 def rank(store: StoreArg, labels: LabelsOpt, out_dir: OutOpt,
          method: Annotated[str, typer.Option(help="lca, probeless, iou, gaussian or random.")] = "lca",
-         column: ColumnOpt = "upos", min_count: Annotated[int, typer.Option(help="Leave out rarer classes.")] = 1,
+         column: ColumnOpt = "upos", min_count: MinCountOpt = 1,
          balance: Annotated[bool, typer.Option(help="Undersample every class to the smallest.")] = False,
          fast: Annotated[bool, typer.Option(help="lca only: one epoch of minibatch Adam then 5 FISTA steps, "
                                             "not solved to convergence (as NeuroX's probe is not).")] = False,
-         seed: int = 0, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
+         seed: SeedOpt = 0, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Rank every neuron of a store for a labelled concept; writes the ranking (overall and per class).
 
     Example: lmscope neurons rank store/ --labels pos.conllu --method lca --out rank/
@@ -83,7 +87,8 @@ def rank(store: StoreArg, labels: LabelsOpt, out_dir: OutOpt,
 def evaluate(store: StoreArg, labels: LabelsOpt, ranking: Annotated[str, typer.Option(
              help="A ranking's result.json (or its directory).")], out_dir: OutOpt,
              ks: Annotated[str, typer.Option(help="Comma-separated k values.")] = "10,50,100",
-             column: ColumnOpt = "upos", min_count: int = 1, seed: int = 0, overwrite: OverwriteOpt = False,
+             column: ColumnOpt = "upos", min_count: MinCountOpt = 1, seed: SeedOpt = 0,
+             overwrite: OverwriteOpt = False,
              as_json: JsonFlag = False) -> None:
     """Probe accuracy with the top / random / bottom k neurons, and selectivity against a control task.
 
@@ -94,10 +99,12 @@ def evaluate(store: StoreArg, labels: LabelsOpt, ranking: Annotated[str, typer.O
     from lmscope.neurons.analysis import NeuronRanking, evaluate_ranking
     from lmscope.neurons.dataset import load_dataset
 
+    k_values = _ks(ks)
     st = ActivationStore(store)
+    found = NeuronRanking.load(ranking)
     data = load_dataset(st, _corpus(st, labels, column), min_count=min_count, seed=seed, split=(0.2, seed))
     with progress_bars(not as_json) as stage:
-        result = evaluate_ranking(data, NeuronRanking.load(ranking), _ks(ks), seed=seed, progress=stage)
+        result = evaluate_ranking(data, found, k_values, seed=seed, progress=stage)
     path = atomic_write_json(Path(out_dir) / "result.json", result, overwrite=overwrite)
     if as_json:
         print_json(result)
@@ -111,7 +118,8 @@ def evaluate(store: StoreArg, labels: LabelsOpt, ranking: Annotated[str, typer.O
 
 @neurons_app.command("top-examples")
 def top_examples_cmd(store: StoreArg, neuron: Annotated[str, typer.Option(help="e.g. blocks.1.mlp.hook_post:7")],
-                     k: int = 10, as_json: JsonFlag = False) -> None:
+                     k: Annotated[int, typer.Option(callback=COUNT, help="How many examples.")] = 10,
+                     as_json: JsonFlag = False) -> None:
     """The k words (in their sentences) where a neuron fires most.
 
     Example: lmscope neurons top-examples store/ --neuron blocks.1.mlp.hook_post:7 --k 5
@@ -132,9 +140,10 @@ def top_examples_cmd(store: StoreArg, neuron: Annotated[str, typer.Option(help="
 @neurons_app.command("ablate")
 def ablate(model: ModelArg, store: StoreArg, labels: LabelsOpt,
            ranking: Annotated[str, typer.Option(help="A ranking's result.json (or its directory).")],
-           out_dir: OutOpt, k: Annotated[int, typer.Option(help="How many top neurons to ablate.")] = 50,
+           out_dir: OutOpt,
+           k: Annotated[int, typer.Option(callback=COUNT, help="How many top neurons to ablate.")] = 50,
            mode: Annotated[str, typer.Option(help="zero or mean.")] = "zero", column: ColumnOpt = "upos",
-           seed: int = 0, overwrite: OverwriteOpt = False, allow_mismatch: AllowMismatchOpt = False,
+           seed: SeedOpt = 0, overwrite: OverwriteOpt = False, allow_mismatch: AllowMismatchOpt = False,
            as_json: JsonFlag = False) -> None:
     """Ablate the top-k neurons inside the model; compare probe accuracy and LM loss with k random ones.
 
@@ -145,6 +154,8 @@ def ablate(model: ModelArg, store: StoreArg, labels: LabelsOpt,
     from lmscope.neurons.ablation import ablate_neurons
     from lmscope.neurons.analysis import NeuronRanking
 
+    if mode not in ABLATIONS:
+        raise InputError(f"--mode: expected one of {', '.join(ABLATIONS)}, got {mode!r}")
     st = ActivationStore(store)
     found = NeuronRanking.load(ranking)  # a bad ranking file is one line before the model loads
     with progress_bars(not as_json) as stage:

@@ -7,13 +7,32 @@ from typing import Annotated
 
 import typer
 
-from lmscope.cli.common import JsonFlag, checked_out_dir, out, print_json, progress_bars
+from lmscope.cli.common import (
+    COUNT,
+    POSITIVE_FLOAT,
+    SEED,
+    JsonFlag,
+    SeedOpt,
+    at_least,
+    checked_out_dir,
+    out,
+    print_json,
+    progress_bars,
+)
 from lmscope.data.corpus import CORPUS_HELP
 from lmscope.errors import InputError
 
 whitebox_app = typer.Typer(help="White-box (CRATE) language models: train one, compare its neurons with GPT's.",
                            no_args_is_help=True)
 OverwriteOpt = Annotated[bool, typer.Option(help="Replace existing output files.")]
+ISTA_MODES = ("overcomplete", "complete")
+
+
+def _ista_mode(value: str) -> str:
+    if value not in ISTA_MODES:
+        raise InputError(f"--mode: got {value!r}, expected one of {', '.join(ISTA_MODES)}")
+    return value
+
 
 
 @whitebox_app.command("train")
@@ -21,18 +40,20 @@ def train(out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir
                                                help="Directory for the model (HF layout + zoo_card).")],
           corpus: Annotated[str | None, typer.Option(help="Text file, one document per line (default: the "
                                                     "synthetic corpus).")] = None,
-          samples: Annotated[int, typer.Option(help="Synthetic documents when no --corpus.")] = 120_000,
-          layers: Annotated[int, typer.Option(help="Blocks.")] = 4,
-          d_model: Annotated[int, typer.Option("--d-model", help="Width.")] = 128,
-          heads: Annotated[int, typer.Option(help="MSSA heads.")] = 4,
-          expansion: Annotated[int, typer.Option(help="Overcomplete ISTA: codes per dimension.")] = 4,
-          mode: Annotated[str, typer.Option(help="overcomplete or complete ISTA.")] = "overcomplete",
-          steps: Annotated[int | None, typer.Option(help="Training steps (default: the zoo recipe's).")] = None,
-          batch_size: Annotated[int, typer.Option(help="Windows per step.")] = 32,
-          seq_len: Annotated[int, typer.Option(help="Tokens per window.")] = 64,
-          lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).")] = 3e-3,
-          vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.")] = 2048,
-          seed: int = 0, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
+          samples: Annotated[int, typer.Option(help="Synthetic documents when no --corpus.", callback=COUNT)] = 120_000,
+          layers: Annotated[int, typer.Option(help="Blocks.", callback=COUNT)] = 4,
+          d_model: Annotated[int, typer.Option("--d-model", help="Width.", callback=COUNT)] = 128,
+          heads: Annotated[int, typer.Option(help="MSSA heads.", callback=COUNT)] = 4,
+          expansion: Annotated[int, typer.Option(help="Overcomplete ISTA: codes per dimension.", callback=COUNT)] = 4,
+          mode: Annotated[str, typer.Option(help="overcomplete or complete ISTA.",
+                                            callback=_ista_mode)] = "overcomplete",
+          steps: Annotated[int | None, typer.Option(help="Training steps (default: the zoo recipe's).",
+                                                callback=COUNT)] = None,
+          batch_size: Annotated[int, typer.Option(help="Windows per step.", callback=COUNT)] = 32,
+          seq_len: Annotated[int, typer.Option(help="Tokens per window.", callback=at_least(2))] = 64,
+          lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW).", callback=POSITIVE_FLOAT)] = 3e-3,
+          vocab_size: Annotated[int, typer.Option(help="BPE vocabulary size.", callback=at_least(300))] = 2048,
+          seed: SeedOpt = 0, overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Train a CRATE model of the given size on a text corpus; the defaults are the zoo's crate-tiny.
 
     Example: lmscope whitebox train --corpus docs.txt --layers 2 --d-model 64 --steps 500 --out crate/
@@ -43,14 +64,13 @@ def train(out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir
     from lmscope.model.zoo import SPECS
     from lmscope.whitebox.train import train_crate
 
+    if d_model % heads:
+        raise InputError(f"--d-model, --heads: {d_model} is not divisible by {heads} heads")
     steps = SPECS["crate-tiny"].train.steps if steps is None else steps
 
     arch = {"n_layer": layers, "n_embd": d_model, "n_head": heads, "ista_expansion": expansion, "ista_mode": mode,
             "n_positions": max(128, seq_len)}
     recipe = TrainConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, seed=seed)
-    if min(layers, d_model, heads, expansion, steps, batch_size, seq_len) < 1:
-        raise InputError("--layers, --d-model, --heads, --expansion, --steps, --batch-size, --seq-len: "
-                         "expected positive integers")
     with progress_bars(not as_json) as stage:
         path = train_crate(out_dir, corpus=corpus, n_samples=samples, arch=arch, train=recipe,
                            vocab_size=vocab_size, overwrite=overwrite, progress=lambda i, n: stage("training", i, n))
@@ -74,12 +94,13 @@ def compare(models: Annotated[str, typer.Option(help="Comma-separated models; th
                                                        "skipped (its labels exist only for the synthetic "
                                                        "corpus).")] = None,
             sentences: Annotated[int, typer.Option(help="Sentences to score the neurons on (with --corpus: the "
-                                                   "first N windows).")] = 1500,
+                                                   "first N windows).", callback=at_least(10))] = 1500,
             units_per_layer: Annotated[int | None, typer.Option(help="Score a random sample of this many neurons "
-                                                                "per layer (default: all).")] = None,
+                                                                "per layer (default: all).", callback=COUNT)] = None,
             heldout_samples: Annotated[int, typer.Option(help="Zoo held-out corpus documents for the LM "
-                                                         "loss (with --corpus: the first N windows).")] = 4000,
-            seed: Annotated[int, typer.Option(help="Corpus, sampling and bootstrap seed.")] = 0,
+                                                         "loss (with --corpus: the first N windows).",
+                                                         callback=at_least(10))] = 4000,
+            seed: Annotated[int, typer.Option(help="Corpus, sampling and bootstrap seed.", callback=SEED)] = 0,
             overwrite: OverwriteOpt = False, as_json: JsonFlag = False) -> None:
     """Held-out loss and neuron interpretability per layer (offline autointerp, bootstrap CIs) of each model.
 
@@ -95,8 +116,6 @@ def compare(models: Annotated[str, typer.Option(help="Comma-separated models; th
     if out_dir is not None:
         for name in ("result.json", "report.html"):  # refuse before minutes of work, not after
             check_writable(Path(out_dir) / name, overwrite=overwrite)
-    if sentences < 10 or heldout_samples < 10:
-        raise InputError(f"--sentences, --heldout-samples: expected at least 10, got {sentences}, {heldout_samples}")
     cfg = CompareConfig(n_sentences=sentences, units_per_layer=units_per_layer, corpus_seed=4242 + seed,
                         heldout_samples=heldout_samples, records=RecordConfig(seed=seed))
     with progress_bars(not as_json) as stage:

@@ -8,8 +8,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from lmscope.cli.common import JsonFlag, checked_out_dir, out, print_json, progress_bars, zoo_app
+from lmscope.cli.common import JsonFlag, checked_out_dir, out, print_json, progress_bars
 from lmscope.errors import InputError
+
+zoo_app = typer.Typer(help="The model zoo: tiny models trained on lmscope's synthetic corpus.", no_args_is_help=True)
 
 
 @zoo_app.command("list")

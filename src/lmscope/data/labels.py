@@ -18,6 +18,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from lmscope.errors import InputError
 __all__ = [
     "CONLLU_COLUMNS",
     "FORMATS",
+    "SYNTHETIC_KINDS",
     "SYNTHETIC_LABELS",
     "LabeledCorpus",
     "balanced_indices",
@@ -46,6 +48,7 @@ __all__ = [
     "min_class_frequency",
     "read_conllu",
     "read_jsonl_labels",
+    "read_label_file",
     "read_labels",
     "read_parallel",
     "select_words",
@@ -231,6 +234,29 @@ def read_labels(
         path, format=format, column=column, label_path=label_path, synthetic_label=synthetic_label
     )
     return LabeledCorpus(sentences, labels, source=source)
+
+
+SYNTHETIC_KINDS = ("pos", "topic", "toxic", "task")
+"""The labels of a synthetic-corpus JSONL (`from_synthetic`); any other `column` is a CoNLL-U column."""
+
+
+def read_label_file(
+    path: str | os.PathLike[str], column: str | int = "upos", *, corpus_path: str | os.PathLike[str] | None = None
+) -> LabeledCorpus:
+    """The labels for a store's words from one file (the CLI's `--labels FILE --column C`).
+
+    `.conllu` and `.jsonl` files carry their own words: `column` is a CoNLL-U column, or for a synthetic
+    corpus one of SYNTHETIC_KINDS. Any other file is a NeuroX label file parallel to `corpus_path`, the text
+    the store was extracted from (its manifest records it)."""
+    source = Path(path)
+    if source.suffix in (".conllu", ".jsonl"):
+        synthetic = column in SYNTHETIC_KINDS
+        return read_labels(source, column="upos" if synthetic else column,
+                           synthetic_label=str(column) if synthetic else "pos")
+    if not corpus_path:
+        raise InputError(f"labels: {path}: a parallel label file needs the store's corpus file, which this store "
+                         "does not record", arg="labels")
+    return read_labels(corpus_path, label_path=source)
 
 
 # ---------------------------------------------------------------- transformations
