@@ -1,12 +1,11 @@
-"""The layer- and position-skipping patching path on every family it supports, with transformers' current
-cache API: no deprecation warning (as a Python warning or a transformers log line), and the same numbers as
-patching one component at a time on the whole forward pass."""
+"""The layer- and position-skipping patching path (built on `lmscope.model.window`) on every family it supports,
+with transformers' current cache API: no deprecation warning (as a Python warning or a transformers log line),
+and the same numbers as patching one component at a time on the whole forward pass."""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections import OrderedDict
 from collections.abc import Iterator
 
 import pytest
@@ -15,8 +14,8 @@ from torch import nn
 
 from lmscope import HookedModel
 from lmscope.causal import Component, Continuation, patch_sweep, standard_components
-from lmscope.causal.fastpath import base_run, cache_keyword, returned_cache
 from lmscope.errors import InputError
+from lmscope.model.window import base_run
 from patching_reference import one_patch_at_a_time
 from tiny_models import tiny_hf_model
 
@@ -112,22 +111,3 @@ def test_a_continuation_past_the_sliding_window_is_refused() -> None:
     base = torch.randint(1, 61, (2, 6), generator=torch.Generator().manual_seed(0))
     with pytest.raises(InputError, match=r"sliding attention window \(8\)"):
         patch_sweep(model, base, base, ["blocks.0.hook_resid_pre"], Continuation(4, lambda t, i: t[:, 0].float()))
-
-
-def test_the_cache_goes_by_the_name_the_forward_takes() -> None:
-    from transformers.modeling_outputs import CausalLMOutputWithPast
-
-    class Before(nn.Module):  # transformers before the rename
-        def forward(self, input_ids: torch.Tensor, past_key_values: object = None, use_cache: bool = False) -> None:
-            return None
-
-    class After(nn.Module):
-        def forward(self, input_ids: torch.Tensor, cache: object = None, use_cache: bool = False) -> None:
-            return None
-
-    assert cache_keyword(Before()) == "past_key_values" and cache_keyword(After()) == "cache"
-    sentinel = object()
-    assert returned_cache(OrderedDict(logits=1, past_key_values=sentinel)) is sentinel
-    assert returned_cache(OrderedDict(logits=1)) is None
-    installed = CausalLMOutputWithPast(logits=torch.zeros(1), **{cache_keyword(tiny_hf_model("llama")): sentinel})
-    assert returned_cache(installed) is sentinel

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmscope.causal.fastpath import KV, cache_keyword
 from lmscope.data.topics import TOXIC_WORDS
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
+from lmscope.model.window import KV, cache_keyword
 
 
 @dataclass

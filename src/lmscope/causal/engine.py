@@ -3,7 +3,7 @@
 For `P` (base, source) pairs and `K` components, `patched_outcomes` returns `Y[P, K]`: the outcome of
 base row `pairs[p, 0]` with component `k` set to its value in source row `pairs[p, 1]`. Components are
 stacked on the batch dimension (one forward per chunk of pairs x components). On a `HookedModel` the
-forward starts where the patch does (`lmscope.causal.fastpath`): at the patched layer, from the base
+forward starts where the patch does (`lmscope.model.window.run_window`): at the patched layer, from the base
 run's cached `hook_resid_pre`, and at the patched position, attending to the base's cached keys and
 values. Everything else (a `HookedModule`) runs whole, with the same stacking.
 
@@ -25,21 +25,20 @@ from torch import Tensor
 
 from lmscope.causal.components import LAST, Component, Runnable
 from lmscope.causal.continuation import Continuation, continue_base, greedy_continue
-from lmscope.causal.fastpath import (
+from lmscope.errors import InputError
+from lmscope.model.hooked import HookedModel
+from lmscope.model.hookpoints import HookPoint
+from lmscope.model.units import Unit
+from lmscope.model.window import (
     KV,
     Window,
     base_run,
     cache_keyword,
     fits_window,
-    last_logits_only,
+    run_window,
     sliding_window,
-    start_at,
     window,
 )
-from lmscope.errors import InputError
-from lmscope.model.hooked import HookedModel
-from lmscope.model.hookpoints import HookPoint
-from lmscope.model.units import Unit
 
 Outcome = Callable[[Tensor, Tensor], Tensor]
 """`outcome(output, index) -> Tensor [rows]`: `output` is a HookedModel's next-token logits at each row's last
@@ -282,7 +281,7 @@ def _chunk_rows(model: Runnable, base: Prepared, start: int | None, retain: bool
 
 def _window(model: HookedModel, base: Prepared, start: int | None, kv: KV | None, b_idx: Tensor, first_layer: int,
             *, length: int | None = None, retain: bool = False) -> Window:
-    """`fastpath.window`, with the base's keys and values gathered for rows `b_idx` only as each layer runs.
+    """`lmscope.model.window.window`, with the base's keys and values gathered for rows `b_idx` only as each layer runs.
 
     The window is built on stand-ins one number wide (`d_head` times smaller; its cache then has the right
     lengths, which is all the attention mask reads, and an empty one would count as no cache at all); each
@@ -391,14 +390,14 @@ def _patch_chunk(model: Runnable, base: Prepared, source: Prepared, chunk: Tenso
     hooks = [(name, make(name)) for name in by_hook]
     if not isinstance(model, HookedModel):
         return outcome(model.run_with_hooks(base.x[b_idx], hooks), b_idx).float()  # type: ignore[arg-type]
+    resid = None
     if layer > 0:
         name = f"blocks.{layer}.hook_resid_pre"
         resid = win.take(base_cache[name][b_idx], base_at[name][b_idx])  # type: ignore[index]
-        hooks = [(f"blocks.{layer}.hook_resid_pre", lambda t, *, hook: resid), *hooks]
     if y_base is not None:
-        return _confined_forward(model, base, b_idx, hooks, layer, start, kv, win, base_cache, outcome, y_base)
-    with model.hooks(hooks), start_at(model, layer), last_logits_only(model, win.local_last):
-        logits = model.hf(input_ids=win.ids, **win.kwargs).logits
+        return _confined_forward(model, base, b_idx, hooks, layer, start, kv, win, resid, base_cache, outcome,
+                                 y_base)
+    logits = run_window(model, win.ids, win.kwargs, first_layer=layer, resid=resid, last=win.local_last, hooks=hooks)
     if isinstance(outcome, Continuation):
         return _continue(model, base, b_idx, win, kv, layer, logits[:, 0], outcome)  # type: ignore[arg-type]
     return outcome(logits[:, 0], b_idx).float()
@@ -416,23 +415,18 @@ def _continue(model: HookedModel, base: Prepared, b_idx: Tensor, win: Window, kv
 
 
 def _confined_forward(model: HookedModel, base: Prepared, b_idx: Tensor, hooks: list, layer: int, start: int,
-                      kv: KV, win: Window, base_cache: dict, outcome: Outcome, y_base: Tensor) -> Tensor:
-    """Block `layer` at position `start` alone, then blocks `layer + 1..` from `start` on."""
-    out: dict[str, Tensor] = {}
-
-    def grab(t: Tensor, *, hook: HookPoint) -> None:
-        out["resid"] = t
-
-    with (model.hooks([*hooks, (f"blocks.{layer}.hook_resid_post", grab)]), start_at(model, layer, layer + 1),
-          last_logits_only(model, torch.zeros_like(b_idx))):
-        logits = model.hf(input_ids=win.ids, **win.kwargs).logits
+                      kv: KV, win: Window, resid: Tensor | None, base_cache: dict, outcome: Outcome,
+                      y_base: Tensor) -> Tensor:
+    """Block `layer` at position `start` alone (from `resid`, its input there), then blocks `layer + 1..` from
+    `start` on."""
     if layer + 1 == model.cfg.n_layers:  # only rows whose last token is the patched one can change
+        logits = run_window(model, win.ids, win.kwargs, first_layer=layer, resid=resid,
+                            last=torch.zeros_like(b_idx), hooks=hooks)
         y = outcome(logits[:, 0], b_idx).float()
         return torch.where(base.last[b_idx] == start, y, y_base[b_idx])  # type: ignore[index]
+    out = run_window(model, win.ids, win.kwargs, first_layer=layer, stop_layer=layer + 1, resid=resid, hooks=hooks)
     rest = _window(model, base, start, kv, b_idx, layer + 1)
-    resid = base_cache[f"blocks.{layer + 1}.hook_resid_pre"][b_idx][:, start:].clone()
-    resid[:, 0] = out["resid"][:, 0]
-    with (model.hooks([(f"blocks.{layer + 1}.hook_resid_pre", lambda t, *, hook: resid)]),
-          start_at(model, layer + 1), last_logits_only(model, rest.local_last)):
-        logits = model.hf(input_ids=rest.ids, **rest.kwargs).logits
+    after = base_cache[f"blocks.{layer + 1}.hook_resid_pre"][b_idx][:, start:].clone()
+    after[:, 0] = out[:, 0]
+    logits = run_window(model, rest.ids, rest.kwargs, first_layer=layer + 1, resid=after, last=rest.local_last)
     return outcome(logits[:, 0], b_idx).float()

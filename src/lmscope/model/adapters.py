@@ -17,6 +17,7 @@ themselves.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -108,6 +109,13 @@ class Adapter(ABC):
         """`c` where the model returns `c * tanh(logits / c)` (Gemma 2), else None: the logits are then not
         linear in `ln_final.hook_normalized @ W_U`."""
         return None
+
+    def block_inputs(self, layer: int, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     attention_mask: Tensor | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """What the family's forward passes block `layer`, from what it passed block 0 for the same inputs
+        (`args`, `kwargs`; see `lmscope.model.window`) and the 2D `attention_mask` the forward was called with.
+        Every block gets the same unless the family gives its layers different masks or rotary embeddings."""
+        return args, kwargs
 
     def extra_sites(self) -> dict[str, Site]:
         """Family-specific hook points beyond the common ones (e.g. GPT-2's positional embedding)."""
@@ -354,9 +362,35 @@ class LlamaAdapter(Adapter):
             return c.sliding_window if types[layer] == "sliding_attention" else None
         return getattr(c, "sliding_window", None) if c.model_type == "mistral" else None
 
+    def block_inputs(self, layer: int, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     attention_mask: Tensor | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Qwen2 with sliding and full layers (`layer_types`): each type has its own mask."""
+        return typed_block_inputs(self.hf.config.get_text_config(), layer, args, kwargs, attention_mask)
+
     def mlp_in_weight(self, layer: int) -> tuple[Tensor, Tensor]:
         up = self.mlp(layer).up_proj
         return up.weight.detach().T, _zeros_bias(up, self.cfg.d_mlp)
+
+
+def typed_block_inputs(config: Any, layer: int, args: tuple[Any, ...], kwargs: dict[str, Any],
+                       attention_mask: Tensor | None, rotary: nn.Module | None = None
+                       ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Block `layer`'s arguments in a family whose forward picks each block's mask (and, with `rotary`, its rotary
+    embedding `rotary(hidden, position_ids, layer_type)`) by `config.layer_types[layer]`, made as that forward makes
+    them, from block 0's. A block of block 0's type gets block 0's arguments."""
+    types = getattr(config, "layer_types", None)
+    if not types or types[layer] == types[0]:
+        return args, kwargs
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    make = create_sliding_window_causal_mask if types[layer] == "sliding_attention" else create_causal_mask
+    cache = next((v for k, v in kwargs.items() if k in ("cache", "past_key_values")), None)
+    position_ids = kwargs.get("position_ids")
+    kwargs = {**kwargs, "attention_mask": make(config=config, inputs_embeds=args[0], attention_mask=attention_mask,
+                                               cache=cache, position_ids=position_ids)}
+    if rotary is not None:
+        kwargs["position_embeddings"] = rotary(args[0], position_ids, types[layer])
+    return args, kwargs
 
 
 ADAPTERS: tuple[type[Adapter], ...] = (GPT2Adapter, NeoXAdapter, LlamaAdapter)

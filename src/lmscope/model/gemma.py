@@ -40,9 +40,11 @@ and the rotary embedding (likewise `W_K`); K/V weights of the shared KV heads ar
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor, nn
 
-from lmscope.model.adapters import LlamaAdapter, register_adapter
+from lmscope.model.adapters import LlamaAdapter, register_adapter, typed_block_inputs
 from lmscope.model.config import ModelConfig
 
 
@@ -106,6 +108,12 @@ class GemmaAdapter(LlamaAdapter):
 
     def sliding_window(self, layer: int) -> int | None:
         return self.attn(layer).sliding_window
+
+    def block_inputs(self, layer: int, args: tuple[Any, ...], kwargs: dict[str, Any],
+                     attention_mask: Tensor | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Local and global layers have their own masks; Gemma 3's also their own rotary embeddings."""
+        rotary = None if self.hf.config.model_type == "gemma2" else self._text_model().rotary_emb
+        return typed_block_inputs(self._text_cfg(), layer, args, kwargs, attention_mask, rotary)
 
     @property
     def logit_softcap(self) -> float | None:
