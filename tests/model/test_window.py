@@ -11,7 +11,16 @@ from torch import nn
 
 from lmscope import HookedModel
 from lmscope.errors import InputError
-from lmscope.model.window import LAST, base_run, cache_keyword, returned_cache, run_window, window
+from lmscope.model.window import (
+    LAST,
+    base_run,
+    cache_keyword,
+    greedy_decode,
+    kv_cache,
+    returned_cache,
+    run_window,
+    window,
+)
 from tiny_models import tiny_hf_model
 
 SMALL = {"num_hidden_layers": 2, "hidden_size": 32, "num_attention_heads": 4, "num_key_value_heads": 2,
@@ -80,6 +89,22 @@ def test_a_last_token_window_on_the_base_cache_gives_the_base_logits(family: str
         out = run_window(model, win.ids, win.kwargs, first_layer=1, resid=resid, last=win.local_last)
     assert win.ids.shape == (3, 1) and out.shape == (3, 1, 61)
     torch.testing.assert_close(out[:, 0], logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "gemma3"])
+def test_greedy_decoding_from_the_base_cache_is_step_by_step_generation(family: str) -> None:
+    """Right-padded rows (ending at 6, 3, 5) continue from their own last token, as each alone would."""
+    model = HookedModel(_hf(family, window_size=16))
+    last = torch.tensor([6, 3, 5])
+    with torch.no_grad():
+        logits, _, kv = base_run(model, IDS, last, [], want_kv=True)
+        mask = (torch.arange(IDS.shape[1])[None] <= last[:, None]).long()
+        tokens = greedy_decode(model, logits, kv_cache(model, kv), mask, last + 1, 4)
+        for row in range(3):
+            ids = IDS[row : row + 1, : int(last[row]) + 1]
+            for _ in range(4):
+                ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], 1)
+            assert tokens[row].tolist() == ids[0, -4:].tolist()
 
 
 def test_hooks_run_and_the_module_tree_is_never_changed() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -19,7 +18,7 @@ from torch import Tensor
 from lmscope.data.topics import TOXIC_WORDS
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
-from lmscope.model.window import KV, cache_keyword
+from lmscope.model.window import KV, greedy_decode, kv_cache
 
 
 @dataclass
@@ -35,31 +34,10 @@ class Continuation:
             raise InputError(f"continuation tokens: expected at least 1, got {self.n_tokens}")
 
 
-def greedy_continue(model: HookedModel, logits: Tensor, cache: Any, mask: Tensor, next_pos: Tensor,
-                    n_tokens: int) -> Tensor:
-    """Tokens `[rows, n_tokens]`: argmax of `logits [rows, d_vocab]`, then one cached step at a time.
-
-    `cache` holds every layer's keys/values of the prompt (updated in place), `mask [rows, width]` which of
-    its positions each row attends to, `next_pos [rows]` the position of the first new token.
-    """
-    tokens = [logits.argmax(-1)]
-    for step in range(1, n_tokens):
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model.hf(input_ids=tokens[-1][:, None], attention_mask=mask, position_ids=(next_pos + step - 1)[:, None],
-                       use_cache=True, **{cache_keyword(model.hf): cache})
-        tokens.append(out.logits[:, -1].argmax(-1))
-    return torch.stack(tokens, dim=1)
-
-
 def continue_base(model: HookedModel, logits: Tensor, kv: KV, last: Tensor, n_tokens: int) -> Tensor:
     """Greedy continuation of unpatched prompts from their cached keys/values (right padding masked)."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache(config=model.hf.config)
-    for layer, (k, v) in enumerate(kv):
-        cache.update(k, v, layer)
     mask = (torch.arange(kv[0][0].shape[2])[None] <= last[:, None]).long()
-    return greedy_continue(model, logits, cache, mask, last + 1, n_tokens)
+    return greedy_decode(model, logits, kv_cache(model, kv), mask, last + 1, n_tokens)
 
 
 def continuation_lexicon_rate(model: HookedModel, words: Sequence[str] = TOXIC_WORDS, *,

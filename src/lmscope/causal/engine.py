@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from lmscope.causal.components import LAST, Component, Runnable
-from lmscope.causal.continuation import Continuation, continue_base, greedy_continue
+from lmscope.causal.continuation import Continuation, continue_base
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
 from lmscope.model.hookpoints import HookPoint
@@ -35,6 +35,7 @@ from lmscope.model.window import (
     base_run,
     cache_keyword,
     fits_window,
+    greedy_decode,
     run_window,
     sliding_window,
     window,
@@ -410,7 +411,7 @@ def _continue(model: HookedModel, base: Prepared, b_idx: Tensor, win: Window, kv
     for lay in range(layer):  # unchanged by the patch: the base's keys/values of the last token
         k, v = kv[lay]
         cache.update(k[b_idx, :, last][:, :, None], v[b_idx, :, last][:, :, None], lay)
-    tokens = greedy_continue(model, logits, cache, win.kwargs["attention_mask"], last + 1, outcome.n_tokens)
+    tokens = greedy_decode(model, logits, cache, win.kwargs["attention_mask"], last + 1, outcome.n_tokens)
     return outcome.score_tokens(tokens, b_idx).float()
 
 

@@ -144,6 +144,33 @@ def window(model: HookedModel, ids: Tensor, last: Tensor, start: int | None, kv:
     return win
 
 
+def kv_cache(model: HookedModel, kv: KV) -> Any:
+    """A transformers `DynamicCache` for `model` holding `kv` (every layer's keys and values)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.hf.config)
+    for layer, (k, v) in enumerate(kv):
+        cache.update(k, v, layer)
+    return cache
+
+
+def greedy_decode(model: HookedModel, logits: Tensor, cache: Any, mask: Tensor, next_pos: Tensor,
+                  n_tokens: int) -> Tensor:
+    """Tokens `[rows, n_tokens]`: argmax of `logits [rows, d_vocab]`, then one cached step at a time.
+
+    `cache` holds every layer's keys/values of the prompt (updated in place), `mask [rows, width]` which of
+    its positions each row attends to, `next_pos [rows]` the position of the first new token. Hooks attached
+    around the call (`model.hooks`) run at every step.
+    """
+    tokens = [logits.argmax(-1)]
+    for step in range(1, n_tokens):
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        out = model.hf(input_ids=tokens[-1][:, None], attention_mask=mask, position_ids=(next_pos + step - 1)[:, None],
+                       use_cache=True, **{cache_keyword(model.hf): cache})
+        tokens.append(out.logits[:, -1].argmax(-1))
+    return torch.stack(tokens, dim=1)
+
+
 @contextmanager
 def last_logits_only(model: HookedModel, last: Tensor | None) -> Iterator[None]:
     """Unembed only each row's last real token: logits come back as `[rows, 1, d_vocab]` (a hook on the unembedding's
