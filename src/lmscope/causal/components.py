@@ -2,7 +2,9 @@
 
 A `Component` is one or more units (`lmscope.model.units`) patched together under one label: a head
 (`blocks.3.attn:2`), an MLP's output (`blocks.1.hook_mlp_out`), the residual stream at a position
-(`blocks.2.hook_resid_pre@4`), chosen neurons, or "everything" (several units at once). Position `-1`
+(`blocks.2.hook_resid_pre@4`), chosen neurons, features of a dictionary attached to the model
+(`dict:<path>:7@-1`; `lmscope.dictionary.attach.attach_dictionaries`), or "everything" (several units at once).
+Position `-1`
 means each row's last real token (right padding differs per row), which is where next-token outcomes live.
 
 Any object with `run_with_cache(inputs, names=..., return_logits=...)` and `run_with_hooks(inputs, hooks=...)`
@@ -80,11 +82,6 @@ def as_components(specs: Iterable[str | Unit | Component | Iterable[str | Unit]]
     dup = next((x for x in labels if labels.count(x) > 1), None)
     if dup is not None:
         raise InputError(f"components: {dup!r} appears twice")
-    for c in comps:
-        for u in c.units:
-            if u.kind == "feature":
-                raise InputError(f"component {c.label}: dictionary features are patched through a spliced "
-                                 "dictionary; splice it first and patch its hook point")
     return comps
 
 

@@ -1,5 +1,6 @@
 """Sparse dictionaries: SAEs and transcoders, their training, metrics and SAELens-layout files."""
 
+from lmscope.dictionary.attach import attach_dictionaries
 from lmscope.dictionary.buffer import ActivationBuffer
 from lmscope.dictionary.estimators import SAE, Transcoder
 from lmscope.dictionary.io import load_dictionary, save_dictionary
@@ -18,6 +19,7 @@ __all__ = [
     "SplicedMetrics",
     "TrainConfig",
     "Transcoder",
+    "attach_dictionaries",
     "evaluate",
     "feature_activations",
     "feature_density",
