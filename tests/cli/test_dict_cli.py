@@ -19,6 +19,7 @@ from lmscope.dictionary import DictConfig, Dictionary, load_dictionary, save_dic
 from lmscope.dictionary.features import de_embedding
 from lmscope.dictionary.recipes import dictionary_hooks
 from lmscope.errors import InputError
+from lmscope.results import lmscope_version
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,7 @@ def test_eval_and_features_on_held_out_text(user_trained: dict[str, Any], capsys
     code, out, err = run(capsys, "dict", "eval", d, "--corpus", heldout, "--json", "--out", str(tmp_path))
     assert code == 0, err
     result = json.loads(out)
+    assert result["kind"] == "dictionary_metrics" and result["version"] == lmscope_version()
     assert result["corpus"]["source"] == heldout and result["trained_on"]["source"] == str(user_trained["corpus"])
     assert result["positions"]["exclude_first"] == 1  # as trained
     model = HookedModel.from_pretrained("zoo:gpt2-tiny")

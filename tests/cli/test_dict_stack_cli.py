@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cli_runner import run
+from lmscope.results import lmscope_version
 
 PROMPT = "the war lasted from the year 1732 to the year 17"
 
@@ -21,7 +22,8 @@ def test_stack_trains_every_layer_and_circuit_reads_it(tmp_path: Path, capsys: p
     assert sorted(p.name for p in out.iterdir()) == ["layer0", "layer1", "layer2", "layer3", "report.html",
                                                      "result.json"]
     result = json.loads((out / "result.json").read_text())
-    assert result["kind"] == "dictionary_stack"
+    assert list(result)[:2] == ["kind", "version"] and result["kind"] == "dictionary_stack"
+    assert result["version"] == lmscope_version()  # written by the one result writer
     assert result["settings"]["corpus"]["model_dtype"] == "bfloat16"  # streamed in bf16, recorded as such
     cfg = json.loads((out / "layer2" / "cfg.json").read_text())
     assert cfg["dtype"] == "float32" and cfg["corpus"]["model_dtype"] == "bfloat16"  # weights fp32, stream bf16

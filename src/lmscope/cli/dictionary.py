@@ -366,18 +366,20 @@ def evaluate_cmd(directory: DirArg, model: ModelOpt = None, corpus: HeldOutCorpu
     from lmscope.dictionary.positions import PositionRule
     from lmscope.dictionary.recipes import corpus_record
     from lmscope.dictionary.report import dictionary_metrics
-    from lmscope.fileio import atomic_write_json, check_writable
+    from lmscope.fileio import check_writable
+    from lmscope.results import RESULT_NAME, result_payload, write_result
 
     if out_dir is not None:
-        check_writable(Path(out_dir) / "result.json", overwrite=overwrite)
+        check_writable(Path(out_dir) / RESULT_NAME, overwrite=overwrite)
     with progress_bars(True) as stage:
         hooked, dictionary, text = _load(directory, model, corpus, texts, stage, allow_mismatch=allow_mismatch)
         chosen, used = _texts(text, texts)
         result = dictionary_metrics(hooked, dictionary, chosen, exclude_first=exclude_first, progress=stage)
     result.update(model=hooked.name, dictionary=str(directory),
                   corpus={**corpus_record(text), "n_texts_used": len(chosen)}, trained_on=dictionary.cfg.corpus)
+    result = result_payload(result)  # kind and version first: what --json prints is what result.json holds
     if out_dir is not None:
-        atomic_write_json(Path(out_dir) / "result.json", result, overwrite=overwrite)
+        write_result(out_dir, result, overwrite=overwrite)
     if as_json:
         print_json(result)
         return

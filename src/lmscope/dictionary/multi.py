@@ -399,19 +399,20 @@ def save_stack(training: StackTraining, table: list[dict[str, Any]], directory: 
                overwrite: bool = False, meta: dict[str, Any] | None = None) -> Path:
     """Write `directory/layer<L>/` (SAELens layout, what `lmscope circuit --transcoders` reads) and
     `directory/result.json` (kind `dictionary_stack`: the per-layer table, curves, timing, settings; the
-    CLI draws it as report.html with `lmscope.report.dictionary_sections.stack_section`)."""
-    from lmscope import __version__
+    CLI draws it as report.html with `lmscope.report.dictionary_sections.stack_section`), through the one
+    result writer (`lmscope.results.write_result`: kind and version first). A result.json already there is
+    refused before any layer is written, unless `overwrite`."""
     from lmscope.dictionary.io import save_dictionary
-    from lmscope.fileio import atomic_write_json, check_writable
+    from lmscope.fileio import check_writable
+    from lmscope.results import RESULT_NAME, write_result
 
     root = Path(directory)
-    check_writable(root / "result.json", overwrite=overwrite)
+    check_writable(root / RESULT_NAME, overwrite=overwrite)
     for la, est in training.estimators.items():
         save_dictionary(est.dictionary_, root / f"layer{la}", overwrite=overwrite)
-    result = {"kind": "dictionary_stack", "lmscope_version": __version__, **(meta or {}),
-              "layers": list(training.hooks), "table": table, "curves": curves(training),
-              "timing": timing(training), "settings": training.settings}
-    atomic_write_json(root / "result.json", result, overwrite=overwrite)
+    result = {"kind": "dictionary_stack", **(meta or {}), "layers": list(training.hooks), "table": table,
+              "curves": curves(training), "timing": timing(training), "settings": training.settings}
+    write_result(root, result, overwrite=overwrite)
     return root
 
 
