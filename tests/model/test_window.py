@@ -17,6 +17,7 @@ from lmscope.model.window import (
     cache_keyword,
     greedy_decode,
     kv_cache,
+    lazy_window,
     returned_cache,
     run_window,
     window,
@@ -87,8 +88,13 @@ def test_a_last_token_window_on_the_base_cache_gives_the_base_logits(family: str
         win = window(model, IDS, last, LAST, kv, torch.arange(3), first_layer=1)
         resid = win.take(cache["blocks.1.hook_resid_pre"], last)
         out = run_window(model, win.ids, win.kwargs, first_layer=1, resid=resid, last=win.local_last)
+        lazy = lazy_window(model, IDS, last, LAST, kv, torch.arange(3), first_layer=1)
+        lazy_out = run_window(model, lazy.ids, lazy.kwargs, first_layer=1, resid=resid, last=lazy.local_last)
     assert win.ids.shape == (3, 1) and out.shape == (3, 1, 61)
     torch.testing.assert_close(out[:, 0], logits, atol=1e-5, rtol=0)
+    assert torch.equal(lazy_out, out)
+    kept = lazy.kwargs[cache_keyword(model.hf)].layers[1].keys
+    assert kept.shape[-1] == 1  # the gathered keys were used and let go: only the one-number stand-ins stay
 
 
 @pytest.mark.parametrize("family", ["gpt2", "gemma3"])

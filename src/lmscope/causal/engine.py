@@ -36,9 +36,9 @@ from lmscope.model.window import (
     cache_keyword,
     fits_window,
     greedy_decode,
+    lazy_window,
     run_window,
     sliding_window,
-    window,
 )
 
 Outcome = Callable[[Tensor, Tensor], Tensor]
@@ -282,36 +282,9 @@ def _chunk_rows(model: Runnable, base: Prepared, start: int | None, retain: bool
 
 def _window(model: HookedModel, base: Prepared, start: int | None, kv: KV | None, b_idx: Tensor, first_layer: int,
             *, length: int | None = None, retain: bool = False) -> Window:
-    """`lmscope.model.window.window`, with the base's keys and values gathered for rows `b_idx` only as each layer runs.
-
-    The window is built on stand-ins one number wide (`d_head` times smaller; its cache then has the right
-    lengths, which is all the attention mask reads, and an empty one would count as no cache at all); each
-    layer's first `update` gathers that layer's prefix and returns it with the new keys. Unless `retain` (a greedy
-    continuation reads the cache again), nothing is stored, so one layer's keys and values are alive at a time.
-    """
-    if start is None or kv is None:
-        return window(model, base.x, base.last, start, kv, b_idx, first_layer, length=length)  # type: ignore
-    narrow = [(k[..., :1], v[..., :1]) for k, v in kv]
-    win = window(model, base.x, base.last, start, narrow, b_idx, first_layer, length=length)  # type: ignore
-    cache = win.kwargs[cache_keyword(model.hf)]
-    for layer in range(first_layer, len(kv)):
-        _gather_on_use(cache.layers[layer], kv[layer], b_idx, retain)
-    return win
-
-
-def _gather_on_use(layer: Any, kv: tuple[Tensor, Tensor], rows: Tensor, retain: bool) -> None:
-    """Make a cache layer holding narrow stand-ins gather its prefix `kv[rows, :, :width]` when first used."""
-    width = layer.keys.shape[-2]
-
-    def update(key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
-        keys, values = kv[0][rows, :, :width], kv[1][rows, :, :width]
-        if not retain:
-            return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
-        del layer.update  # from now on the layer's own method, on the gathered prefix
-        layer.keys, layer.values = keys, values
-        return layer.update(key_states, value_states, *args, **kwargs)
-
-    layer.update = update
+    """`lazy_window` on the base rows `b_idx`: one layer's gathered keys and values alive at a time."""
+    return lazy_window(model, base.x, base.last, start, kv, b_idx, first_layer, length=length,  # type: ignore[arg-type]
+                       retain=retain)
 
 
 def _check_shapes(components: Sequence[Component], base: Prepared, source: Prepared, cache: dict) -> None:

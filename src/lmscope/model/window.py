@@ -144,6 +144,40 @@ def window(model: HookedModel, ids: Tensor, last: Tensor, start: int | None, kv:
     return win
 
 
+def lazy_window(model: HookedModel, ids: Tensor, last: Tensor, start: int | None, kv: KV | None, b_idx: Tensor,
+                first_layer: int = 0, *, length: int | None = None, retain: bool = False) -> Window:
+    """`window`, with the base's keys and values gathered for rows `b_idx` only as each layer runs.
+
+    The window is built on stand-ins one number wide (`d_head` times smaller; its cache then has the right
+    lengths, which is all the attention mask reads, and an empty one would count as no cache at all); each
+    layer's first `update` gathers that layer's prefix and returns it with the new keys. Unless `retain` (a greedy
+    continuation reads the cache again), nothing is stored, so one layer's keys and values are alive at a time.
+    """
+    if start is None or kv is None:
+        return window(model, ids, last, start, kv, b_idx, first_layer, length=length)
+    narrow = [(k[..., :1], v[..., :1]) for k, v in kv]
+    win = window(model, ids, last, start, narrow, b_idx, first_layer, length=length)
+    cache = win.kwargs[cache_keyword(model.hf)]
+    for layer in range(first_layer, len(kv)):
+        _gather_on_use(cache.layers[layer], kv[layer], b_idx, retain)
+    return win
+
+
+def _gather_on_use(layer: Any, kv: tuple[Tensor, Tensor], rows: Tensor, retain: bool) -> None:
+    """Make a cache layer holding narrow stand-ins gather its prefix `kv[rows, :, :width]` when first used."""
+    width = layer.keys.shape[-2]
+
+    def update(key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any) -> tuple[Tensor, Tensor]:
+        keys, values = kv[0][rows, :, :width], kv[1][rows, :, :width]
+        if not retain:
+            return torch.cat([keys, key_states], dim=-2), torch.cat([values, value_states], dim=-2)
+        del layer.update  # from now on the layer's own method, on the gathered prefix
+        layer.keys, layer.values = keys, values
+        return layer.update(key_states, value_states, *args, **kwargs)
+
+    layer.update = update
+
+
 def kv_cache(model: HookedModel, kv: KV) -> Any:
     """A transformers `DynamicCache` for `model` holding `kv` (every layer's keys and values)."""
     from transformers import DynamicCache
