@@ -7,13 +7,14 @@ and mediation (TE, NDE, NIE) with a confounder adjusted for by stratification or
 
 from lmscope.causal.attribution import attributed_effects, compare_estimates
 from lmscope.causal.balance import entropy_balance
-from lmscope.causal.components import LAST, Component, HookedModule, as_components, standard_components
+from lmscope.causal.components import LAST, Component, as_components, standard_components
 from lmscope.causal.continuation import Continuation
 from lmscope.causal.engine import patched_outcomes, prepare
 from lmscope.causal.mediation import SCHEMES, mediate
 from lmscope.causal.patching import patch_sweep
 from lmscope.causal.results import MediationResult, PatchingResult
 from lmscope.causal.stats import gini, localization, top_k_share
+from lmscope.model.toy import HookedModule
 
 __all__ = [
     "LAST",

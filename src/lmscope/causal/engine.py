@@ -23,11 +23,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lmscope.causal.components import LAST, Component, Runnable
+from lmscope.causal.components import LAST, Component
 from lmscope.causal.continuation import Continuation, continue_base
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
 from lmscope.model.hookpoints import HookPoint
+from lmscope.model.toy import Runnable
 from lmscope.model.units import Unit
 from lmscope.model.window import (
     KV,
