@@ -46,24 +46,38 @@ def _contents(store: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(store.iterdir())}
 
 
-def test_kill_9_then_resume_gives_identical_store(setup: tuple[Path, Path, Path]) -> None:
+HOLD = Path(__file__).parents[1] / "hold_cli.py"
+
+
+@pytest.mark.parametrize(("point", "complete"), [("shard:4", 5), ("shard-tmp:11", 11)])
+def test_kill_9_then_resume_gives_identical_store(setup: tuple[Path, Path, Path], point: str, complete: int) -> None:
+    """Killed while held at a known point (tests/hold_cli.py: after shard 4 is renamed, or with shard 11 written
+    to its temporary name), the store has exactly the shards finished by then, the dead writer's lock and at most
+    one temporary file; the same command then finishes it to the bytes of an uninterrupted run."""
     root, corpus, reference = setup
-    out = root / "killed"
-    proc = subprocess.Popen(_cmd(root, corpus, out), env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out, marker = root / f"killed-{complete}", root / f"held-{complete}"
+    proc = subprocess.Popen([sys.executable, str(HOLD), *_cmd(root, corpus, out)[3:]],
+                            env={**ENV, "LMSCOPE_TEST_HOLD": point, "LMSCOPE_TEST_HOLD_MARKER": str(marker)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(out.glob("shard-*.safetensors"))) < 5:
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)
+    assert marker.exists() and proc.poll() is None, f"the run should be held at {point}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    done = len(list(out.glob("shard-*.safetensors")))
-    assert 5 <= done < 60, "the run should have been killed part-way"
-    assert all(p.name.startswith(("shard-", "manifest", ".shard-", ".lmscope-write.lock")) for p in out.iterdir())
-    assert (out / ".lmscope-write.lock").exists()  # the dead writer's lock, taken over by the rerun below
-    result = subprocess.run(_cmd(root, corpus, out), env=ENV,
-                            capture_output=True, text=True, timeout=300)
+    assert proc.stderr is not None and "Traceback" not in proc.stderr.read().decode()
+    assert sorted(p.name for p in out.glob("shard-*.safetensors")) == [f"shard-{i:05d}.safetensors"
+                                                                        for i in range(complete)]
+    temporary = sorted(p.name for p in out.glob(".shard-*"))
+    if point.startswith("shard-tmp"):  # shard 11 written in full to its temporary name only
+        assert len(temporary) == 1 and temporary[0].startswith(f".shard-{complete:05d}.")
+    else:
+        assert temporary == []
+    finished = {f"shard-{i:05d}.safetensors" for i in range(complete)}
+    assert {p.name for p in out.iterdir()} - finished - set(temporary) == {"manifest.json", ".lmscope-write.lock"}
+    result = subprocess.run(_cmd(root, corpus, out), env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert _contents(out) == _contents(reference)
+    assert _contents(out) == _contents(reference)  # the temporary file and the lock are gone too
 
 
 def test_torchrun_two_gloo_ranks_equal_one_process(setup: tuple[Path, Path, Path]) -> None:
