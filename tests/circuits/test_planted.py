@@ -33,6 +33,7 @@ from lmscope.circuits import (
     top_connections,
 )
 from lmscope.errors import InputError
+from lmscope.model.interventions import ZeroAblation
 
 TARGET = Target("feature", layer=1, feature=0, pos=2)  # b at the last position
 
@@ -145,3 +146,31 @@ def test_recovery_keeps_features_per_position() -> None:
     assert partial.circuit_frozen == pytest.approx(hand["residual"] + hand["head"], rel=1e-5)
     assert partial.without_frozen == pytest.approx(hand["head"], rel=1e-5)
     assert partial.recovered_frozen == pytest.approx((hand["residual"] + hand["head"]) / hand["value"], rel=1e-5)
+
+
+def test_graph_nodes_are_units_that_interventions_take() -> None:
+    model, tcs = planted()
+    trace = CircuitTrace(model, tcs, PROMPT)
+    probe, _ = root_probe(trace, TARGET)
+    search = find_paths(trace, probe, n_iters=3, branches=3, beam=10, min_abs=1e-6)
+    g = build_graph(search, ["T", "O", "T"], dictionaries={0: "tc0", 1: "tc1"})
+    assert g.nodes["L0.f0@2"]["unit"] == "dict:tc0:0@2" and g.nodes["H1.0@2<-0"]["unit"] == "blocks.1.attn:0@2"
+    assert g.nodes["embed@0"]["unit"] == "blocks.0.hook_resid_pre@0" and g.nodes["target@2"]["unit"] is None
+    assert sorted(map(str, g.units())) == ["blocks.1.attn:0@2", "dict:tc0:0@0", "dict:tc0:0@2"]
+    for name, layer in (("tc0", 0), ("tc1", 1)):
+        model.attach_dictionary(name, tcs[layer])
+    b = "tc1.hook_sae_acts_post"
+    hand = by_hand()
+    _, clean = model.run_with_cache(PROMPT, names=[b])
+    assert float(clean[b][0, 2, 0]) == pytest.approx(hand["value"], rel=1e-5)  # b's pre-activation, positive
+    # the graph's features ablated: nothing reaches b (MLP 0 is feature a alone, and head 1.0 reads only a)
+    _, ablated = model.run_with_cache(PROMPT, names=[b], hooks=ZeroAblation(g.units(["feature"])).hooks())
+    assert float(ablated[b][0, 2, 0]) == pytest.approx(0.0, abs=1e-6)
+    old = g.to_dict()
+    del old["dictionaries"]
+    for n in old["nodes"]:
+        del n["unit"]
+    legacy = type(g).from_dict(old)  # a graph saved before nodes were units
+    assert sorted(map(str, legacy.units(["head"]))) == ["blocks.1.attn:0@2"]
+    with pytest.raises(InputError, match=r"feature node L0\.f0@\d has no dictionary name for layer 0"):
+        legacy.units()

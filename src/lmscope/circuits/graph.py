@@ -10,35 +10,61 @@ expanded prefixes; all of it unless the search stopped at some of them), at the 
 
 Merging: a node's value is the sum of its kept prefixes' values (its total contribution to the target
 through the graph); an edge `child → parent` carries the sum over the kept prefixes that end in
-`..., parent, child`. JSON: `{"target", "target_value", "threshold", "nodes": [...], "edges": [...]}`.
+`..., parent, child`. JSON: `{"target", "target_value", "threshold", "nodes": [...], "edges": [...],
+"dictionaries"}`.
+
+Graph nodes are units (`lmscope.model.units`): each node records its `unit` string (`Node.unit`; features need
+the name their layer's transcoder is attached under, `dictionaries`), and `graph.units()` hands them to the
+interventions and analyses that take units. Graphs saved before units load too (their units are derived from
+the nodes' fields).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
 from lmscope.circuits.paths import PathSearch, Prefix
-from lmscope.circuits.trace import EXPANDABLE, Node
+from lmscope.circuits.trace import EXPANDABLE, Node, node_unit
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
+from lmscope.model.units import UnitSet
 
 ROUNDING = 1e-6  # terms and rests below this fraction of |target| are float32 rounding, not drawn
 
 
 @dataclass
 class CircuitGraph:
-    """Nodes (`id -> {kind, layer, index, pos, src, value, traced, expanded, label}`) and edges
-    (`(child id, parent id) -> summed contribution`) of a pruned attribution graph."""
+    """Nodes (`id -> {kind, layer, index, pos, src, value, traced, expanded, label, unit}`) and edges
+    (`(child id, parent id) -> summed contribution`) of a pruned attribution graph; `dictionaries` maps a layer
+    to the name its transcoder's features are units under (`dict:<name>:<feature>`)."""
 
     target: str
     target_value: float
     threshold: float
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     edges: dict[tuple[str, str], float] = field(default_factory=dict)
+    dictionaries: dict[int, str] = field(default_factory=dict)
+
+    def units(self, kinds: Sequence[str] = ("feature", "head")) -> UnitSet:
+        """The units of the graph's nodes of these kinds (feature, head, mlp, embed), in node order; e.g.
+        `ZeroAblation(graph.units(["feature"]))` on a model with the transcoders attached under `dictionaries`."""
+        units = []
+        for n in self.nodes.values():
+            if n["kind"] not in kinds:
+                continue
+            name = self.dictionaries.get(int(n["layer"]))
+            if n["kind"] == "feature" and name is None:
+                raise InputError(f"graph: feature node {n['id']} has no dictionary name for layer {n['layer']}; "
+                                 "build the graph with dictionaries={layer: name} (the name its transcoder is "
+                                 "attached under)")
+            unit = node_unit(n["kind"], int(n["layer"]), int(n["index"]), int(n["pos"]), name)
+            if unit is not None:
+                units.append(unit)
+        return UnitSet(units)
 
     def features(self) -> list[tuple[int, int, int]]:
         """`(layer, feature, pos)` of every transcoder feature in the graph."""
@@ -51,15 +77,17 @@ class CircuitGraph:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "target_value": self.target_value, "threshold": self.threshold,
                 "nodes": list(self.nodes.values()),
-                "edges": [{"source": c, "target": p, "value": v} for (c, p), v in self.edges.items()]}
+                "edges": [{"source": c, "target": p, "value": v} for (c, p), v in self.edges.items()],
+                "dictionaries": {str(layer): name for layer, name in self.dictionaries.items()}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CircuitGraph:
         try:
             return cls(d["target"], float(d["target_value"]), float(d["threshold"]),
                        {n["id"]: dict(n) for n in d["nodes"]},
-                       {(e["source"], e["target"]): float(e["value"]) for e in d["edges"]})
-        except (KeyError, TypeError) as err:
+                       {(e["source"], e["target"]): float(e["value"]) for e in d["edges"]},
+                       {int(k): str(v) for k, v in (d.get("dictionaries") or {}).items()})
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InputError(f"graph: not a circuit graph ({err})") from None
 
     def save(self, directory: str | FsPath, *, overwrite: bool = False) -> FsPath:
@@ -82,8 +110,10 @@ def node_label(node: Node, tokens: Sequence[str]) -> str:
 
 
 def build_graph(search: PathSearch, tokens: Sequence[str], *, threshold: float = 0.0,
-                activations: dict[tuple[int, int, int], float] | None = None) -> CircuitGraph:
-    """The pruned graph of `search` (see the module docstring); `activations` adds `activation` to features."""
+                activations: dict[tuple[int, int, int], float] | None = None,
+                dictionaries: Mapping[int, str] | None = None) -> CircuitGraph:
+    """The pruned graph of `search` (see the module docstring); `activations` adds `activation` to features;
+    `dictionaries` names each layer's transcoder, so that feature nodes are `dict:<name>:<feature>@pos` units."""
     if threshold < 0:
         raise InputError(f"--threshold: expected a non-negative fraction of the target, got {threshold}")
     scale = abs(search.root_value) or 1.0
@@ -91,12 +121,16 @@ def build_graph(search: PathSearch, tokens: Sequence[str], *, threshold: float =
     on_path: dict[Prefix, set[Node]] = defaultdict(set)
     for path in search.paths:
         on_path[path.nodes[:-1]].add(path.nodes[-1])
-    graph = CircuitGraph(search.root.id, search.root_value, threshold)
+    names = {int(layer): str(name) for layer, name in (dictionaries or {}).items()}
+    graph = CircuitGraph(search.root.id, search.root_value, threshold, dictionaries=names)
     acts = activations or {}
 
     def add_node(node: Node, value: float, expanded: bool) -> None:
-        entry = graph.nodes.setdefault(node.id, {**node.to_dict(), "value": 0.0, "traced": 0.0, "expanded": False,
-                                                 "label": node_label(node, tokens)})
+        if node.id not in graph.nodes:
+            unit = node.unit(names.get(node.layer))
+            graph.nodes[node.id] = {**node.to_dict(), "value": 0.0, "traced": 0.0, "expanded": False,
+                                    "label": node_label(node, tokens), "unit": None if unit is None else str(unit)}
+        entry = graph.nodes[node.id]
         entry["value"] += value
         if expanded:
             entry["traced"] += value

@@ -32,6 +32,7 @@ from lmscope.heads.succession import ln1
 from lmscope.model.hooked import HookedModel
 from lmscope.model.inputs import Inputs
 from lmscope.model.norms import frozen_divisor, norm_parts
+from lmscope.model.units import Unit
 
 EXPANDABLE = ("feature", "head")
 
@@ -67,6 +68,28 @@ class Node:
     def to_dict(self) -> dict[str, object]:
         return {"id": self.id, "kind": self.kind, "layer": self.layer, "index": self.index, "pos": self.pos,
                 "src": self.src, **({"of": self.of} if self.of else {})}
+
+    def unit(self, dictionary: str | None = None) -> Unit | None:
+        """The unit this node is (`lmscope.model.units`), for the interventions and analyses that take units:
+        a feature is `dict:<dictionary>:<index>@pos` (None without the name its transcoder is attached under), a
+        head `blocks.L.attn:h@pos` (its output at the query position, from every source), an `mlp` leaf
+        `blocks.L.hook_mlp_out@pos`, `embed` `blocks.0.hook_resid_pre@pos`; errors, biases, rests and the
+        target are no unit (None)."""
+        return node_unit(self.kind, self.layer, self.index, self.pos, dictionary)
+
+
+def node_unit(kind: str, layer: int, index: int, pos: int, dictionary: str | None = None) -> Unit | None:
+    """`Node.unit` from a node's fields (as a saved graph holds them)."""
+    at = f"@{pos}" if pos >= 0 else ""
+    if kind == "feature":
+        return Unit.parse(f"dict:{dictionary}:{index}{at}") if dictionary else None
+    if kind == "head":
+        return Unit.parse(f"blocks.{layer}.attn:{index}{at}")
+    if kind == "mlp":
+        return Unit.parse(f"blocks.{layer}.hook_mlp_out{at}")
+    if kind == "embed":
+        return Unit.parse(f"blocks.0.hook_resid_pre{at}")
+    return None
 
 
 @dataclass
