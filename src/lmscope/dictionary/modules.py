@@ -101,6 +101,7 @@ class Dictionary(nn.Module):
     """
 
     b_dec_in: Tensor
+    provenance: dict[str, Any]  # set by training: the model record cfg.json keeps (`lmscope.dictionary.io`)
 
     def __init__(self, cfg: DictConfig, *, generator: torch.Generator | None = None) -> None:
         super().__init__()

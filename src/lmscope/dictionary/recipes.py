@@ -95,10 +95,10 @@ def recipe_estimator(model: HookedModel, kind: str, hook_in: str, hook_out: str,
     if activation == "topk" and k is None:
         raise InputError("--k: a TopK dictionary needs k")
     n_steps = max(1, math.ceil(tokens / batch_size))
-    params = dict(d_sae=d_sae, activation=activation, l1_coefficient=l1_coefficient, k=k, lr=lr,
-                  batch_size=batch_size, n_steps=n_steps, warmup_steps=min(50, n_steps // 10),
-                  l1_warmup_steps=n_steps // 5, dead_after=max(batch_size * 50, tokens // 4), seed=seed,
-                  hook_name=hook_in, model_id=model.name)
+    params: dict[str, Any] = dict(
+        d_sae=d_sae, activation=activation, l1_coefficient=l1_coefficient, k=k, lr=lr, batch_size=batch_size,
+        n_steps=n_steps, warmup_steps=min(50, n_steps // 10), l1_warmup_steps=n_steps // 5,
+        dead_after=max(batch_size * 50, tokens // 4), seed=seed, hook_name=hook_in, model_id=model.name)
     if kind == "transcoder":
         return Transcoder(**params, hook_name_out=hook_out)
     return SAE(**params)
@@ -140,9 +140,10 @@ def train_dictionary(model: HookedModel, *, kind: str = "transcoder", layer: int
     from lmscope.dictionary.multi import train_stack
 
     dictionary_hooks(model, kind, layer, hook)  # refuses a bad kind, layer or hook before any work
-    run = train_stack(model, layers=[layer], kind=kind, hook=hook, d_sae=d_sae, activation=activation,
-                      l1_coefficient=l1_coefficient, k=k, tokens=tokens, batch_size=batch_size, lr=lr, texts=texts,
-                      corpus=corpus, exclude_first=exclude_first, reuse=reuse, seed=seed,
-                      buffer_tokens=max(8 * batch_size, 16384), run=run, provenance=provenance, progress=progress)
-    est: SAE | Transcoder = run.estimators[layer]
+    trained = train_stack(model, layers=[layer], kind=kind, hook=hook, d_sae=d_sae, activation=activation,
+                          l1_coefficient=l1_coefficient, k=k, tokens=tokens, batch_size=batch_size, lr=lr,
+                          texts=texts, corpus=corpus, exclude_first=exclude_first, reuse=reuse, seed=seed,
+                          buffer_tokens=max(8 * batch_size, 16384), run=run, provenance=provenance,
+                          progress=progress)
+    est: SAE | Transcoder = trained.estimators[layer]
     return est
