@@ -9,7 +9,8 @@ Every family question an analysis may ask is a method here, answered per family,
 module attributes: the attention input norm (`ln1`), norms between a sub-layer and the residual stream
 (`attn_post_norm`, `mlp_post_norm`: Gemma; where present, `hook_attn_out` / `hook_mlp_out` are their
 outputs, i.e. what is added to the residual stream), the score scale (`attn_scale`), attention and
-final-logit soft-capping (`attn_softcap`, `logit_softcap`) and local attention (`sliding_window`).
+final-logit soft-capping (`attn_softcap`, `logit_softcap`), local attention (`sliding_window`), and what
+the family's forward gives each block (`block_inputs`, for running blocks one by one: `lmscope.model.window`).
 The Gemma family lives in `lmscope.model.gemma`, lmscope's own CRATE in `lmscope.model.crate`; both register
 themselves.
 """
