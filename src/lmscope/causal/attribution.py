@@ -38,13 +38,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lmscope.causal.components import LAST, Component, Runnable
+from lmscope.causal.components import LAST, Component
 from lmscope.causal.continuation import Continuation
 from lmscope.causal.engine import Outcome, Prepared, Progress, _check_shapes, _run_cached
-from lmscope.causal.fastpath import last_logits_only
 from lmscope.errors import InputError
 from lmscope.model.hooked import HookedModel
 from lmscope.model.hookpoints import HookPoint
+from lmscope.model.toy import Runnable
+from lmscope.model.window import last_logits_only
 
 
 def attributed_effects(model: Runnable, base: Prepared, source: Prepared, pairs: Tensor,

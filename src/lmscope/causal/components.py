@@ -8,38 +8,28 @@ Position `-1`
 means each row's last real token (right padding differs per row), which is where next-token outcomes live.
 
 Any object with `run_with_cache(inputs, names=..., return_logits=...)` and `run_with_hooks(inputs, hooks=...)`
-can be analysed (`Runnable`): `HookedModel` does, and so does `HookedModule`, which wraps a plain torch
-module whose named submodules are hook points (e.g. a linear structural causal model).
+can be analysed (`Runnable`): `HookedModel` does, and so does `HookedModule` (`lmscope.model.toy`, re-exported
+here), which wraps a plain torch module whose named submodules are hook points (e.g. a linear structural
+causal model).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
-
-import torch
-from torch import Tensor, nn
 
 from lmscope.errors import InputError
-from lmscope.model.hookpoints import HookPoint, layer_of, refuse_unknown
+from lmscope.model.hookpoints import layer_of
+from lmscope.model.toy import HookedModule, Runnable
 from lmscope.model.units import Unit
+
+__all__ = ["COMPONENT_GROUPS", "LAST", "Component", "HookedModule", "Runnable", "as_components",
+           "standard_components"]
 
 LAST = -1
 """Unit position meaning "each row's last real token"."""
 
 COMPONENT_GROUPS = ("heads", "mlp", "resid", "attn", "neurons")
-
-
-@runtime_checkable
-class Runnable(Protocol):
-    """What the patching engine needs from a model (HookedModel and HookedModule satisfy it)."""
-
-    def run_with_cache(self, inputs: Any, names: Sequence[str] | None = None, *,
-                       return_logits: bool = True) -> tuple[Tensor | None, dict[str, Tensor]]: ...
-
-    def run_with_hooks(self, inputs: Any, hooks: Sequence[tuple[str, Callable[..., Tensor | None]]] = ()
-                       ) -> Tensor | None: ...
 
 
 @dataclass(frozen=True)
@@ -114,53 +104,3 @@ def standard_components(n_layers: int, n_heads: int, groups: str | Sequence[str]
     if "neurons" in groups:
         specs.extend(neurons)
     return as_components(specs)
-
-
-class HookedModule:
-    """A plain torch module made patchable: `points` maps hook names to submodules whose output is the hook.
-
-    The module is called as `module(inputs)`; hooks follow HookedModel's contract
-    (`fn(tensor, *, hook) -> Tensor | None`), so every analysis in `lmscope.causal` runs on it unchanged.
-    """
-
-    def __init__(self, module: nn.Module, points: Mapping[str, nn.Module]) -> None:
-        self.module = module.eval()
-        self.points = dict(points)
-
-    @property
-    def hook_names(self) -> list[str]:
-        return list(self.points)
-
-    def _check(self, names: Iterable[str]) -> None:
-        for name in names:
-            if name not in self.points:
-                raise refuse_unknown(name, self.hook_names)
-
-    def run_with_hooks(self, inputs: Any, hooks: Sequence[tuple[str, Callable[..., Tensor | None]]] = ()
-                       ) -> Tensor | None:
-        """Run the module with `hooks` attached to the named points; they are removed on exit."""
-        self._check(name for name, _ in hooks)
-        handles = []
-        try:
-            for name, fn in hooks:
-                def on_output(mod: nn.Module, args: Any, output: Tensor, fn: Any = fn, name: str = name) -> Any:
-                    return fn(output, hook=HookPoint(name, layer_of(name)))
-
-                handles.append(self.points[name].register_forward_hook(on_output))
-            return self.module(inputs)
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def run_with_cache(self, inputs: Any, names: Sequence[str] | None = None, *,
-                       return_logits: bool = True) -> tuple[Tensor | None, dict[str, Tensor]]:
-        """Run once; return the output and the named activations (all points if `names` is None)."""
-        names = self.hook_names if names is None else list(names)
-        cache: dict[str, Tensor] = {}
-
-        def capture(t: Tensor, *, hook: HookPoint) -> None:
-            cache[hook.name] = t.detach()
-
-        with torch.no_grad():
-            out = self.run_with_hooks(inputs, [(n, capture) for n in names])
-        return (out if return_logits else None), cache

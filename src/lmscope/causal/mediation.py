@@ -30,11 +30,12 @@ import torch
 from torch import Tensor
 
 from lmscope.causal.balance import entropy_balance, one_hot_moments
-from lmscope.causal.components import Component, Runnable, as_components
+from lmscope.causal.components import Component, as_components
 from lmscope.causal.engine import DEFAULT_MAX_BYTES, Outcome, Progress, patched_outcomes, prepare
 from lmscope.causal.results import MediationResult
 from lmscope.causal.stats import bootstrap_counts, localization, percentile_ci
 from lmscope.errors import InputError
+from lmscope.model.toy import Runnable
 
 log = logging.getLogger(__name__)
 SCHEMES = ("unadjusted", "stratified", "entropy_balancing")

@@ -21,10 +21,11 @@ from typing import Any
 import torch
 
 from lmscope.causal.attribution import attributed_effects, compare_estimates
-from lmscope.causal.components import Component, Runnable, as_components
+from lmscope.causal.components import Component, as_components
 from lmscope.causal.engine import Outcome, Prepared, Progress, patched_outcomes, prepare
 from lmscope.causal.results import PatchingResult
 from lmscope.errors import InputError
+from lmscope.model.toy import Runnable
 
 METHODS = ("exact", "attribution")
 

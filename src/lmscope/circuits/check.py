@@ -26,7 +26,6 @@ from torch import Tensor, nn
 from lmscope.circuits.targets import Target, logit_metric
 from lmscope.circuits.trace import FrozenNorm
 from lmscope.dictionary.modules import Dictionary
-from lmscope.heads.succession import ln1
 from lmscope.model.hooked import HookedModel
 from lmscope.model.hookpoints import HookPoint
 from lmscope.model.inputs import Inputs
@@ -74,7 +73,7 @@ def _module_hooks(modules: Iterable[nn.Module], fn: Any) -> Iterator[None]:
 
 def _norms(model: HookedModel) -> list[nn.Module]:
     n = model.cfg.n_layers
-    return [*(ln1(model, layer) for layer in range(n)), *(model.adapter.ln2(layer) for layer in range(n)),
+    return [*(model.adapter.ln1(layer) for layer in range(n)), *(model.adapter.ln2(layer) for layer in range(n)),
             model.adapter.ln_final()]
 
 

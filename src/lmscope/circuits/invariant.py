@@ -27,7 +27,6 @@ from torch import Tensor, nn
 
 from lmscope.dictionary.modules import Dictionary
 from lmscope.errors import InputError
-from lmscope.heads.succession import ln1
 from lmscope.model.hooked import HookedModel
 from lmscope.model.norms import folded_W_U, norm_of_hook, norm_parts, read_through
 
@@ -95,7 +94,7 @@ def ov_de_embedding(model: HookedModel, dictionary: Dictionary, feature: int, la
         raise InputError(f"head: ({layer}, {head}) is outside the model's {model.cfg.n_layers} layers x "
                          f"{model.cfg.n_heads} heads")
     w = encoder(dictionary, model, fold=fold)[:, feature]
-    W_V = read_through(ln1(model, layer), model.W_V[layer, head], fold)
+    W_V = read_through(model.adapter.ln1(layer), model.W_V[layer, head], fold)
     scores = model.W_E.double() @ (W_V @ (model.W_O[layer, head].double() @ w))
     return _top_tokens(model, scores, k)
 

@@ -28,7 +28,6 @@ from torch import Tensor, nn
 
 from lmscope.dictionary.modules import Dictionary
 from lmscope.errors import InputError
-from lmscope.heads.succession import ln1
 from lmscope.model.hooked import HookedModel
 from lmscope.model.inputs import Inputs
 from lmscope.model.norms import frozen_divisor, norm_parts
@@ -189,7 +188,7 @@ class CircuitTrace:
         self.x_in = [c[f"blocks.{layer}.ln2.hook_normalized"] for layer in range(n)]
         self.ln2_in = [c[f"blocks.{layer}.{mid}"] for layer in range(n)]
         self.resid_final = c[f"blocks.{n - 1}.hook_resid_post"]
-        self.ln1 = [FrozenNorm(ln1(model, layer), self.resid_pre[layer]) for layer in range(n)]
+        self.ln1 = [FrozenNorm(model.adapter.ln1(layer), self.resid_pre[layer]) for layer in range(n)]
         self.ln2 = [FrozenNorm(model.adapter.ln2(layer), self.ln2_in[layer]) for layer in range(n)]
         self.ln_f = FrozenNorm(model.adapter.ln_final(), self.resid_final)
         self.W_V, self.W_O = model.W_V.double(), model.W_O.double()  # [layer, head, d, dh], [layer, head, dh, d]
