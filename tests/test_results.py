@@ -110,6 +110,7 @@ def test_a_summary_only_result_saves_but_is_read_with_read_result(tmp_path: Path
     ('{"kind": 3}', "'kind' is 3, expected a name"),
     ('{"kind": "Bad Kind"}', "'kind' is 'Bad Kind'"),
     ('{"kind": "other"}', "holds a 'other' result, expected 'planted'"),
+    ('{"kind": "planted", "values": [NaN]}', "holds NaN, which strict JSON has not"),
     ('{"kind": "planted", "version": 2}', "'version' is 2, expected the lmscope version string"),
     ('{"kind": "planted", "values": "abc"}', "not a planted result"),
     ('{"kind": "planted", "values": [1]}', "not a planted result"),  # no label

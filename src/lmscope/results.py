@@ -162,7 +162,7 @@ class ResultMixin:
         d = read_result(source, kind=cls.kind)
         try:
             obj = cls.from_dict(d)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError, RecursionError) as err:
             what = cls.what or f"{cls.kind.replace('_', ' ')} result"
             raise InputError(f"{source}: not a {what} ({err!r:.120})") from None
         obj._loaded = (d.get("version"),)
@@ -217,6 +217,14 @@ def write_result(directory: str | os.PathLike[str], result: Result | Mapping[str
     return targets
 
 
+class _NonFinite(Exception):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
 def read_result(path: str | os.PathLike[str], *, kind: str | Collection[str] | None = None) -> dict[str, Any]:
     """Read and check a `result.json` (or the directory holding it): a JSON object whose `kind` is a name
     (one of `kind` when given) and whose `version` is a string.
@@ -227,7 +235,9 @@ def read_result(path: str | os.PathLike[str], *, kind: str | Collection[str] | N
     """
     source = result_path(path)
     try:
-        d = json.loads(source.read_text(encoding="utf-8"))
+        d = json.loads(source.read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except _NonFinite as err:
+        raise InputError(f"{source}: holds {err}, which strict JSON has not (lmscope writes null)") from None
     except FileNotFoundError:
         raise InputError(f"{source}: no such file; expected a result.json written by lmscope") from None
     except json.JSONDecodeError as err:

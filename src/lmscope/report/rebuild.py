@@ -99,7 +99,7 @@ def rebuild_report(dirs: Sequence[str | os.PathLike[str]], *, title: str = "lmsc
         kind = result["kind"]
         try:
             section = SECTIONS[kind](result)
-        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError, OverflowError) as err:
             raise InputError(f"{path}: not a readable {kind.replace('_', ' ')} result ({err!r:.120})") from None
         seen[kind] = seen.get(kind, 0) + 1
         key = section.key if seen[kind] == 1 else f"{section.key}-{seen[kind]}"
