@@ -165,4 +165,4 @@ def test_cli_chunk_mb_changes_no_number(cli_inputs, capsys) -> None:  # type: ig
     for scheme in a:
         assert b[scheme]["nie"]["estimate"] == pytest.approx(a[scheme]["nie"]["estimate"], abs=1e-6)
     code, _, err = run(capsys, *common, "--chunk-mb", "0")
-    assert code == 2 and "--chunk-mb: got 0, expected at least 1" in err and "patching" not in err
+    assert code == 2 and "--chunk-mb: expected an integer in 1.." in err and "got 0" in err and "patching" not in err
