@@ -137,3 +137,18 @@ def test_grid_search_over_l1_picks_the_weak_penalty() -> None:
     assert search.best_params_ == {"l1": 1e-3}
     assert search.best_score_ > 0.95 and np.min(search.cv_results_["mean_test_score"]) < 0.5
     assert set(search.best_estimator_.top(2).tolist()) == {CLASS1_NEURON, CLASS2_NEURON}
+
+
+def test_learned_weights_read_as_attributes_with_a_trailing_underscore() -> None:
+    """Before any step (n_steps=0) the weights are the documented start: a ReLU SAE's decoder rows have norm
+    0.1, its encoder is the decoder transposed (tied start), b_enc is 0 and b_dec the mean of the first
+    batch (here every row)."""
+    X, _ = _dict_data()
+    with pytest.raises(InputError, match="SAE: not fitted yet"):
+        SAE().W_dec_  # noqa: B018
+    sae = SAE(24, batch_size=256, n_steps=0).fit(X)
+    assert sae.W_enc_.shape == (8, 24) and sae.W_dec_.shape == (24, 8)
+    torch.testing.assert_close(sae.W_dec_.norm(dim=1), torch.full((24,), 0.1), atol=1e-6, rtol=0)
+    assert torch.equal(sae.W_enc_, sae.W_dec_.T) and torch.equal(sae.b_enc_, torch.zeros(24))
+    torch.testing.assert_close(sae.b_dec_, X.mean(0), atol=1e-6, rtol=0)
+    assert not sae.W_dec_.requires_grad and sae.W_dec_.data_ptr() == sae.dictionary_.W_dec.data_ptr()

@@ -2,8 +2,9 @@
 
 Hyperparameters are `__init__` keywords that are only stored (dataclass fields, each declared once; the
 training ones are `TrainConfig`'s); `fit` checks them, returns self and sets the learned attributes
-`dictionary_` (the `Dictionary` module), `history_` (one dict per step: loss, mse, l1 or aux, l0, lr,
-n_dead), `n_steps_`, `dead_mask_` (bool `[d_sae]`, not fired in the last `dead_after` rows).
+`dictionary_` (the `Dictionary` module; its weights also read as `W_enc_`, `b_enc_`, `W_dec_`, `b_dec_`),
+`history_` (one dict per step: loss, mse, l1 or aux, l0, lr, n_dead), `n_steps_`, `dead_mask_` (bool
+`[d_sae]`, not fired in the last `dead_after` rows).
 """
 
 from __future__ import annotations
@@ -159,6 +160,26 @@ class _DictionaryEstimator(Estimator, TrainConfig):
     def _fitted(self) -> Dictionary:
         self._check_is_fitted("dictionary_")
         return self.dictionary_
+
+    @property
+    def W_enc_(self) -> Tensor:
+        """The fitted encoder `[d_in, d_sae]` (detached: the `dictionary_` module holds the parameters)."""
+        return self._fitted().W_enc.detach()
+
+    @property
+    def b_enc_(self) -> Tensor:
+        """The fitted encoder bias `[d_sae]`."""
+        return self._fitted().b_enc.detach()
+
+    @property
+    def W_dec_(self) -> Tensor:
+        """The fitted decoder `[d_sae, d_out]`: row i is feature i's direction in the target space."""
+        return self._fitted().W_dec.detach()
+
+    @property
+    def b_dec_(self) -> Tensor:
+        """The fitted decoder bias `[d_out]`."""
+        return self._fitted().b_dec.detach()
 
     @torch.no_grad()
     def transform(self, X: ArrayLike) -> Tensor:
