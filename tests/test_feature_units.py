@@ -137,15 +137,20 @@ SOURCE = ["the month ended now year", "he said the next turn", "the year were fo
 def test_patch_sweep_and_attribution_over_features(planted: Planted) -> None:
     model = planted.model
     month = planted.month
-    comps = [f"{planted.unit}@-1", f"dict:{planted.path}:0@-1", "blocks.0.attn:1@-1"]
+    comps = [f"{planted.unit}@-1", f"dict:{planted.path}:0@-1", "blocks.0.attn:1@-1", planted.unit,
+             f"{planted.unit}@4"]
     exact = patch_sweep(model, BASE, SOURCE, comps, lambda logits, index: logits[:, month])
     # patching F at the last token moves the ' month' logit by 3 x (F in the source - F in the base)
     z_last = [planted.z_F(model.to_tokens(texts).input_ids)[:, -1] for texts in (SOURCE, BASE)]
     torch.testing.assert_close(exact.effects[:, 0], 3.0 * (z_last[0] - z_last[1]), rtol=0, atol=1e-4)
     assert exact.effects[:, 0].tolist() == pytest.approx([3.0, -3.0, 3.0, -3.0], abs=1e-4)
+    # F writes at its own position only: patched everywhere it acts through the last token; at 4, not at all
+    torch.testing.assert_close(exact.effects[:, 3], exact.effects[:, 0], rtol=0, atol=1e-4)
+    assert exact.effects[:, 4].abs().max() < 1e-4
     estimate = patch_sweep(model, BASE, SOURCE, comps, lambda logits, index: logits[:, month], method="attribution")
-    # the metric is linear in a feature's activation, so the first-order estimate is exact for both features
-    torch.testing.assert_close(estimate.effects[:, :2], exact.effects[:, :2], rtol=0, atol=1e-4)
+    # the metric is linear in a feature's activation, so the first-order estimate is exact for every feature unit
+    features = [0, 1, 3, 4]
+    torch.testing.assert_close(estimate.effects[:, features], exact.effects[:, features], rtol=0, atol=1e-4)
 
 
 def test_mediation_through_a_feature(planted: Planted) -> None:

@@ -7,7 +7,8 @@ String forms (parsed by `Unit.parse`, printed by `str(unit)`):
   `...@5`                         suffix: only at position 5 (e.g. `blocks.1.mlp.hook_post:7@5`)
   `dict:<path>:123`               feature 123 of the dictionary at `<path>`: it acts on the hook point
                                   `<path>.hook_sae_acts_post`, which exists once that dictionary is attached
-                                  to the model (`lmscope.dictionary.attach.attach_dictionaries`)
+                                  to the model (`lmscope.dictionary.attach.attach_dictionaries`);
+                                  `<path>.hook_sae_acts_post:123` (a store's column name) is the same unit
 """
 
 from __future__ import annotations
