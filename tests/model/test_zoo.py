@@ -18,8 +18,21 @@ from lmscope.model.parity import check_parity
 TEXTS = ["the day after Monday is Tuesday .", "from the year 1732 to the year 1789 .", "A B C D E F"]
 
 
-@pytest.mark.parametrize("name", [n for n in zoo.SPECS if (zoo.PACKAGED / n).exists()])  # others train on first use
+PACKAGED_MODELS = ("gpt2-tiny", "neox-tiny", "llama-tiny", "crate-tiny", "gpt2-tiny-relu")
+"""Every zoo model ships inside the package (the demo and the suite run with no training)."""
+
+
+def test_every_zoo_model_is_packaged() -> None:
+    """The parity test below runs over PACKAGED_MODELS; a spec added without its shipped weights fails here."""
+    assert tuple(zoo.SPECS) == PACKAGED_MODELS
+
+
+@pytest.mark.parametrize("name", PACKAGED_MODELS)
 def test_zoo_model_loads_and_passes_parity(name: str) -> None:
+    """A packaged model that is missing fails (it is not dropped from the list, nor trained in its place)."""
+    shipped = zoo.PACKAGED / name
+    assert (shipped / "config.json").is_file() and (shipped / "model.safetensors").is_file(), f"{shipped}: missing"
+    assert zoo.locate(name) == shipped  # the shipped weights are what loads, not a training run
     model = HookedModel.from_pretrained(f"zoo:{name}")
     assert model.cfg.family == zoo.SPECS[name].family
     report = check_parity(model, TEXTS)
