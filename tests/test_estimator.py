@@ -82,6 +82,8 @@ def test_hyperparameters_are_only_stored_and_fit_refuses_bad_ones() -> None:
                  (SAE(activation="topk", n_steps=1), r"k: a TopK dictionary needs 1 <= k <= d_sae"),
                  (SAE(batch_size=0, n_steps=1), "batch_size must be positive"),
                  (SAE(d_sae=0, n_steps=1), "d_sae, d_out must be positive"),
+                 (SAE(l1_coefficient=-0.1, n_steps=1), r"l1_coefficient: expected a finite number >= 0, got -0\.1"),
+                 (Transcoder(lr=float("nan"), n_steps=1), "lr: expected a finite number > 0, got nan"),
                  (Transcoder(dtype="float16", n_steps=1), "float16 cannot train a dictionary")]
     for est, message in bad_dicts:
         assert est.get_params()["n_steps"] == 1  # stored as given

@@ -9,6 +9,7 @@ training ones are `TrainConfig`'s); `fit` checks them, returns self and sets the
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +140,11 @@ class _DictionaryEstimator(Estimator, TrainConfig):
                          skip=self._skip, dtype=self.dtype, model_id=self.model_id, train=tc.to_dict(), **provenance)
         if tc.batch_size < 1 or tc.n_steps < 0:
             raise InputError("batch_size must be positive and n_steps non-negative")
+        if not (isinstance(self.l1_coefficient, int | float) and math.isfinite(self.l1_coefficient)
+                and self.l1_coefficient >= 0):
+            raise InputError(f"l1_coefficient: expected a finite number >= 0, got {self.l1_coefficient!r}")
+        if not (isinstance(tc.lr, int | float) and math.isfinite(tc.lr) and tc.lr > 0):
+            raise InputError(f"lr: expected a finite number > 0, got {tc.lr!r}")
         if self.dtype == "float16":  # Adam's second moment and eps underflow in float16: NaN weights in one step
             raise InputError("dtype: float16 cannot train a dictionary (Adam underflows); use float32 or bfloat16, "
                              "and cast the trained dictionary if you need float16")
