@@ -151,3 +151,17 @@ def test_unit_spellings_of_a_feature() -> None:
     assert unit == Unit.parse("dict:runs/tc:7@-1")
     assert (unit.kind, unit.hook, unit.dictionary, str(unit)) == (
         "feature", "runs/tc.hook_sae_acts_post", "runs/tc", "dict:runs/tc:7@-1")
+
+
+def test_a_feature_sits_in_the_block_its_dictionary_reads() -> None:
+    from lmscope.causal import Component
+
+    model = HookedModel(tiny_hf_model("gpt2"))
+    model.attach_dictionary("tc", transcoder(model, layer=1))
+    assert model.hook_layer(FEAT) == 1 and model.hook_layer("blocks.0.hook_mlp_out") == 0
+    assert model.hook_layer("hook_embed") is None
+    both = Component.of(["dict:tc:3@-1", "blocks.1.hook_mlp_out@-1"])
+    assert both.layer is None  # from the names alone a feature's block is unknown
+    assert both.first_layer(model) == 1
+    with pytest.raises(InputError, match="not attached"):
+        model.hook_layer("other.hook_sae_acts_post")

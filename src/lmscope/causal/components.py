@@ -59,7 +59,13 @@ class Component:
     @property
     def layer(self) -> int | None:
         """The earliest block any unit sits in (None when a unit sits outside the blocks)."""
-        layers = [layer_of(u.hook) for u in self.units]
+        return self.first_layer()
+
+    def first_layer(self, model: object = None) -> int | None:
+        """`layer`, asking `model.hook_layer` where it has one: a dictionary feature sits in the block its
+        dictionary reads (a HookedModel knows it; its hook name does not say)."""
+        where = getattr(model, "hook_layer", None)
+        layers = [where(u.hook) if callable(where) else layer_of(u.hook) for u in self.units]
         return None if any(x is None for x in layers) else min(layers)  # type: ignore[type-var]
 
 

@@ -123,6 +123,13 @@ class HookedModel:
         """The attached dictionaries by name."""
         return {name: d.dictionary for name, d in self._dicts.items()}
 
+    def hook_layer(self, hook_name: str) -> int | None:
+        """The block a hook point is computed in (None outside the blocks); a feature point is computed where its
+        dictionary reads, so a forward that starts at that block (from its cached `hook_resid_pre`) sees it."""
+        self.check_names([hook_name])
+        attached = self._points.get(hook_name)
+        return layer_of(hook_name if attached is None else attached.hook_in)
+
     def dictionary_at(self, hook_name: str) -> Any:
         """The attached dictionary whose feature hook point is `hook_name`, or None for any other name."""
         attached = self._points.get(hook_name)
