@@ -105,3 +105,25 @@ def test_a_file_of_another_kind_is_refused_naming_both(tmp_path: Path) -> None:
     BUILDERS["selectivity"]().save(tmp_path)
     with pytest.raises(InputError, match=r"result\.json: holds a 'selectivity' result, expected 'neuron_ranking'"):
         type(BUILDERS["neuron_ranking"]()).load(tmp_path)
+
+
+def test_a_ranking_evaluation_is_saved_as_neuron_evaluation_and_drawn(tmp_path: Path) -> None:
+    """`evaluate_ranking` on planted neurons (17 fires on class 2, 40 on class 1): its dict names its own kind (the
+    accuracy-at-k part it contains used to overwrite it) and the report draws it."""
+    import numpy as np
+
+    from lmscope.neurons.analysis import evaluate_ranking, rank_neurons
+    from lmscope.neurons.dataset import NeuronDataset
+    from lmscope.report.rebuild import rebuild_report
+    from lmscope.results import write_result
+    from neurons.planted import CLASS1_NEURON, CLASS2_NEURON, planted
+
+    X, y = planted(600)
+    units = [f"blocks.0.mlp.hook_post:{i}" for i in range(X.shape[1])]
+    data = NeuronDataset(X, y, ["A", "B", "C"], units, np.arange(len(y)) // 5, ["w"] * len(y))
+    ranking = rank_neurons(data, "probeless")
+    assert set(ranking.units(2)) == {units[CLASS1_NEURON], units[CLASS2_NEURON]}
+    write_result(tmp_path, evaluate_ranking(data, ranking, [2]))
+    d = read_result(tmp_path, kind="neuron_evaluation")
+    assert d["method"] == "probeless" and d["ks"] == [2] and d["top"][0] == pytest.approx(1.0, abs=0.02)
+    assert [s.key for s in rebuild_report([tmp_path]).sections] == ["neuron_evaluation"]

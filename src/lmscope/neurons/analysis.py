@@ -134,7 +134,7 @@ def evaluate_ranking(data: NeuronDataset, ranking: NeuronRanking, ks: Sequence[i
     report("accuracy at k", 0, 1)
     acc = accuracy_at_k(X_train, data.y[train], X_test, data.y[test], order, list(ks), seed=seed)
     report("accuracy at k", 1, 1)
-    result: dict[str, Any] = {"kind": "neuron_evaluation", "method": ranking.method, **acc.to_dict()}
+    result: dict[str, Any] = {**acc.to_dict(), "kind": "neuron_evaluation", "method": ranking.method}
     if data.control is not None:
         sel = {}
         sizes = [*ks, len(order)]

@@ -1,0 +1,177 @@
+"""`lmscope report DIR... --out OUT`: results saved by analyses, rebuilt into one page whose figures and numbers are
+the ones in the result files (every expected value below is read from a result.json, not from the drawing code)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from lmscope.cli.report import report as report_command
+from lmscope.errors import InputError
+from lmscope.fileio import atomic_write_json
+from lmscope.report.rebuild import SECTIONS, circuit_layers, rebuild_report
+from lmscope.results import read_result, write_result
+from report.built_results import BUILDERS
+
+SAVED = ("neuron_ranking", "neuron_ablation", "vector_arithmetic", "mod10_features", "heads_in_the_wild",
+         "activation_patching", "mediation", "autointerp", "whitebox_comparison", "selectivity")
+
+
+def _figures(page: str) -> list[dict[str, Any]]:
+    blobs = re.findall(r'<script type="application/json" id="[^"]+-json">(.*?)</script>', page, re.S)
+    return [json.loads(b) for b in blobs]
+
+
+def _traces(page: str) -> list[dict[str, Any]]:
+    return [trace for fig in _figures(page) for trace in fig.get("data", [])]
+
+
+def _planted_circuit(directory: Path) -> None:
+    from circuits.planted import PROMPT, planted
+    from lmscope.circuits import trace_circuit
+    from lmscope.circuits.targets import Target
+
+    model, tcs = planted(0.0)
+    trace_circuit(model, tcs, PROMPT, Target("feature", layer=1, feature=0, pos=-1), n_iters=3, branches=4,
+                  beam=10, threshold=0.0, check=False).save(directory)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("saved")
+    dirs = {}
+    for kind in SAVED:
+        BUILDERS[kind]().save(root / kind)
+        dirs[kind] = root / kind
+    acc = BUILDERS["accuracy_at_k"]()
+    write_result(root / "evaluation", {**acc.to_dict(), "kind": "neuron_evaluation", "method": "lca",
+                                       "selectivity": {"3": BUILDERS["selectivity"]().to_dict()}})
+    dirs["neuron_evaluation"] = root / "evaluation"
+    old = {k: v for k, v in BUILDERS["head_detectors"]().to_dict().items() if k != "kind"}
+    atomic_write_json(root / "old_detectors" / "result.json", old)  # written before result.json named its kind
+    dirs["head_detectors"] = root / "old_detectors"
+    _planted_circuit(root / "circuit")
+    dirs["circuit"] = root / "circuit"
+    return dirs
+
+
+@pytest.fixture(scope="module")
+def page(saved: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> str:
+    app = typer.Typer()
+    app.command()(report_command)
+    out = tmp_path_factory.mktemp("out") / "report"
+    res = CliRunner().invoke(app, [*map(str, saved.values()), "--out", str(out), "--title", "Saved runs"])
+    assert res.exit_code == 0, res.output
+    assert f"report  {out / 'report.html'}" in res.output
+    assert read_result(out)["kind"] == "report"
+    return (out / "report.html").read_text()
+
+
+def test_every_saved_result_gets_its_section_with_its_source(saved: dict[str, Path], page: str) -> None:
+    assert "<title>Saved runs</title>" in page
+    for kind, directory in saved.items():
+        assert f"From <code>{directory / 'result.json'}</code> ({kind}, lmscope " in page
+    assert "lmscope an earlier version" in page  # the old detectors file had no version
+    assert set(saved) <= set(SECTIONS)
+
+
+def test_neuron_sections_show_the_files_numbers(saved: dict[str, Path], page: str) -> None:
+    ranking = read_result(saved["neuron_ranking"])
+    top = ranking["ranking"]
+    bars = next(t for t in _traces(page) if t.get("type") == "bar" and t.get("orientation") == "h")
+    assert bars["x"] == [e["score"] for e in top] and bars["y"] == [f"{e['point']}:{e['neuron']}" for e in top]
+    assert f"{ranking['accuracy']['test']:.3f}" in page
+    evaluation = read_result(saved["neuron_evaluation"])
+    top_k = next(t for t in _traces(page) if t.get("name") == "top-k")
+    assert top_k["x"] == evaluation["ks"] and top_k["y"] == evaluation["top"]
+    assert f"<td class=num>{evaluation['selectivity']['3']['selectivity']:.4g}</td>" in page
+    ablation = read_result(saved["neuron_ablation"])
+    assert f"<td class=num>{ablation['top_accuracy']:.4g}</td><td class=num>{ablation['top_loss']:.4g}</td>" in page
+
+
+def test_heads_sections_show_the_files_numbers(saved: dict[str, Path], page: str) -> None:
+    detectors = read_result(saved["head_detectors"])
+    grids = [t["z"] for t in _traces(page) if t.get("type") == "heatmap"]
+    for grid in detectors["scores"].values():
+        assert grid in grids
+    best = detectors["top_heads"]["induction"][0]
+    assert f"<td>{best['layer']}.{best['head']}</td><td>{best['score']:.3f}</td>" in page
+    arithmetic = read_result(saved["vector_arithmetic"])
+    assert f"{arithmetic['overall']:.2f} at k = {arithmetic['k']}" in page
+    mod10 = read_result(saved["mod10_features"])
+    assert f"{mod10['probe']['accuracy']:.2f} / {mod10['probe']['mean_cosine']:.2f}" in page
+    wild = read_result(saved["heads_in_the_wild"])
+    won = next(t for t in wild["category_tops"] if t["category"] == "succession")
+    assert f"<td>{won['layer']}.{won['head']}</td><td class=num>{won['tokens']}</td>" in page
+
+
+def test_causal_autointerp_and_whitebox_sections_show_the_files_numbers(saved: dict[str, Path], page: str) -> None:
+    patching = read_result(saved["activation_patching"])
+    grid = next(t["z"] for t in _traces(page) if t.get("type") == "heatmap" and "head 0" in t.get("x", []))
+    assert sorted(v for row in grid for v in row) == sorted(patching["mean_effect"])
+    mediation = read_result(saved["mediation"])
+    loc = mediation["localization"]["stratified"]
+    assert f"<td class=num>{loc['top_k_share']:.4g}</td><td class=num>{loc['gini']:.4g}</td>" in page
+    assert f"treatment <code>{mediation['meta']['treatment']}</code>" in page
+    auto = read_result(saved["autointerp"])
+    s = auto["summary"]["all"]["top_and_random"]
+    assert f"{s['mean']:.3f} [{s['lo']:.3f}, {s['hi']:.3f}]" in page
+    assert auto["units"][0]["explanation"]["text"] in page
+    comparison = read_result(saved["whitebox_comparison"])
+    assert f"{comparison['per_model']['gpt']['heldout_loss']:.4f}" in page
+
+
+def test_the_circuit_section_draws_the_saved_graph(saved: dict[str, Path], page: str) -> None:
+    circuit = read_result(saved["circuit"], kind="circuit")
+    assert circuit_layers(circuit) == 2  # the planted model has two layers
+    assert f"{circuit['target_value']:.4f}" in page
+    assert f"{len(circuit['graph']['nodes'])} nodes, {len(circuit['graph']['edges'])} edges" in page
+    assert (saved["circuit"] / "graph.json").exists()
+
+
+def test_a_kind_with_no_section_a_whole_report_and_a_broken_file_are_refused_naming_the_dir(
+        saved: dict[str, Path], tmp_path: Path) -> None:
+    write_result(tmp_path / "odd", {"kind": "something_new", "x": 1})
+    with pytest.raises(InputError, match=r"odd: a 'something_new' result has no report section; lmscope report "
+                                         r"draws accuracy_at_k, activation_patching"):
+        rebuild_report([saved["neuron_ranking"], tmp_path / "odd"])
+    from lmscope.report import Report
+
+    Report("whole").write(tmp_path / "whole")
+    with pytest.raises(InputError, match=r"whole: holds a whole report \(its report\.html is beside it\)"):
+        rebuild_report([tmp_path / "whole"])
+    write_result(tmp_path / "broken", {"kind": "neuron_ranking", "method": "lca"})
+    with pytest.raises(InputError, match=r"broken/result\.json: not a readable neuron ranking result \(KeyError"):
+        rebuild_report([tmp_path / "broken"])
+    with pytest.raises(InputError, match="DIR: name at least one result directory"):
+        rebuild_report([])
+
+
+def test_repeated_kinds_get_their_own_keys(saved: dict[str, Path]) -> None:
+    built = rebuild_report([saved["selectivity"], saved["selectivity"]])
+    assert [s.key for s in built.sections] == ["selectivity", "selectivity-2"]
+
+
+def test_out_is_checked_before_any_result_is_read(tmp_path: Path) -> None:
+    app = typer.Typer()
+    app.command()(report_command)
+    (tmp_path / "file").write_text("")
+    res = CliRunner().invoke(app, [str(tmp_path / "missing"), "--out", str(tmp_path / "file")])
+    assert isinstance(res.exception, InputError) and "--out" in str(res.exception) and "is a file" in str(res.exception)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.html").write_text("mine")
+    res = CliRunner().invoke(app, [str(tmp_path / "missing"), "--out", str(tmp_path / "out")])
+    assert isinstance(res.exception, InputError) and "report.html: already exists" in str(res.exception)
+    assert (tmp_path / "out" / "report.html").read_text() == "mine"
+
+
+def test_circuit_layers_counts_from_the_nodes() -> None:
+    graph = {"nodes": [{"kind": "feature", "layer": 3}, {"kind": "target", "layer": 9}, {"kind": "embed", "layer": -1}]}
+    assert circuit_layers({"graph": graph}) == 4
+    assert circuit_layers({"graph": graph, "options": {"layers_without_transcoder": [5]}}) == 6
