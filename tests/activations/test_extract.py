@@ -91,7 +91,8 @@ def test_resume_refusals_and_completed_store(model, tmp_path: Path) -> None:  # 
     before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
     again = extract(model, SENTENCES, tmp_path / "s", cfg)  # complete: nothing recomputed
     assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before and again.complete
-    with pytest.raises(InputError, match="points"):
+    with pytest.raises(InputError, match=r"a store of a different extraction \(points is \['blocks\.0\.mlp\.hook_post"
+                                          r"'\], this run's is \['blocks\.1\.mlp\.hook_post'\]\); use a new --out"):
         extract(model, SENTENCES, tmp_path / "s", ExtractConfig(("blocks.1.mlp.hook_post",), shard_sentences=2,
                                                                 dtype="float16"))
     other = _with_bos(tiny_hooked_with_tokenizer())

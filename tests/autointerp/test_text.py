@@ -111,7 +111,8 @@ def test_bad_inputs_are_refused() -> None:
     from lmscope.dictionary import DictConfig, Dictionary
 
     m = planted(False)
-    with pytest.raises(InputError, match="--points"):
+    with pytest.raises(InputError, match=r"--points: name the hook points to score \(e\.g\. "
+                                          r"blocks\.3\.mlp\.hook_post\), or pass --dict"):
         score_texts(m, TEXTS)
     with pytest.raises(InputError, match="hook_pattern"):
         score_texts(m, TEXTS, points=["blocks.0.attn.hook_pattern"])

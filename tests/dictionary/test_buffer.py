@@ -52,9 +52,9 @@ def test_fit_transcoder_on_the_fly(model) -> None:  # type: ignore[no-untyped-de
     tc = Transcoder(d_sae=64, activation="topk", k=4, batch_size=128, n_steps=30, lr=3e-3).fit(buf)
     assert tc.dictionary_.cfg.hook_name == IN and tc.dictionary_.cfg.hook_name_out == OUT
     assert tc.history_[-1]["mse"] < tc.history_[0]["mse"]
-    with pytest.raises(InputError, match="2 hook names"):
+    with pytest.raises(InputError, match=r"ActivationBuffer: a transcoder needs 2 hook names \(input, target\)"):
         Transcoder(d_sae=8, n_steps=1).fit(ActivationBuffer(model, TEXTS, [IN]))
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="Y: an SAE reconstructs X; pass Y only to a Transcoder"):
         SAE(d_sae=8, n_steps=1).fit(torch.randn(10, 4), torch.randn(10, 4))
 
 
@@ -80,5 +80,5 @@ def test_reuse_serves_each_computed_row_several_times(model, monkeypatch) -> Non
     served = torch.bincount(group[d.argmin(1)], minlength=n)
     assert bool((served <= 3 * in_corpus).all())  # never more copies than reuse x occurrences
     assert bool(((in_corpus == 1) & (served >= 2)).any())  # and a row that occurs once was served twice
-    with pytest.raises(InputError, match="--reuse"):
+    with pytest.raises(InputError, match="--reuse: expected a positive number of times to serve each row, got 0"):
         ActivationBuffer(model, TEXTS, [IN], reuse=0)

@@ -66,9 +66,12 @@ def test_topk_keeps_k_and_sae_ties_b_dec_in() -> None:
     assert "b_dec_in" in dict(t.named_buffers())
 
 
-@pytest.mark.parametrize("kwargs", [dict(kind="x", d_in=4, d_sae=4), dict(activation="topk", d_in=4, d_sae=4),
-                                    dict(d_in=4, d_sae=4, d_out=3), dict(d_in=0, d_sae=4),
-                                    dict(d_in=4, d_sae=4, dtype="int8")])
-def test_bad_config_is_input_error(kwargs: dict) -> None:
-    with pytest.raises(InputError):
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(kind="x", d_in=4, d_sae=4), "kind: expected one of sae, transcoder, got 'x'"),
+    (dict(activation="topk", d_in=4, d_sae=4), r"k: a TopK dictionary needs 1 <= k <= d_sae \(4\), got None"),
+    (dict(d_in=4, d_sae=4, d_out=3), "an SAE reconstructs its input: d_out must equal d_in and skip must be off"),
+    (dict(d_in=0, d_sae=4), "d_in, d_sae, d_out must be positive, got 0, 4, 0"),
+    (dict(d_in=4, d_sae=4, dtype="int8"), "dtype: expected one of float32, float64, float16, bfloat16, got 'int8'")])
+def test_bad_config_is_input_error(kwargs: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
         DictConfig(**kwargs)

@@ -84,7 +84,7 @@ def test_vector_arithmetic_matches_the_closed_form(tens_units, features) -> None
 
 
 def test_bad_residues() -> None:
-    with pytest.raises(InputError, match="--from"):
+    with pytest.raises(InputError, match="--from: got 10, expected a residue 0-9"):
         residue_pairs(10, 2)
     with pytest.raises(InputError, match="give both"):
         residue_pairs(3, None)

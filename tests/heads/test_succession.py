@@ -130,7 +130,7 @@ def test_auto_mode_gives_each_layer_the_input_that_reaches_it() -> None:
     emb = layer_embeddings(model, ids)
     assert torch.equal(emb[0], effective_embeddings(model, ids, mode="raw"))
     assert torch.equal(emb[2], effective_embeddings(model, ids, mode="auto", layer=2))
-    with pytest.raises(InputError, match="layer"):
+    with pytest.raises(InputError, match="mode 'auto' depends on the head's layer: pass layer=, or use layer_embed"):
         effective_embeddings(model, ids, mode="auto")
 
 
@@ -150,7 +150,7 @@ def test_greater_than_bias(successor_model: HookedModel) -> None:
     assert all(v == 1.0 for v in succ.values())
     pred = greater_than_bias(successor_model, 1, 1, mode="raw")  # the backward head favours earlier items
     assert all(v == 0.0 for v in pred.values())
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"head: got 2\.0; the model has 2 layers of 4 heads"):
         greater_than_bias(successor_model, 2, 0)
 
 
@@ -173,9 +173,9 @@ def test_pair_success_is_strict() -> None:
 
 
 def test_bad_arguments(successor_model: HookedModel) -> None:
-    with pytest.raises(InputError, match="mode"):
+    with pytest.raises(InputError, match="mode: got 'mlp9', expected one of auto, raw, mlp0, mlp0_no_ln, mlp0_with"):
         effective_embeddings(successor_model, [1], mode="mlp9")
-    with pytest.raises(InputError, match="tasks"):
+    with pytest.raises(InputError, match="tasks: unknown task 'weekdays'; expected some of numbers, number_words"):
         succession_scores(successor_model, tasks=["weekdays"])
 
 
@@ -237,7 +237,7 @@ def test_result_to_dict_and_save(zoo: HookedModel, tmp_path) -> None:  # type: i
     assert all(set(h) == {"layer", "head", "score", "baseline"} for h in data["top_heads"])
     assert data["input_baseline"]["scores"] == result.baseline.tolist()
     assert set(data["input_baseline"]["per_task"]) == {"days", "letters"}
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match=r"result\.json: already exists; pass --overwrite \(overwrite=True\)"):
         result.save(tmp_path / "out")  # never clobbers
 
 

@@ -59,13 +59,13 @@ def test_accuracy_at_k_random_baseline_averages_low(split) -> None:
 def test_accuracy_at_k_refuses_bad_input(split) -> None:
     X, y, Xte, yte = split
     good = np.arange(64)
-    with pytest.raises(InputError, match="ranking"):
+    with pytest.raises(InputError, match=r"ranking: expected a permutation of the 64 neuron indices, found shape \(10"):
         accuracy_at_k(X, y, Xte, yte, good[:10], [1])
-    with pytest.raises(InputError, match="ks"):
+    with pytest.raises(InputError, match=r"ks: expected a non-empty list of integers in \[1, 64\], found \[0\]"):
         accuracy_at_k(X, y, Xte, yte, good, [0])
-    with pytest.raises(InputError, match="X_test"):
+    with pytest.raises(InputError, match="X_test: has 10 neurons, X_train has 64"):
         accuracy_at_k(X, y, Xte[:, :10], yte, good, [1])
-    with pytest.raises(InputError, match="y_train"):
+    with pytest.raises(InputError, match="y_train: has 1999 labels but X has 2000 samples"):
         accuracy_at_k(X, y[:-1], Xte, yte, good, [1])
 
 
@@ -84,7 +84,7 @@ def test_selectivity_positive_with_token_identity_control() -> None:
     few = selectivity(X, y, Xte, yte, control[token_train], control[token_test], neurons=[17, 40])
     assert few.n_neurons == 2 and few.selectivity > 0.5
     assert json.loads(json.dumps(few.to_dict()))["kind"] == "selectivity"
-    with pytest.raises(InputError, match="neurons"):
+    with pytest.raises(InputError, match=r"neurons: expected a non-empty list of indices in \[0, 64\), found \[99\]"):
         selectivity(X, y, Xte, yte, control[token_train], control[token_test], neurons=[99])
-    with pytest.raises(InputError, match="yc_train"):
+    with pytest.raises(InputError, match="yc_train: has 5 labels but X has 2000 samples"):
         selectivity(X, y, Xte, yte, control[token_train][:5], control[token_test])
