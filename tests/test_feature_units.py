@@ -23,7 +23,15 @@ from lmscope.causal import mediate, patch_sweep
 from lmscope.data.labels import LabeledCorpus
 from lmscope.dictionary import DictConfig, Dictionary, attach_dictionaries, save_dictionary
 from lmscope.errors import InputError
-from lmscope.model.interventions import AddToUnits, MeanAblation, Patch, ZeroAblation, compute_means
+from lmscope.model.interventions import (
+    AddToUnits,
+    AddVector,
+    MeanAblation,
+    Patch,
+    Replace,
+    ZeroAblation,
+    compute_means,
+)
 from lmscope.model.units import Unit
 from lmscope.neurons.analysis import evaluate_ranking, rank_neurons
 from lmscope.neurons.dataset import load_dataset
@@ -120,6 +128,12 @@ def test_cache_and_interventions_with_closed_forms(planted: Planted) -> None:
     # a feature and a neuron compose into one intervention, as two neurons do
     assert len((ZeroAblation(planted.unit) + ZeroAblation("blocks.3.mlp.hook_post:1")).hooks()) == 2
     check(AddToUnits(f"{planted.unit}@-1", 2.0).hooks(), torch.eye(len(z))[-1] * 2.0)
+    check(AddVector(planted.hook, 2.0 * torch.eye(D_SAE)[F], positions=[-1]).hooks(), torch.eye(len(z))[-1] * 2.0)
+    # Replace on the feature point: every feature zeroed moves the logits by -(z @ W_dec) @ W_U
+    W_dec = model.dictionaries[planted.path].W_dec.detach()
+    replaced = model.run_with_hooks(text, hooks=Replace(planted.hook, torch.zeros_like).hooks())
+    expected = -(cache[planted.hook][0] @ W_dec) @ model.W_U.detach()
+    torch.testing.assert_close(replaced[0] - clean[0], expected, rtol=0, atol=2e-4)
     means = compute_means(model, [text, "the month ended now ."], [planted.hook])
     mean_F = 2 / (len(z) + 6)  # two ' year' tokens among the real tokens of both texts (each with its BOS)
     torch.testing.assert_close(means[planted.hook][F], torch.tensor(mean_F), rtol=0, atol=1e-5)

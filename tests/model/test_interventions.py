@@ -7,7 +7,15 @@ import torch
 
 from lmscope import HookedModel
 from lmscope.errors import InputError
-from lmscope.model.interventions import AddVector, MeanAblation, Patch, Replace, ZeroAblation, compute_means
+from lmscope.model.interventions import (
+    AddToUnits,
+    AddVector,
+    MeanAblation,
+    Patch,
+    Replace,
+    ZeroAblation,
+    compute_means,
+)
 from tiny_models import tiny_hf_model
 
 
@@ -82,3 +90,15 @@ def test_add_vector_and_replace_compose(model: HookedModel, tokens: torch.Tensor
 def test_index_out_of_range(model: HookedModel, tokens: torch.Tensor) -> None:
     with pytest.raises(InputError, match="out of range"):
         model.run_with_hooks(tokens, hooks=ZeroAblation("blocks.0.attn:99").hooks())
+
+
+def test_add_to_units_shifts_a_neuron_by_its_output_row(model: HookedModel, tokens: torch.Tensor) -> None:
+    name, out = "blocks.1.mlp.hook_post", "blocks.1.hook_mlp_out"
+    _, clean = model.run_with_cache(tokens, names=[name, out])
+    _, moved = model.run_with_cache(tokens, names=[name, out], hooks=AddToUnits(f"{name}:4@-1", 1.5).hooks())
+    assert torch.equal(moved[name][:, -1, 4], clean[name][:, -1, 4] + 1.5)
+    expected = clean[out].clone()
+    expected[:, -1] += 1.5 * model.W_out[1, 4]
+    torch.testing.assert_close(moved[out], expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(InputError, match="value: expected a number to add"):
+        AddToUnits(f"{name}:4", "1.5")  # type: ignore[arg-type]
