@@ -122,12 +122,20 @@ def test_folded_views_by_hand() -> None:
 
 
 def test_the_circuit_result_lists_folded_top_tokens() -> None:
+    """The trace's top tokens of a feature, against the folded products written out here for RMSNorm (gain in,
+    no centring): logits `W_dec[f] (g_final * W_U)`, de-embedding `W_E (g_ln2 * W_enc[:, f])`."""
     model = HookedModel(tiny_hf_model("llama", tie_word_embeddings=False), _tokenizer(61))
     model, tcs = _move_gains(model, _transcoders(model))
     result = trace_circuit(model, tcs, "t4 t9 t17 t3 t9", Target("logit", (5,), (7,)), n_iters=2, branches=4,
                            threshold=0.0, check=False)
     top = result.features[0]
-    best = logit_scores(model, tcs[top["layer"]], top["index"]).topk(6).indices
-    assert [t for t, _ in top["logit_tokens"]] == [f"t{int(i)}" for i in best]
-    best = de_embedding_scores(model, tcs[top["layer"]], top["index"]).topk(6).indices
-    assert [t for t, _ in top["de_embedding"]] == [f"t{int(i)}" for i in best]
+    layer, f = top["layer"], top["index"]
+    tc = tcs[layer]
+    g_final = model.adapter.ln_final().weight.detach().double()
+    g_ln2 = model.adapter.blocks()[layer].post_attention_layernorm.weight.detach().double()
+    logits = tc.W_dec.detach().double()[f] @ (g_final[:, None] * model.W_U.detach().double())
+    de_emb = model.W_E.detach().double() @ (g_ln2 * tc.W_enc.detach().double()[:, f])
+    assert [t for t, _ in top["logit_tokens"]] == [f"t{int(i)}" for i in logits.topk(6).indices]
+    assert [v for _, v in top["logit_tokens"]] == pytest.approx(logits.topk(6).values.tolist(), rel=1e-6)
+    assert [t for t, _ in top["de_embedding"]] == [f"t{int(i)}" for i in de_emb.topk(6).indices]
+    assert [v for _, v in top["de_embedding"]] == pytest.approx(de_emb.topk(6).values.tolist(), rel=1e-6)
