@@ -80,6 +80,15 @@ def test_write_result_refuses_to_clobber_and_writes_neither_file_when_one_exists
         write_result(tmp_path / "file", Planted([1.0]))
 
 
+def test_save_writes_the_page_beside_the_result_when_given_one(tmp_path: Path) -> None:
+    (tmp_path / "report.html").write_text("mine")
+    with pytest.raises(InputError, match=r"report\.html: already exists"):
+        Planted([2.0]).save(tmp_path, html="<p>page</p>")
+    assert not (tmp_path / "result.json").exists()
+    assert Planted([2.0]).save(tmp_path, html="<p>page</p>", overwrite=True) == tmp_path / "result.json"
+    assert (tmp_path / "report.html").read_text() == "<p>page</p>" and Planted.load(tmp_path) == Planted([2.0])
+
+
 def test_write_result_takes_a_mapping_with_its_kind_and_adds_the_version(tmp_path: Path) -> None:
     write_result(tmp_path, {"kind": "neuron_evaluation", "top": np.array([0.5, 1.0])})
     assert read_result(tmp_path) == {"kind": "neuron_evaluation", "version": __version__, "top": [0.5, 1.0]}

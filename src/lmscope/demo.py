@@ -246,10 +246,12 @@ def load_zoo(*, stage: Stage | None = None) -> DemoContext:
 
 
 def run_demo(out_dir: str | Path, *, overwrite: bool = False, stage: Stage | None = None) -> dict[str, Any]:
-    """Build the demo report into `out_dir`; returns the paths written and a short summary."""
+    """Build the demo report into `out_dir` (report.html and its result.json, through the one writer
+    `lmscope.results.write_result`); returns the paths written and a short summary."""
     from lmscope.fileio import check_writable
+    from lmscope.results import HTML_NAME, RESULT_NAME
 
-    for name in ("report.html", "result.json"):  # refuse before minutes of work, not after
+    for name in (HTML_NAME, RESULT_NAME):  # refuse before minutes of work, not after
         check_writable(Path(out_dir) / name, overwrite=overwrite)
     start = time.perf_counter()
     ctx = load_zoo(stage=stage)

@@ -48,8 +48,9 @@ def run_real_demo(model: str, corpus: str | None, out_dir: str | Path, *, max_te
     """
     from lmscope.data.corpus import load_corpus
     from lmscope.fileio import check_writable
+    from lmscope.results import HTML_NAME, RESULT_NAME
 
-    for name in ("report.html", "result.json"):  # refuse before any work, not after
+    for name in (HTML_NAME, RESULT_NAME):  # refuse before any work, not after
         check_writable(Path(out_dir) / name, overwrite=overwrite)
     if max_texts < 1 or context_tokens < 8:
         raise InputError(f"--max-texts, --context-tokens: expected >= 1 and >= 8, got {max_texts}, {context_tokens}")

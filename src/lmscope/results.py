@@ -150,9 +150,10 @@ class ResultMixin:
     def from_dict(cls: type[R], d: dict[str, Any]) -> R:
         raise NotImplementedError(f"{cls.__name__} is not rebuilt from its result.json; read it with read_result")
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write `directory/result.json` atomically (refused if present unless `overwrite`); returns its path."""
-        return write_result(directory, self, overwrite=overwrite)["json"]
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False, html: str | None = None) -> Path:
+        """Write `directory/result.json` atomically (refused if present unless `overwrite`), and `report.html`
+        beside it when given the page (both checked before either is written); returns result.json's path."""
+        return write_result(directory, self, html=html, overwrite=overwrite)["json"]
 
     @classmethod
     def load(cls: type[R], path: str | os.PathLike[str]) -> R:

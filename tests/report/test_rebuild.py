@@ -39,7 +39,7 @@ def _planted_circuit(directory: Path) -> None:
 
     model, tcs = planted(0.0)
     trace_circuit(model, tcs, PROMPT, Target("feature", layer=1, feature=0, pos=-1), n_iters=3, branches=4,
-                  beam=10, threshold=0.0, check=False).save(directory)  # type: ignore[arg-type]
+                  beam=10, threshold=0.0, check=False).save(directory, html="<p>circuit page</p>")  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +132,8 @@ def test_the_circuit_section_draws_the_saved_graph(saved: dict[str, Path], page:
     assert circuit_layers(circuit) == 2  # the planted model has two layers
     assert f"{circuit['target_value']:.4f}" in page
     assert f"{len(circuit['graph']['nodes'])} nodes, {len(circuit['graph']['edges'])} edges" in page
-    assert (saved["circuit"] / "graph.json").exists()
+    assert json.loads((saved["circuit"] / "graph.json").read_text())["nodes"] == circuit["graph"]["nodes"]
+    assert (saved["circuit"] / "report.html").read_text() == "<p>circuit page</p>"
 
 
 def test_a_kind_with_no_section_a_whole_report_and_a_broken_file_are_refused_naming_the_dir(

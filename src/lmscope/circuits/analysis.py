@@ -24,7 +24,7 @@ from lmscope.circuits.trace import CircuitTrace, Node, Probe
 from lmscope.dictionary.modules import Dictionary
 from lmscope.fileio import check_writable
 from lmscope.model.hooked import HookedModel
-from lmscope.results import RESULT_NAME, ResultMixin, write_result
+from lmscope.results import HTML_NAME, RESULT_NAME, ResultMixin, write_result
 
 
 @dataclass
@@ -149,13 +149,14 @@ class CircuitResult(ResultMixin):
                 "scores": None if self.scores is None else self.scores.to_dict(),
                 "heldout": None if self.heldout is None else self.heldout.to_dict(), "labels": self.labels()}
 
-    def save(self, directory: str | FsPath, *, overwrite: bool = False) -> FsPath:
-        """Write `result.json` (everything) and `graph.json` (the graph alone) into `directory`."""
+    def save(self, directory: str | FsPath, *, overwrite: bool = False, html: str | None = None) -> FsPath:
+        """Write `result.json` (everything), `graph.json` (the graph alone) and, given the page, `report.html` into
+        `directory`; all are checked before any is written."""
         out = FsPath(directory)
-        for name in (RESULT_NAME, "graph.json"):
+        for name in (RESULT_NAME, "graph.json", *((HTML_NAME,) if html is not None else ())):
             check_writable(out / name, overwrite=overwrite)
         self.graph.save(out, overwrite=overwrite)
-        return write_result(out, self, overwrite=overwrite)["json"]
+        return write_result(out, self, html=html, overwrite=overwrite)["json"]
 
 
 def trace_circuit(model: HookedModel, transcoders: Mapping[int, Dictionary], prompt: str, target: Target, *,
