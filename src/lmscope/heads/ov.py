@@ -32,12 +32,6 @@ MODES: tuple[str, ...] = ("auto", "raw", "mlp0", "mlp0_no_ln", "mlp0_with_attn")
 """Effective-embedding modes; see `effective_embeddings` ("auto": `input_mode`)."""
 
 
-def ln1(model: HookedModel, layer: int) -> nn.Module:
-    """`model.adapter.ln1(layer)`, the input norm of `layer`'s attention; kept for callers that import it from
-    here (circuits), which can ask the adapter directly."""
-    return model.adapter.ln1(layer)
-
-
 def _gain(norm: nn.Module | None) -> Tensor | None:
     """The per-dimension multiplier of a norm as applied (Gemma: `1 + weight`), None without a norm or weight."""
     if norm is None:

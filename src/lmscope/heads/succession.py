@@ -60,7 +60,6 @@ from lmscope.heads.ov import (
     head_logits,
     input_mode,
     layer_embeddings,
-    ln1,
     ov_factors,
     ov_logits,
     unembedding,
@@ -69,7 +68,7 @@ from lmscope.model.hooked import HookedModel
 
 __all__ = [  # the OV helpers are re-exported: callers (circuits, tests) import them from here
     "MIN_PAIRS", "MODES", "SuccessionResult", "TaskTokens", "effective_embeddings", "greater_than_bias",
-    "head_inputs", "head_logits", "input_mode", "layer_embeddings", "ln1", "ov_factors", "ov_logits",
+    "head_inputs", "head_logits", "input_mode", "layer_embeddings", "ov_factors", "ov_logits",
     "pair_success", "strictly_top", "succession_scores", "task_tokens", "unembedding",
 ]
 
