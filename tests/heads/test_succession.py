@@ -12,7 +12,7 @@ from lmscope import HookedModel
 from lmscope.data.sequences import CYCLIC_TASKS, SUCCESSION_TASKS
 from lmscope.errors import InputError
 from lmscope.heads import effective_embeddings, greater_than_bias, succession_scores
-from lmscope.heads.succession import head_inputs, layer_embeddings, pair_success, task_tokens
+from lmscope.heads.succession import layer_embeddings, pair_success, task_tokens
 from tiny_models import tiny_hooked_with_tokenizer
 
 # Tasks that share a circle: non-cyclic tasks use one plane with a step small enough for 200 numbers
@@ -185,6 +185,22 @@ def zoo() -> HookedModel:
     return HookedModel.from_pretrained("zoo:gpt2-tiny")
 
 
+@torch.no_grad()
+def _plain_head_inputs(model: HookedModel, ids: torch.Tensor, mode: str, layer: int) -> torch.Tensor:
+    """What a head of `layer` reads for each token alone, from GPT-2's own modules (not lmscope.heads): the
+    token embedding (raw), plus MLP0 of its ln_2 (mlp0), or block 0 run on the token alone with no position
+    (mlp0_with_attn); then the layer's ln_1. "auto" is raw for layer 0 and mlp0 after it."""
+    blocks = model.hf.transformer.h
+    x = model.hf.transformer.wte.weight[ids]
+    mode = ("raw" if layer == 0 else "mlp0") if mode == "auto" else mode
+    if mode == "mlp0":
+        x = x + blocks[0].mlp(blocks[0].ln_2(x))
+    elif mode == "mlp0_with_attn":
+        out = blocks[0](x[:, None, :])
+        x = (out[0] if isinstance(out, tuple) else out)[:, 0]
+    return blocks[layer].ln_1(x)
+
+
 def _loop_scores(model: HookedModel, layer: int, head: int, mode: str, fold: bool) -> dict[str, float]:
     """Reference: one head at a time, plain matrices, per pair; `fold`: W_U read through GPT-2's final
     LayerNorm, written out (its weight times each row, then each column centred over d_model)."""
@@ -192,7 +208,7 @@ def _loop_scores(model: HookedModel, layer: int, head: int, mode: str, fold: boo
     hits: dict[str, int] = {}
     counts: dict[str, int] = {}
     for g in groups:
-        x = head_inputs(model, effective_embeddings(model, g.ids, mode=mode, layer=layer))[layer]
+        x = _plain_head_inputs(model, g.ids, mode, layer)
         W_U = model.W_U[:, g.ids]
         if fold:
             W_U = model.hf.transformer.ln_f.weight.detach()[:, None] * W_U
