@@ -85,3 +85,12 @@ def comparison_section(result: Mapping[str, Any], key: str = "whitebox") -> Sect
     ]
     return Section(key, "White-box (CRATE) vs GPT: neuron interpretability", blocks,
                    {"comparison": {k: v for k, v in result.items() if k != "units"}, "per_layer_chart": chart_data})
+
+
+def comparison_page(result: Mapping[str, Any]) -> str:
+    """The report.html of a saved comparison (`ComparisonResult.to_dict()`): its one section on a page."""
+    from lmscope.report.report import Report
+
+    report = Report("White-box vs GPT: neuron interpretability", meta={"models": list(result["models"])})
+    report.add(comparison_section(result))
+    return report.render_html()

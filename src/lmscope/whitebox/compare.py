@@ -99,12 +99,9 @@ class ComparisonResult(ResultMixin):
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Path]:
         """`result.json` and `report.html` in `directory` (both refused if present unless `overwrite`)."""
-        from lmscope.report import Report
-        from lmscope.report.whitebox_sections import comparison_section
+        from lmscope.report.whitebox_sections import comparison_page  # below report: lint-imports flags it
 
-        report = Report("White-box vs GPT: neuron interpretability", meta={"models": self.models})
-        report.add(comparison_section(self.to_dict()))
-        return write_result(directory, self, html=report.render_html(), overwrite=overwrite)
+        return write_result(directory, self, html=comparison_page(self.to_dict()), overwrite=overwrite)
 
 
 def _layer_key(point: str) -> str:
