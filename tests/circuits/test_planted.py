@@ -21,6 +21,7 @@ from planted import (
 
 from lmscope.circuits import (
     CircuitTrace,
+    Node,
     Target,
     attribute,
     build_graph,
@@ -156,6 +157,8 @@ def test_graph_nodes_are_units_that_interventions_take() -> None:
     g = build_graph(search, ["T", "O", "T"], dictionaries={0: "tc0", 1: "tc1"})
     assert g.nodes["L0.f0@2"]["unit"] == "dict:tc0:0@2" and g.nodes["H1.0@2<-0"]["unit"] == "blocks.1.attn:0@2"
     assert g.nodes["embed@0"]["unit"] == "blocks.0.hook_resid_pre@0" and g.nodes["target@2"]["unit"] is None
+    assert str(Node("mlp", 1, pos=2).unit()) == "blocks.1.hook_mlp_out@2"  # a layer traced without a transcoder
+    assert Node("error", 0, pos=2).unit() is None and Node("feature", 0, 3, 2).unit() is None  # no name: no unit
     assert sorted(map(str, g.units())) == ["blocks.1.attn:0@2", "dict:tc0:0@0", "dict:tc0:0@2"]
     for name, layer in (("tc0", 0), ("tc1", 1)):
         model.attach_dictionary(name, tcs[layer])
