@@ -154,3 +154,13 @@ def test_learned_weights_read_as_attributes_with_a_trailing_underscore() -> None
     assert torch.equal(sae.W_enc_, sae.W_dec_.T) and torch.equal(sae.b_enc_, torch.zeros(24))
     torch.testing.assert_close(sae.b_dec_, X.mean(0), atol=1e-6, rtol=0)
     assert not sae.W_dec_.requires_grad and sae.W_dec_.data_ptr() == sae.dictionary_.W_dec.data_ptr()
+
+
+def test_run_config_refuses_what_would_be_ignored(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="checkpoint_every: expected an integer >= 0, got -5"):
+        RunConfig(out_dir=tmp_path, checkpoint_every=-5)
+    with pytest.raises(InputError, match="keep_checkpoints: expected an integer >= 1, got 0"):
+        RunConfig(out_dir=tmp_path, checkpoint_every=5, keep_checkpoints=0)
+    for settings in ({"checkpoint_every": 5}, {"resume": True}):
+        with pytest.raises(InputError, match="out_dir: checkpoints and resume need a directory"):
+            RunConfig(**settings)

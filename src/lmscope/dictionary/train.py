@@ -106,6 +106,14 @@ class RunConfig:
     resume: bool = False
     remove_after: bool = False
 
+    def __post_init__(self) -> None:
+        for name, least in (("checkpoint_every", 0), ("keep_checkpoints", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise InputError(f"{name}: expected an integer >= {least}, got {value!r}")
+        if self.out_dir is None and (self.checkpoint_every or self.resume):
+            raise InputError("out_dir: checkpoints and resume need a directory to keep them in, got none")
+
 
 # --- data ----------------------------------------------------------------------------------------------
 class TensorSource:
@@ -209,7 +217,7 @@ def plan_checkpoints(out_dir: str | Path, n_steps: int, every: int | None, *, ov
     auto = every is None
     steps = max(1, -(-n_steps // 10)) if auto else int(every or 0)
     return RunConfig(out_dir=out_dir if steps else None, checkpoint_every=steps,
-                     resume=latest_checkpoint(out_dir) is not None, remove_after=auto)
+                     resume=steps > 0 and latest_checkpoint(out_dir) is not None, remove_after=auto)
 
 
 def remove_checkpoints(out_dir: str | Path) -> None:
