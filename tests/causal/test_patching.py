@@ -136,3 +136,39 @@ def test_rotary_families_with_padded_texts(family: str) -> None:
     whole = patch_sweep(model, base, source, comps, _metric, skip_layers=False)
     assert whole.effects.abs().mean() > 1e-3
     torch.testing.assert_close(fast.effects, whole.effects, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_feature_components_equal_adding_their_decoder_rows(family: str) -> None:
+    """Patching feature f of a transcoder at the last token is adding (z_f(source) - z_f(base)) W_dec[f] to the MLP
+    output there: checked against plain hooks on hook_mlp_out, with z written out from the transcoder's weights."""
+    from lmscope.dictionary import DictConfig, Dictionary
+
+    model = HookedModel(tiny_hf_model(family))
+    d = model.cfg.d_model
+    cfg = DictConfig(kind="transcoder", d_in=d, d_sae=6, hook_name="blocks.1.ln2.hook_normalized",
+                     hook_name_out="blocks.1.hook_mlp_out")
+    tc = Dictionary(cfg, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        tc.b_enc.fill_(0.2)
+    model.attach_dictionary("tc", tc)
+    base, source = _pair(3)
+    comps = [f"dict:tc:{f}@-1" for f in range(6)] + [["dict:tc:2@-1", "blocks.0.attn:1@-1"]]
+    fast = patch_sweep(model, base, source, comps, _metric)
+    slow = patch_sweep(model, base, source, comps, _metric, skip_layers=False)
+    torch.testing.assert_close(fast.effects, slow.effects, atol=1e-5, rtol=0)
+    x = "blocks.1.ln2.hook_normalized"
+    z_base, z_src = (torch.relu(model.run_with_cache(t, names=[x])[1][x][:, -1] @ tc.W_enc.detach() + 0.2)
+                     for t in (base, source))
+    clean = _metric(model(base)[:, -1], None)
+    for f in range(6):
+        delta = (z_src[:, f] - z_base[:, f])[:, None] * tc.W_dec.detach()[f]
+
+        def add(t: torch.Tensor, *, hook: object, delta: torch.Tensor = delta) -> torch.Tensor:
+            t = t.clone()
+            t[:, -1] += delta
+            return t
+
+        expected = _metric(model.run_with_hooks(base, hooks=[("blocks.1.hook_mlp_out", add)])[:, -1], None) - clean
+        torch.testing.assert_close(fast.effects[:, f], expected, atol=1e-5, rtol=0)
+    assert float(fast.effects[:, :6].abs().max()) > 0
