@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from torch import Tensor
 
@@ -49,10 +50,10 @@ class Compose(Intervention):
         return Compose([*self.parts, other])
 
 
-def _index(unit: Unit, t: Tensor, hook_name: str) -> tuple[object, ...]:
+def _index(unit: Unit, t: Tensor, hook_name: str) -> tuple[Any, ...]:
     """The index into an activation `[batch, pos, ...]` (or a pattern `[batch, head, q, k]`) a unit selects."""
     pattern = hook_name.endswith("hook_pattern")
-    idx: list[object] = [slice(None)] * t.ndim
+    idx: list[Any] = [slice(None)] * t.ndim
     if unit.position is not None:
         idx[2 if pattern else 1] = unit.position
     if unit.index is not None:
@@ -72,7 +73,7 @@ class _UnitEdit(Intervention):
         if not len(self.units):
             raise InputError("units: expected at least one unit")
 
-    def edit(self, t: Tensor, idx: tuple[object, ...], hook: HookPoint) -> None:
+    def edit(self, t: Tensor, idx: tuple[Any, ...], hook: HookPoint) -> None:
         raise NotImplementedError
 
     def hooks(self) -> list[HookPair]:
@@ -91,7 +92,7 @@ class _UnitEdit(Intervention):
 class ZeroAblation(_UnitEdit):
     """Set the chosen units to zero."""
 
-    def edit(self, t: Tensor, idx: tuple[object, ...], hook: HookPoint) -> None:
+    def edit(self, t: Tensor, idx: tuple[Any, ...], hook: HookPoint) -> None:
         t[idx] = 0
 
 
@@ -105,7 +106,7 @@ class MeanAblation(_UnitEdit):
             raise InputError(f"means: no mean for hook point {missing[0]!r}; compute it with compute_means()")
         self.means = means
 
-    def edit(self, t: Tensor, idx: tuple[object, ...], hook: HookPoint) -> None:
+    def edit(self, t: Tensor, idx: tuple[Any, ...], hook: HookPoint) -> None:
         full = self.means[hook.name].to(t.dtype).expand(t.shape)
         t[idx] = full[idx]
 
@@ -120,7 +121,7 @@ class Patch(_UnitEdit):
             raise InputError(f"source_cache: hook point {missing[0]!r} was not cached in the source run")
         self.source = source_cache
 
-    def edit(self, t: Tensor, idx: tuple[object, ...], hook: HookPoint) -> None:
+    def edit(self, t: Tensor, idx: tuple[Any, ...], hook: HookPoint) -> None:
         src = self.source[hook.name]
         if src.shape != t.shape:
             raise InputError(f"patch {hook.name}: source shape {tuple(src.shape)} differs from the base run's "
@@ -138,7 +139,7 @@ class AddToUnits(_UnitEdit):
             raise InputError(f"value: expected a number to add, got {value!r}")
         self.value = float(value)
 
-    def edit(self, t: Tensor, idx: tuple[object, ...], hook: HookPoint) -> None:
+    def edit(self, t: Tensor, idx: tuple[Any, ...], hook: HookPoint) -> None:
         t[idx] += self.value
 
 
