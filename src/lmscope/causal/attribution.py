@@ -189,7 +189,7 @@ class _Terms:
                 kind = "head" if u.kind == "head" else "neuron" if u.index is not None else "site"
                 cols, positions, indices = groups.setdefault((u.hook, where, kind), ([], [], []))
                 cols.append(k)
-                positions.append(u.position if where == "fixed" else 0)
+                positions.append(u.position if where == "fixed" and u.position is not None else 0)
                 indices.append(u.index if u.index is not None else 0)
         device = next(iter(self.grads.values())).device
         effects = torch.zeros(len(self.b), len(components), device=device)

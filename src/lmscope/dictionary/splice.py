@@ -28,6 +28,7 @@ from lmscope.dictionary.positions import PositionRule
 from lmscope.dictionary.positions import scored_positions as scored_positions  # re-exported (its old home)
 from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
+from lmscope.model.dictionaries import edit_delta
 from lmscope.model.hooked import HookedModel
 from lmscope.model.hookpoints import HookPoint
 from lmscope.model.inputs import Inputs, TokenBatch
@@ -130,7 +131,7 @@ class Splice(Intervention):
         d = self.dictionary
         y_hat, z = d.forward(_to_dictionary(d, x))
         if self.edits:
-            delta = (self.edit(z) - z) @ d.W_dec  # decode is affine; exactly 0 where no latent changed
+            delta = edit_delta(d, self.edit(z), z)  # (z' - z) @ W_dec: exactly 0 where no latent changed
             if self.error_term:
                 return target + delta.to(device=target.device, dtype=target.dtype)
             y_hat = y_hat + delta

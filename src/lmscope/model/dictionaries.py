@@ -113,7 +113,7 @@ class AttachedDictionary:
             if not changed and not (torch.is_grad_enabled() and z_new.requires_grad):
                 pending.pop("delta", None)
                 return None
-            delta = _edit_delta(self.dictionary, z_new, z.detach()).to(device=t.device, dtype=t.dtype)
+            delta = edit_delta(self.dictionary, z_new, z.detach()).to(device=t.device, dtype=t.dtype)
             if same:
                 return _add(t, delta, self.hook_out)
             pending["delta"] = delta
@@ -146,7 +146,7 @@ def _encode(dictionary: Attachable, x: Tensor) -> Tensor:
     return dictionary.encode(x if first is None else x.to(device=first.device, dtype=first.dtype))
 
 
-def _edit_delta(dictionary: Attachable, z_new: Tensor, z: Tensor) -> Tensor:
+def edit_delta(dictionary: Any, z_new: Tensor, z: Tensor) -> Tensor:
     """`decode(z_new) - decode(z)`: `(z_new - z) @ W_dec` where the dictionary has `W_dec` (exactly zero in rows
     where no latent changed, and the gradient with respect to `z_new` is `W_dec`), else the difference."""
     w_dec = getattr(dictionary, "W_dec", None)
