@@ -11,9 +11,13 @@ from typing import Annotated, Any
 import typer
 
 from lmscope.cli.common import (
+    COUNT,
+    NONNEG,
+    NONNEG_FLOAT,
     AllowMismatchOpt,
     JsonFlag,
     ModelArg,
+    SeedOpt,
     checked_out_dir,
     err,
     out,
@@ -32,20 +36,17 @@ CorpusOpt = Annotated[str | None, typer.Option(help=CORPUS_HELP)]
 HeldOutCorpusOpt = Annotated[str | None, typer.Option(help=CORPUS_HELP + " Use held-out text, not the training "
                                                       "file (a note says when it is the same file).")]
 ExcludeFirstOpt = Annotated[int | None, typer.Option(
-    "--exclude-first", help="Also leave out the first N text tokens of every text (the BOS position always is): "
-    "real LMs use the first position as an attention sink. Default: what the dictionary was trained with.")]
-TextsOpt = Annotated[int, typer.Option(help="Use at most this many texts of the corpus (its first ones).")]
+    "--exclude-first", callback=NONNEG, help="Also leave out the first N text tokens of every text (the BOS "
+    "position always is): real LMs use the first position as an attention sink. Default: what the dictionary was "
+    "trained with.")]
+TextsOpt = Annotated[int, typer.Option(callback=COUNT,
+                                       help="Use at most this many texts of the corpus (its first ones).")]
 
 
-def _check_sizes(*, d_sae: int, tokens: int, batch_size: int, k: int | None, reuse: int, l1: float) -> None:
-    """Sizes and counts >= 1 and a finite, non-negative L1 coefficient, before anything loads."""
-    for flag, v in (("--d-sae", d_sae), ("--tokens", tokens), ("--batch-size", batch_size), ("--reuse", reuse)):
-        if v < 1:
-            raise InputError(f"{flag}: expected a positive number, got {v}")
-    if k is not None and not 1 <= k <= d_sae:
+def _check_k(k: int | None, d_sae: int) -> None:
+    """`--k` at most `--d-sae`, before anything loads (each number alone is checked when parsed)."""
+    if k is not None and k > d_sae:
         raise InputError(f"--k: expected 1..{d_sae} (--d-sae) active features, got {k}")
-    if not math.isfinite(l1) or l1 < 0:
-        raise InputError(f"--l1: expected a finite coefficient >= 0, got {l1}")
 
 
 def _plan(target: Path, tokens: int, batch_size: int, every: int | None, overwrite: bool) -> Any:
@@ -85,8 +86,6 @@ def _load(directory: str, model: str | None, corpus: str | None, texts: int, sta
     from lmscope.dictionary.io import check_dictionary_model
     from lmscope.dictionary.recipes import model_corpus
 
-    if texts < 1:
-        raise InputError(f"--texts: expected a positive number of texts, got {texts}")
     dictionary = load_dictionary(directory)
     bad = [f for f in features or [] if not 0 <= f < dictionary.cfg.d_sae]
     if bad:
@@ -135,7 +134,8 @@ def train(model: ModelArg,
           out_dir: Annotated[str, typer.Option("--out", help="Directory for the dictionary (SAELens layout).")],
           corpus: CorpusOpt = None,
           kind: Annotated[str, typer.Option(help="sae or transcoder.")] = "transcoder",
-          layer: Annotated[int, typer.Option(help="Block whose MLP (transcoder) or hook point (SAE) to use.")] = 1,
+          layer: Annotated[int, typer.Option(
+              callback=NONNEG, help="Block whose MLP (transcoder) or hook point (SAE) to use.")] = 1,
           layers: Annotated[str | None, typer.Option(
               help="Train a stack: 'all' or layers such as 0,3,5 or 2-5, every one from the same single model "
               "forward per batch; --out gets one subdirectory per layer (what `lmscope circuit --transcoders` "
@@ -143,40 +143,42 @@ def train(model: ModelArg,
           hook: Annotated[str | None, typer.Option(help="SAE hook point (default blocks.L.hook_resid_post; with "
                                                    "--layers a template such as blocks.{layer}.hook_resid_mid).")]
           = None,
-          d_sae: Annotated[int, typer.Option("--d-sae", help="Number of features.")] = 1024,
+          d_sae: Annotated[int, typer.Option("--d-sae", callback=COUNT, help="Number of features.")] = 1024,
           activation: Annotated[str, typer.Option(help="relu (with L1) or topk.")] = "relu",
-          l1: Annotated[float, typer.Option(help="L1 coefficient (relu).")] = 1.0,
-          k: Annotated[int | None, typer.Option(help="Active features per token (topk).")] = None,
-          tokens: Annotated[int, typer.Option(help="Training tokens, streamed from the model (the corpus is "
-                                              "cycled through as often as needed).")] = 200_000,
-          batch_size: Annotated[int, typer.Option(help="Rows per step.")] = 1024,
-          reuse: Annotated[int, typer.Option(help="Serve each row computed from the model this many times "
-                                             "(shuffled): --tokens rows then cost --tokens/N tokens of forward "
-                                             "passes, for real LMs on CPU where the model is the cost.")] = 1,
+          l1: Annotated[float, typer.Option(callback=NONNEG_FLOAT, help="L1 coefficient (relu).")] = 1.0,
+          k: Annotated[int | None, typer.Option(callback=COUNT, help="Active features per token (topk).")] = None,
+          tokens: Annotated[int, typer.Option(
+              callback=COUNT, help="Training tokens, streamed from the model (the corpus is cycled through as often "
+              "as needed).")] = 200_000,
+          batch_size: Annotated[int, typer.Option(callback=COUNT, help="Rows per step.")] = 1024,
+          reuse: Annotated[int, typer.Option(
+              callback=COUNT, help="Serve each row computed from the model this many times (shuffled): --tokens "
+              "rows then cost --tokens/N tokens of forward passes, for real LMs on CPU where the model is the "
+              "cost.")] = 1,
           exclude_first: Annotated[int, typer.Option(
-              "--exclude-first", help="Also leave out the first N text tokens of every text (the BOS position "
-              "always is): real LMs use the first position as an attention sink.")] = 0,
+              "--exclude-first", callback=NONNEG, help="Also leave out the first N text tokens of every text (the "
+              "BOS position always is): real LMs use the first position as an attention sink.")] = 0,
           prepend_bos: Annotated[bool | None, typer.Option(
               "--prepend-bos/--no-prepend-bos", help="Start every text with BOS (default: what the tokenizer "
               "adds). The BOS position is never a training row.")] = None,
-          seed: int = 0,
+          seed: SeedOpt = 0,
           model_dtype: Annotated[str, typer.Option(
               "--model-dtype", help="float32 or bfloat16: the dtype the model runs in while it streams "
               "activations (bfloat16 is about 2x faster on CPUs with bf16 matmul; the dictionary trains in float32 "
               "either way, and the per-layer table is measured with the model in float32).")] = "float32",
           buffer_tokens: Annotated[int | None, typer.Option(
-              "--buffer-tokens", help="With --layers: rows per shuffled fill (memory: rows x sum of the hooks' "
-              "widths x 4 bytes; default max(8 x batch, 8192), lowered to fit 2 GiB).")] = None,
+              "--buffer-tokens", callback=COUNT, help="With --layers: rows per shuffled fill (memory: rows x sum of "
+              "the hooks' widths x 4 bytes; default max(8 x batch, 8192), lowered to fit 2 GiB).")] = None,
           eval_texts: Annotated[int, typer.Option(
-              "--eval-texts", help="With --layers: texts for the per-layer table, held out of training when the "
-              "corpus has more than twice as many (0: no table).")] = 16,
+              "--eval-texts", callback=NONNEG, help="With --layers: texts for the per-layer table, held out of "
+              "training when the corpus has more than twice as many (0: no table).")] = 16,
           spliced: Annotated[bool, typer.Option(
               "--spliced/--no-spliced", help="With --layers: LM loss with each layer's dictionary spliced in "
               "(3 forwards per eval batch per layer).")] = True,
           checkpoint_every: Annotated[int | None, typer.Option(
-              help="Steps between checkpoints in --out/checkpoints/ (default: about ten a run, removed once it "
-              "finishes; 0: none). A run that was stopped resumes from the newest one when rerun with the same "
-              "command, to the same weights an uninterrupted run gives.")] = None,
+              callback=NONNEG, help="Steps between checkpoints in --out/checkpoints/ (default: about ten a run, "
+              "removed once it finishes; 0: none). A run that was stopped resumes from the newest one when rerun "
+              "with the same command, to the same weights an uninterrupted run gives.")] = None,
           overwrite: Annotated[bool, typer.Option(help="Replace an existing dictionary in --out (and start over, "
                                                   "discarding its checkpoints).")] = False,
           as_json: JsonFlag = False) -> None:
@@ -201,7 +203,7 @@ def train(model: ModelArg,
         return
     if (target / "cfg.json").exists() and not overwrite:
         raise InputError(f"{target / 'cfg.json'}: already exists; pass --overwrite to replace it")
-    _check_sizes(d_sae=d_sae, tokens=tokens, batch_size=batch_size, k=k, reuse=reuse, l1=l1)
+    _check_k(k, d_sae)
     run = _plan(target, tokens, batch_size, checkpoint_every, overwrite)
     rule_check = PositionRule(False, exclude_first)  # refuses a negative --exclude-first before any work
     load_corpus(corpus, model_name=model, synthetic_texts=1)  # one line asking for --corpus, before the model loads
@@ -263,14 +265,10 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
 
     check_writable(target / "result.json", overwrite=overwrite)
     check_writable(target / "report.html", overwrite=overwrite)
-    _check_sizes(d_sae=d_sae, tokens=tokens, batch_size=batch_size, k=k, reuse=reuse, l1=l1)
+    _check_k(k, d_sae)
     plan = _plan(target, tokens, batch_size, checkpoint_every, overwrite)
     if activation == "topk" and k is None:
         raise InputError("--k: a TopK dictionary needs k")
-    if eval_texts < 0:
-        raise InputError(f"--eval-texts: expected a non-negative number of texts, got {eval_texts}")
-    if buffer_tokens is not None and buffer_tokens < 1:
-        raise InputError(f"--buffer-tokens: expected a positive number of rows, got {buffer_tokens}")
     PositionRule(False, exclude_first)
     load_corpus(corpus, model_name=model, synthetic_texts=1)
     with progress_bars(True) as stage:
@@ -399,7 +397,8 @@ def evaluate_cmd(directory: DirArg, model: ModelOpt = None, corpus: HeldOutCorpu
 def features_cmd(directory: DirArg, model: ModelOpt = None,
                  features: Annotated[str | None, typer.Option(help="Comma-separated feature indices "
                                                               "(default: the most frequent).")] = None,
-                 top_examples: Annotated[int, typer.Option("--top-examples", help="Contexts per feature.")] = 5,
+                 top_examples: Annotated[int, typer.Option("--top-examples", callback=COUNT,
+                                                           help="Contexts per feature.")] = 5,
                  corpus: HeldOutCorpusOpt = None, texts: TextsOpt = 300, exclude_first: ExcludeFirstOpt = None,
                  allow_mismatch: AllowMismatchOpt = False, as_json: JsonFlag = False) -> None:
     """Each feature's top-activating contexts and its top input tokens through the embedding.
