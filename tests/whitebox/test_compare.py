@@ -14,7 +14,7 @@ from lmscope.autointerp import RecordConfig
 from lmscope.errors import InputError
 from lmscope.model.crate import CrateForCausalLM
 from lmscope.model.crate_config import CrateConfig
-from lmscope.whitebox.compare import CompareConfig, ComparisonResult, compare_models, heldout_lm_loss
+from lmscope.whitebox.compare import HELDOUT_SEED, CompareConfig, ComparisonResult, compare_models
 from tiny_models import tiny_hooked_with_tokenizer
 
 SMALL = CompareConfig(n_sentences=60, units_per_layer=6, heldout_samples=50,
@@ -30,6 +30,34 @@ def tiny_pair() -> tuple[HookedModel, HookedModel]:
     return HookedModel(crate, gpt.tokenizer), gpt
 
 
+@torch.no_grad()
+def _plain_heldout_loss(model: HookedModel, n_samples: int, seq_len: int = 64) -> float:
+    """Reference: the zoo's held-out corpus as one stream (each document after the BOS/separator token), cut into
+    non-overlapping windows of `seq_len`, next-token cross-entropy of the HF model alone."""
+    from lmscope.data.synthetic import generate_corpus
+
+    tok, stream = model.tokenizer, []
+    for s in generate_corpus(n_samples, seed=HELDOUT_SEED, split="heldout"):
+        stream += [tok.bos_token_id, *tok(s.text, add_special_tokens=False)["input_ids"]]
+    ids = torch.tensor(stream)
+    n = (len(ids) - 1) // seq_len
+    logits = model.hf(input_ids=ids[: n * seq_len].view(n, seq_len)).logits
+    return float(torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[1: n * seq_len + 1]))
+
+
+@torch.no_grad()
+def _plain_text_loss(model: HookedModel, texts: list[str]) -> float:
+    """Reference: each text tokenized as the tokenizer does, one at a time (no padding), next-token
+    cross-entropy averaged over every predicted token of every text."""
+    total, count = 0.0, 0
+    for text in texts:
+        ids = torch.tensor([model.tokenizer(text)["input_ids"]])
+        logits = model.hf(input_ids=ids).logits[0, :-1]
+        total += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+        count += ids.shape[1] - 1
+    return total / count
+
+
 @pytest.fixture(scope="module")
 def compared() -> ComparisonResult:
     crate, gpt = tiny_pair()
@@ -37,11 +65,13 @@ def compared() -> ComparisonResult:
 
 
 def test_comparison_structure_and_known_answers(compared: ComparisonResult) -> None:
-    _, gpt = tiny_pair()
+    crate, gpt = tiny_pair()
     assert compared.models == ["crate", "gpt", "gpt-again"]
     per = compared.per_model
     assert per["crate"]["family"] == "crate" and per["crate"]["d_mlp"] == 64 and per["gpt"]["d_mlp"] == 128
-    assert per["gpt"]["heldout_loss"] == pytest.approx(heldout_lm_loss(gpt, 50))
+    assert per["gpt"]["heldout_loss"] == pytest.approx(_plain_heldout_loss(gpt, 50), rel=1e-5)
+    assert per["crate"]["heldout_loss"] == pytest.approx(_plain_heldout_loss(crate, 50), rel=1e-5)
+    assert per["crate"]["n_params"] == sum(p.numel() for p in crate.hf.parameters())
     assert set(per["crate"]["summary"]) == {"0", "1", "all"}
     assert per["crate"]["summary"]["all"]["top_and_random"]["n"] + per["crate"]["summary"]["all"]["top_and_random"][
         "n_undefined"] == 12  # 6 neurons per layer, 2 layers
@@ -114,7 +144,7 @@ PROSE = ("The committee met on a grey Tuesday morning to review the budget, and 
 
 def test_models_that_are_not_zoo_models_need_a_corpus() -> None:
     crate, gpt = tiny_pair()
-    with pytest.raises(InputError, match="--corpus"):
+    with pytest.raises(InputError, match=r"--corpus: .* is not a zoo model, so give it your own text"):
         compare_models([crate, gpt], SMALL, names=["crate", "gpt"])
     with pytest.raises(InputError, match="no such file"):
         compare_models([crate, gpt], SMALL, names=["crate", "gpt"], corpus="/nowhere/docs.txt")
@@ -141,7 +171,6 @@ def test_common_windows_fit_every_tokenizer() -> None:
 
 
 def test_comparison_on_a_user_corpus_skips_only_the_label_iou(tmp_path: Path) -> None:
-    from lmscope.model.stats import lm_loss
     from lmscope.report import Report
     from lmscope.report.whitebox_sections import comparison_section
     from lmscope.whitebox.compare import common_windows
@@ -154,7 +183,7 @@ def test_comparison_on_a_user_corpus_skips_only_the_label_iou(tmp_path: Path) ->
     assert result.corpus["source"] == str(tmp_path / "docs.txt") and result.corpus["n_documents"] == 12
     assert result.corpus["n_texts"] == len(windows) > 12 and result.corpus["max_tokens"] == 24
     assert result.corpus["n_texts_scored"] == min(30, len(windows)) and result.corpus["n_texts_loss"] == 9
-    assert result.per_model["gpt"]["heldout_loss"] == pytest.approx(lm_loss(gpt, windows[:9]))
+    assert result.per_model["gpt"]["heldout_loss"] == pytest.approx(_plain_text_loss(gpt, windows[:9]), rel=1e-5)
     assert set(result.skipped) == {"best_iou"} and "synthetic corpus" in result.skipped["best_iou"]
     for name in ("crate", "gpt"):
         overall = result.per_model[name]["summary"]["all"]
