@@ -312,7 +312,9 @@ def test_stopped_train_resumes_by_itself_to_the_same_bytes(tmp_path: Path, capsy
 
 @pytest.mark.parametrize(("flag", "value"), [("--batch-size", "0"), ("--tokens", "0"), ("--d-sae", "0"),
                                              ("--reuse", "0"), ("--l1", "nan"), ("--l1", "-1"), ("--k", "0"),
-                                             ("--checkpoint-every", "-1")])
+                                             ("--checkpoint-every", "-1"), ("--d-sae", str(10**14)),
+                                             ("--seed", "-1"), ("--eval-texts", "-1"), ("--buffer-tokens", "0"),
+                                             ("--exclude-first", "-1"), ("--layer", "-1")])
 def test_train_refuses_bad_numbers_before_loading(flag: str, value: str, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     for extra in ([], ["--layers", "all"]):
