@@ -49,12 +49,6 @@ def test_json_safe_makes_strict_json_of_numpy_torch_paths_and_non_finite() -> No
         json_safe(object())
 
 
-def test_the_report_json_module_reexports_the_same_function() -> None:
-    from lmscope.report import _json
-
-    assert _json.json_safe is json_safe and _json.to_list is to_list
-
-
 def test_save_writes_kind_and_version_first_and_load_round_trips(tmp_path: Path) -> None:
     r = Planted([1.5, -2.0], "x")
     assert isinstance(r, Result)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from lmscope.results import json_safe, to_list
+from lmscope.results import json_safe
 
-__all__ = ["dumps", "json_safe", "script_json", "to_list"]
+__all__ = ["dumps", "script_json"]
 
 
 def dumps(obj: Any, *, indent: int | None = None) -> str:

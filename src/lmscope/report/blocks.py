@@ -17,7 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from lmscope.report._json import json_safe, script_json
+from lmscope.report._json import script_json
+from lmscope.results import json_safe
 
 
 @runtime_checkable

@@ -14,8 +14,8 @@ import numpy as np
 import plotly.graph_objects as go  # type: ignore[import-untyped]
 
 from lmscope.errors import InputError
-from lmscope.report._json import to_list
 from lmscope.report.blocks import Figure
+from lmscope.results import to_list
 
 _FONT = dict(family="system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', Arial, sans-serif")
 
