@@ -18,7 +18,7 @@ themselves.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -28,9 +28,15 @@ from lmscope.model.config import ModelConfig
 from lmscope.model.hookpoints import Site, split_heads
 
 
+def hf_module(module: nn.Module) -> Any:
+    """`module` typed as what it is to the checker: an HF module whose submodules and weights are attributes
+    known only at run time (`nn.Module.__getattr__` is typed `Tensor | Module`). Returns `module` itself."""
+    return module
+
+
 def _zeros_bias(linear: nn.Module, size: int) -> Tensor:
     bias = getattr(linear, "bias", None)
-    return bias.detach() if bias is not None else torch.zeros(size, dtype=linear.weight.dtype)
+    return bias.detach() if bias is not None else torch.zeros(size, dtype=cast(Tensor, linear.weight).dtype)
 
 
 class Adapter(ABC):
@@ -40,7 +46,7 @@ class Adapter(ABC):
     model_types: tuple[str, ...] = ()
 
     def __init__(self, hf_model: nn.Module) -> None:
-        self.hf = hf_model
+        self.hf: Any = hf_model  # an HF causal LM: its submodules are attributes typed only at run time
         self.cfg = self.read_config(hf_model.config)
 
     # --- layout -------------------------------------------------------------------------------
@@ -63,7 +69,8 @@ class Adapter(ABC):
     def attn(self, layer: int) -> nn.Module: ...
 
     @abstractmethod
-    def attn_out_proj(self, layer: int) -> nn.Linear: ...
+    def attn_out_proj(self, layer: int) -> nn.Module:
+        """The attention output projection: an `nn.Linear`, or GPT-2's `Conv1D` (`[in, out]`)."""
 
     @abstractmethod
     def ln1(self, layer: int) -> nn.Module:
@@ -147,7 +154,7 @@ class Adapter(ABC):
     # --- weights ------------------------------------------------------------------------------
     @property
     def W_E(self) -> Tensor:
-        return self.embed().weight.detach()
+        return hf_module(self.embed()).weight.detach()
 
     @property
     def W_U(self) -> Tensor:
@@ -159,7 +166,7 @@ class Adapter(ABC):
 
     def o_weight(self, layer: int) -> Tensor:
         """`W_O` of one layer as `[head, d_head, d_model]` (from an nn.Linear `[d_model, n_heads*d_head]`)."""
-        w = self.attn_out_proj(layer).weight.detach().T
+        w = hf_module(self.attn_out_proj(layer)).weight.detach().T
         return w.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
 
     def b_O(self, layer: int) -> Tensor:
@@ -171,7 +178,7 @@ class Adapter(ABC):
 
     def mlp_out_weight(self, layer: int) -> tuple[Tensor, Tensor]:
         """`W_out [d_mlp, d_model]` and `b_out [d_model]`."""
-        proj = self.mlp_out_proj(layer)
+        proj = hf_module(self.mlp_out_proj(layer))
         return proj.weight.detach().T, _zeros_bias(proj, self.cfg.d_model)
 
 
@@ -204,43 +211,43 @@ class GPT2Adapter(Adapter):
         return self.hf.transformer.ln_f
 
     def attn(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].attn
+        return hf_module(self.blocks()[layer]).attn
 
     def attn_out_proj(self, layer: int) -> nn.Module:
-        return self.attn(layer).c_proj
+        return hf_module(self.attn(layer)).c_proj
 
     def ln1(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].ln_1
+        return hf_module(self.blocks()[layer]).ln_1
 
     def ln2(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].ln_2
+        return hf_module(self.blocks()[layer]).ln_2
 
     def mlp(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].mlp
+        return hf_module(self.blocks()[layer]).mlp
 
     def mlp_act(self, layer: int) -> nn.Module:
-        return self.mlp(layer).act
+        return hf_module(self.mlp(layer)).act
 
     def mlp_out_proj(self, layer: int) -> nn.Module:
-        return self.mlp(layer).c_proj
+        return hf_module(self.mlp(layer)).c_proj
 
     def qkv_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
-        w = self.attn(layer).c_attn.weight.detach()  # [d_model, 3 * d_model]
+        w = hf_module(self.attn(layer)).c_attn.weight.detach()  # [d_model, 3 * d_model]
         c = self.cfg
         return tuple(  # type: ignore[return-value]
             part.reshape(c.d_model, c.n_heads, c.d_head).permute(1, 0, 2) for part in w.split(c.d_model, dim=1)
         )
 
     def o_weight(self, layer: int) -> Tensor:
-        w = self.attn_out_proj(layer).weight.detach()  # Conv1D: [n_heads * d_head, d_model]
+        w = hf_module(self.attn_out_proj(layer)).weight.detach()  # Conv1D: [n_heads * d_head, d_model]
         return w.reshape(self.cfg.n_heads, self.cfg.d_head, self.cfg.d_model)
 
     def mlp_in_weight(self, layer: int) -> tuple[Tensor, Tensor]:
-        fc = self.mlp(layer).c_fc
+        fc = hf_module(self.mlp(layer)).c_fc
         return fc.weight.detach(), fc.bias.detach()
 
     def mlp_out_weight(self, layer: int) -> tuple[Tensor, Tensor]:
-        proj = self.mlp_out_proj(layer)
+        proj = hf_module(self.mlp_out_proj(layer))
         return proj.weight.detach(), proj.bias.detach()
 
 
@@ -267,34 +274,34 @@ class NeoXAdapter(Adapter):
         return self.hf.gpt_neox.final_layer_norm
 
     def attn(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].attention
+        return hf_module(self.blocks()[layer]).attention
 
     def attn_out_proj(self, layer: int) -> nn.Module:
-        return self.attn(layer).dense
+        return hf_module(self.attn(layer)).dense
 
     def ln1(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].input_layernorm
+        return hf_module(self.blocks()[layer]).input_layernorm
 
     def ln2(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].post_attention_layernorm
+        return hf_module(self.blocks()[layer]).post_attention_layernorm
 
     def mlp(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].mlp
+        return hf_module(self.blocks()[layer]).mlp
 
     def mlp_act(self, layer: int) -> nn.Module:
-        return self.mlp(layer).act
+        return hf_module(self.mlp(layer)).act
 
     def mlp_out_proj(self, layer: int) -> nn.Module:
-        return self.mlp(layer).dense_4h_to_h
+        return hf_module(self.mlp(layer)).dense_4h_to_h
 
     def qkv_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
         c = self.cfg
-        w = self.attn(layer).query_key_value.weight.detach()  # [n_heads * 3 * d_head, d_model]
+        w = hf_module(self.attn(layer)).query_key_value.weight.detach()  # [n_heads * 3 * d_head, d_model]
         w = w.reshape(c.n_heads, 3, c.d_head, c.d_model).permute(1, 0, 3, 2)  # [3, head, d_model, d_head]
         return w[0], w[1], w[2]
 
     def mlp_in_weight(self, layer: int) -> tuple[Tensor, Tensor]:
-        fc = self.mlp(layer).dense_h_to_4h
+        fc = hf_module(self.mlp(layer)).dense_h_to_4h
         return fc.weight.detach().T, _zeros_bias(fc, self.cfg.d_mlp)
 
 
@@ -326,28 +333,28 @@ class LlamaAdapter(Adapter):
         return self.hf.model.norm
 
     def attn(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].self_attn
+        return hf_module(self.blocks()[layer]).self_attn
 
     def attn_out_proj(self, layer: int) -> nn.Module:
-        return self.attn(layer).o_proj
+        return hf_module(self.attn(layer)).o_proj
 
     def ln1(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].input_layernorm
+        return hf_module(self.blocks()[layer]).input_layernorm
 
     def ln2(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].post_attention_layernorm
+        return hf_module(self.blocks()[layer]).post_attention_layernorm
 
     def mlp(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].mlp
+        return hf_module(self.blocks()[layer]).mlp
 
     def mlp_act(self, layer: int) -> nn.Module:
-        return self.mlp(layer).act_fn
+        return hf_module(self.mlp(layer)).act_fn
 
     def mlp_out_proj(self, layer: int) -> nn.Module:
-        return self.mlp(layer).down_proj
+        return hf_module(self.mlp(layer)).down_proj
 
     def qkv_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
-        c, a = self.cfg, self.attn(layer)
+        c, a = self.cfg, hf_module(self.attn(layer))
 
         def per_head(linear: nn.Linear) -> Tensor:
             w = linear.weight.detach()  # [n * d_head, d_model]
@@ -369,7 +376,7 @@ class LlamaAdapter(Adapter):
         return typed_block_inputs(self.hf.config.get_text_config(), layer, args, kwargs, attention_mask)
 
     def mlp_in_weight(self, layer: int) -> tuple[Tensor, Tensor]:
-        up = self.mlp(layer).up_proj
+        up = hf_module(self.mlp(layer)).up_proj
         return up.weight.detach().T, _zeros_bias(up, self.cfg.d_mlp)
 
 

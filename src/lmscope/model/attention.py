@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -99,9 +99,12 @@ def _ensure_registered(base_name: str) -> str:
     name = _PREFIX + base_name
     if name not in ALL_ATTENTION_FUNCTIONS._global_mapping:
         AttentionInterface.register(name, _wrapped(base_name))
-        mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping.get(base_name)
+        # the mapping's values are mask functions; transformers' dict literal of them infers as `function`, which
+        # mypy does not take for a Callable
+        mask_fns = cast(dict[str, Callable[..., Any]], ALL_MASK_ATTENTION_FUNCTIONS._global_mapping)
+        mask_fn = mask_fns.get(base_name)
         if mask_fn is None:
-            mask_fn = ALL_MASK_ATTENTION_FUNCTIONS._global_mapping["eager"]
+            mask_fn = mask_fns["eager"]
         ALL_MASK_ATTENTION_FUNCTIONS.register(name, mask_fn)
     return name
 
@@ -113,7 +116,7 @@ def pattern_hooks(hf_model: nn.Module, hooks: dict[nn.Module, PatternHook]) -> I
         yield
         return
     # The config the attention reads: the model's, or the text sub-config of a multimodal model (Gemma 3).
-    config = hf_model.config.get_text_config()
+    config = cast(Any, hf_model.config).get_text_config()
     base = config._attn_implementation or "eager"
     for module, hook in hooks.items():
         setattr(module, _HOOK_ATTR, hook)

@@ -24,7 +24,7 @@ The adapter's hook points:
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutput, CausalLMOutput
 
-from lmscope.model.adapters import Adapter, GPT2Adapter, register_adapter
+from lmscope.model.adapters import Adapter, GPT2Adapter, hf_module, register_adapter
 from lmscope.model.attention import _HOOK_ATTR, attention_pattern
 from lmscope.model.config import ModelConfig
 from lmscope.model.crate_config import CrateConfig
@@ -112,7 +112,8 @@ class CratePreTrainedModel(PreTrainedModel):
     config_class = CrateConfig
     config: CrateConfig
     base_model_prefix = "transformer"
-    _no_split_modules: ClassVar[list[str]] = ["CrateBlock"]
+    # no ClassVar: PreTrainedModel declares it as an instance attribute (its __init__ reassigns it per model)
+    _no_split_modules: set[str] | list[str] | None = ["CrateBlock"]  # noqa: RUF012
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -128,16 +129,16 @@ class CrateModel(CratePreTrainedModel):
 
     def __init__(self, config: CrateConfig) -> None:
         super().__init__(config)
-        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.wte: nn.Module = nn.Embedding(config.vocab_size, config.n_embd)  # HF may set any module in its place
         self.wpe = nn.Embedding(config.n_positions, config.n_embd)
         self.h = nn.ModuleList([CrateBlock(config) for _ in range(config.n_layer)])
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.post_init()
 
-    def get_input_embeddings(self) -> nn.Embedding:
+    def get_input_embeddings(self) -> nn.Module:
         return self.wte
 
-    def set_input_embeddings(self, new: nn.Embedding) -> None:
+    def set_input_embeddings(self, new: nn.Module) -> None:
         self.wte = new
 
     def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
@@ -170,7 +171,8 @@ def _mask(attention_mask: Tensor | None, p: int) -> Tensor | None:
 class CrateForCausalLM(CratePreTrainedModel):
     """CRATE with a language-modelling head tied to the token embedding."""
 
-    _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "transformer.wte.weight"}
+    # no ClassVar: PreTrainedModel declares it as an instance attribute, which a ClassVar may not override
+    _tied_weights_keys: dict[str, str] = {"lm_head.weight": "transformer.wte.weight"}  # noqa: RUF012
 
     def __init__(self, config: CrateConfig) -> None:
         super().__init__(config)
@@ -214,25 +216,25 @@ class CrateAdapter(GPT2Adapter):
         )
 
     def attn_out_proj(self, layer: int) -> nn.Module:
-        return self.attn(layer).out_proj
+        return hf_module(self.attn(layer)).out_proj
 
     def mlp(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].ista
+        return hf_module(self.blocks()[layer]).ista
 
     def mlp_act(self, layer: int) -> nn.Module:
-        return self.mlp(layer).act
+        return hf_module(self.mlp(layer)).act
 
     def mlp_out_proj(self, layer: int) -> nn.Module:
-        return self.mlp(layer).decode
+        return hf_module(self.mlp(layer)).decode
 
     def qkv_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
         c = self.cfg
-        u = self.attn(layer).qkv.weight.detach()  # [n_heads * d_head, d_model]
+        u = hf_module(self.attn(layer)).qkv.weight.detach()  # [n_heads * d_head, d_model]
         per_head = u.reshape(c.n_heads, c.d_head, c.d_model).transpose(1, 2)
         return per_head, per_head, per_head
 
     def mlp_in_weight(self, layer: int) -> tuple[Tensor, Tensor]:
-        ista = self.mlp(layer)
+        ista = cast(ISTA, self.mlp(layer))  # a CRATE block's MLP is lmscope's ISTA
         D = ista.D.detach()
         bias = torch.full((D.shape[1],), -ista.eta * ista.lam, dtype=D.dtype)
         if ista.mode == "complete":  # pre = x (I + eta (D - D^T D)) - eta lambda, exactly
@@ -240,7 +242,7 @@ class CrateAdapter(GPT2Adapter):
         return ista.eta * D, bias
 
     def mlp_out_weight(self, layer: int) -> tuple[Tensor, Tensor]:
-        ista = self.mlp(layer)
+        ista = cast(ISTA, self.mlp(layer))  # a CRATE block's MLP is lmscope's ISTA
         D = ista.D.detach()
         zeros = torch.zeros(D.shape[0], dtype=D.dtype)
         return (torch.eye(D.shape[0], dtype=D.dtype) if ista.mode == "complete" else D.T), zeros

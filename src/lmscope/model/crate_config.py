@@ -42,7 +42,9 @@ class CrateConfig(PretrainedConfig):
         self.ista_lambda = ista_lambda
         self.layer_norm_epsilon = layer_norm_epsilon
         self.initializer_range = initializer_range
-        super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+        # PreTrainedConfig.__init__ takes any keyword at run time (strict(accept_kwargs=True) hands the ones that
+        # are not its fields to __post_init__), but its dataclass_transform signature lists only its own fields
+        super().__init__(bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id,  # type: ignore[call-arg]
                          tie_word_embeddings=tie_word_embeddings, **kwargs)
 
     @property

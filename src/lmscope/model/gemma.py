@@ -44,7 +44,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from lmscope.model.adapters import LlamaAdapter, register_adapter, typed_block_inputs
+from lmscope.model.adapters import LlamaAdapter, hf_module, register_adapter, typed_block_inputs
 from lmscope.model.config import ModelConfig
 
 
@@ -68,10 +68,10 @@ class GemmaAdapter(LlamaAdapter):
             act_fn=c.hidden_activation, parallel_attn_mlp=False,
         )
 
-    def _text_cfg(self) -> object:
+    def _text_cfg(self) -> Any:
         return self.hf.config.get_text_config()
 
-    def _text_model(self) -> nn.Module:
+    def _text_model(self) -> Any:
         """`Gemma3TextModel` / `Gemma2Model`: under `model.language_model` in the multimodal class."""
         return self.hf.model.language_model if self.hf.config.model_type == "gemma3" else self.hf.model
 
@@ -89,25 +89,25 @@ class GemmaAdapter(LlamaAdapter):
         return self._text_model().norm
 
     def attn_post_norm(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].post_attention_layernorm
+        return hf_module(self.blocks()[layer]).post_attention_layernorm
 
     def ln2(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].pre_feedforward_layernorm
+        return hf_module(self.blocks()[layer]).pre_feedforward_layernorm
 
     def mlp_post_norm(self, layer: int) -> nn.Module:
-        return self.blocks()[layer].post_feedforward_layernorm
+        return hf_module(self.blocks()[layer]).post_feedforward_layernorm
 
     # --- attention and output details ---------------------------------------------------------
     def attn_scale(self, layer: int) -> float:
-        return float(self.attn(layer).scaling)  # query_pre_attn_scalar ** -0.5
+        return float(hf_module(self.attn(layer)).scaling)  # query_pre_attn_scalar ** -0.5
 
     def attn_softcap(self, layer: int) -> float | None:
         # Gemma 2 passes it to the attention function; Gemma 3's config may carry the field, but its
         # attention never applies it.
-        return self._text_cfg().attn_logit_softcapping if self.hf.config.model_type == "gemma2" else None  # type: ignore[attr-defined]
+        return self._text_cfg().attn_logit_softcapping if self.hf.config.model_type == "gemma2" else None
 
     def sliding_window(self, layer: int) -> int | None:
-        return self.attn(layer).sliding_window
+        return hf_module(self.attn(layer)).sliding_window
 
     def block_inputs(self, layer: int, args: tuple[Any, ...], kwargs: dict[str, Any],
                      attention_mask: Tensor | None) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -117,13 +117,13 @@ class GemmaAdapter(LlamaAdapter):
 
     @property
     def logit_softcap(self) -> float | None:
-        return self._text_cfg().final_logit_softcapping  # type: ignore[attr-defined]
+        return self._text_cfg().final_logit_softcapping
 
     # --- weights ------------------------------------------------------------------------------
     @property
     def W_E(self) -> Tensor:
         """The embedding as the model applies it: `weight * sqrt(d_model)` (TransformerLens's Gemma `W_E`)."""
-        emb = self.embed()
+        emb = hf_module(self.embed())
         return emb.weight.detach() * emb.embed_scale.to(emb.weight.dtype)
 
 

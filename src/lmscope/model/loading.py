@@ -88,8 +88,10 @@ def load_hf(model: str, *, dtype: torch.dtype = torch.float32, device: str = "cp
     source = resolve(model, progress=progress)
     _refuse_pickle_only(model, Path(source), allow_pickle)
     try:
-        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code,
-                                                        use_safetensors=None if allow_pickle else True)
+        # typed as the nn.Module it is returned as: `PreTrainedModel.to` is wrapped by functools.wraps, whose
+        # typeshed type does not bind `self` (the call below still runs PreTrainedModel's own `to`)
+        hf_model: nn.Module = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=trust_remote_code, use_safetensors=None if allow_pickle else True)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from lmscope.errors import InputError, LmscopeError
+from lmscope.model.adapters import hf_module
 from lmscope.model.hookpoints import HookPoint
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def sliding_window(model: HookedModel) -> int | None:
     """The smallest local-attention window of any layer (the adapter's `sliding_window`), or the config's
     `sliding_window` where that is smaller (Mistral and Qwen2 keep it there); None when attention is global."""
     windows = [w for layer in range(model.cfg.n_layers) if (w := model.adapter.sliding_window(layer))]
-    configured = getattr(model.hf.config.get_text_config(), "sliding_window", None)
+    configured = getattr(hf_module(model.hf).config.get_text_config(), "sliding_window", None)
     if isinstance(configured, int) and configured > 0:
         windows.append(configured)
     return min(windows, default=None)
@@ -132,7 +133,7 @@ def window(model: HookedModel, ids: Tensor, last: Tensor, start: int | None, kv:
         width, stop = start, ids.shape[1] if length is None else start + length
         kwargs = {"position_ids": torch.arange(start, stop)[None].expand(len(ids), -1)}
         win = Window(ids[:, start:stop], (last - start).clamp_max(stop - start - 1), start, kwargs)
-    cache = DynamicCache(config=model.hf.config)
+    cache = DynamicCache(config=hf_module(model.hf).config)
     for layer, (k, v) in enumerate(kv):
         if layer < first_layer:  # never read; only its length is (by the mask): a view, no copy
             cache.update(k[:1, :, :width].expand(len(b_idx), -1, -1, -1),
@@ -182,7 +183,7 @@ def kv_cache(model: HookedModel, kv: KV) -> Any:
     """A transformers `DynamicCache` for `model` holding `kv` (every layer's keys and values)."""
     from transformers import DynamicCache
 
-    cache = DynamicCache(config=model.hf.config)
+    cache = DynamicCache(config=hf_module(model.hf).config)
     for layer, (k, v) in enumerate(kv):
         cache.update(k, v, layer)
     return cache

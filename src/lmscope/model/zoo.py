@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from lmscope.errors import InputError
+from lmscope.model.adapters import hf_module
 from lmscope.model.training import TrainConfig, TrainLog, heldout_loss, pack_tokens, train_causal_lm, unigram_loss
 
 Progress = Callable[[int, int], None]
@@ -149,13 +150,12 @@ def build(s: ZooSpec, vocab_size: int, bos_id: int) -> nn.Module:
     )
 
     torch.manual_seed(s.train.seed)
-    common = {"vocab_size": vocab_size, "bos_token_id": bos_id, "eos_token_id": bos_id, "pad_token_id": bos_id}
+    common: dict[str, Any] = {"vocab_size": vocab_size, "bos_token_id": bos_id, "eos_token_id": bos_id,
+                              "pad_token_id": bos_id}
     if s.family == "gpt2":
-        cfg = GPT2Config(**s.arch, **common, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-        return GPT2LMHeadModel(cfg)
+        return GPT2LMHeadModel(GPT2Config(**s.arch, **common, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0))
     if s.family == "gpt_neox":
-        cfg = GPTNeoXConfig(**s.arch, **common, hidden_dropout=0.0, attention_dropout=0.0)
-        return GPTNeoXForCausalLM(cfg)
+        return GPTNeoXForCausalLM(GPTNeoXConfig(**s.arch, **common, hidden_dropout=0.0, attention_dropout=0.0))
     if s.family == "llama":
         return LlamaForCausalLM(LlamaConfig(**s.arch, **common))
     if s.family == "crate":  # lmscope's own family, not a transformers one
@@ -234,7 +234,7 @@ def _save_atomically(target: Path, model: nn.Module, tokenizer: Any, card: dict[
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        model.to(STORAGE_DTYPE).save_pretrained(tmp)
+        hf_module(model).to(STORAGE_DTYPE).save_pretrained(tmp)
         model.float()
         save_tokenizer(tokenizer, tmp)
         (tmp / "zoo_card.json").write_text(json.dumps(card, indent=2) + "\n")
