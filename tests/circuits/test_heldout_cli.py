@@ -65,7 +65,7 @@ def test_heldout_file_and_refusals(saved: tuple[Path, Path], tmp_path: Path,
     assert data["heldout"]["source"] == str(held) and data["heldout"]["n"] == 2
     assert [r["target"] for r in data["heldout"]["rows"]] == ["logit:Monday-Friday", "logit:Thursday-Monday"]
     for extra, message in [(["--heldout", "weeks"], "--heldout: 'weeks' is neither a file nor a built-in task"),
-                           (["--heldout", "days", "--heldout-n", "0"], "--heldout-n: expected a positive number"),
+                           (["--heldout", "days", "--heldout-n", "0"], "--heldout-n: expected an integer in 1.."),
                            (["--heldout", "ioi"], "--heldout: ioi: the prompt has no ioi to substitute")]:
         code, out, err = run(capsys, *_args(saved, *extra, "--out", str(tmp_path / "x")))
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
@@ -75,7 +75,7 @@ def test_heldout_file_and_refusals(saved: tuple[Path, Path], tmp_path: Path,
 def test_heldout_flags_are_checked_before_loading_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "no-model")  # neither the model nor the transcoders exist: the flags fail first
     for extra, message in [(["--heldout", "weeks"], "--heldout: 'weeks' is neither a file nor a built-in task"),
-                           (["--heldout", "days", "--heldout-n", "-1"], "--heldout-n: expected a positive number")]:
+                           (["--heldout", "days", "--heldout-n", "-1"], "--heldout-n: expected an integer in 1..")]:
         code, _, err = run(capsys, "circuit", missing, "--transcoders", missing, "--prompt", PROMPT, "--target",
                            "logit:Thursday", *extra)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

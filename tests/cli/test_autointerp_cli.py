@@ -58,7 +58,7 @@ def test_score_dictionary_features(capsys: pytest.CaptureFixture[str], store: tu
     (["--explainer", "openai", "--llm-model", "m"], "pass --llm-url"),
     (["--explainer", "hf"], "pass --llm-model"),
     (["--points", "blocks.9.mlp.hook_post"], "not in the store"),
-    (["--units-per-point", "0"], "positive integer"),
+    (["--units-per-point", "0"], "--units-per-point: expected an integer in 1.."),
 ])
 def test_bad_arguments(capsys: pytest.CaptureFixture[str], store: tuple[Path, Path], tmp_path: Path,
                        extra: list[str], message: str) -> None:

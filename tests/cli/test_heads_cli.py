@@ -113,7 +113,7 @@ def test_mod10_and_edit(capsys, tmp_path: Path) -> None:  # type: ignore[no-unty
     (["heads", "mod10", MODEL, "--head", "9.9"], "--head: got 9.9"),
     (["heads", "mod10", MODEL, "--head", "x"], "expected LAYER.HEAD"),
     (["heads", "edit", MODEL, "--from", "3"], "give both"),
-    (["heads", "edit", MODEL, "--from", "3", "--to", "12"], "--to: got 12"),
+    (["heads", "edit", MODEL, "--from", "3", "--to", "12"], "--to: expected a residue in 0..9, got 12"),
     (["heads", "mod10", MODEL, "--seeds", "0"], "--seeds"),
     (["heads", "succession", MODEL, "--mode", "bogus"], "mode"),
     (["heads", "succession", MODEL, "--min-pairs", "0"], "--min-pairs"),

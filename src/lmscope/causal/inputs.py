@@ -67,6 +67,20 @@ def check_outcome(outcome: str, target: str | None, foil: str | None, *, arg: st
         raise InputError("foil: required for logit-diff", arg="foil")
 
 
+def check_outcome_files(outcome: str, lexicon: str | None, *, arg: str = "outcome") -> None:
+    """What an outcome spec reads, checked before any model loads: the plugin module (imported: it runs its
+    code, as `make_outcome` would), the classifier directory, the lexicon file."""
+    if outcome.startswith("py:"):
+        load_plugin(outcome.removeprefix("py:"), arg=arg)
+    elif outcome.startswith("classifier:"):
+        path = Path(outcome.removeprefix("classifier:"))
+        if not path.is_dir():
+            raise InputError(f"{arg}: classifier:{path}: no such directory (expected a local HF classifier)",
+                             arg=arg)
+    if lexicon is not None:
+        read_texts(lexicon)
+
+
 def check_differentiable(outcome: str, *, arg: str = "outcome") -> None:
     """Refuse an outcome attribution patching cannot differentiate."""
     if outcome.startswith(NOT_DIFFERENTIABLE):

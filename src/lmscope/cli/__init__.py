@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 # Before torch loads (OpenMP reads it once): idle OpenMP threads sleep instead of spinning. On a shared or
@@ -22,7 +23,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from typer import Abort
 
 from lmscope.cli import activations, autointerp, causal, circuits, core, data, heads, neurons, whitebox, zoo
-from lmscope.cli.common import QUIET, app, err
+from lmscope.cli.common import QUIET, app, err, flag_of
 from lmscope.cli.dictionary import dict_app
 from lmscope.errors import InputError, Interrupted
 
@@ -43,18 +44,39 @@ for _name, _group in GROUPS.items():
 
 FLAGS = {"l1_coefficient": "--l1", "n_iters": "--iters", "dictionary": "--dict", "n_samples": "--samples",
          "units": "--neurons"}
-"""Library argument names whose flag is not `--` + the name with `-` for `_`."""
+"""Library argument names whose flag is neither the command's parameter of that name nor `--` + the name."""
 __all__ = ["COMMANDS", "FLAGS", "GROUPS", "app", "flag_message", "main"]
+_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
-def flag_message(e: InputError) -> str:
-    """The error's message with its argument's Python name (`batch_size: ...`) replaced by its flag
-    (`--batch-size: ...`); messages that name no argument are unchanged."""
+def command_flags(args: list[str]) -> dict[str, str]:
+    """`{parameter name: flag}` of the command `args` invoke (`{"batch_size": "--batch-size", "model": "MODEL"}`);
+    empty when `args` name no command."""
+    import typer.main
+
+    command = typer.main.get_command(app)
+    for a in args:
+        sub = getattr(command, "commands", {}).get(a)
+        if sub is None:
+            break
+        command = sub
+    if hasattr(command, "commands"):
+        return {}
+    return {p.name: flag_of(p) for p in command.params if p.name}
+
+
+def flag_message(e: InputError, flags: dict[str, str] | None = None) -> str:
+    """The error's message with its leading argument name (`batch_size: ...`, recorded in `e.arg` or just written
+    so) replaced by the flag: the command's own (`flags`, from `command_flags`), else FLAGS, else `--` + the name
+    with `-` for `_` where the library recorded it; other messages are unchanged."""
     message = str(e)
-    arg = getattr(e, "arg", None)
-    if not arg or not message.startswith(f"{arg}:"):
+    arg = getattr(e, "arg", None) or message.partition(":")[0]
+    if not _NAME.fullmatch(arg) or not message.startswith(f"{arg}:"):
         return message
-    return FLAGS.get(arg, "--" + arg.replace("_", "-")) + message[len(arg):]
+    flag = (flags or {}).get(arg) or FLAGS.get(arg)
+    if flag is None and getattr(e, "arg", None):
+        flag = "--" + arg.replace("_", "-")
+    return message if flag is None else flag + message[len(arg):]
 
 
 def _fail(message: str) -> None:
@@ -71,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=args, prog_name="lmscope", standalone_mode=False)
     except InputError as e:
-        _fail(flag_message(e))
+        _fail(flag_message(e, command_flags(args)))
         raise SystemExit(2) from None
     except Interrupted as e:
         err.print(f"lmscope: interrupted: {e}", markup=False, highlight=False, soft_wrap=True)

@@ -6,7 +6,21 @@ from typing import Annotated
 
 import typer
 
-from lmscope.cli.common import COUNT, JsonFlag, ModelArg, checked_out_dir, out, print_json, progress_bars
+from lmscope.cli.common import COUNT, JsonFlag, ModelArg, checked_out_dir, one_of, out, print_json, progress_bars
+from lmscope.errors import InputError
+
+
+def _aggregations() -> tuple[str, ...]:
+    from lmscope.activations.align import AGGREGATIONS
+
+    return AGGREGATIONS
+
+
+def _dtypes() -> list[str]:
+    from lmscope.activations.extract import DTYPES
+
+    return list(DTYPES)
+
 
 
 def extract(
@@ -17,8 +31,10 @@ def extract(
                                         "mlp.hook_post.")],
     out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
                                          help="Store directory (created; an interrupted run resumes).")],
-    aggregate: Annotated[str, typer.Option(help="Subword to word: first, last or mean.")] = "last",
-    dtype: Annotated[str, typer.Option(help="Stored dtype: float32, float16 or bfloat16.")] = "float32",
+    aggregate: Annotated[str, typer.Option(help="Subword to word: first, last or mean.",
+                                           callback=one_of(_aggregations))] = "last",
+    dtype: Annotated[str, typer.Option(help="Stored dtype: float32, float16 or bfloat16.",
+                                       callback=one_of(_dtypes))] = "float32",
     batch_tokens: Annotated[int, typer.Option(callback=COUNT, help="Padded tokens per forward batch.")] = 4096,
     shard_sentences: Annotated[int, typer.Option(callback=COUNT, help="Sentences per shard file.")] = 2048,
     prepend_bos: Annotated[bool | None, typer.Option("--prepend-bos/--no-prepend-bos", help="Start every sentence "
@@ -36,9 +52,11 @@ def extract(
     from lmscope.activations import ExtractConfig, read_sentences
     from lmscope.activations import extract as run_extract
 
+    names = [p.strip() for p in points.split(",") if p.strip()]
+    if not names:
+        raise InputError(f"--points: expected comma-separated hook names, got {points!r}")
     sentences = read_sentences(corpus)
     hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
-    names = [p.strip() for p in points.split(",") if p.strip()]
     if names == ["mlp"]:
         names = [f"blocks.{layer}.mlp.hook_post" for layer in range(hooked.cfg.n_layers)]
     cfg = ExtractConfig(tuple(names), aggregate, dtype, batch_tokens, shard_sentences)

@@ -12,6 +12,7 @@ from lmscope.causal.inputs import (
     PLUGIN_HELP,
     check_differentiable,
     check_outcome,
+    check_outcome_files,
     default_outcome,
     make_outcome,
     read_rows,
@@ -19,6 +20,7 @@ from lmscope.causal.inputs import (
 )
 from lmscope.cli.common import (
     COUNT,
+    AllowMismatchOpt,
     JsonFlag,
     ModelArg,
     SeedOpt,
@@ -37,7 +39,8 @@ Foil = Annotated[str | None, typer.Option(help="Foil token (logit-diff).")]
 Lexicon = Annotated[str | None, typer.Option(help="Word list file (one per line) for the toxicity outcomes "
                                              "(default: the synthetic corpus's toxic words).")]
 Neurons = Annotated[str | None, typer.Option(help="Comma-separated units for the 'neurons' group, e.g. "
-                                             "blocks.1.mlp.hook_post:7.")]
+                                             "blocks.1.mlp.hook_post:7, or a dictionary's features, "
+                                             "dict:PATH:3 (its dictionary is loaded and attached to the model).")]
 OutDir = Annotated[str | None, typer.Option("--out", callback=checked_out_dir,
                                              help="Directory for result.json and report.html.")]
 Overwrite = Annotated[bool, typer.Option(help="Replace result.json/report.html if they exist.")]
@@ -49,16 +52,31 @@ EACH = "each"
 
 
 def _components(model: Any, groups: str, position: int | str | None, neurons: str | None,
-                texts: list[str] | None = None) -> list[Any]:
-    """The standard components at `position`; `EACH`: at every position up to the shortest of `texts`."""
+                texts: list[str] | None = None, allow_mismatch: bool = False) -> list[Any]:
+    """The standard components at `position`; `EACH`: at every position up to the shortest of `texts`.
+
+    `neurons` may name dictionary features (`dict:<path>:i`): their dictionaries are loaded (provenance
+    checked) and attached first. Every unit's hook point is checked against the model before any work."""
     from lmscope.causal import standard_components
+    from lmscope.dictionary.attach import attach_dictionaries
+    from lmscope.model.units import Unit
 
     units = [u.strip() for u in neurons.split(",") if u.strip()] if neurons else []
+    if units:
+        attach_dictionaries(model, units, allow_mismatch=allow_mismatch)
+        model.check_names(list(dict.fromkeys(Unit.parse(u).hook for u in units)))
     if position != EACH:
         return standard_components(model.cfg.n_layers, model.cfg.n_heads, groups, position=position, neurons=units)
     n = int(model.to_tokens(texts or []).lengths.min())
     return [c for p in range(n) for c in standard_components(
         model.cfg.n_layers, model.cfg.n_heads, groups, position=p, neurons=[f"{u.split('@')[0]}@{p}" for u in units])]
+
+
+def _check_components(groups: str, neurons: str | None) -> None:
+    """The component groups and unit strings, checked (syntax only) before the model loads."""
+    from lmscope.causal import standard_components
+
+    standard_components(1, 1, groups, neurons=[u.strip() for u in neurons.split(",") if u.strip()] if neurons else [])
 
 
 def _position(text: str) -> int | str | None:
@@ -121,7 +139,7 @@ def patch(model: ModelArg,
           verify_top: Annotated[int, typer.Option(callback=COUNT, help="Components re-run exactly by "
                                                   "atp+verify.")] = 20,
           continuation_tokens: ContinuationTokens = 8, out_dir: OutDir = None, overwrite: Overwrite = False,
-          as_json: JsonFlag = False) -> None:
+          allow_mismatch: AllowMismatchOpt = False, as_json: JsonFlag = False) -> None:
     """Patch each component from the source run into the base run and measure the metric's change.
 
     Example: lmscope patch zoo:gpt2-tiny --base base.txt --source source.txt --metric logit-diff
@@ -131,13 +149,17 @@ def patch(model: ModelArg,
     from lmscope.causal import patch_sweep
     from lmscope.report.causal_sections import patching_section
 
-    base_texts, source_texts, at = read_texts(base), read_texts(source), _position(position)
+    at = _position(position)
     check_outcome(metric, target, foil, arg="metric")
     check_method(method, metric)
+    _check_components(components, neurons)
     _check_out(out_dir, overwrite)
+    base_texts, source_texts = read_texts(base), read_texts(source)
+    check_outcome_files(metric, lexicon, arg="metric")
     hooked = HookedModel.from_pretrained(model)
     score = make_outcome(hooked, metric, target, foil, lexicon, continuation_tokens, arg="metric")
-    comps = _components(hooked, components, at, neurons, texts=[*base_texts, *source_texts])
+    comps = _components(hooked, components, at, neurons, texts=[*base_texts, *source_texts],
+                        allow_mismatch=allow_mismatch)
     with progress_bars(not as_json) as stage:
         result = patch_sweep(hooked, base_texts, source_texts, comps, score, metric_name=metric,
                              method="exact" if method == "exact" else "attribution",
@@ -198,7 +220,8 @@ def mediate(model: ModelArg,
             chunk_mb: Annotated[int, typer.Option(callback=COUNT, help="Working memory (MB) of each batched "
                                                   "forward: rows, pairs and components go in batches that fit it; "
                                                   "more is faster per forward, the results are the same.")] = 128,
-            seed: SeedOpt = 0, out_dir: OutDir = None, overwrite: Overwrite = False, as_json: JsonFlag = False) -> None:
+            seed: SeedOpt = 0, out_dir: OutDir = None, overwrite: Overwrite = False,
+            allow_mismatch: AllowMismatchOpt = False, as_json: JsonFlag = False) -> None:
     """TE, NDE and NIE of every component at the last token, unadjusted and adjusted for the confounder.
 
     Example: lmscope mediate zoo:gpt2-tiny rows.jsonl --treatment toxic_cue --confounder topic
@@ -215,14 +238,16 @@ def mediate(model: ModelArg,
         raise InputError(f"--infer-topics: got {infer_topics!r}, expected kmeans or nmf")
     outcome = default_outcome(model, outcome)
     check_outcome(outcome, target, foil)
+    _check_components(components, neurons)
     _check_out(out_dir, overwrite)
     rows = read_rows(data, [text, treatment] + ([confounder] if confounder else []))
+    check_outcome_files(outcome, lexicon)
     texts = [str(r[text]) for r in rows]
     labels: list[Any] = [r[confounder] for r in rows] if confounder else []
     features = None
     hooked = HookedModel.from_pretrained(model)
     score = make_outcome(hooked, outcome, target, foil, lexicon, continuation_tokens)
-    comps = _components(hooked, components, -1, neurons)
+    comps = _components(hooked, components, -1, neurons, allow_mismatch=allow_mismatch)
     with progress_bars(not as_json) as stage:
         if not confounder:  # topics of the rows' own texts
             stage(f"topics ({infer_topics})", 0, 1)

@@ -69,8 +69,6 @@ def circuit(model: ModelArg,
         check_output_dir(out_dir)
         for name in ("result.json", "graph.json", "report.html"):  # refuse before any work
             check_writable(Path(out_dir) / name, overwrite=overwrite)
-    if heldout is not None and heldout_n < 1:
-        raise InputError(f"--heldout-n: expected a positive number of prompts, got {heldout_n}")
     if heldout is not None and not Path(heldout).exists() and heldout not in TASKS:  # before loading anything
         raise InputError(f"--heldout: {heldout!r} is neither a file nor a built-in task ({', '.join(TASKS)})")
     tcs = load_transcoders(transcoders)  # a bad directory is one line before the model loads

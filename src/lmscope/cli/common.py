@@ -11,7 +11,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
@@ -146,4 +146,18 @@ RESIDUE = number_check("residue", lambda v: 0 <= v <= 9, "a residue in 0..9")
 FRACTION = number_check("fraction", lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]")
 NONNEG_FLOAT = number_check("nonneg-float", lambda v: _finite(v) and v >= 0, "a finite number >= 0")
 POSITIVE_FLOAT = number_check("positive-float", lambda v: _finite(v) and v > 0, "a finite number > 0")
+
+
+def one_of(choices: Callable[[], Iterable[str]]) -> Callable[..., Any]:
+    """A Typer callback refusing a value not among `choices()` (called when parsed: the library's own list,
+    imported lazily so that `lmscope --help` stays fast)."""
+    def check(param: typer.CallbackParam, value: Any) -> Any:
+        allowed = list(choices())
+        if value is not None and value not in allowed:
+            raise InputError(f"{flag_of(param)}: got {value!r}, expected one of {', '.join(allowed)}")
+        return value
+
+    return check
+
+
 SeedOpt = Annotated[int, typer.Option(callback=SEED, help="Random seed (sampling, splits, initialisation).")]

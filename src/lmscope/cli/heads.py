@@ -9,6 +9,7 @@ import typer
 from lmscope.cli.common import (
     COUNT,
     FRACTION,
+    MAX_COUNT,
     NONNEG_FLOAT,
     RESIDUE,
     JsonFlag,
@@ -41,8 +42,15 @@ ModeOpt = Annotated[str, typer.Option(callback=_mode,
                                       help="Effective embeddings: auto (what reaches each head: raw embeddings "
                                            "for layer 0, MLP0's output after it), raw, mlp0 (the paper's, for "
                                            "every head), mlp0_no_ln or mlp0_with_attn.")]
-HeadOpt = Annotated[str | None, typer.Option("--head", help="The head as LAYER.HEAD (default: the best "
-                                                             "successor head).")]
+def _head_format(value: str | None) -> str | None:
+    """--head's form (LAYER.HEAD) checked when parsed; its range is checked against the model."""
+    if value is not None:
+        parse_head(value, MAX_COUNT, MAX_COUNT)
+    return value
+
+
+HeadOpt = Annotated[str | None, typer.Option("--head", callback=_head_format,
+                                             help="The head as LAYER.HEAD (default: the best successor head).")]
 FoldOpt = Annotated[bool, typer.Option("--fold-ln/--no-fold-ln", help="Read W_U through the final norm (its gain "
                                                                       "folded in, columns centred for LayerNorm), "
                                                                       "as TransformerLens does; --no-fold-ln reads "

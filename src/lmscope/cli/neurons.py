@@ -15,6 +15,7 @@ from lmscope.cli.common import (
     ModelArg,
     SeedOpt,
     checked_out_dir,
+    one_of,
     out,
     print_json,
     progress_bars,
@@ -35,6 +36,12 @@ ABLATIONS = ("zero", "mean")
 MinCountOpt = Annotated[int, typer.Option(callback=COUNT, help="Leave out classes with fewer words.")]
 
 
+def _methods() -> list[str]:
+    from lmscope.neurons.analysis import METHODS
+
+    return list(METHODS)
+
+
 def _corpus(store: Any, labels: str, column: str) -> Any:
     from lmscope.data.labels import read_label_file
 
@@ -50,7 +57,8 @@ def _ks(ks: str) -> list[int]:
 
 @neurons_app.command("rank")
 def rank(store: StoreArg, labels: LabelsOpt, out_dir: OutOpt,
-         method: Annotated[str, typer.Option(help="lca, probeless, iou, gaussian or random.")] = "lca",
+         method: Annotated[str, typer.Option(help="lca, probeless, iou, gaussian or random.",
+                                             callback=one_of(_methods))] = "lca",
          column: ColumnOpt = "upos", min_count: MinCountOpt = 1,
          balance: Annotated[bool, typer.Option(help="Undersample every class to the smallest.")] = False,
          fast: Annotated[bool, typer.Option(help="lca only: one epoch of minibatch Adam then 5 FISTA steps, "
