@@ -17,7 +17,7 @@ from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
 from lmscope.report.rebuild import SECTIONS, circuit_layers, rebuild_report
 from lmscope.results import read_result, write_result
-from report.built_results import BUILDERS
+from report.built_results import BUILDERS, succession
 
 SAVED = ("neuron_ranking", "neuron_ablation", "vector_arithmetic", "mod10_features", "heads_in_the_wild",
          "activation_patching", "mediation", "autointerp", "whitebox_comparison", "selectivity")
@@ -56,6 +56,8 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     old = {k: v for k, v in BUILDERS["head_detectors"]().to_dict().items() if k != "kind"}
     atomic_write_json(root / "old_detectors" / "result.json", old)  # written before result.json named its kind
     dirs["head_detectors"] = root / "old_detectors"
+    succession().save(root / "succession")  # no kind in the file until SuccessionResult joins the results layer
+    dirs["succession"] = root / "succession"
     _planted_circuit(root / "circuit")
     dirs["circuit"] = root / "circuit"
     return dirs
@@ -102,6 +104,9 @@ def test_heads_sections_show_the_files_numbers(saved: dict[str, Path], page: str
         assert grid in grids
     best = detectors["top_heads"]["induction"][0]
     assert f"<td>{best['layer']}.{best['head']}</td><td>{best['score']:.3f}</td>" in page
+    succ = read_result(saved["succession"])
+    assert succ["scores"] in grids
+    assert f"<dt>best head</dt><dd>0.1</dd><dt>succession score</dt><dd>{succ['scores'][0][1]:.3f}</dd>" in page
     arithmetic = read_result(saved["vector_arithmetic"])
     assert f"{arithmetic['overall']:.2f} at k = {arithmetic['k']}" in page
     mod10 = read_result(saved["mod10_features"])
