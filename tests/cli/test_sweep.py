@@ -240,6 +240,12 @@ SWEEP: dict[str, list[Row]] = {
         r(*AUTOINTERP, "--model", M, says="not both"),
         r(*AUTOINTERP, "--out", "{afile}", says="is a file", out=False),
     ],
+    "report": [
+        r("{missing}", says="missing.txt"), r("{adir}", says="adir"), r("{afile}", says="afile"),
+        r("{broken_result}", says="result.json"), r("{schema_result}", says="result.json"),
+        r("{adir}", "--out", "{afile}", says="is a file", out=False),
+        r("{adir}", "--out", "{under_file}", says="afile", out=False),
+    ],
     "data synthetic": [
         *numbers((), "--samples", *COUNT_BAD), *numbers((), "--seed", *SEED_BAD),
         r("--split", "test", says="--split"), r("--out", "{afile}", says="is a file", out=False),
@@ -316,6 +322,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     for name, text in (("broken_store", "{"), ("schema_store", '{"format": 1}')):
         (root / name).mkdir()
         (root / name / "manifest.json").write_text(text)
+    for name, text in (("broken_result", "{"), ("schema_result", '{"kind": 3}')):
+        (root / name).mkdir()
+        (root / name / "result.json").write_text(text)
     (root / "broken_dict").mkdir()
     (root / "broken_dict" / "cfg.json").write_text("{")
     (root / "broken_stack" / "layer1").mkdir(parents=True)
@@ -326,7 +335,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
              "junk_conllu": "junk.conllu", "empty_conllu": "empty.conllu", "labels": "labels.conllu",
              "badjson": "bad.json", "badjsonl": "bad.jsonl", "wrongjsonl": "wrong.jsonl", "rows": "rows.jsonl",
              "afile": "afile", "adir": "adir", "broken_store": "broken_store", "schema_store": "schema_store",
-             "broken_dict": "broken_dict", "broken_stack": "broken_stack", "store": "store",
+             "broken_dict": "broken_dict", "broken_result": "broken_result", "schema_result": "schema_result",
+             "broken_stack": "broken_stack", "store": "store",
              "missing": "missing.txt", "under_file": "afile/sub"}
     return {key: str(root / name) for key, name in named.items()}
 

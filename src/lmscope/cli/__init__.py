@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from typer import Abort
 
-from lmscope.cli import activations, autointerp, causal, circuits, core, data, heads, neurons, whitebox, zoo
+from lmscope.cli import activations, autointerp, causal, circuits, core, data, heads, neurons, report, whitebox, zoo
 from lmscope.cli.common import QUIET, app, err, flag_of
 from lmscope.cli.dictionary import dict_app
 from lmscope.errors import InputError, Interrupted
@@ -32,7 +32,8 @@ try:  # recent Typer vendors click; older Typer used the click package
 except ImportError:  # pragma: no cover
     from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
 
-COMMANDS = (activations.extract, core.demo, core.info, causal.patch, causal.mediate, circuits.circuit)
+COMMANDS = (activations.extract, core.demo, core.info, causal.patch, causal.mediate, circuits.circuit,
+            report.report)
 """Top-level commands, named after their functions."""
 GROUPS = {"zoo": zoo.zoo_app, "neurons": neurons.neurons_app, "dict": dict_app, "heads": heads.heads_app,
           "whitebox": whitebox.whitebox_app, "autointerp": autointerp.autointerp_app, "data": data.data_app}
