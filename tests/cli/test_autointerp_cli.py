@@ -172,3 +172,34 @@ def test_store_or_model_not_both(capsys: pytest.CaptureFixture[str], store: tupl
     assert code == 2 and "--exclude-first: applies with --model" in err
     code, _, err = run(capsys, "autointerp", "score", str(store[0]), "--corpus", "x.txt", "--out", str(tmp_path))
     assert code == 2 and "--corpus: applies with --model" in err
+
+
+def _perturbed(model):  # type: ignore[no-untyped-def]
+    """The same shapes with one weight changed: another model, as far as provenance goes."""
+    with torch.no_grad():
+        model.hf.transformer.h[0].mlp.c_fc.weight[0, 0] += 1.0
+    return model
+
+
+def test_a_dictionary_from_another_model_is_refused_unless_allowed(
+        capsys: pytest.CaptureFixture[str], store: tuple[Path, Path], model_dir: Path, tmp_path: Path) -> None:
+    from lmscope import HookedModel
+    from lmscope.dictionary import DictConfig, Dictionary, save_dictionary
+
+    cfg = DictConfig(kind="sae", d_in=32, d_sae=16, hook_name="blocks.1.hook_resid_post")
+    save_dictionary(Dictionary(cfg), tmp_path / "same", model=tiny_hooked_with_tokenizer())  # the store's model
+    save_dictionary(Dictionary(cfg), tmp_path / "other", model=_perturbed(tiny_hooked_with_tokenizer()))
+    other_m = _perturbed(HookedModel.from_pretrained(str(model_dir)))
+    save_dictionary(Dictionary(cfg), tmp_path / "other_m", model=other_m)
+    (tmp_path / "docs.txt").write_text("one two three four five six\nseven eight nine ten\n")
+    on_store = ["autointerp", "score", str(store[0]), "--units-per-point", "2"]
+    on_model = ["autointerp", "score", "--model", str(model_dir), "--corpus", str(tmp_path / "docs.txt"),
+                "--units-per-point", "2", "--dict", str(tmp_path / "other_m")]
+    for args in ([*on_store, "--dict", str(tmp_path / "other")], on_model):
+        code, _, err = run(capsys, *args, "--out", str(tmp_path / "refused"))
+        assert code == 2 and "--dict" in err and "weights" in err and "--allow-model-mismatch" in err, err
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "refused").exists()
+    for i, args in enumerate(([*on_store, "--dict", str(tmp_path / "other"), "--allow-model-mismatch"],
+                              [*on_model, "--allow-model-mismatch"], [*on_store, "--dict", str(tmp_path / "same")])):
+        code, _, err = run(capsys, *args, "--out", str(tmp_path / f"ok{i}"))
+        assert code == 0 and (tmp_path / f"ok{i}" / "result.json").exists(), err
