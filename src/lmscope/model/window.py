@@ -255,14 +255,30 @@ def run_window(model: HookedModel, ids: Tensor, kwargs: dict[str, Any] | None = 
             resid = args[0]
         h: Tensor = resid  # type: ignore[assignment]
         blocks = model.adapter.blocks()
-        for layer in range(first_layer, stop):
-            layer_args, layer_kwargs = model.adapter.block_inputs(layer, args, block_kwargs,
-                                                                  kwargs.get("attention_mask"))
+        inputs = _block_inputs(model, range(first_layer, stop), args, block_kwargs, kwargs.get("attention_mask"))
+        for layer, (layer_args, layer_kwargs) in zip(range(first_layer, stop), inputs, strict=True):
             out = blocks[layer](h, *layer_args[1:], **layer_kwargs)
             h = out[0] if isinstance(out, tuple) else out
         if stop_layer is not None:
             return h
         return _unembed(model, h, last)
+
+
+def _block_inputs(model: HookedModel, layers: range, args: tuple[Any, ...], kwargs: dict[str, Any],
+                  attention_mask: Tensor | None) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    """Every block's arguments, all made before any block runs, as the HF forward makes them: a mask made from the
+    key/value cache after an earlier block had written to it would span those keys too. One per layer type
+    (`config.layer_types`, where the family has it), shared by the layers of that type."""
+    config: Any = model.hf.config
+    types = getattr(config.get_text_config(), "layer_types", None)
+    made: dict[object, tuple[tuple[Any, ...], dict[str, Any]]] = {}
+    out = []
+    for layer in layers:
+        key = types[layer] if types else layer
+        if key not in made:
+            made[key] = model.adapter.block_inputs(layer, args, kwargs, attention_mask)
+        out.append(made[key])
+    return out
 
 
 def _unembed(model: HookedModel, h: Tensor, last: Tensor | None) -> Tensor:
