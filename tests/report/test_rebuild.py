@@ -181,3 +181,19 @@ def test_circuit_layers_counts_from_the_nodes() -> None:
     graph = {"nodes": [{"kind": "feature", "layer": 3}, {"kind": "target", "layer": 9}, {"kind": "embed", "layer": -1}]}
     assert circuit_layers({"graph": graph}) == 4
     assert circuit_layers({"graph": graph, "options": {"layers_without_transcoder": [5]}}) == 6
+
+
+def test_lmscope_report_through_the_cli(saved: dict[str, Path], tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from cli_runner import run
+
+    code, out, err = run(capsys, "report", str(saved["selectivity"]), "--out", str(tmp_path / "r"), "--json")
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["sections"] == [{"key": "selectivity", "title": "Selectivity"}]
+    sel = read_result(saved["selectivity"])
+    assert f"<dd>{sel['selectivity']:.3f}</dd>" in (tmp_path / "r" / "report.html").read_text()
+    write_result(tmp_path / "odd", {"kind": "something_new"})
+    code, out, err = run(capsys, "report", str(tmp_path / "odd"), "--out", str(tmp_path / "r2"))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "odd: a 'something_new' result has no report" in err
+    assert not (tmp_path / "r2").exists()
