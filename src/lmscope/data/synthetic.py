@@ -120,7 +120,7 @@ def _sample(
         kind,
         pos=(t for _, t in words),
         item_positions=None if items is None else tuple(items),
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 

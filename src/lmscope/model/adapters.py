@@ -234,7 +234,7 @@ class GPT2Adapter(Adapter):
     def qkv_weights(self, layer: int) -> tuple[Tensor, Tensor, Tensor]:
         w = hf_module(self.attn(layer)).c_attn.weight.detach()  # [d_model, 3 * d_model]
         c = self.cfg
-        return tuple(  # type: ignore[return-value]
+        return tuple(
             part.reshape(c.d_model, c.n_heads, c.d_head).permute(1, 0, 2) for part in w.split(c.d_model, dim=1)
         )
 
