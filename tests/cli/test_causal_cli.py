@@ -277,3 +277,30 @@ def test_py_plugin_leaves_sys_path_as_it_was_and_help_says_it_runs_code(
         code, stdout, _ = run(capsys, command, "--help")
         words = " ".join(w for w in stdout.split() if w != "│")  # rich boxes the help in columns
         assert code == 0 and "runs its code: use only code you trust" in words
+
+
+def test_patch_a_dictionary_feature_unit(model_dir, tmp_path, capsys) -> None:  # type: ignore
+    """An identity SAE at blocks.1.hook_mlp_out (W_enc = W_dec = I, b_dec = -1000, so every code is x + 1000 and
+    never clipped): patching its feature 5 is patching coordinate 5 of that hook, so the two effects agree."""
+    from lmscope.dictionary import DictConfig, Dictionary, save_dictionary
+
+    d_model = HookedModel.from_pretrained(str(model_dir)).cfg.d_model
+    sae = Dictionary(DictConfig(kind="sae", d_in=d_model, d_sae=d_model, hook_name="blocks.1.hook_mlp_out"))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(d_model))
+        sae.W_dec.copy_(torch.eye(d_model))
+        sae.b_enc.zero_()
+        sae.b_dec.fill_(-1000.0)
+    save_dictionary(sae, tmp_path / "sae")
+    base, source = tmp_path / "base.txt", tmp_path / "source.txt"
+    base.write_text("the senator voted\nthe soup was hot\n")
+    source.write_text("the chef baked\nthe player scored twice\n")
+    feature, coordinate = f"dict:{tmp_path / 'sae'}:5@-1", "blocks.1.hook_mlp_out:5@-1"
+    code, stdout, err = run(capsys, "patch", str(model_dir), "--base", str(base), "--source", str(source),
+                            "--metric", "logit-diff", "--target", " senator", "--foil", " soup", "--components",
+                            "neurons", "--neurons", f"{feature},{coordinate}", "--json")
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["components"] == [feature, coordinate]
+    by_feature, by_coordinate = zip(*result["effects"], strict=True)
+    assert by_feature == pytest.approx(by_coordinate, abs=1e-4) and max(map(abs, by_coordinate)) > 1e-4

@@ -6,7 +6,17 @@ from typing import Annotated
 
 import typer
 
-from lmscope.cli.common import COUNT, JsonFlag, ModelArg, checked_out_dir, one_of, out, print_json, progress_bars
+from lmscope.cli.common import (
+    COUNT,
+    AllowMismatchOpt,
+    JsonFlag,
+    ModelArg,
+    checked_out_dir,
+    one_of,
+    out,
+    print_json,
+    progress_bars,
+)
 from lmscope.errors import InputError
 
 
@@ -28,7 +38,8 @@ def extract(
     corpus: Annotated[str, typer.Option(help="Sentences: plain text (one per line), .conllu or .jsonl.")],
     points: Annotated[str, typer.Option(help="Comma-separated hook names, e.g. "
                                         "blocks.0.mlp.hook_post,blocks.1.mlp.hook_post; 'mlp' = every layer's "
-                                        "mlp.hook_post.")],
+                                        "mlp.hook_post; a dictionary's features: DIR.hook_sae_acts_post "
+                                        "(the dictionary is loaded and attached).")],
     out_dir: Annotated[str, typer.Option("--out", callback=checked_out_dir,
                                          help="Store directory (created; an interrupted run resumes).")],
     aggregate: Annotated[str, typer.Option(help="Subword to word: first, last or mean.",
@@ -39,6 +50,7 @@ def extract(
     shard_sentences: Annotated[int, typer.Option(callback=COUNT, help="Sentences per shard file.")] = 2048,
     prepend_bos: Annotated[bool | None, typer.Option("--prepend-bos/--no-prepend-bos", help="Start every sentence "
                            "with BOS (default: the model's own setting; recorded in the manifest).")] = None,
+    allow_mismatch: AllowMismatchOpt = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Extract activations for every word of a corpus (word-aligned, sharded safetensors + manifest.json).
@@ -51,6 +63,7 @@ def extract(
     from lmscope import HookedModel
     from lmscope.activations import ExtractConfig, read_sentences
     from lmscope.activations import extract as run_extract
+    from lmscope.dictionary.attach import attach_dictionaries
 
     names = [p.strip() for p in points.split(",") if p.strip()]
     if not names:
@@ -59,6 +72,7 @@ def extract(
     hooked = HookedModel.from_pretrained(model, prepend_bos=prepend_bos)
     if names == ["mlp"]:
         names = [f"blocks.{layer}.mlp.hook_post" for layer in range(hooked.cfg.n_layers)]
+    attach_dictionaries(hooked, names, allow_mismatch=allow_mismatch)  # DIR.hook_sae_acts_post points
     cfg = ExtractConfig(tuple(names), aggregate, dtype, batch_tokens, shard_sentences)
     with progress_bars(not as_json) as stage:
         store = run_extract(hooked, sentences, out_dir, cfg, model_id=model, corpus_path=corpus,

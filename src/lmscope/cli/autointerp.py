@@ -111,7 +111,8 @@ def score(store: StoreArg = None,
                                                            "start every record with BOS (default: what the "
                                                            "tokenizer adds, or what --dict recorded).")] = None,
           points: Annotated[str | None, typer.Option(help="Comma-separated hook points (default: all of the store's; "
-                                                     "required with --model unless --dict).")] = None,
+                                                     "required with --model unless --dict); with --model also a "
+                                                     "dictionary's features, DIR.hook_sae_acts_post.")] = None,
           units_per_point: Annotated[int | None, typer.Option(help="Score a random sample of this many units per "
                                                               "point (default: all).", callback=COUNT)] = None,
           dictionary: Annotated[str | None, typer.Option("--dict", help="Score this dictionary's features (its "
@@ -236,6 +237,10 @@ def _score_model(model: str, corpus: str | None, points: list[str] | None, units
         from lmscope.dictionary.io import check_dictionary_model
 
         check_dictionary_model(d, hooked, what=f"--dict {dictionary}", allow_mismatch=allow_mismatch)
+    if points:
+        from lmscope.dictionary.attach import attach_dictionaries
+
+        attach_dictionaries(hooked, points, allow_mismatch=allow_mismatch)  # DIR.hook_sae_acts_post points
     texts = load_corpus(corpus, model_name=model, tokenizer=hooked.tokenizer, max_tokens=context_tokens)
     chosen = texts.texts[:max_texts] if max_texts is not None else texts.texts
     return score_texts(hooked, chosen, points=points, dictionary=d, dictionary_path=dictionary,

@@ -159,6 +159,7 @@ def ablate(model: ModelArg, store: StoreArg, labels: LabelsOpt,
     """
     from lmscope import HookedModel
     from lmscope.activations import ActivationStore
+    from lmscope.dictionary.attach import attach_dictionaries
     from lmscope.neurons.ablation import ablate_neurons
     from lmscope.neurons.analysis import NeuronRanking
 
@@ -168,6 +169,7 @@ def ablate(model: ModelArg, store: StoreArg, labels: LabelsOpt,
     found = NeuronRanking.load(ranking)  # a bad ranking file is one line before the model loads
     with progress_bars(not as_json) as stage:
         hooked = HookedModel.from_pretrained(model)
+        attach_dictionaries(hooked, st.points, allow_mismatch=allow_mismatch)  # a store of dictionary features
         st.check_model(hooked, allow_mismatch=allow_mismatch)  # extracted from this model?
         result = ablate_neurons(hooked, st, _corpus(st, labels, column), found, k, mode=mode, seed=seed,
                                 progress=stage)
