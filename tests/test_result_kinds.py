@@ -127,3 +127,13 @@ def test_a_ranking_evaluation_is_saved_as_neuron_evaluation_and_drawn(tmp_path: 
     d = read_result(tmp_path, kind="neuron_evaluation")
     assert d["method"] == "probeless" and d["ks"] == [2] and d["top"][0] == pytest.approx(1.0, abs=0.02)
     assert [s.key for s in rebuild_report([tmp_path]).sections] == ["neuron_evaluation"]
+
+
+def test_a_comparison_saves_the_page_it_is_given_beside_its_result(tmp_path: Path) -> None:
+    from lmscope.report.whitebox_sections import comparison_page
+
+    result = BUILDERS["whitebox_comparison"]()
+    page = comparison_page(result.to_dict())
+    assert "crate vs gpt" in page and f"{result.per_model['gpt']['heldout_loss']:.4f}" in page
+    paths = result.save(tmp_path, html=page)
+    assert paths["html"].read_text() == page and read_result(paths["json"])["models"] == ["crate", "gpt"]

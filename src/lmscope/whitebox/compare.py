@@ -97,11 +97,15 @@ class ComparisonResult(ResultMixin):
         return cls(d["models"], d["config"], d["per_model"], d["relative_improvement"], d["seconds"],
                    d.get("units", {}), d.get("corpus", {"source": "synthetic"}), d.get("skipped", {}))
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> dict[str, Path]:
-        """`result.json` and `report.html` in `directory` (both refused if present unless `overwrite`)."""
-        from lmscope.report.whitebox_sections import comparison_page  # below report: lint-imports flags it
+    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False,
+             html: str | None = None) -> dict[str, Path]:
+        """`result.json` and `report.html` (the page `html`, drawn by `lmscope.report.whitebox_sections.
+        comparison_page`) in `directory`, both refused if present unless `overwrite`; returns both paths."""
+        if html is None:  # callers that pass the page leave this module below the report layer
+            from lmscope.report.whitebox_sections import comparison_page  # lint-imports flags it
 
-        return write_result(directory, self, html=comparison_page(self.to_dict()), overwrite=overwrite)
+            html = comparison_page(self.to_dict())
+        return write_result(directory, self, html=html, overwrite=overwrite)
 
 
 def _layer_key(point: str) -> str:
