@@ -172,3 +172,28 @@ def test_feature_components_equal_adding_their_decoder_rows(family: str) -> None
         expected = _metric(model.run_with_hooks(base, hooks=[("blocks.1.hook_mlp_out", add)])[:, -1], None) - clean
         torch.testing.assert_close(fast.effects[:, f], expected, atol=1e-5, rtol=0)
     assert float(fast.effects[:, :6].abs().max()) > 0
+
+
+def test_feature_components_start_at_the_block_their_dictionary_reads() -> None:
+    """A feature of a transcoder reading block 1 is patched from block 1's cached input: block 0 runs in the base
+    and source runs only, never in the patched forwards (with skip_layers=False it runs in every one)."""
+    from lmscope.dictionary import DictConfig, Dictionary
+
+    model = HookedModel(tiny_hf_model("gpt2"))
+    cfg = DictConfig(kind="transcoder", d_in=model.cfg.d_model, d_sae=4, hook_name="blocks.1.ln2.hook_normalized",
+                     hook_name_out="blocks.1.hook_mlp_out")
+    model.attach_dictionary("tc", Dictionary(cfg, generator=torch.Generator().manual_seed(0)))
+    base, source = _pair(4)
+    comps = [f"dict:tc:{f}@-1" for f in range(4)]
+    calls: list[int] = []
+    handle = model.adapter.blocks()[0].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        fast = patch_sweep(model, base, source, comps, _metric)
+        skipped = len(calls)
+        calls.clear()
+        whole = patch_sweep(model, base, source, comps, _metric, skip_layers=False)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(fast.effects, whole.effects, atol=1e-5, rtol=0)
+    assert skipped == 2  # the base run and the source run
+    assert len(calls) > skipped

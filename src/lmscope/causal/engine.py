@@ -176,7 +176,7 @@ def _groups(components: Sequence[Component], model: HookedModel | None, base: Pr
     n_layers = model.cfg.n_layers if model is not None else 0
     first_last = int(base.last.min()) if base.last is not None else 0
     for i, c in enumerate(components):
-        layer = c.layer if model is not None else None
+        layer = c.first_layer(model) if model is not None else None  # a feature: the block its dictionary reads
         start = _start_position(c) if model is not None and base.last is not None else None
         if start is not None and start != LAST and not 0 < start <= first_last:
             start = None  # position 0 saves nothing; past some row's last token the window would miss it

@@ -7,7 +7,7 @@ from lmscope.dictionary.io import load_dictionary, save_dictionary
 from lmscope.dictionary.metrics import DictionaryMetrics, evaluate, feature_density, fvu, l0
 from lmscope.dictionary.modules import DictConfig, Dictionary
 from lmscope.dictionary.splice import Splice, SplicedMetrics, feature_activations, site_mean, spliced_metrics
-from lmscope.dictionary.train import TrainConfig, latest_checkpoint
+from lmscope.dictionary.train import RunConfig, TrainConfig, latest_checkpoint
 
 __all__ = [
     "SAE",
@@ -15,6 +15,7 @@ __all__ = [
     "DictConfig",
     "Dictionary",
     "DictionaryMetrics",
+    "RunConfig",
     "Splice",
     "SplicedMetrics",
     "TrainConfig",
