@@ -17,7 +17,7 @@ from lmscope.errors import InputError
 from lmscope.fileio import atomic_write_json
 from lmscope.report.rebuild import SECTIONS, circuit_layers, rebuild_report
 from lmscope.results import read_result, write_result
-from report.built_results import BUILDERS, succession
+from report.built_results import BUILDERS, spliced, succession
 
 SAVED = ("neuron_ranking", "neuron_ablation", "vector_arithmetic", "mod10_features", "heads_in_the_wild",
          "activation_patching", "mediation", "autointerp", "whitebox_comparison", "selectivity")
@@ -58,6 +58,16 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     dirs["head_detectors"] = root / "old_detectors"
     succession().save(root / "succession")  # no kind in the file until SuccessionResult joins the results layer
     dirs["succession"] = root / "succession"
+    spliced().save(root / "spliced")
+    dirs["spliced_metrics"] = root / "spliced"
+    write_result(root / "dict_eval", {
+        "kind": "dictionary_metrics", "hook_name": "blocks.1.ln2.hook_normalized",
+        "hook_name_out": "blocks.1.hook_mlp_out",
+        "positions": {"prepend_bos": True, "exclude_first": 0},
+        "metrics": {"l0": 12.25, "fvu": 0.0625, "dead_fraction": 0.125, "dense_fraction": 0.0},
+        "spliced": spliced().to_dict(), "model": "zoo:planted", "dictionary": "tc/",
+        "corpus": {"source": "heldout.txt", "n_texts": 40}, "trained_on": {"source": "synthetic", "n_texts": 9}})
+    dirs["dictionary_metrics"] = root / "dict_eval"
     _planted_circuit(root / "circuit")
     dirs["circuit"] = root / "circuit"
     return dirs
@@ -130,6 +140,17 @@ def test_causal_autointerp_and_whitebox_sections_show_the_files_numbers(saved: d
     assert auto["units"][0]["explanation"]["text"] in page
     comparison = read_result(saved["whitebox_comparison"])
     assert f"{comparison['per_model']['gpt']['heldout_loss']:.4f}" in page
+
+
+def test_dictionary_sections_show_the_files_numbers(saved: dict[str, Path], page: str) -> None:
+    metrics = read_result(saved["dictionary_metrics"])
+    m, s = metrics["metrics"], metrics["spliced"]
+    assert f"<dd>{m['l0']:.1f}</dd>" in page
+    assert f"<dd>{m['dead_fraction']:.3f} / {m['dense_fraction']:.3f}</dd>" in page
+    assert f"<dd>{s['clean_loss']:.4f} / {s['spliced_loss']:.4f} / {s['ablated_loss']:.4f}</dd>" in page
+    assert "<dd>heldout.txt (40 texts)</dd>" in page and "all real tokens except BOS" in page
+    alone = read_result(saved["spliced_metrics"])
+    assert page.count(f"<dd>{alone['loss_recovered']:.3f}</dd>") == 2  # the eval's spliced part, and the file alone
 
 
 def test_the_circuit_section_draws_the_saved_graph(saved: dict[str, Path], page: str) -> None:
