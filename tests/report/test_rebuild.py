@@ -68,6 +68,14 @@ def saved(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "spliced": spliced().to_dict(), "model": "zoo:planted", "dictionary": "tc/",
         "corpus": {"source": "heldout.txt", "n_texts": 40}, "trained_on": {"source": "synthetic", "n_texts": 9}})
     dirs["dictionary_metrics"] = root / "dict_eval"
+    write_result(root / "stack", {
+        "kind": "dictionary_stack", "model": "zoo:planted", "layers": [0, 1],
+        "table": [{"layer": la, "l0": 5.5 + la, "fvu": 0.125 * (la + 1), "dead_fraction": 0.0, "loss_recovered": 0.75,
+                   "kl_div": 0.03125, "hook_name": f"blocks.{la}.ln2.hook_normalized"} for la in (0, 1)],
+        "curves": {"0": [{"step": 1, "mse": 0.5}, {"step": 2, "mse": 0.25}]},
+        "timing": {"steps": 2, "wall_s": 3.0, "forward_s": 1.0, "train_s": 2.0, "tokens_per_s": 1000.0},
+        "settings": {"kind": "transcoder", "d_sae": 64, "activation": "relu", "batch_size": 256}})
+    dirs["dictionary_stack"] = root / "stack"
     _planted_circuit(root / "circuit")
     dirs["circuit"] = root / "circuit"
     return dirs
@@ -149,6 +157,9 @@ def test_dictionary_sections_show_the_files_numbers(saved: dict[str, Path], page
     assert f"<dd>{m['dead_fraction']:.3f} / {m['dense_fraction']:.3f}</dd>" in page
     assert f"<dd>{s['clean_loss']:.4f} / {s['spliced_loss']:.4f} / {s['ablated_loss']:.4f}</dd>" in page
     assert "<dd>heldout.txt (40 texts)</dd>" in page and "all real tokens except BOS" in page
+    stack = read_result(saved["dictionary_stack"])
+    fvu = next(t for t in _traces(page) if t.get("name") == "FVU")
+    assert fvu["x"] == stack["layers"] and fvu["y"] == [r["fvu"] for r in stack["table"]]
     alone = read_result(saved["spliced_metrics"])
     assert page.count(f"<dd>{alone['loss_recovered']:.3f}</dd>") == 2  # the eval's spliced part, and the file alone
 
