@@ -229,3 +229,24 @@ def test_lmscope_report_through_the_cli(saved: dict[str, Path], tmp_path: Path,
     code, out, err = run(capsys, "report", str(tmp_path / "odd"), "--out", str(tmp_path / "r2"))
     assert code == 2 and out == "" and err.count("\n") == 1 and "odd: a 'something_new' result has no report" in err
     assert not (tmp_path / "r2").exists()
+
+
+def test_results_saved_by_lmscope_commands_rebuild_into_one_report(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """End to end on the zoo model: `heads succession` and `heads detect` save results, `lmscope report` draws
+    both; the heatmaps hold the files' grids and the best heads the files' top heads."""
+    from cli_runner import run
+
+    for args in (("succession", "--out", str(tmp_path / "succ")), ("detect", "--seq-len", "10", "--out",
+                                                                    str(tmp_path / "det"))):
+        code, _, err = run(capsys, "heads", args[0], "zoo:gpt2-tiny", *args[1:])
+        assert code == 0, err
+    code, _, err = run(capsys, "report", str(tmp_path / "succ"), str(tmp_path / "det"), "--out", str(tmp_path / "r"))
+    assert code == 0, err
+    page = (tmp_path / "r" / "report.html").read_text()
+    grids = [t["z"] for t in _traces(page) if t.get("type") == "heatmap"]
+    succ, det = read_result(tmp_path / "succ"), read_result(tmp_path / "det", kind="head_detectors")
+    assert succ["kind"] == "succession" and succ["scores"] in grids
+    assert all(grid in grids for grid in det["scores"].values())
+    best = det["top_heads"]["induction"][0]
+    assert f"<td>induction</td><td>{best['layer']}.{best['head']}</td><td>{best['score']:.3f}</td>" in page
