@@ -137,3 +137,16 @@ def test_a_comparison_saves_the_page_it_is_given_beside_its_result(tmp_path: Pat
     assert "crate vs gpt" in page and f"{result.per_model['gpt']['heldout_loss']:.4f}" in page
     paths = result.save(tmp_path, html=page)
     assert paths["html"].read_text() == page and read_result(paths["json"])["models"] == ["crate", "gpt"]
+
+
+def test_an_undefined_number_is_written_null_and_read_back_as_nan(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    arithmetic = replace(BUILDERS["vector_arithmetic"](), rates={"numbers": float("nan"), "days": 0.5})
+    ablation = replace(BUILDERS["neuron_ablation"](), random_loss=float("inf"))
+    for i, result in enumerate((arithmetic, ablation)):
+        result.save(tmp_path / str(i))
+        assert "NaN" not in (tmp_path / str(i) / "result.json").read_text()
+    assert read_result(tmp_path / "0")["rates"]["numbers"] is None
+    assert math.isnan(type(arithmetic).load(tmp_path / "0").rates["numbers"])
+    assert math.isnan(type(ablation).load(tmp_path / "1").random_loss)  # inf is not strict JSON either

@@ -14,7 +14,7 @@ import torch
 
 from lmscope import __version__
 from lmscope.errors import InputError
-from lmscope.results import Result, ResultMixin, json_safe, read_result, to_list, write_result
+from lmscope.results import Result, ResultMixin, json_safe, numbers, read_result, to_list, write_result
 
 
 @dataclass
@@ -47,6 +47,13 @@ def test_json_safe_makes_strict_json_of_numpy_torch_paths_and_non_finite() -> No
     assert to_list(np.arange(3)) == [0, 1, 2]
     with pytest.raises(TypeError, match=r"cannot put a object into result\.json"):
         json_safe(object())
+
+
+def test_numbers_reads_null_back_as_nan() -> None:
+    got = numbers([[1, None], [2.5, 3]])
+    assert got[0][0] == 1.0 and np.isnan(got[0][1]) and got[1] == [2.5, 3.0]
+    with pytest.raises(TypeError):
+        numbers([{"a": 1}])
 
 
 def test_save_writes_kind_and_version_first_and_load_round_trips(tmp_path: Path) -> None:

@@ -105,6 +105,18 @@ def json_safe(obj: Any) -> Any:
     raise TypeError(f"cannot put a {type(obj).__name__} into result.json: {obj!r:.80}")
 
 
+def number(value: Any) -> float:
+    """A float from a result file, where `json_safe` wrote a non-finite value as null: null reads back as NaN."""
+    return math.nan if value is None else float(value)
+
+
+def numbers(values: Any) -> Any:
+    """`values` (nested lists of numbers or nulls) with every null as NaN, e.g. to rebuild a tensor."""
+    if isinstance(values, list):
+        return [numbers(v) for v in values]
+    return number(values)
+
+
 @runtime_checkable
 class Result(Protocol):
     """What every analysis result offers: its `kind`, the lmscope `version` that made it, JSON-safe

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from lmscope.errors import InputError
-from lmscope.results import ResultMixin
+from lmscope.results import ResultMixin, numbers
 
 
 @dataclass
@@ -52,9 +52,9 @@ class PatchingResult(ResultMixin):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PatchingResult:
         """Rebuild from `to_dict()` (float64; `mean_effect` and `recovered` are recomputed from `effects`)."""
-        effects = torch.tensor(d["effects"], dtype=torch.float64).reshape(-1, len(d["components"]))
-        return cls([str(c) for c in d["components"]], effects, torch.tensor(d["y_base"], dtype=torch.float64),
-                   torch.tensor(d["y_source"], dtype=torch.float64), str(d["metric"]), dict(d["meta"]))
+        effects = torch.tensor(numbers(d["effects"]), dtype=torch.float64).reshape(-1, len(d["components"]))
+        return cls([str(c) for c in d["components"]], effects, torch.tensor(numbers(d["y_base"]), dtype=torch.float64),
+                   torch.tensor(numbers(d["y_source"]), dtype=torch.float64), str(d["metric"]), dict(d["meta"]))
 
 
 @dataclass

@@ -24,7 +24,7 @@ from lmscope.errors import InputError
 from lmscope.heads.mod10 import N_RESIDUES, Mod10Result, check_head, head_logits
 from lmscope.heads.succession import _need_tokenizer, _select_tasks, effective_embeddings, input_mode, task_tokens
 from lmscope.model.hooked import HookedModel
-from lmscope.results import ResultMixin
+from lmscope.results import ResultMixin, number
 
 ONE_BASED: frozenset[str] = frozenset({"ordinals", "days", "day_abbrevs", "months", "month_abbrevs", "letters"})
 """Tasks whose item values start at 1 (first, Monday, January, A); numbers and number words start at 0."""
@@ -56,9 +56,10 @@ class ArithmeticResult(ResultMixin):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ArithmeticResult:
         return cls(int(d["head"]["layer"]), int(d["head"]["head"]), float(d["k"]),
-                   {str(t): float(v) for t, v in d["rates"].items()}, {str(t): int(v) for t, v in d["n_edits"].items()},
-                   {float(k): {str(t): float(v) for t, v in r.items()} for k, r in d["by_k"].items()},
-                   float(d["overall"]), [(int(i), int(j)) for i, j in d["pairs"]], list(d["examples"]))
+                   {str(t): number(v) for t, v in d["rates"].items()},
+                   {str(t): int(v) for t, v in d["n_edits"].items()},
+                   {float(k): {str(t): number(v) for t, v in r.items()} for k, r in d["by_k"].items()},
+                   number(d["overall"]), [(int(i), int(j)) for i, j in d["pairs"]], list(d["examples"]))
 
 
 def residue_pairs(from_residue: int | None, to_residue: int | None) -> list[tuple[int, int]]:

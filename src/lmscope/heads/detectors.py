@@ -23,7 +23,7 @@ from torch import Tensor
 from lmscope.errors import InputError
 from lmscope.heads.ov import head_inputs, head_W_O, layer_embeddings, unembedding
 from lmscope.model.hooked import HookedModel
-from lmscope.results import ResultMixin
+from lmscope.results import ResultMixin, numbers
 
 DETECTORS: tuple[str, ...] = ("previous_token", "duplicate_token", "induction", "copying")
 Progress = Callable[[str, int, int], None]
@@ -172,7 +172,7 @@ class HeadScores(ResultMixin):
     def from_dict(cls, d: dict[str, Any]) -> HeadScores:
         """Rebuild from `to_dict()` (`top_heads` is recomputed from the scores); every detector's grid must be
         `[n_layers, n_heads]` of the same shape."""
-        grids = [torch.tensor(d["scores"][name], dtype=torch.float32) for name in DETECTORS]
+        grids = [torch.tensor(numbers(d["scores"][name]), dtype=torch.float32) for name in DETECTORS]
         if any(g.ndim != 2 or g.shape != grids[0].shape for g in grids):
             raise ValueError(f"scores: expected {', '.join(DETECTORS)} as [layer][head] grids of one shape")
         return cls(*grids, seq_len=int(d["seq_len"]), n_seqs=int(d["n_seqs"]), seed=int(d["seed"]),

@@ -24,7 +24,7 @@ from lmscope.model.stats import lm_loss
 from lmscope.neurons.analysis import NeuronRanking
 from lmscope.neurons.dataset import load_dataset
 from lmscope.neurons.probe import LinearProbe
-from lmscope.results import ResultMixin
+from lmscope.results import ResultMixin, number
 
 
 @dataclass
@@ -50,7 +50,7 @@ class AblationResult(ResultMixin):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AblationResult:
         types = {"k": int, "mode": str, "units": lambda v: [str(u) for u in v], "random_draws": int}
-        return cls(**{f.name: types.get(f.name, float)(d[f.name]) for f in fields(cls)})
+        return cls(**{f.name: types.get(f.name, number)(d[f.name]) for f in fields(cls)})
 
 
 def _intervention(units: Sequence[str], mode: str, means: dict[str, torch.Tensor]) -> Intervention:

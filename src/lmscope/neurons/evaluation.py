@@ -18,7 +18,7 @@ import torch
 from lmscope.errors import InputError
 from lmscope.neurons.probe import LinearProbe
 from lmscope.neurons.rankers import ArrayLike, as_features, as_labels
-from lmscope.results import ResultMixin
+from lmscope.results import ResultMixin, number, numbers
 
 
 def _default_probe() -> LinearProbe:
@@ -70,8 +70,8 @@ class AccuracyAtK(ResultMixin):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> AccuracyAtK:
-        return cls([int(k) for k in d["ks"]], [float(v) for v in d["top"]], [float(v) for v in d["random"]],
-                   [float(v) for v in d["bottom"]], float(d["all_neurons"]), float(d["majority"]), int(d["n_neurons"]))
+        return cls([int(k) for k in d["ks"]], numbers(list(d["top"])), numbers(list(d["random"])),
+                   numbers(list(d["bottom"])), number(d["all_neurons"]), number(d["majority"]), int(d["n_neurons"]))
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Selectivity(ResultMixin):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Selectivity:
-        return cls(float(d["task_accuracy"]), float(d["control_accuracy"]), float(d["selectivity"]),
+        return cls(number(d["task_accuracy"]), number(d["control_accuracy"]), number(d["selectivity"]),
                    int(d["n_neurons"]))
 
 
