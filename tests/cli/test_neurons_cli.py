@@ -129,3 +129,24 @@ def _same_shape_other_weights(where: Path) -> Path:
     model.hf.save_pretrained(where)
     model.tokenizer.save_pretrained(where)
     return where
+
+
+def test_read_label_file_chooses_the_reader(tmp_path: Path) -> None:
+    """`--labels FILE --column C`: .conllu by column, a synthetic .jsonl by kind, anything else a NeuroX label file
+    parallel to the corpus the store recorded (refused, naming --labels, when it recorded none)."""
+    from lmscope.data.labels import read_label_file
+    from lmscope.data.synthetic import write_jsonl
+    from lmscope.errors import InputError
+
+    (tmp_path / "a.conllu").write_text("1\tthe\t_\tDET\tDT\t_\t0\t_\t_\t_\n2\tcat\t_\tNOUN\tNN\t_\t0\t_\t_\t_\n\n")
+    assert read_label_file(tmp_path / "a.conllu").labels == [["DET", "NOUN"]]
+    assert read_label_file(tmp_path / "a.conllu", "xpos").labels == [["DT", "NN"]]
+    samples = generate_corpus(3, seed=1, mix={"grammar": 1.0})
+    write_jsonl(samples, tmp_path / "s.jsonl")
+    assert read_label_file(tmp_path / "s.jsonl", "toxic").labels == from_synthetic(samples, "toxic").labels
+    (tmp_path / "text.txt").write_text("the cat\n")
+    (tmp_path / "labels.txt").write_text("DET NOUN\n")
+    parallel = read_label_file(tmp_path / "labels.txt", corpus_path=tmp_path / "text.txt")
+    assert parallel.sentences == [["the", "cat"]] and parallel.labels == [["DET", "NOUN"]]
+    with pytest.raises(InputError, match=r"^labels: .*labels\.txt: a parallel label file needs the store's corpus"):
+        read_label_file(tmp_path / "labels.txt")

@@ -1,0 +1,65 @@
+"""`lmscope.causal.inputs`: input files, outcome specs and plugins, each refused naming its argument."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lmscope.causal.inputs import (
+    check_differentiable,
+    check_outcome,
+    check_outcome_files,
+    default_outcome,
+    read_rows,
+    read_texts,
+)
+from lmscope.errors import InputError
+
+
+def test_read_texts_and_rows(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("first\n\n  \nsecond\n")
+    (tmp_path / "a.jsonl").write_text('{"text": "x", "label": 1, "topic": "t"}\n\n{"text": 2, "label": 0}\n')
+    assert read_texts(str(tmp_path / "a.txt")) == ["first", "second"]  # blank lines are not inputs
+    assert read_texts(str(tmp_path / "a.jsonl")) == ["x", "2"]
+    assert [r["label"] for r in read_rows(str(tmp_path / "a.jsonl"), ["label"])] == [1, 0]
+    with pytest.raises(InputError, match=r"a\.jsonl:3: missing field 'topic' \(expected text, topic\)"):
+        read_rows(str(tmp_path / "a.jsonl"), ["text", "topic"])
+    (tmp_path / "blank.txt").write_text("\n \n")
+    with pytest.raises(InputError, match=r"blank\.txt: no inputs \(expected one per line\)"):
+        read_texts(str(tmp_path / "blank.txt"))
+
+
+def test_outcome_specs_name_their_argument() -> None:
+    check_outcome("prob", " a", None)  # complete: no error
+    check_outcome("py:anything:f", None, None)  # plugins and classifiers are checked with their files
+    for spec, target, foil, arg, says in (("nope", None, None, "metric", "metric: got 'nope', expected one of"),
+                                          ("prob", None, None, "target", "target: required for prob"),
+                                          ("logit-diff", " a", None, "foil", "foil: required for logit-diff")):
+        with pytest.raises(InputError, match=f"^{says}") as caught:
+            check_outcome(spec, target, foil, arg="metric")
+        assert caught.value.arg == arg
+    check_differentiable("log-toxicity")
+    for spec in ("toxicity-hit", "toxicity-continuation", "classifier:dir"):
+        with pytest.raises(InputError, match=f"^metric: {spec} has no gradient"):
+            check_differentiable(spec, arg="metric")
+
+
+def test_outcome_files_are_checked_before_a_model(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^outcome: classifier:.*nowhere: no such directory") as caught:
+        check_outcome_files(f"classifier:{tmp_path / 'nowhere'}", None)
+    assert caught.value.arg == "outcome"
+    with pytest.raises(InputError, match=r"words\.txt: no such file"):
+        check_outcome_files("toxicity", str(tmp_path / "words.txt"))
+    with pytest.raises(InputError, match=r"^metric: py:no_such_module_q: expected py:MODULE:FUNCTION"):
+        check_outcome_files("py:no_such_module_q", None, arg="metric")
+    (tmp_path / "words.txt").write_text("idiot\n")
+    check_outcome_files("toxicity", str(tmp_path / "words.txt"))
+    check_outcome_files(f"classifier:{tmp_path}", None)  # a directory: read when the model is there
+
+
+def test_default_outcome() -> None:
+    assert default_outcome("zoo:gpt2-tiny", None) == "toxicity" and default_outcome("m", "prob") == "prob"
+    with pytest.raises(InputError, match=r"^outcome: m is not a zoo model") as caught:
+        default_outcome("m", None)
+    assert caught.value.arg == "outcome"
