@@ -7,6 +7,10 @@ offline `report.html` (plotly.js inlined) and a `result.json` holding every sect
     report = Report("Successor heads", meta={"model": "zoo:gpt2-tiny"})
     report.add(Section("succession", "Succession scores", [Text("..."), fig], {"scores": fig_data}))
     report.write("out/")
+
+`Report.write` puts report.html and its result.json (kind "report") through the one writer of result files,
+`lmscope.results.write_result`; `lmscope.report.rebuild.rebuild_report(dirs)` (the `lmscope report` command)
+draws one report from saved result directories, a section per result from its kind.
 """
 
 from lmscope.report.blocks import Block, Figure, KeyValues, Markdownish, Table, Text
