@@ -30,7 +30,7 @@ from lmscope.errors import InputError, Interrupted
 try:  # recent Typer vendors click; older Typer used the click package
     from typer._click.exceptions import NoArgsIsHelpError, UsageError
 except ImportError:  # pragma: no cover
-    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
+    from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef,assignment]
 
 COMMANDS = (activations.extract, core.demo, core.info, causal.patch, causal.mediate, circuits.circuit,
             report.report)

@@ -65,7 +65,7 @@ def _components(model: Any, groups: str, position: int | str | None, neurons: st
     if units:
         attach_dictionaries(model, units, allow_mismatch=allow_mismatch)
         model.check_names(list(dict.fromkeys(Unit.parse(u).hook for u in units)))
-    if position != EACH:
+    if not isinstance(position, str):  # not EACH
         return standard_components(model.cfg.n_layers, model.cfg.n_heads, groups, position=position, neurons=units)
     n = int(model.to_tokens(texts or []).lengths.min())
     return [c for p in range(n) for c in standard_components(

@@ -106,8 +106,8 @@ MAX_SEED = 2**32 - 1
 """Largest seed: numpy's generators take 0..2**32-1."""
 
 
-def flag_of(param: typer.CallbackParam) -> str:
-    """The option's long flag (`--batch-size`), or the argument's name in capitals."""
+def flag_of(param: Any) -> str:
+    """The option's long flag (`--batch-size`), or the argument's name in capitals (`param`: a click Parameter)."""
     longs = [o for o in param.opts if o.startswith("--")]
     return longs[0] if longs else (param.name or "").upper()
 
