@@ -212,7 +212,8 @@ def test_cli_hf_explainer_on_a_store(capsys: pytest.CaptureFixture[str], tmp_pat
 
 @pytest.mark.parametrize(("extra", "message"), [
     (["--llm-dtype", "float16", "--explainer", "hf", "--llm-model", "m"], "--llm-dtype: expected bfloat16 or"),
-    (["--llm-batch-size", "0", "--explainer", "hf", "--llm-model", "m"], "--llm-batch-size: expected a positive"),
+    (["--llm-batch-size", "0", "--explainer", "hf", "--llm-model", "m"],
+     "--llm-batch-size: expected an integer in 1..2147483647, got 0"),
     (["--llm-dtype", "float32"], "--llm-dtype: applies with --explainer hf"),
     (["--llm-model", "m"], "--llm-model: applies with --explainer openai or hf"),
     (["--explainer", "hf", "--llm-model", "m", "--llm-url", "http://localhost:1/v1"], "--llm-url: applies with"),

@@ -270,6 +270,6 @@ def test_cli_chunk_mb(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     assert json.loads(small)["counts"] == json.loads(default)["counts"]
     assert (tmp_path / "o" / "result.json").exists()
     code, _, err = run(capsys, *args, "--chunk-mb", "0")
-    assert code == 2 and "--chunk-mb: got 0, expected at least 1" in err
+    assert code == 2 and "--chunk-mb: expected an integer in 1..2147483647, got 0" in err
     code, _, err = run(capsys, *args, "--out", str(tmp_path / "o"))
     assert code == 2 and "already exists" in err and "mean head outputs" not in err  # refused before any work
