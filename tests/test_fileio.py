@@ -38,24 +38,6 @@ def test_directory_target_and_permissions(tmp_path: Path) -> None:
     assert mode & stat.S_IRGRP  # readable by others, like any file the user creates (not mkstemp's 0600)
 
 
-def test_load_result_reads_by_kind_and_names_the_file_on_failure(tmp_path: Path) -> None:
-    from lmscope.fileio import load_result
-
-    what = "a thing (written by `lmscope thing`)"
-    atomic_write_json(tmp_path / "ok" / "result.json", {"kind": "thing", "x": 3})
-    assert load_result(tmp_path / "ok", "thing", what, lambda d: d["x"]) == 3  # the directory form
-    assert load_result(tmp_path / "ok" / "result.json", "thing", what, lambda d: d["x"]) == 3
-    with pytest.raises(InputError, match=r"result\.json: not a readable thing \(KeyError\('y'\)\)"):
-        load_result(tmp_path / "ok", "thing", what, lambda d: d["y"])
-    with pytest.raises(InputError, match="not a thing"):
-        load_result(tmp_path / "ok", "other", "a thing", lambda d: d)
-    with pytest.raises(InputError, match="no such file"):
-        load_result(tmp_path / "missing.json", "thing", what, lambda d: d)
-    (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(InputError, match=r"bad\.json: not JSON .*; expected a thing"):
-        load_result(tmp_path / "bad.json", "thing", what, lambda d: d)
-
-
 def test_file_sha256_is_the_bytes_digest(tmp_path: Path) -> None:
     import hashlib
 

@@ -12,9 +12,8 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from lmscope.errors import InputError
 
@@ -108,32 +107,3 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, overwrite: boo
 def atomic_write_json(path: str | os.PathLike[str], obj: Any, *, overwrite: bool = False) -> Path:
     """Write `obj` as indented JSON to `path` atomically."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", overwrite=overwrite)
-
-
-T = TypeVar("T")
-
-
-def load_result(path: str | os.PathLike[str], kind: str, what: str, build: Callable[[dict[str, Any]], T]) -> T:
-    """Read a `result.json` (or the directory holding it) whose "kind" is `kind` and `build` an object from it.
-
-    Every failure is one InputError naming the file: missing, not JSON, another kind (`what` says what was
-    expected, e.g. "a neuron ranking (written by `lmscope neurons rank`)"), or missing keys.
-    """
-    source = Path(path)
-    source = source / "result.json" if source.is_dir() else source
-    try:
-        d = json.loads(source.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{source}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{source}: not JSON ({err.msg}); expected {what}") from None
-    except (UnicodeDecodeError, RecursionError) as err:  # bytes that are not UTF-8; nesting beyond Python's stack
-        raise InputError(f"{source}: not readable JSON ({type(err).__name__}); expected {what}") from None
-    except OSError as err:
-        raise InputError(f"{source}: cannot be read ({err.strerror or err})") from None
-    if not isinstance(d, dict) or d.get("kind") != kind:
-        raise InputError(f"{source}: not {what}")
-    try:
-        return build(d)
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as err:
-        raise InputError(f"{source}: not a readable {kind.replace('_', ' ')} ({err!r})") from None

@@ -1,8 +1,8 @@
 """Fuzzing result files that commands read back (`neurons ablate --ranking DIR`): a result.json of any content
 gives a usable value or an InputError.
 
-`NeuronRanking.load` (lmscope.neurons.analysis, through lmscope.fileio.load_result) checks every entry's types
-and `load_result` turns bad bytes, deep nesting and build errors into one line: no traceback later.
+`NeuronRanking.load` (lmscope.neurons.analysis, through lmscope.results.read_result) checks every entry's types
+and `read_result` turns bad bytes, deep nesting and build errors into one line: no traceback later.
 """
 
 from __future__ import annotations

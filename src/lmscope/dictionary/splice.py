@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import math
 import operator
-import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -27,12 +25,12 @@ from torch import Tensor
 from lmscope.dictionary.positions import PositionRule
 from lmscope.dictionary.positions import scored_positions as scored_positions  # re-exported (its old home)
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
 from lmscope.model.dictionaries import edit_delta
 from lmscope.model.hooked import HookedModel
 from lmscope.model.hookpoints import HookPoint
 from lmscope.model.inputs import Inputs, TokenBatch
 from lmscope.model.interventions import HookPair, Intervention, MeanAblation
+from lmscope.results import ResultMixin
 
 
 class DictionaryConfigLike(Protocol):
@@ -217,7 +215,7 @@ def feature_activations(model: HookedModel, dictionary: DictionaryLike, inputs: 
 
 
 @dataclass
-class SplicedMetrics:
+class SplicedMetrics(ResultMixin):
     """The LM with the dictionary spliced in, against the clean LM and against mean ablation of the target.
 
     Losses are mean next-token cross-entropy in nats. `loss_recovered = (ablated − spliced) / (ablated −
@@ -236,13 +234,17 @@ class SplicedMetrics:
     kl_div: float
     n_tokens: int
     loss_recovered_note: str | None = None
+    kind: ClassVar[str] = "spliced_metrics"
 
     def to_dict(self) -> dict[str, Any]:
         out = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(self).items()}
-        return {"kind": "spliced_metrics", **out}
+        return {"kind": self.kind, **out}
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SplicedMetrics:
+        """The metrics back from their result.json (a NaN was written as null)."""
+        return cls(**{f.name: math.nan if d[f.name] is None and f.name != "loss_recovered_note" else d[f.name]
+                      for f in fields(cls) if f.name in d})
 
 
 def spliced_metrics(model: HookedModel, dictionary: DictionaryLike, texts: Sequence[str], *,

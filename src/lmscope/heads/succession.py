@@ -40,19 +40,16 @@ Choices, stated once:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from lmscope.data.sequences import CYCLIC_TASKS, ROMAN_NUMERALS, ROMAN_TASK, SUCCESSION_TASKS
 from lmscope.errors import InputError
-from lmscope.fileio import atomic_write_json
 from lmscope.heads.ov import (
     MODES,
     effective_embeddings,
@@ -65,6 +62,7 @@ from lmscope.heads.ov import (
     unembedding,
 )
 from lmscope.model.hooked import HookedModel
+from lmscope.results import ResultMixin, numbers
 
 __all__ = [  # the OV helpers are re-exported: callers (circuits, tests) import them from here
     "MIN_PAIRS", "MODES", "SuccessionResult", "TaskTokens", "effective_embeddings", "greater_than_bias",
@@ -180,7 +178,7 @@ def strictly_top(rows: Tensor, dst: Tensor) -> Tensor:
 
 # --- the result -----------------------------------------------------------------------------------
 @dataclass
-class SuccessionResult:
+class SuccessionResult(ResultMixin):
     """Succession scores of every head. Arrays are `[n_layers, n_heads]`, entries in [0, 1].
 
     `scores`: mean over the headline tasks (`headline_tasks`: the in-distribution tasks with at least
@@ -192,6 +190,7 @@ class SuccessionResult:
     (succession already present before any head acts).
     """
 
+    kind: ClassVar[str] = "succession"
     scores: Tensor
     per_task: dict[str, Tensor]
     n_pairs: dict[str, int]
@@ -265,9 +264,21 @@ class SuccessionResult:
                 "per_task": {t: s.tolist() for t, s in self.baseline_per_task.items()}},
         }
 
-    def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
-        """Write `directory/result.json` atomically."""
-        return atomic_write_json(Path(directory) / "result.json", self.to_dict(), overwrite=overwrite)
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SuccessionResult:
+        """The result back from its result.json (NaN scores were written as null)."""
+        def t(x: Any) -> Tensor | None:
+            return None if x is None else torch.tensor(numbers(x), dtype=torch.float32)
+
+        def ts(m: dict[str, Any]) -> dict[str, Tensor]:
+            return {k: torch.tensor(numbers(v), dtype=torch.float32) for k, v in m.items()}
+
+        base = d.get("input_baseline") or {}
+        return cls(torch.tensor(numbers(d["scores"]), dtype=torch.float32), ts(d["per_task"]), dict(d["n_pairs"]),
+                   dict(d["dropped"]), ts(d["ood"]), str(d["mode"]), str(d["model"]), t(d["scores_pooled"]),
+                   t(base.get("scores")), t(base.get("scores_pooled")), ts(base.get("per_task") or {}),
+                   unknown=dict(d["unknown"]), tried=dict(d["tried"]), min_pairs=int(d["min_pairs"]),
+                   headline_tasks=list(d["headline_tasks"]), fold_ln=bool(d["fold_ln"]))
 
 
 def _select_tasks(tasks: Sequence[str] | None) -> dict[str, list[str]]:
