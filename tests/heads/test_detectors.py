@@ -217,3 +217,60 @@ def test_planted_duplicate_token_head() -> None:
     assert scores.previous_token[0, 0].item() < 0.05 and scores.induction[0, 0].item() < 0.05
     others = scores.duplicate_token.flatten()[1:]  # every other head: no Q/K weights, uniform causal attention
     assert others.max().item() < 0.1
+
+
+def _planted_induction_model() -> HookedModel:
+    """A two-layer induction circuit built by hand on a tiny GPT-2 (no tokenizer, MLPs zeroed, LN gains 1).
+
+    Orthonormal subspaces, all orthogonal to the ones vector (so LayerNorm only rescales, equally at every
+    position): P (2 dims) carries the position on a circle, A (8) the token, B (8) the previous token.
+    Head 0.0 is a previous-token head (its query is the position turned one step back) whose OV circuit copies
+    the attended token from A into B; head 1.0 matches its query's token (A) against each key's previous token
+    (B), so on `r r` every second-half token attends to the token after its first copy. Every other head has
+    zero weights (uniform attention, no output).
+    """
+    from tiny_models import tiny_hf_model
+
+    hf = tiny_hf_model("gpt2")
+    d, dh, vocab = 32, 8, 61
+    g = torch.Generator().manual_seed(5)
+    q = torch.linalg.qr(torch.cat([torch.ones(d, 1), torch.randn(d, d - 1, generator=g)], 1)).Q[:, 1:]
+    p, a_sub, b_sub = q[:, :2], q[:, 2:2 + dh], q[:, 2 + dh:2 + 2 * dh]
+    a = torch.nn.functional.normalize(torch.randn(vocab, dh, generator=g), dim=1)
+    pos = torch.arange(64, dtype=torch.float32)[:, None] * OMEGA
+    with torch.no_grad():
+        hf.transformer.wte.weight.copy_(a @ a_sub.T)
+        hf.transformer.wpe.weight.copy_(torch.cos(pos) * p[:, 0] + torch.sin(pos) * p[:, 1])
+        for block in hf.transformer.h:
+            block.ln_1.weight.fill_(1.0)
+            block.ln_1.bias.zero_()
+            for t in (block.mlp.c_fc.weight, block.mlp.c_fc.bias, block.mlp.c_proj.weight, block.mlp.c_proj.bias,
+                      block.attn.c_attn.weight, block.attn.c_attn.bias, block.attn.c_proj.weight,
+                      block.attn.c_proj.bias):
+                t.zero_()
+        w0, o0 = hf.transformer.h[0].attn.c_attn.weight, hf.transformer.h[0].attn.c_proj.weight
+        w0[:, 0] = 200.0 * (math.cos(OMEGA) * p[:, 0] + math.sin(OMEGA) * p[:, 1])  # q_i . k_j ~ cos((i-1-j) OMEGA)
+        w0[:, 1] = 200.0 * (-math.sin(OMEGA) * p[:, 0] + math.cos(OMEGA) * p[:, 1])
+        w0[:, d], w0[:, d + 1] = p[:, 0], p[:, 1]
+        w0[:, 2 * d: 2 * d + dh] = a_sub  # V reads the token...
+        o0[0:dh] = b_sub.T  # ...and O writes it into B
+        w1 = hf.transformer.h[1].attn.c_attn.weight
+        w1[:, 0:dh] = 50.0 * a_sub  # Q: this token
+        w1[:, d:d + dh] = b_sub  # K: the previous token
+    return HookedModel(hf, None)
+
+
+def test_planted_induction_head() -> None:
+    """On `r r` (n = 12, no BOS) head 1.0's second-half queries attend to the token after their first copy, except
+    the first one (r_1 again), whose previous-token slot is matched both by position 1 and by position 0 (head 0.0
+    attends to itself there): induction score (n - 1/2) / n, duplicate-token score (1/2) / n. Head 0.0 is the
+    previous-token head; no other head attends anywhere in particular."""
+    n = 12
+    scores = detect_heads(_planted_induction_model(), seq_len=n, n_seqs=4, n_copy_tokens=61)
+    assert scores.induction[1, 0].item() == pytest.approx((n - 0.5) / n, abs=0.005)
+    assert scores.duplicate_token[1, 0].item() == pytest.approx(0.5 / n, abs=0.005)
+    assert scores.previous_token[0, 0].item() > 0.98
+    assert scores.top_heads("induction", 1)[0]["layer"] == 1 and scores.top_heads("induction", 1)[0]["head"] == 0
+    assert scores.induction[0, 0].item() < 0.01 and scores.previous_token[1, 0].item() < 0.1
+    uniform = [scores.induction[layer, h].item() for layer in (0, 1) for h in (1, 2, 3)]
+    assert max(uniform) < 0.1  # uniform causal attention over up to 24 positions
