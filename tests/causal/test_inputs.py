@@ -63,3 +63,17 @@ def test_default_outcome() -> None:
     with pytest.raises(InputError, match=r"^outcome: m is not a zoo model") as caught:
         default_outcome("m", None)
     assert caught.value.arg == "outcome"
+
+
+def test_positions_and_components() -> None:
+    from lmscope.causal.inputs import EACH, check_components, parse_position, split_units
+
+    assert [parse_position(t) for t in ("last", "all", "each", "3")] == [-1, None, EACH, 3]
+    with pytest.raises(InputError, match=r"^position: got '-1', expected last, all, each or a position index"):
+        parse_position("-1")  # from the end is what `last` is for
+    assert split_units(" a:1, ,b:2 ") == ["a:1", "b:2"] and split_units(None) == []
+    check_components("heads,mlp", [])
+    with pytest.raises(InputError, match=r"components: got 'bogus'"):
+        check_components("heads,bogus", [])
+    with pytest.raises(InputError, match=r"unit 'blocks\.1\.mlp\.hook_post:x'"):
+        check_components("neurons", ["blocks.1.mlp.hook_post:x"])

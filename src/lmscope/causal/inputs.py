@@ -1,4 +1,5 @@
-"""What patching and mediation read: input files, outcome specs and `py:MODULE:FUNCTION` plugins.
+"""What patching and mediation read: input files, outcome specs, `py:MODULE:FUNCTION` plugins, positions and
+the components to patch.
 
 The CLI passes strings through; everything here checks them and names the argument at fault by its Python
 name (`InputError.arg`), which the CLI turns into its flag. `check_outcome` needs no model, so a bad spec
@@ -24,6 +25,8 @@ OUTCOMES = ("toxicity", "log-toxicity", "toxicity-hit", "toxicity-continuation",
 difference, a probability, a local HF classifier on the continuation, or the user's own function."""
 PLUGIN_HELP = ("py:MODULE:FUNCTION imports MODULE (from the current directory or the Python path) and runs its "
                "code: use only code you trust.")
+EACH = "each"
+"""Position spec: every position on its own, up to the shortest input."""
 NOT_DIFFERENTIABLE = ("toxicity-hit", "toxicity-continuation", "classifier:")
 """Outcomes with no gradient (argmax or decoding): attribution patching cannot estimate their effects."""
 
@@ -143,3 +146,50 @@ def load_plugin(spec: str, *, arg: str = "outcome") -> Callable[..., Any]:
     if not callable(fn):
         raise InputError(f"{arg}: py:{spec}: {name} is not callable", arg=arg)
     return fn
+
+
+def parse_position(text: str, *, arg: str = "position") -> int | str | None:
+    """`last` -> -1 (each input's last token), `all` -> None (every position at once), `each` -> EACH, or an
+    index."""
+    if text == "last":
+        return -1
+    if text == "all":
+        return None
+    if text == EACH:
+        return EACH
+    if text.isdecimal():
+        return int(text)
+    raise InputError(f"{arg}: got {text!r}, expected last, all, each or a position index", arg=arg)
+
+
+def split_units(text: str | None) -> list[str]:
+    """Comma-separated unit strings (empty for None)."""
+    return [u.strip() for u in text.split(",") if u.strip()] if text else []
+
+
+def check_components(groups: str, units: list[str]) -> None:
+    """The component groups and unit strings, checked (syntax only: no model needed)."""
+    from lmscope.causal.components import standard_components
+
+    standard_components(1, 1, groups, neurons=units)
+
+
+def model_components(model: Any, groups: str, position: int | str | None, units: list[str],
+                     texts: list[str] | None = None, allow_mismatch: bool = False) -> list[Any]:
+    """The standard components of `model` at `position`; EACH: at every position up to the shortest of `texts`.
+
+    `units` may name dictionary features (`dict:<path>:i`): their dictionaries are loaded (provenance checked)
+    and attached first. Every unit's hook point is checked against the model before any work."""
+    from lmscope.causal.components import standard_components
+    from lmscope.dictionary.attach import attach_dictionaries
+    from lmscope.model.units import Unit
+
+    if units:
+        attach_dictionaries(model, units, allow_mismatch=allow_mismatch)
+        model.check_names(list(dict.fromkeys(Unit.parse(u).hook for u in units)))
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if not isinstance(position, str):  # not EACH
+        return standard_components(n_layers, n_heads, groups, position=position, neurons=units)
+    n = int(model.to_tokens(texts or []).lengths.min())
+    return [c for p in range(n) for c in standard_components(
+        n_layers, n_heads, groups, position=p, neurons=[f"{u.split('@')[0]}@{p}" for u in units])]

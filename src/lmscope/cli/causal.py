@@ -10,13 +10,17 @@ import typer
 from lmscope.causal.inputs import (
     OUTCOMES,
     PLUGIN_HELP,
+    check_components,
     check_differentiable,
     check_outcome,
     check_outcome_files,
     default_outcome,
     make_outcome,
+    model_components,
+    parse_position,
     read_rows,
     read_texts,
+    split_units,
 )
 from lmscope.cli.common import (
     COUNT,
@@ -46,49 +50,6 @@ OutDir = Annotated[str | None, typer.Option("--out", callback=checked_out_dir,
 Overwrite = Annotated[bool, typer.Option(help="Replace result.json/report.html if they exist.")]
 ContinuationTokens = Annotated[int, typer.Option(callback=COUNT, help="Greedy tokens decoded for "
                                                  "toxicity-continuation and classifier:PATH outcomes.")]
-
-
-EACH = "each"
-
-
-def _components(model: Any, groups: str, position: int | str | None, neurons: str | None,
-                texts: list[str] | None = None, allow_mismatch: bool = False) -> list[Any]:
-    """The standard components at `position`; `EACH`: at every position up to the shortest of `texts`.
-
-    `neurons` may name dictionary features (`dict:<path>:i`): their dictionaries are loaded (provenance
-    checked) and attached first. Every unit's hook point is checked against the model before any work."""
-    from lmscope.causal import standard_components
-    from lmscope.dictionary.attach import attach_dictionaries
-    from lmscope.model.units import Unit
-
-    units = [u.strip() for u in neurons.split(",") if u.strip()] if neurons else []
-    if units:
-        attach_dictionaries(model, units, allow_mismatch=allow_mismatch)
-        model.check_names(list(dict.fromkeys(Unit.parse(u).hook for u in units)))
-    if not isinstance(position, str):  # not EACH
-        return standard_components(model.cfg.n_layers, model.cfg.n_heads, groups, position=position, neurons=units)
-    n = int(model.to_tokens(texts or []).lengths.min())
-    return [c for p in range(n) for c in standard_components(
-        model.cfg.n_layers, model.cfg.n_heads, groups, position=p, neurons=[f"{u.split('@')[0]}@{p}" for u in units])]
-
-
-def _check_components(groups: str, neurons: str | None) -> None:
-    """The component groups and unit strings, checked (syntax only) before the model loads."""
-    from lmscope.causal import standard_components
-
-    standard_components(1, 1, groups, neurons=[u.strip() for u in neurons.split(",") if u.strip()] if neurons else [])
-
-
-def _position(text: str) -> int | str | None:
-    if text == "last":
-        return -1
-    if text == "all":
-        return None
-    if text == EACH:
-        return EACH
-    if text.isdecimal():
-        return int(text)
-    raise InputError(f"--position: got {text!r}, expected last, all, each or a position index")
 
 
 def _check_out(out_dir: str | None, overwrite: bool) -> None:
@@ -149,17 +110,18 @@ def patch(model: ModelArg,
     from lmscope.causal import patch_sweep
     from lmscope.report.causal_sections import patching_section
 
-    at = _position(position)
+    at = parse_position(position)
     check_outcome(metric, target, foil, arg="metric")
     check_method(method, metric)
-    _check_components(components, neurons)
+    units = split_units(neurons)
+    check_components(components, units)
     _check_out(out_dir, overwrite)
     base_texts, source_texts = read_texts(base), read_texts(source)
     check_outcome_files(metric, lexicon, arg="metric")
     hooked = HookedModel.from_pretrained(model)
     score = make_outcome(hooked, metric, target, foil, lexicon, continuation_tokens, arg="metric")
-    comps = _components(hooked, components, at, neurons, texts=[*base_texts, *source_texts],
-                        allow_mismatch=allow_mismatch)
+    comps = model_components(hooked, components, at, units, texts=[*base_texts, *source_texts],
+                             allow_mismatch=allow_mismatch)
     with progress_bars(not as_json) as stage:
         result = patch_sweep(hooked, base_texts, source_texts, comps, score, metric_name=metric,
                              method="exact" if method == "exact" else "attribution",
@@ -238,7 +200,8 @@ def mediate(model: ModelArg,
         raise InputError(f"--infer-topics: got {infer_topics!r}, expected kmeans or nmf")
     outcome = default_outcome(model, outcome)
     check_outcome(outcome, target, foil)
-    _check_components(components, neurons)
+    units = split_units(neurons)
+    check_components(components, units)
     _check_out(out_dir, overwrite)
     rows = read_rows(data, [text, treatment] + ([confounder] if confounder else []))
     check_outcome_files(outcome, lexicon)
@@ -247,7 +210,7 @@ def mediate(model: ModelArg,
     features = None
     hooked = HookedModel.from_pretrained(model)
     score = make_outcome(hooked, outcome, target, foil, lexicon, continuation_tokens)
-    comps = _components(hooked, components, -1, neurons, allow_mismatch=allow_mismatch)
+    comps = model_components(hooked, components, -1, units, allow_mismatch=allow_mismatch)
     with progress_bars(not as_json) as stage:
         if not confounder:  # topics of the rows' own texts
             stage(f"topics ({infer_topics})", 0, 1)
