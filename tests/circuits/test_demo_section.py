@@ -31,7 +31,13 @@ def test_circuit_section(monkeypatch: pytest.MonkeyPatch) -> None:
     assert section.key == "circuit" and asked["d_sae"] == 512
     data = section.data["circuit"]
     assert data["tokens"][-1] == " 17" and "'32'" in " ".join(repr(t) for t in data["tokens"])
-    assert len(data["target"]["plus"]) == 67 and data["recovery"]["n_features"] == len(
-        [n for n in data["graph"]["nodes"] if n["kind"] == "feature"])
+    years = [model.tokenizer.get_vocab()[f"{n:02d}"] for n in range(100)]  # '00'..'99' are single tokens
+    assert sorted(data["target"]["plus"]) == sorted(years[33:])
+    assert sorted(data["target"]["minus"]) == sorted(years[:33])
+    assert data["recovery"]["n_features"] == len([n for n in data["graph"]["nodes"] if n["kind"] == "feature"])
+    with torch.no_grad():  # the target is the model's own logit difference at the last position
+        logits = model.hf(torch.tensor([model.tokenizer(data["prompt"])["input_ids"]])).logits[0, -1].double()
+    assert data["target_value"] == pytest.approx(float(logits[years[33:]].mean() - logits[years[:33]].mean()),
+                                                 rel=1e-5)
     note = section.blocks[0].text
     assert "1732" in note and "frozen" in note and ctx.extras["circuit"]["seconds"] > 0
