@@ -192,6 +192,9 @@ def test_trace_circuit_scores_every_graph_and_labels_it() -> None:
     empty = trace_circuit(model, tcs, PROMPT, TARGET, n_iters=1, branches=1, beam=1, threshold=0.9)
     assert empty.graph.features() == [] and empty.labels() == [f"{UNDER_HALF} on its own prompt: live 0.00, "
                                                                 "frozen 0.00"]
+    named = trace_circuit(model, tcs, PROMPT, TARGET, n_iters=1, branches=1, beam=1, threshold=0.0, check=False,
+                          dictionaries={0: "tc0", 1: "tc1"})
+    assert [str(u) for u in named.graph.units(["feature"])] == ["dict:tc0:0@2"]  # the top child, a@2, as a unit
 
 
 def test_heldout_batches_equal_one_prompt_at_a_time() -> None:

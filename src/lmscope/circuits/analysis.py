@@ -162,12 +162,13 @@ class CircuitResult(ResultMixin):
 def trace_circuit(model: HookedModel, transcoders: Mapping[int, Dictionary], prompt: str, target: Target, *,
                   n_iters: int = 3, branches: int = 5, beam: int | None = None, threshold: float = 0.01,
                   check: bool = True, heldout: Sequence[HeldoutCase] | None = None, heldout_source: str = "",
-                  heldout_skipped: Sequence[str] = (),
+                  heldout_skipped: Sequence[str] = (), dictionaries: Mapping[int, str] | None = None,
                   progress: Callable[[str, int, int], None] | None = None) -> CircuitResult:
     """Trace `prompt`, attribute `target`, search paths, build the graph pruned at `threshold × |target|`, score
     it (replacement, completeness), and (if `check`) measure how much of the target the graph's features alone
     recover, on `prompt` and on each `heldout` case (prompts of the task the search never saw; see
-    `lmscope.circuits.faithfulness`).
+    `lmscope.circuits.faithfulness`). `dictionaries` names each layer's transcoder (its directory, as attached to
+    the model), so that the graph's feature nodes are `dict:<name>:<feature>@pos` units (`graph.units()`).
 
     Layers without a transcoder are traced as one `mlp` leaf each (no features below them); they are listed in
     `options["layers_without_transcoder"]` (those the target reads: all layers for a logit, the layers before
@@ -186,7 +187,7 @@ def trace_circuit(model: HookedModel, transcoders: Mapping[int, Dictionary], pro
     report("path search", n_iters, n_iters)  # also when the search ran out of nodes to expand early
     t2 = time.perf_counter()
     acts = {(layer, int(f), p): float(z[p, f]) for layer, z in trace.z.items() for p, f in z.nonzero().tolist()}
-    graph = build_graph(search, attribution.tokens, threshold=threshold, activations=acts)
+    graph = build_graph(search, attribution.tokens, threshold=threshold, activations=acts, dictionaries=dictionaries)
     t3 = time.perf_counter()
     times.update(trace=t1 - t0, search=t2 - t1, graph=t3 - t2, build=t3 - t0)
     scores = graph_scores(graph)

@@ -195,7 +195,7 @@ def heads_in_the_wild(model: HookedModel, texts: Sequence[str], *, batch_size: i
         raise InputError(f"batch_size: got {batch_size}, expected at least 1")
     if max_bytes < 1 or max_elements < 1:
         raise InputError(f"max_bytes/max_elements: expected positive numbers, got {max_bytes} and {max_elements}")
-    if getattr(model.adapter, "logit_softcap", None) is not None:
+    if model.adapter.logit_softcap is not None:
         raise InputError(f"model: {model.name} soft-caps its logits, so a head's direct effect is not linear in "
                          "its output; heads in the wild needs a model without final logit soft-capping")
     L, H = model.cfg.n_layers, model.cfg.n_heads
