@@ -8,6 +8,7 @@ command, and the app is walked, so a new command without rows fails `test_every_
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +72,8 @@ SWEEP: dict[str, list[Row]] = {
         r(M, "--corpus", "{adir}", "--points", "mlp", says="adir"),
         r(M, "--corpus", "{empty}", "--points", "mlp", says="empty.txt"),
         r(M, "--corpus", "{junk}", "--points", "mlp", says="junk.txt"),
+        r(M, "--corpus", "{badjsonl}", "--points", "mlp", says="bad.jsonl:1"),
+        r(M, "--corpus", "{wrongjsonl}", "--points", "mlp", says="wrong.jsonl:1"),
         r(*EXTRACT, "--aggregate", "max", says="--aggregate"), r(*EXTRACT, "--dtype", "int8", says="--dtype"),
         r(M, "--corpus", "{text}", "--points", ",", says="--points"),
         r(M, "--corpus", "{text}", "--points", "blocks.9.mlp.hook_post", says="blocks.9.mlp.hook_post", model=True),
@@ -86,6 +89,7 @@ SWEEP: dict[str, list[Row]] = {
     "info": [
         r("{missing}", says="missing.txt", model=True), r("zoo:nope", says="'nope': unknown", model=True),
         r("{adir}", says="adir", model=True), r("{afile}", says="afile", model=True),
+        r("", says="model", model=True),
     ],
     "patch": [
         *numbers(PATCH, "--verify-top", *COUNT_BAD), *numbers(PATCH, "--continuation-tokens", "0", "nan"),
@@ -98,6 +102,8 @@ SWEEP: dict[str, list[Row]] = {
         r(*PATCH, "--metric", "nope", says="--metric"), r(*PATCH, "--method", "fast", says="--method"),
         r(M, "--base", "{text}", "--source", "{text}", says="--target"),
         r(*PATCH, "--metric", "py:no_such_module_xyz:f", says="--metric"),
+        r(*PATCH, "--metric", "py:os:sep", says="not callable"),
+        r(M, "--base", "{text}", "--source", "{rows}", "--target", " a", "--foil", " b", says="--source"),
         r(*PATCH, "--metric", "classifier:{missing}", says="missing.txt"),
         r(*PATCH, "--metric", "toxicity", "--lexicon", "{missing}", says="missing.txt"),
         r(*PATCH, "--position", "some", says="--position"),
@@ -121,7 +127,8 @@ SWEEP: dict[str, list[Row]] = {
         r(M, "{rows}", "--treatment", "t", says="--confounder/--infer-topics"),
         r(M, "{rows}", "--treatment", "t", "--infer-topics", "lda", says="--infer-topics"),
         r(*MEDIATE, "--outcome", "nope", says="--outcome"), r(*MEDIATE, "--outcome", "prob", says="--target"),
-        r(*MEDIATE, "--lexicon", "{junk}", says="junk.txt"), r(*MEDIATE, "--components", "", says="--components"),
+        r(*MEDIATE, "--lexicon", "{junk}", says="junk.txt"), r(*MEDIATE, "--lexicon", "{empty}", says="empty.txt"),
+        r(*MEDIATE, "--components", "", says="--components"),
         r(*MEDIATE, "--out", "{under_file}", says="afile", out=False),
     ],
     "circuit": [
@@ -136,7 +143,8 @@ SWEEP: dict[str, list[Row]] = {
         r(*CIRCUIT, "--out", "{afile}", says="is a file", out=False),
     ],
     "zoo list": [r("extra", says="extra", out=False)],
-    "zoo train": [r("nope", says="nope"), r("gpt2-tiny", "--out", "{afile}", says="is a file", out=False)],
+    "zoo train": [r("nope", says="nope"), r("gpt2-tiny", "--out", "{under_file}", says="afile", out=False),
+                  r("gpt2-tiny", "--out", "{afile}", says="is a file", out=False)],
     "zoo path": [r("nope", says="nope", out=False)],
     "neurons rank": [
         *numbers(RANK, "--min-count", "0", "-1", "nan"), *numbers(RANK, "--seed", *SEED_BAD),
@@ -147,13 +155,15 @@ SWEEP: dict[str, list[Row]] = {
         r("{store}", "--labels", "{missing}", says="missing.txt"),
         r("{store}", "--labels", "{junk_conllu}", says="junk.conllu"),
         r("{store}", "--labels", "{empty_conllu}", says="empty.conllu"),
-        r(*RANK, "--method", "magic", says="--method"), r(*RANK, "--method", "iou", "--fast", says="--fast"),
+        r(*RANK, "--method", "magic", says="--method"), r(*RANK, "--column", "nope", says="nope"),
+        r(*RANK, "--method", "iou", "--fast", says="--fast"),
         r(*RANK, "--out", "{afile}", says="is a file", out=False),
     ],
     "neurons evaluate": [
         *numbers(EVALUATE, "--min-count", "0"), *numbers(EVALUATE, "--seed", "-1"),
         r(*EVALUATE, "--ks", "0,10", says="--ks"), r(*EVALUATE, "--ks", "x", says="--ks"),
         r(*EVALUATE, "--ks", "", says="--ks"), r(*EVALUATE, says="bad.json"),
+        r("{store}", "--labels", "{labels}", "--ranking", "{adir}", says="adir"),
         r("{store}", "--labels", "{labels}", "--ranking", "{missing}", says="missing.txt"),
         r("{broken_store}", "--labels", "{labels}", "--ranking", "{badjson}", says="manifest.json"),
         r(*EVALUATE, "--out", "{under_file}", says="afile", out=False),
@@ -162,6 +172,7 @@ SWEEP: dict[str, list[Row]] = {
         *numbers(("{store}", "--neuron", "blocks.0.mlp.hook_post:1"), "--k", *COUNT_BAD),
         r("{store}", "--neuron", "blocks.9.mlp.hook_post:1", says="blocks.9.mlp.hook_post", out=False),
         r("{store}", "--neuron", "garbage", says="garbage", out=False),
+        r("{store}", "--neuron", "blocks.0.mlp.hook_post:-1", says="blocks.0.mlp.hook_post:-1", out=False),
         r("{store}", "--neuron", "blocks.0.mlp.hook_post:99999", says="out of range", out=False),
         r("{broken_store}", "--neuron", "blocks.0.mlp.hook_post:1", says="manifest.json", out=False),
     ],
@@ -209,6 +220,7 @@ SWEEP: dict[str, list[Row]] = {
         *numbers((M,), "--batch-size", "0"), *numbers((M,), "--chunk-mb", "0"),
         r(M, "--corpus", "{missing}", says="missing.txt"), r(M, "--corpus", "{empty}", says="empty.txt"),
         r(M, "--corpus", "{junk}", says="junk.txt"), r(M, "--corpus", "{adir}", says="adir"),
+        r(M, "--corpus", "{badjsonl}", says="bad.jsonl"),
     ],
     "whitebox train": [
         *numbers((), "--layers", *COUNT_BAD), *numbers((), "--d-model", "0"), *numbers((), "--heads", "0"),
@@ -216,13 +228,14 @@ SWEEP: dict[str, list[Row]] = {
         *numbers((), "--seq-len", "1"), *numbers((), "--lr", *FLOAT_BAD, "0", "-1"),
         *numbers((), "--vocab-size", "10"), *numbers((), "--samples", "0"), *numbers((), "--seed", *SEED_BAD),
         r("--mode", "half", says="--mode"), r("--d-model", "10", "--heads", "3", says="--d-model, --heads"),
-        r("--corpus", "{missing}", says="missing.txt"),
-        r("--out", "{afile}", says="is a file", out=False),
+        r("--corpus", "{missing}", says="missing.txt"), r("--corpus", "{empty}", says="empty.txt"),
+        r("--corpus", "{junk}", says="junk.txt"), r("--out", "{afile}", says="is a file", out=False),
     ],
     "whitebox compare": [
         *numbers((), "--sentences", "9", "0"), *numbers((), "--heldout-samples", "0"),
         *numbers((), "--units-per-layer", "0"), *numbers((), "--seed", *SEED_BAD),
-        r("--models", M, says="--models"), r("--out", "{afile}", says="is a file", out=False),
+        r("--models", M, says="--models"), r("--corpus", "{missing}", says="missing.txt"),
+        r("--out", "{afile}", says="is a file", out=False),
     ],
     "autointerp score": [
         *numbers(AUTOINTERP, "--units-per-point", *COUNT_BAD), *numbers(AUTOINTERP, "--seed", *SEED_BAD),
@@ -234,6 +247,8 @@ SWEEP: dict[str, list[Row]] = {
         r(*AUTOINTERP, "--points", "blocks.9.mlp.hook_post", says="blocks.9.mlp.hook_post"),
         r(*AUTOINTERP, "--dict", "{broken_dict}", says="cfg.json"),
         r(*AUTOINTERP, "--labels", "{junk_conllu}", says="junk.conllu"),
+        r(*AUTOINTERP, "--labels", "{empty_conllu}", says="empty.conllu"),
+        r(*AI_MODEL[:-1], "blocks.9.mlp.hook_post", says="blocks.9.mlp.hook_post", model=True),
         r("--model", M, "--corpus", "{missing}", "--points", "blocks.0.mlp.hook_post", says="missing.txt"),
         r("--model", M, "--corpus", "{empty}", "--points", "blocks.0.mlp.hook_post", says="empty.txt"),
         r("--model", M, "--corpus", "{text}", says="--points"),
@@ -268,6 +283,7 @@ def command_paths() -> list[str]:
     return found
 
 
+@functools.cache
 def has_out(path: str) -> bool:
     return "--out" in command_flags(path.split()).values()
 
@@ -282,8 +298,9 @@ def test_every_command_has_rows() -> None:
 
 def test_every_numeric_option_is_checked_when_parsed() -> None:
     checked, unchecked = [], []
+    root = typer.main.get_command(app)
     for path in command_paths():
-        command = typer.main.get_command(app)
+        command = root
         for name in path.split():
             command = command.commands[name]
         for p in command.params:

@@ -11,10 +11,12 @@ name Python arguments (`InputError.arg`); `flag_message` turns them into flags h
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import sys
+from typing import Any
 
 # Before torch loads (OpenMP reads it once): idle OpenMP threads sleep instead of spinning. On a shared or
 # small machine spinning threads cost several times the wall time (4.5x measured on 2 busy cores).
@@ -50,12 +52,18 @@ __all__ = ["COMMANDS", "FLAGS", "GROUPS", "app", "command_flags", "flag_message"
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 
+@functools.cache
+def _root() -> Any:
+    """The click command tree of the app (built once: every command is registered at import)."""
+    import typer.main
+
+    return typer.main.get_command(app)
+
+
 def command_flags(args: list[str]) -> dict[str, str]:
     """`{parameter name: flag}` of the command `args` invoke (`{"batch_size": "--batch-size", "model": "MODEL"}`);
     empty when `args` name no command."""
-    import typer.main
-
-    command = typer.main.get_command(app)
+    command = _root()
     for a in args:
         sub = getattr(command, "commands", {}).get(a)
         if sub is None:

@@ -117,6 +117,8 @@ def patch(model: ModelArg,
     check_components(components, units)
     _check_out(out_dir, overwrite)
     base_texts, source_texts = read_texts(base), read_texts(source)
+    if len(source_texts) != len(base_texts):
+        raise InputError(f"--source: expected {len(base_texts)} inputs (one per --base input), got {len(source_texts)}")
     check_outcome_files(metric, lexicon, arg="metric")
     hooked = HookedModel.from_pretrained(model)
     score = make_outcome(hooked, metric, target, foil, lexicon, continuation_tokens, arg="metric")
