@@ -82,7 +82,8 @@ SWEEP: dict[str, list[Row]] = {
     ],
     "demo": [
         *numbers((), "--max-texts", "0", "-3", HUGE),
-        r("--corpus", "{text}", says="--corpus"),
+        r("--corpus", "{text}", says="--corpus"), r("--model", M, "--corpus", "{missing}", says="missing.txt"),
+        r("--model", M, "--corpus", "{empty}", says="empty.txt"),
         r("--out", "{afile}", says="is a file", out=False),
         r("--out", "{under_file}", says="afile", out=False),
     ],
