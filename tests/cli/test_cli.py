@@ -131,3 +131,13 @@ def test_an_output_directory_that_is_a_file_is_refused_first(argv: list[str], tm
     code, _, err = run(capsys, *argv, "--out", str(a_file))
     assert code == 2 and "is a file, expected a directory" in err and "Traceback" not in err, err
     assert a_file.read_text() == "keep"
+
+
+def test_usage_errors_are_one_line_and_a_bare_group_shows_its_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "heads", "wild", "zoo:gpt2-tiny", "--batch-size", "ten")
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith("lmscope: error: Invalid value for '--batch-size'") and "`lmscope heads wild --help`" in err
+    code, out, err = run(capsys, "neurons")
+    assert code == 2 and err == "" and all(c in out for c in ("rank", "evaluate", "top-examples", "ablate"))
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and all(c in out for c in ("extract", "patch", "report", "autointerp"))
