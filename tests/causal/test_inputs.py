@@ -77,3 +77,17 @@ def test_positions_and_components() -> None:
         check_components("heads,bogus", [])
     with pytest.raises(InputError, match=r"unit 'blocks\.1\.mlp\.hook_post:x'"):
         check_components("neurons", ["blocks.1.mlp.hook_post:x"])
+
+
+def test_a_plugin_that_fails_to_import_is_one_input_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmscope.causal.inputs import load_plugin
+
+    (tmp_path / "broken_scorer_q.py").write_text("def score(logits, index)\n    return 1\n")
+    (tmp_path / "raising_scorer_q.py").write_text("raise RuntimeError('no GPU here')\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=r"^outcome: py:broken_scorer_q:score: cannot load it \(SyntaxError: "):
+        load_plugin("broken_scorer_q:score")
+    with pytest.raises(InputError, match=r"cannot load it \(RuntimeError: no GPU here\)"):
+        load_plugin("raising_scorer_q:score")
+    with pytest.raises(InputError, match=r"^outcome: py:os:sep: sep is not callable"):
+        load_plugin("os:sep")

@@ -52,7 +52,7 @@ def numbers(base: tuple[str, ...], flag: str, *bad: str) -> list[Row]:
 
 COUNT_BAD = ("0", "-1", HUGE, "nan", "inf", "1.5")
 SEED_BAD = ("-1", str(2**32), "nan")
-FLOAT_BAD = ("nan", "inf", "-inf")
+FLOAT_BAD = ("nan", "inf", "-inf", "1e400")
 
 EXTRACT = (M, "--corpus", "{text}", "--points", "mlp")
 PATCH = (M, "--base", "{text}", "--source", "{text}", "--target", " a", "--foil", " b")

@@ -139,8 +139,8 @@ def load_plugin(spec: str, *, arg: str = "outcome") -> Callable[..., Any]:
     sys.path.insert(0, os.getcwd())
     try:
         fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise InputError(f"{arg}: py:{spec}: cannot load it ({e})", arg=arg) from None
+    except Exception as e:  # the user's module failed to import (missing, a syntax error, its own exception)
+        raise InputError(f"{arg}: py:{spec}: cannot load it ({type(e).__name__}: {e})", arg=arg) from None
     finally:
         sys.path[:] = saved
     if not callable(fn):
