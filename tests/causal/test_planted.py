@@ -73,9 +73,28 @@ def test_adjusted_nie_ranks_the_treatment_unit_first_and_clears_the_topic_unit(p
     assert abs(float(result.nie("entropy_balancing")[0])) < 0.3 * abs(float(result.nie("unadjusted")[0]))
 
 
+def closed_form_localization(nie: Tensor, k: int) -> tuple[float, float]:
+    """Top-k share = sum of the k largest |NIE| / sum |NIE|; Gini = sum_i sum_j |x_i - x_j| / (2 n sum x)."""
+    x = [abs(float(v)) for v in nie]
+    top = sum(sorted(x, reverse=True)[:k]) / sum(x)
+    gini = sum(abs(a - b) for a in x for b in x) / (2 * len(x) * sum(x))
+    return top, gini
+
+
 def test_localization_scores_before_and_after(planted_result):  # type: ignore[no-untyped-def]
     result, _, _ = planted_result
-    for scheme in ("unadjusted", "stratified"):
+    for scheme in ("unadjusted", "stratified", "entropy_balancing"):
         loc = result.localization[scheme]
-        assert 0 <= loc["gini"] <= 1 and 0 < loc["top_k_share"] <= 1
+        assert loc["top_k"] == 3
+        top, gini = closed_form_localization(result.nie(scheme), 3)
+        # rel 1e-6: mediate() scores localization from the float64 NIE list cast to float32
+        # (causal/mediation.py, `torch.tensor(e["nie"]["estimate"])`), so only float32 precision holds
+        assert loc["top_k_share"] == pytest.approx(top, rel=1e-6)
+        assert loc["gini"] == pytest.approx(gini, rel=1e-6)
+    # the planted topic unit carries exactly nothing once adjusted, so the other three of the four units hold
+    # all of |NIE|: the top-3 share is 1; before adjustment the topic unit holds the most, so it is below 1
+    assert result.localization["stratified"]["top_k_share"] == pytest.approx(1.0, abs=1e-8)
+    assert result.localization["unadjusted"]["top_k_share"] < 1 - 1e-3
+    # adjustment moves the spurious effect off h:0, leaving one unit (h:1) with most of |NIE|
+    assert result.localization["stratified"]["gini"] > result.localization["unadjusted"]["gini"] + 0.1
     assert result.by_stratum["politics"][0] == pytest.approx(0.0, abs=1e-9)
