@@ -130,10 +130,6 @@ def at_least(n: int) -> Callable[..., Any]:
     return number_check(f"count>={n}", lambda v: n <= v <= MAX_COUNT, f"an integer in {n}..{MAX_COUNT}")
 
 
-def _finite(v: float) -> bool:
-    return math.isfinite(v)
-
-
 COUNT = at_least(1)
 """Sizes and counts: 1..MAX_COUNT."""
 NONNEG = number_check("nonneg", lambda v: 0 <= v <= MAX_COUNT, f"an integer in 0..{MAX_COUNT}")
@@ -143,9 +139,9 @@ INDEX = number_check("index", lambda v: -MAX_COUNT <= v <= MAX_COUNT,
 """Positions counted from either end (negative: from the end)."""
 SEED = number_check("seed", lambda v: 0 <= v <= MAX_SEED, f"a seed in 0..{MAX_SEED}")
 RESIDUE = number_check("residue", lambda v: 0 <= v <= 9, "a residue in 0..9")
-FRACTION = number_check("fraction", lambda v: _finite(v) and 0 <= v <= 1, "a number in [0, 1]")
-NONNEG_FLOAT = number_check("nonneg-float", lambda v: _finite(v) and v >= 0, "a finite number >= 0")
-POSITIVE_FLOAT = number_check("positive-float", lambda v: _finite(v) and v > 0, "a finite number > 0")
+FRACTION = number_check("fraction", lambda v: math.isfinite(v) and 0 <= v <= 1, "a number in [0, 1]")
+NONNEG_FLOAT = number_check("nonneg-float", lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+POSITIVE_FLOAT = number_check("positive-float", lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
 def one_of(choices: Callable[[], Iterable[str]]) -> Callable[..., Any]:
