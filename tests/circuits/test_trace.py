@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,6 @@ from lmscope.circuits import (
     CircuitTrace,
     Target,
     attribute,
-    de_embedding_scores,
     find_paths,
     greater_than_target,
     ov_de_embedding,
@@ -100,7 +100,7 @@ def test_search_beam_and_branches() -> None:
     lengths = [len(p.nodes) for p in search.paths]
     assert lengths == sorted(lengths) and max(lengths) <= 4 and lengths.count(2) == 2  # 1 root × 2 branches
     assert all(lengths.count(n) <= 3 for n in (3, 4))
-    with pytest.raises(InputError, match="--iters"):
+    with pytest.raises(InputError, match=r"^--iters, --branches, --beam: expected positive integers, got 0, 5, None$"):
         find_paths(trace, probe, n_iters=0)
 
 
@@ -113,10 +113,15 @@ def test_targets_parse_and_refuse() -> None:
     gt = greater_than_target(model, 32)
     assert len(gt.plus) == 67 and len(gt.minus) == 33 and parse_target("greater-than:32", model) == gt
     assert gt.minus[-1] == model.tokenizer("32", add_special_tokens=False)["input_ids"][0]
-    for bad, msg in [("logit:", "expected"), ("feature:9:1", "layer 9"), ("feature:x", "two integers"),
-                     ("neuron:1", "expected"), ("logit:#99999", "outside the vocabulary"),
-                     ("logit:the year", "single known token"), ("greater-than:99", "YY in 0..98")]:
-        with pytest.raises(InputError, match=msg):
+    vocab = model.cfg.d_vocab
+    kinds = "expected logit:A, logit:A-B, logit:A,B-C,D, feature:L:F or greater-than:YY"
+    for bad, msg in [("logit:", f"--target: 'logit:': {kinds}"), ("feature:9:1", "--target: layer 9 is outside 0..1"),
+                     ("feature:x", "--target: 'feature:x': expected feature:LAYER:FEATURE with two integers"),
+                     ("neuron:1", f"--target: 'neuron:1': {kinds}"),
+                     ("logit:#99999", f"--target: token id 99999 is outside the vocabulary (0..{vocab - 1})"),
+                     ("logit:the year", "--target: 'the year' is not a single known token"),
+                     ("greater-than:99", "--target: greater-than:YY needs YY in 0..98, got 99")]:
+        with pytest.raises(InputError, match="^" + re.escape(msg)):
             parse_target(bad, model)
 
 
@@ -144,15 +149,20 @@ def test_trace_circuit_end_to_end(tmp_path: Path) -> None:
     assert [f["value"] for f in feats] == sorted((f["value"] for f in feats), key=abs, reverse=True)
     assert {f["id"] for f in feats} <= {n for n, d in g.nodes.items() if d["kind"] == "feature"}
     top = feats[0]
-    scores = de_embedding_scores(model, tcs[top["layer"]], top["index"])  # folded: see test_folding.py
-    assert [t for t, _ in top["de_embedding"]] == [model.tokenizer.decode([int(i)]) for i in scores.topk(6).indices]
+    # the encoder read through its GPT-2 LayerNorm by hand: gain in, then centred over d_model
+    gain = model.adapter.blocks()[top["layer"]].ln_2.weight.detach().double()
+    w = gain * tcs[top["layer"]].W_enc.detach().double()[:, top["index"]]
+    scores = model.W_E.detach().double() @ (w - w.mean())
+    best = scores.topk(6)
+    assert [t for t, _ in top["de_embedding"]] == [model.tokenizer.decode([int(i)]) for i in best.indices]
+    assert [v for _, v in top["de_embedding"]] == pytest.approx(best.values.tolist(), rel=1e-6)
     result.save(tmp_path)
     saved = json.loads((tmp_path / "result.json").read_text())
     assert saved["graph"] == json.loads((tmp_path / "graph.json").read_text())
     assert saved["paths"][0]["label"].startswith("target") and saved["seconds"]["build"] > 0
-    with pytest.raises(InputError, match="already exists"):
+    with pytest.raises(InputError, match=r"result\.json: already exists; pass --overwrite"):
         result.save(tmp_path)
-    with pytest.raises(InputError, match="no transcoder for layer"):
+    with pytest.raises(InputError, match=r"^--target: no transcoder for layer 1$"):
         trace_circuit(model, {0: tcs[0]}, "the year", Target("feature", layer=1, feature=0))
 
 
@@ -164,7 +174,7 @@ def test_ov_de_embedding_by_hand() -> None:
     best = scores.topk(4)
     assert [t for t, _ in top] == [model.tokenizer.decode([int(i)]) for i in best.indices]
     assert [v for _, v in top] == pytest.approx(best.values.tolist(), rel=1e-5)
-    with pytest.raises(InputError, match="head"):
+    with pytest.raises(InputError, match=re.escape("head: (0, 99) is outside the model's 2 layers x 4 heads")):
         ov_de_embedding(model, tc, 3, layer=0, head=99)
 
 
@@ -175,5 +185,6 @@ def test_families_with_post_attention_norms_are_refused() -> None:
     cfg = Gemma3TextConfig(num_hidden_layers=2, hidden_size=32, num_attention_heads=4, num_key_value_heads=2,
                            head_dim=8, intermediate_size=48, vocab_size=61, max_position_embeddings=64)
     model = HookedModel(Gemma3ForCausalLM(cfg).eval())
-    with pytest.raises(InputError, match="norm after each attention output"):
+    refused = r"^model: \S+ puts a norm after each attention output, which circuit traces do not linearise"
+    with pytest.raises(InputError, match=refused):
         CircuitTrace(model, {}, IDS)
