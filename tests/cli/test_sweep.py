@@ -127,6 +127,7 @@ SWEEP: dict[str, list[Row]] = {
         r(M, "{rows}", "--treatment", "nofield", "--confounder", "c", says="missing field 'nofield'"),
         r(M, "{rows}", "--treatment", "t", says="--confounder/--infer-topics"),
         r(M, "{rows}", "--treatment", "t", "--infer-topics", "lda", says="--infer-topics"),
+        r(*MEDIATE, "--components", "neurons", "--neurons", "blocks.1.mlp.hook_post:-3", says="hook_post:-3"),
         r(*MEDIATE, "--outcome", "nope", says="--outcome"), r(*MEDIATE, "--outcome", "prob", says="--target"),
         r(*MEDIATE, "--lexicon", "{junk}", says="junk.txt"), r(*MEDIATE, "--lexicon", "{empty}", says="empty.txt"),
         r(*MEDIATE, "--components", "", says="--components"),
@@ -224,6 +225,7 @@ SWEEP: dict[str, list[Row]] = {
     "heads wild": [
         *numbers((M,), "--samples", *COUNT_BAD), *numbers((M,), "--max-tokens", "1"),
         *numbers((M,), "--batch-size", "0"), *numbers((M,), "--chunk-mb", "0"),
+        r(M, "--quiet", "--batch-size", "0", says="--batch-size"),
         r(M, "--corpus", "{missing}", says="missing.txt"), r(M, "--corpus", "{empty}", says="empty.txt"),
         r(M, "--corpus", "{junk}", says="junk.txt"), r(M, "--corpus", "{adir}", says="adir"),
         r(M, "--corpus", "{badjsonl}", says="bad.jsonl"),
@@ -251,6 +253,7 @@ SWEEP: dict[str, list[Row]] = {
         r("{store}", says="--out", out=False), r("{broken_store}", says="manifest.json"),
         r("{missing}", says="missing.txt"), r(*AUTOINTERP, "--explainer", "gpt", says="--explainer"),
         r(*AUTOINTERP, "--points", "blocks.9.mlp.hook_post", says="blocks.9.mlp.hook_post"),
+        r(*AUTOINTERP, "--points", "garbage", says="garbage"),
         r(*AUTOINTERP, "--dict", "{broken_dict}", says="cfg.json"),
         r(*AUTOINTERP, "--labels", "{junk_conllu}", says="junk.conllu"),
         r(*AUTOINTERP, "--labels", "{empty_conllu}", says="empty.conllu"),
