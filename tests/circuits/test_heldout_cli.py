@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from test_heldout import word_model
 
@@ -13,6 +15,40 @@ from cli_runner import run
 from tiny_models import save_with_random_transcoders
 
 PROMPT = "Monday, Tuesday, Wednesday,"
+
+
+def scores_by_hand(graph: dict[str, Any]) -> dict[str, Any]:
+    """circuit-tracer's graph scores from a saved graph.json, with numpy and the closed form of the influence
+    series: `N` = |A| row-normalised, `I = w N (1 - N)^-1`. Constant (`*_bias`) nodes are not inputs; tokens are
+    `embed`, errors `error`/`mlp`/`skip`; `rest` nodes are dropped, or counted as errors in the strict variant."""
+    kind = {n["id"]: n["kind"] for n in graph["nodes"]}
+    constant = {"dict_bias", "attn_bias", "enc_bias", "target_bias"}
+    out: dict[str, Any] = {}
+    for strict in (False, True):
+        ids = [i for i, k in kind.items() if k not in constant and (strict or k != "rest")]
+        at = {node: k for k, node in enumerate(ids)}
+        A = np.zeros((len(ids), len(ids)))
+        for e in graph["edges"]:  # source: the child feeding target, the parent
+            if e["source"] in at and e["target"] in at:
+                A[at[e["target"]], at[e["source"]]] += abs(e["value"])
+        rows = A.sum(1, keepdims=True)
+        N = np.divide(A, rows, out=np.zeros_like(A), where=rows > 0)
+        w = np.array([float(i == graph["target"]) for i in ids])
+        infl = w @ N @ np.linalg.inv(np.eye(len(ids)) - N)
+        tokens = infl[[kind[i] == "embed" for i in ids]].sum()
+        error = np.array([kind[i] in {"error", "mlp", "skip"} or (strict and kind[i] == "rest") for i in ids])
+        errors = infl[error].sum()
+        weight = infl + w
+        completeness = float(((1 - N[:, error].sum(1)) * weight).sum() / weight.sum())
+        if not strict:
+            out["replacement"], out["completeness"] = float(tokens / (tokens + errors)), completeness
+            continue
+        total = infl[rows[:, 0] == 0].sum()  # everything without inputs: tokens, errors, rest, unexpanded
+        rest = infl[[kind[i] == "rest" for i in ids]].sum()
+        out["replacement_strict"], out["completeness_strict"] = float(tokens / total), completeness
+        out["sources"] = {"tokens": tokens / total, "errors": (errors - rest) / total, "rest": rest / total,
+                          "unexpanded": (total - errors - tokens) / total}
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +78,11 @@ def test_builtin_heldout_in_summary_result_and_report(saved: tuple[Path, Path], 
     assert f"median recovered {held['median_recovered']:.3f} live, {held['median_recovered_frozen']:.3f} frozen " \
            "over 4 prompts" in out
     scores = result["scores"]
-    assert 0 <= scores["replacement"] <= 1 and sum(scores["sources"].values()) == pytest.approx(1.0)
+    by_hand = scores_by_hand(result["graph"])
+    for name in ("replacement", "completeness", "replacement_strict", "completeness_strict"):
+        assert scores[name] == pytest.approx(by_hand[name], rel=1e-9, abs=1e-12), name
+    assert scores["sources"] == pytest.approx(by_hand["sources"], rel=1e-9, abs=1e-12)
+    assert by_hand["sources"]["errors"] > 0.01 and by_hand["sources"]["tokens"] > 0.01  # both kinds of input count
     assert f"replacement {scores['replacement']:.3f}, completeness {scores['completeness']:.3f}" in out
     labels = result["labels"]
     assert [line for line in out.splitlines() if line.startswith("LABEL:")] == [f"LABEL: the graph {x}" for x in labels]
