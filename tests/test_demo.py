@@ -135,6 +135,11 @@ def test_demo_reports_the_sane_fraction_recovered(demo: Demo) -> None:
     rec = demo.section("circuit")["circuit"]["recovery"]
     assert 0 < rec["recovered_frozen"] <= 1
     assert demo.extras["circuit"]["recovered"] == pytest.approx(rec["recovered_frozen"])
+    assert demo.extras["circuit"]["recovered_live"] == pytest.approx(rec["recovered"])
+    said = demo.html.split('id="section-circuit"')[1].split("<section")[0]
+    frozen = said.index(f"<dd>{rec['recovered_frozen']:.3f}</dd>")  # the section leads with the frozen fraction
+    live = said.index(f"<dd>{rec['recovered']:.3f}</dd>")
+    assert frozen < live and "can exceed 1" in said[frozen:live]  # the live one comes later, labelled
 
 
 @torch.no_grad()
@@ -283,6 +288,18 @@ def test_demo_mod10_probe_and_arithmetic_beat_chance_or_say_so(demo: Demo) -> No
     said = demo.html.split('id="section-successor-heads"')[1].split("<section")[0]  # the section's own text
     assert arith["overall"] > 2 * chance or "chance" in said, (arith["overall"], chance)
     assert probe["accuracy"] > probe_chance or "chance" in said, (probe["accuracy"], probe_chance)
+    # the section's chance levels are these, with the same 3-sigma bound for the arithmetic, and it says "at chance"
+    # exactly when a number stays under its bound
+    n = sum(arith["n_edits"].values())
+    arith_bound = chance + 3 * (chance * (1 - chance) / n) ** 0.5
+    levels = heads["chance"]
+    assert levels["arithmetic"]["chance"] == pytest.approx(chance) and levels["arithmetic"]["n"] == n
+    assert levels["arithmetic"]["bound"] == pytest.approx(arith_bound)
+    assert levels["probe"]["chance"] == pytest.approx(0.1) and levels["probe"]["bound"] == pytest.approx(probe_chance)
+    low = {"arithmetic": arith["overall"] <= arith_bound, "probe": probe["accuracy"] <= probe_chance}
+    assert {k: v["at_chance"] for k, v in levels.items()} == low
+    assert ("at chance" in said) == any(low.values())
+    assert demo.extras["heads"]["chance"] == levels
 
 
 # --- the white-box comparison -------------------------------------------------------------------------------------

@@ -136,7 +136,10 @@ def _circuit(ctx: DemoContext) -> Section:
     data = result.to_dict()
     paths = result.top_paths(len(result.search.paths))
     rec, top = data["recovery"], next((p for p in paths if len(p.nodes) > 2), paths[0])  # one that goes somewhere
-    ctx.extras["circuit"] = {"recovered": rec["recovered"], "seconds": result.seconds["build"]}
+    # the headline is the frozen fraction, in the attributions' frame: the live splice can pass 1 because the final
+    # LayerNorm scales a residual stream thinned to the circuit's features back up (see the note)
+    ctx.extras["circuit"] = {"recovered": rec["recovered_frozen"], "recovered_live": rec["recovered"],
+                             "seconds": result.seconds["build"]}
     note = (f"`{prompt}`: the target is the mean logit of the years after {start_yy} minus the mean logit of the "
             f"years up to it ({result.attribution.value:.3f}). With LayerNorm scales and attention patterns frozen, it "
             "is an exact sum of transcoder features, heads at each source position, embeddings, transcoder errors and "
@@ -148,8 +151,15 @@ def _circuit(ctx: DemoContext) -> Section:
             f"{rec['none']:.3f} with no feature at all (ablation shrinks the residual stream and the final LayerNorm "
             "scales what is left up); with LayerNorm scales and attention frozen as in the attributions, "
             f"{rec['circuit_frozen']:.3f} against {rec['none_frozen']:.3f} with none: "
-            f"{rec['recovered_frozen'] or 0:.0%} of the target recovered.")
+            f"{_fraction(rec['recovered_frozen'])} of the target recovered. The live splice's fraction "
+            f"({_fraction(rec['recovered'])}) is not a share of the target: the final LayerNorm rescales the "
+            "thinned residual stream, so it can exceed 100%.")
     return circuit_section(data, m.cfg.n_layers, key="circuit", title="The greater-than circuit", note=note)
+
+
+def _fraction(value: float | None) -> str:
+    """A fraction recovered as a percentage; "n/a" when it is undefined (ablating every feature moved nothing)."""
+    return "n/a" if value is None else f"{value:.0%}"
 
 
 def _causal(ctx: DemoContext) -> Section:
@@ -191,6 +201,7 @@ def _heads(ctx: DemoContext) -> Section:
     layer, head = succession.best_head()
     features = mod10_features(m, layer, head)
     arithmetic = vector_arithmetic(m, features)
+    chance = _chance_levels(m, features, arithmetic)
     wild = heads_in_the_wild(m, [s.text for s in generate_corpus(200, seed=5, split="heldout")])
     main_auto, main_paper = succession_scores(ctx.main), succession_scores(ctx.main, mode="mlp0")
     contrast = {"model": f"zoo:{MAIN_MODEL}", "best": list(main_auto.best_head()),
@@ -199,10 +210,47 @@ def _heads(ctx: DemoContext) -> Section:
                 "paper_baseline": float(main_paper.baseline[main_paper.best_head()[0]])}  # type: ignore[index]
     ctx.extras["heads"] = {"model": HEADS_MODEL, "best": [layer, head], "score": float(succession.scores[layer, head]),
                            "arithmetic": arithmetic.overall, "mod10_coverage": features.mean_coverage,
-                           "contrast": contrast}
+                           "probe_accuracy": features.probe["accuracy"], "chance": chance, "contrast": contrast}
     return successor_heads_section(f"zoo:{HEADS_MODEL}", succession.to_dict(), greater_than_bias(m, layer, head),
                                    features.to_dict(), arithmetic.to_dict(), wild.head_summary(layer, head),
-                                   contrast)
+                                   contrast, chance=chance)
+
+
+def _versus_chance(rate: float, chance: float, n: int) -> dict[str, Any]:
+    """`rate` measured on `n` trials against the rate `chance` of guessing: the bound 3 binomial standard errors
+    above chance, and whether the rate stays under it (then the measurement cannot tell it from guessing)."""
+    bound = chance + 3 * (chance * (1 - chance) / max(n, 1)) ** 0.5
+    return {"rate": rate, "chance": chance, "bound": bound, "n": n, "at_chance": rate <= bound}
+
+
+def _chance_levels(model: HookedModel, features: Any, arithmetic: Any) -> dict[str, dict[str, Any]]:
+    """The mod-10 probe's and the vector arithmetic's chance levels, so the report can say when a number is
+    no better than guessing (on the zoo models both are; Gould et al.'s numbers come from far larger models).
+
+    Probe: 1/10, the accuracy of guessing among the ten residues (its held-out rows are stratified by residue).
+    Arithmetic: an edit succeeds when the head's top token among the task's tokens is the one right successor, so
+    a head that picks one at random succeeds 1/(tokens of the variant) of the time; per task the smallest variant
+    is taken (an upper bound) and the tasks are weighted by their edits. Beside it, a measured control: the same
+    edits with every residue's feature swapped for the next residue's (`features_rolled`, k chosen as for the real
+    features).
+    """
+    import dataclasses
+
+    from lmscope.heads.arithmetic import vector_arithmetic
+    from lmscope.heads.mod10 import N_RESIDUES
+    from lmscope.heads.succession import _select_tasks, task_tokens
+
+    n_edits: dict[str, int] = arithmetic.n_edits
+    groups, _ = task_tokens(model.tokenizer, _select_tasks(list(n_edits)))
+    smallest = {t: min(len(g.ids) for g in groups if g.task == t) for t in n_edits}
+    total = sum(n_edits.values())
+    arith = _versus_chance(arithmetic.overall, sum(n / smallest[t] for t, n in n_edits.items()) / total, total)
+    rolled = dataclasses.replace(features, directions=features.directions.roll(1, 0),
+                                 scales=features.scales.roll(1, 0))
+    arith["features_rolled"] = vector_arithmetic(model, rolled).overall  # k tuned on the same grid
+    probe = features.probe
+    return {"arithmetic": arith,
+            "probe": _versus_chance(probe["accuracy"], 1 / N_RESIDUES, int(probe["n_test"]))}
 
 
 def _whitebox(ctx: DemoContext) -> Section:

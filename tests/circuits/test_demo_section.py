@@ -41,3 +41,8 @@ def test_circuit_section(monkeypatch: pytest.MonkeyPatch) -> None:
                                                  rel=1e-5)
     note = section.blocks[0].text
     assert "1732" in note and "frozen" in note and ctx.extras["circuit"]["seconds"] > 0
+    # the headline is the frozen fraction (a share of the target); the live one is kept beside it, named as such
+    rec = data["recovery"]
+    assert ctx.extras["circuit"]["recovered"] == rec["recovered_frozen"]
+    assert ctx.extras["circuit"]["recovered_live"] == rec["recovered"]
+    assert "can exceed 100%" in note

@@ -104,15 +104,15 @@ def circuit_section(result: Mapping[str, Any], n_layers: int, *, key: str = "cir
     missing = result.get("options", {}).get("layers_without_transcoder")
     if missing:  # saved before this was recorded: nothing to say
         kv["layers without a transcoder (one opaque MLP leaf each)"] = ", ".join(map(str, missing))
-    if rec is not None:
-        kv["target: clean / only the graph's features / none / all but the graph's"] = (
-            f"{rec['clean']:.4f} / {rec['circuit']:.4f} / {rec['none']:.4f} / {_num(rec['without'])}")
-        kv["fraction of the target recovered by the circuit"] = (
-            "n/a" if rec["recovered"] is None else f"{rec['recovered']:.3f}")
-        kv["same with norm scales and attention frozen: only the graph's / none / all but the graph's"] = (
+    if rec is not None:  # the frozen fraction leads: it is a share of the target; the live one can pass 1
+        kv["fraction of the target recovered by the circuit (norm scales and attention frozen, as in the "
+           "attributions)"] = _num(rec["recovered_frozen"], 3)
+        kv["target, norms and attention frozen: only the graph's features / none / all but the graph's"] = (
             f"{rec['circuit_frozen']:.4f} / {rec['none_frozen']:.4f} / {_num(rec['without_frozen'])}")
-        kv["fraction recovered, norms and attention frozen"] = (
-            "n/a" if rec["recovered_frozen"] is None else f"{rec['recovered_frozen']:.3f}")
+        kv["fraction recovered, live splice (the final LayerNorm rescales a thinned residual; can exceed 1)"] = (
+            _num(rec["recovered"], 3))
+        kv["target, live splice: clean / only the graph's features / none / all but the graph's"] = (
+            f"{rec['clean']:.4f} / {rec['circuit']:.4f} / {rec['none']:.4f} / {_num(rec['without'])}")
     kv.update(_faithfulness(result))
     paths = [[f"{p['value']:.4f}", p["label"]] for p in result["paths"][:12]]
     kinds = sorted(att["by_kind"].items(), key=lambda kv_: -abs(kv_[1]))
@@ -139,8 +139,9 @@ def circuit_section(result: Mapping[str, Any], n_layers: int, *, key: str = "cir
     held = result.get("heldout")
     if held:
         blocks.append(Table(
-            ["held-out prompt", "target", "clean", "recovered (live)", "recovered (frozen)", "features kept / dropped"],
-            [[r["prompt"], r["target"], f"{r['clean']:.4f}", _num(r["recovered"], 3), _num(r["recovered_frozen"], 3),
+            ["held-out prompt", "target", "clean", "recovered (frozen)", "recovered (live splice)",
+             "features kept / dropped"],
+            [[r["prompt"], r["target"], f"{r['clean']:.4f}", _num(r["recovered_frozen"], 3), _num(r["recovered"], 3),
               f"{r['n_features']} / {r['n_dropped']}"] for r in held["rows"]],
             caption=f"The graph's features spliced in alone on prompts the search never saw ({held['source']}); "
                     "features move with the target position"))
@@ -167,8 +168,8 @@ def _faithfulness(result: Mapping[str, Any]) -> dict[str, str]:
             kv["where the target's influence ends (strict)"] = ", ".join(
                 f"{k} {v:.2f}" for k, v in sc["sources"].items())
     if held:
-        kv[f"held-out median fraction recovered, live / frozen ({held['n']} prompts)"] = (
-            f"{_num(held['median_recovered'], 3)} / {_num(held['median_recovered_frozen'], 3)}")
+        kv[f"held-out median fraction recovered, frozen / live splice ({held['n']} prompts)"] = (
+            f"{_num(held['median_recovered_frozen'], 3)} / {_num(held['median_recovered'], 3)}")
     secs = result.get("seconds", {})
     if "heldout" in secs:
         kv["time for the check / held-out prompts"] = f"{secs.get('check', 0.0):.2f} s / {secs['heldout']:.2f} s"

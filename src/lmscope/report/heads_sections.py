@@ -13,11 +13,15 @@ from lmscope.report.report import Section
 
 def successor_heads_section(model_name: str, succession: Mapping[str, Any], bias: Mapping[str, float],
                             mod10: Mapping[str, Any], arithmetic: Mapping[str, Any],
-                            wild: Mapping[str, Any], contrast: Mapping[str, Any] | None = None) -> Section:
+                            wild: Mapping[str, Any], contrast: Mapping[str, Any] | None = None, *,
+                            chance: Mapping[str, Mapping[str, Any]] | None = None) -> Section:
     """`succession`, `mod10`, `arithmetic` are the results' `to_dict()`; `wild` a head summary of the best head;
     `contrast` (optional) another model's best head on what it reads and by the paper's formula, with the
     paper-formula head's input baseline: `{"model", "best", "score", "paper_best", "paper_score",
-    "paper_baseline"}`."""
+    "paper_baseline"}`; `chance` (optional) the probe's and the arithmetic's chance levels,
+    `{"probe": {...}, "arithmetic": {...}}`, each `{"rate", "chance", "bound", "n", "at_chance"}` (the
+    arithmetic's may add `features_rolled`, the rate with every residue's feature swapped for another's), shown
+    beside both numbers so a rate no better than guessing is called that."""
     scores = succession["scores"]
     n_layers, n_heads = len(scores), len(scores[0])
     flat = max(((lay, h) for lay in range(n_layers) for h in range(n_heads)), key=lambda p: scores[p[0]][p[1]])
@@ -50,9 +54,11 @@ def successor_heads_section(model_name: str, succession: Mapping[str, Any], bias
                    "greater-than bias (mean over tasks)": f"{sum(bias.values()) / max(len(bias), 1):.2f}",
                    "mod-10 features: mean coverage": f"{mod10['mean_coverage']:.2f}",
                    "mod-10 probe: held-out accuracy / mean cosine with the features":
-                   f"{mod10['probe']['accuracy']:.2f} / {mod10['probe']['mean_cosine']:.2f}",
+                   f"{mod10['probe']['accuracy']:.2f} / {mod10['probe']['mean_cosine']:.2f}"
+                   + _against_chance((chance or {}).get("probe"), "10 balanced residues", "held-out numbers"),
                    "vector arithmetic: success rate (all residue pairs)":
-                   f"{arithmetic['overall']:.2f} at k = {arithmetic['k']}",
+                   f"{arithmetic['overall']:.3f} at k = {arithmetic['k']}"
+                   + _against_chance((chance or {}).get("arithmetic"), "a random token of the task", "edits"),
                    "in the wild: tokens this head matters most for": f"{wild['tokens']} ("
                    + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()) + ")"}),
         fig, bars,
@@ -67,6 +73,9 @@ def successor_heads_section(model_name: str, succession: Mapping[str, Any], bias
               caption="Vector arithmetic: x - k·f_i + k·f_j moves an item from residue i to j; success when the "
                       "head's top logit is the successor of the new value"),
     ]
+    verdict = _chance_verdict(chance)
+    if verdict:
+        blocks.insert(2, Text(verdict))
     if contrast is not None:
         pl, ph = contrast["paper_best"]
         blocks.insert(2, Text(
@@ -78,8 +87,37 @@ def successor_heads_section(model_name: str, succession: Mapping[str, Any], bias
     data = {"model": model_name, "succession": dict(succession),
             "contrast": None if contrast is None else dict(contrast), "greater_than_bias": dict(bias),
             "mod10": dict(mod10), "arithmetic": dict(arithmetic), "wild": dict(wild), "heatmap": fig_data,
-            "per_task": bars_data}
+            "per_task": bars_data, "chance": None if chance is None else {k: dict(v) for k, v in chance.items()}}
     return Section("successor-heads", "Successor heads", blocks, data)
+
+
+def _against_chance(level: Mapping[str, Any] | None, guess: str, trials: str) -> str:
+    """The tail of a key-value row: the verdict, chance and its 3-sigma bound ("" without a chance level)."""
+    if level is None:
+        return ""
+    verdict = "at chance" if level["at_chance"] else "above chance"
+    rolled = level.get("features_rolled")
+    control = "" if rolled is None else f"; with the residues' features rolled by one: {rolled:.3f}"
+    return (f" ({verdict}: guessing {guess} gives {level['chance']:.3f}, 3σ bound {level['bound']:.3f} "
+            f"on {level['n']} {trials}{control})")
+
+
+def _chance_verdict(chance: Mapping[str, Mapping[str, Any]] | None) -> str:
+    """Sentences saying which of the probe and the arithmetic are at chance, and what that rules out ("" when
+    neither is, or the levels are unknown)."""
+    if not chance:
+        return ""
+    meaning = {
+        "probe": ("the mod-10 probe's held-out accuracy", "the residue mod 10 is not linearly readable from the "
+                  "embeddings the head reads"),
+        "arithmetic": ("the vector arithmetic's success rate", "editing an item with the mod-10 features does not "
+                       "move the head to the new value's successor")}
+    said = [f"{meaning[k][0]} ({v['rate']:.3f}) is at chance ({v['chance']:.3f}; 3σ bound {v['bound']:.3f}): "
+            f"{meaning[k][1]}" for k, v in chance.items() if k in meaning and v["at_chance"]]
+    if not said:
+        return ""
+    return ("On this model " + "; and ".join(said) + ". Gould et al. report these on far larger models; here they "
+            "are measured, not reproduced.")
 
 
 def _task_rows(succession: Mapping[str, Any], layer: int, head: int) -> list[list[Any]]:
