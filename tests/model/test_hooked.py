@@ -26,7 +26,8 @@ def test_parity_sequential_neox(tokens: torch.Tensor) -> None:
 
 def test_parallel_neox_refuses_resid_mid(tokens: torch.Tensor) -> None:
     model = HookedModel(tiny_hf_model("gpt_neox"))
-    with pytest.raises(InputError, match="closest"):
+    with pytest.raises(InputError, match=r"^hook name 'blocks\.0\.hook_resid_mid': not a hook point of this model; "
+                                         r"closest: blocks\.0\.hook_resid_pre, "):
         model.run_with_cache(tokens, names=["blocks.0.hook_resid_mid"])
 
 
@@ -108,7 +109,8 @@ def test_stop_at_layer_really_stops(family: str, tokens: torch.Tensor) -> None:
             h.remove()
     torch.testing.assert_close(cache["blocks.0.hook_resid_post"], full["blocks.0.hook_resid_post"])
     torch.testing.assert_close(early["blocks.0.mlp.hook_pre"], full["blocks.0.mlp.hook_pre"])
-    with pytest.raises(InputError, match="never reached"):
+    with pytest.raises(InputError, match=r"^stop_at_layer=1: hook point 'blocks\.1\.hook_resid_post' "
+                                         r"is never reached$"):
         model.run_with_cache(tokens, names=["blocks.1.hook_resid_post"], stop_at_layer=1)
 
 
@@ -148,25 +150,35 @@ def test_strings_are_padded_right_with_mask() -> None:
     assert model.to_str_tokens("a b") == ["<|endoftext|>", "a", "b"]
 
 
-@pytest.mark.parametrize("bad", [3.5, ["a", 1], torch.zeros(2, 3), torch.zeros(1, 2, 3, dtype=torch.long)])
-def test_bad_inputs_are_input_errors(bad: object) -> None:
+KINDS = r"^inputs: expected a string, a non-empty list of strings or a token tensor, got "
+SHAPE = r"^inputs: expected token ids of shape \[pos\] or \[batch, pos\], got a "
+
+
+@pytest.mark.parametrize(("bad", "message"), [(3.5, KINDS + "float$"), (["a", 1], KINDS + "list$"),
+                                              (torch.zeros(2, 3), SHAPE + r"torch\.float32 tensor of shape \(2, 3\)$"),
+                                              (torch.zeros(1, 2, 3, dtype=torch.long),
+                                               SHAPE + r"torch\.int64 tensor of shape \(1, 2, 3\)$")])
+def test_bad_inputs_are_input_errors(bad: object, message: str) -> None:
     model = HookedModel(tiny_hf_model("gpt2"))
-    with pytest.raises(InputError, match="inputs"):
+    with pytest.raises(InputError, match=message):
         model(bad)  # type: ignore[arg-type]
 
 
 def test_unknown_hook_name_lists_closest(tokens: torch.Tensor) -> None:
     model = HookedModel(tiny_hf_model("gpt2"))
-    with pytest.raises(InputError, match=r"blocks\.0\.mlp\.hook_post"):
+    with pytest.raises(InputError, match=r"^hook name 'blocks\.0\.mlp\.hook_pots': not a hook point of this model; "
+                                         r"closest: blocks\.0\.mlp\.hook_post, "):
         model.run_with_cache(tokens, names=["blocks.0.mlp.hook_pots"])
-    with pytest.raises(InputError, match="returned"):
+    with pytest.raises(InputError, match=r"^hook on 'blocks\.0\.hook_mlp_out' returned a tensor of shape \(3, 2, 32\); "
+                                         r"expected a tensor of shape \(3, 11, 32\) or None$"):
         model.run_with_hooks(tokens, hooks=[("blocks.0.hook_mlp_out", lambda t, *, hook: t[:, :2])])
 
 
 def test_unsupported_architecture_lists_supported() -> None:
     from transformers import BertConfig, BertForMaskedLM
 
-    with pytest.raises(InputError, match="supported model types: gpt2, gpt_neox, llama"):
+    with pytest.raises(InputError, match=r"^model type 'bert' is not supported; supported model types: gpt2, gpt_neox, "
+                                         r"llama"):
         HookedModel(BertForMaskedLM(BertConfig(num_hidden_layers=1, hidden_size=32, num_attention_heads=2,
                                                intermediate_size=32, vocab_size=50)))
 

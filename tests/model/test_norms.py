@@ -74,7 +74,8 @@ def test_unknown_norms_are_refused_until_registered() -> None:
             self.epsilon = 0.5
             self.weight = nn.Parameter(torch.full((4,), 2.0))
 
-    with pytest.raises(InputError, match="HalfNorm"):
+    with pytest.raises(InputError, match=r"^norm HalfNorm: not a norm lmscope knows "
+                                         r"\(known: .*LayerNorm, LlamaRMSNorm"):
         norm_parts(HalfNorm())
     register_norm(HalfNorm, NormKind(centers=False, eps_attr="epsilon"))
     try:

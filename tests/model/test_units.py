@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from lmscope.errors import InputError
@@ -27,9 +29,12 @@ def test_parse_and_roundtrip(text: str, kind: str, hook: str, index: int | None,
         assert unit.dictionary == "/tmp/tc/layer0"
 
 
-@pytest.mark.parametrize("bad", ["", "blocks.1.mlp.hook_post:x", ":3", "dict:abc", "dict::4"])
-def test_bad_units(bad: str) -> None:
-    with pytest.raises(InputError, match="unit"):
+@pytest.mark.parametrize(("bad", "expected"), [
+    ("", "e.g. 'blocks.1.mlp.hook_post:7' or 'blocks.3.attn:2'"),
+    ("blocks.1.mlp.hook_post:x", "'<hook name>:<non-negative index>'"), (":3", "'<hook name>:<non-negative index>'"),
+    ("dict:abc", "'dict:<path>:<feature index>'"), ("dict::4", "'dict:<path>:<feature index>'")])
+def test_bad_units(bad: str, expected: str) -> None:
+    with pytest.raises(InputError, match="^" + re.escape(f"unit {bad!r}: expected {expected}") + "$"):
         Unit.parse(bad)
 
 
