@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -76,7 +77,9 @@ def test_interrupted_then_resumed_equals_uninterrupted(reference: dict[str, torc
     assert len(resumed.history_) == 300 and [h["step"] for h in resumed.history_] == list(range(300))
     assert len(list((tmp_path / "checkpoints").glob("step-*.pt"))) == 2  # keep_checkpoints
     other = S.estimator().set_params(lr=1e-2)
-    with pytest.raises(InputError, match="lr"):
+    last = tmp_path / "checkpoints" / "step-00000300.pt"  # the resumed run checkpoints its last step
+    with pytest.raises(InputError, match="^" + re.escape(f"{last}: a checkpoint of a different run (lr was 0.003, "
+                                                         "now 0.01); use a new output directory or the same settings")):
         other.fit(S.data(), run=S.run(str(tmp_path), resume=True))
 
 
