@@ -97,7 +97,10 @@ def test_comparison_structure_and_known_answers(compared: ComparisonResult) -> N
 
 
 def test_comparison_files(compared: ComparisonResult, tmp_path: Path) -> None:
-    paths = compared.save(tmp_path)
+    from lmscope.report.whitebox_sections import comparison_page
+
+    assert set(compared.save(tmp_path / "json-only")) == {"json"}  # no page unless the caller draws one
+    paths = compared.save(tmp_path, html=comparison_page(compared.to_dict()))
     saved = json.loads(paths["json"].read_text())
     assert saved["kind"] == "whitebox_comparison" and saved["models"] == ["crate", "gpt", "gpt-again"]
     html = paths["html"].read_text()

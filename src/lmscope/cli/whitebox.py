@@ -121,7 +121,9 @@ def compare(models: Annotated[str, typer.Option(help="Comma-separated models; th
     with progress_bars(not as_json) as stage:
         result = compare_models(names, cfg, corpus=corpus, stage=stage)
     if out_dir is not None:
-        result.save(out_dir, overwrite=overwrite)
+        from lmscope.report.whitebox_sections import comparison_page
+
+        result.save(out_dir, overwrite=overwrite, html=comparison_page(result.to_dict()))
     if as_json:
         print_json({k: v for k, v in result.to_dict().items() if k != "units"})
         return

@@ -99,12 +99,9 @@ class ComparisonResult(ResultMixin):
 
     def save(self, directory: str | os.PathLike[str], *, overwrite: bool = False,
              html: str | None = None) -> dict[str, Path]:
-        """`result.json` and `report.html` (the page `html`, drawn by `lmscope.report.whitebox_sections.
-        comparison_page`) in `directory`, both refused if present unless `overwrite`; returns both paths."""
-        if html is None:  # callers that pass the page leave this module below the report layer
-            from lmscope.report.whitebox_sections import comparison_page  # lint-imports flags it
-
-            html = comparison_page(self.to_dict())
+        """`result.json` and, when given the page (`lmscope.report.whitebox_sections.comparison_page`, drawn by the
+        caller: the report layer sits above this one), `report.html` in `directory`, refused if present unless
+        `overwrite`; returns the paths written."""
         return write_result(directory, self, html=html, overwrite=overwrite)
 
 
