@@ -17,6 +17,8 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 .PHONY: install demo test
