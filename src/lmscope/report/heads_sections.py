@@ -108,10 +108,10 @@ def _chance_verdict(chance: Mapping[str, Mapping[str, Any]] | None) -> str:
     if not chance:
         return ""
     meaning = {
-        "probe": ("the mod-10 probe's held-out accuracy", "the residue mod 10 is not linearly readable from the "
-                  "embeddings the head reads"),
-        "arithmetic": ("the vector arithmetic's success rate", "editing an item with the mod-10 features does not "
-                       "move the head to the new value's successor")}
+        "probe": ("the mod-10 probe's held-out accuracy", "a linear probe reads the residue mod 10 from the "
+                  "embeddings the head reads no better than guessing"),
+        "arithmetic": ("the vector arithmetic's success rate", "edits with the mod-10 features move the head to "
+                       "the new value's successor no more often than guessing")}
     said = [f"{meaning[k][0]} ({v['rate']:.3f}) is at chance ({v['chance']:.3f}; 3σ bound {v['bound']:.3f}): "
             f"{meaning[k][1]}" for k, v in chance.items() if k in meaning and v["at_chance"]]
     if not said:
