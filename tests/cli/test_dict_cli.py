@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,12 @@ from lmscope.dictionary.features import de_embedding
 from lmscope.dictionary.recipes import dictionary_hooks
 from lmscope.errors import InputError
 from lmscope.results import lmscope_version
+
+
+def error_line(err: str) -> str:
+    """The last line on stderr, after any progress lines: where the CLI puts its one error."""
+    lines = err.strip().splitlines()
+    return lines[-1] if lines else ""
 
 
 @pytest.fixture(scope="module")
@@ -56,22 +63,24 @@ def test_eval_and_features(trained: Path, capsys: pytest.CaptureFixture[str]) ->
     code, out, _ = run(capsys, "dict", "features", str(trained), "--texts", "60")
     assert code == 0 and "de-embedding" in out
     code, _, err = run(capsys, "dict", "features", str(trained), "--features", "9999", "--texts", "20")
-    assert code == 2 and "out of range" in err
+    assert code == 2
+    assert error_line(err) == "lmscope: error: --features: 9999 is out of range (the dictionary has 256 features)"
 
 
 def test_train_refusals(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--out", str(trained), "--tokens", "1000")
-    assert code == 2 and "already exists" in err
+    assert code == 2
+    assert error_line(err) == f"lmscope: error: {trained / 'cfg.json'}: already exists; pass --overwrite to replace it"
     code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layer", "9", "--out", str(trained / "x"))
-    assert code == 2 and "--layer" in err
+    assert code == 2 and error_line(err) == "lmscope: error: --layer: expected 0..3, got 9"
     code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--activation", "topk", "--out", str(trained / "y"))
-    assert code == 2 and "--k" in err
+    assert code == 2 and error_line(err) == "lmscope: error: --k: a TopK dictionary needs k"
 
 
 def test_hooks_and_de_embedding_by_hand(trained: Path) -> None:
     model = HookedModel.from_pretrained("zoo:gpt2-tiny")
     assert dictionary_hooks(model, "sae", 2) == ("blocks.2.hook_resid_post", "blocks.2.hook_resid_post")
-    with pytest.raises(InputError, match="--kind"):
+    with pytest.raises(InputError, match=r"^--kind: expected sae or transcoder, got 'crosscoder'$"):
         dictionary_hooks(model, "crosscoder", 0)
     d = load_dictionary(trained)
     raw = model.W_E @ d.W_enc[:, 3].detach()
@@ -160,7 +169,8 @@ def test_eval_and_features_on_held_out_text(user_trained: dict[str, Any], capsys
     assert "is the file this dictionary was trained on" not in err
     assert "clean and spliced loss: " in err and "mean-ablated loss: " in err
     code, _, err = run(capsys, "dict", "eval", d, "--corpus", heldout, "--out", str(tmp_path))
-    assert code == 2 and "already exists" in err
+    assert code == 2 and error_line(err) == f"lmscope: error: {tmp_path / 'result.json'}: already exists; pass " \
+                                            "--overwrite (overwrite=True) to replace it"
     code, out, err = run(capsys, "dict", "eval", d, "--corpus", str(user_trained["corpus"]))
     assert code == 0 and "note: " in err and "is the file this dictionary was trained on" in err
     assert "loss recovered" in out and "left out:" in out
@@ -174,13 +184,17 @@ def test_eval_and_features_on_held_out_text(user_trained: dict[str, Any], capsys
 def test_a_real_model_without_corpus_gets_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model_dir = _saved_model(tmp_path)
     code, _, err = run(capsys, "dict", "train", str(model_dir), "--out", str(tmp_path / "tc"))
-    assert code == 2 and err.count("\n") == 1 and "--corpus" in err and "not a zoo model" in err
+    no_corpus = (f"lmscope: error: --corpus: {model_dir} is not a zoo model, so give it your own text (--corpus FILE: "
+                 "plain text or JSONL, one document per line), or '--corpus synthetic' to use lmscope's synthetic "
+                 "corpus anyway\n")
+    assert code == 2 and err == no_corpus
     d = _saved_dictionary(model_dir, tmp_path / "d")
     for command in ("eval", "features"):
         code, _, err = run(capsys, "dict", command, str(d))
-        assert code == 2 and err.count("\n") == 1 and "--corpus" in err, command
+        assert code == 2 and err == no_corpus, command
     code, _, err = run(capsys, "dict", "eval", str(d), "--corpus", str(tmp_path / "missing.txt"))
-    assert code == 2 and "no such file" in err
+    assert code == 2 and err == f"lmscope: error: --corpus {tmp_path / 'missing.txt'}: no such file (expected a text " \
+                                "or JSONL file, or 'synthetic')\n"
 
 
 def test_eval_says_undefined_where_ablation_helps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -263,12 +277,16 @@ def test_train_stack_all_layers_table_and_circuit(tmp_path: Path, capsys: pytest
                        "from the year 1732 to the year 17", "--target", "logit:40-20", "--iters", "1", "--no-check")
     assert code == 0, err
     code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layers", "all", "--out", str(out))
-    assert code == 2 and "already exists" in err
+    assert code == 2
+    assert error_line(err) == f"lmscope: error: {out / 'result.json'}: already exists; pass --overwrite " \
+                              "(overwrite=True) to replace it"
     code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layers", "0,9", "--out", str(tmp_path / "x"))
-    assert code == 2 and "--layers" in err
+    assert code == 2 and error_line(err) == "lmscope: error: --layers: expected layers in 0..3, got '0,9'"
     code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", "--layers", "0,1", "--kind", "sae", "--hook",
                        "blocks.0.hook_resid_mid", "--out", str(tmp_path / "y"))
-    assert code == 2 and "{layer}" in err
+    assert code == 2
+    assert error_line(err) == "lmscope: error: --hook: with several layers, give a template with {layer}, such as " \
+                              "blocks.{layer}.hook_resid_mid; got 'blocks.0.hook_resid_mid'"
 
 
 def test_stopped_train_resumes_by_itself_to_the_same_bytes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -291,8 +309,8 @@ def test_stopped_train_resumes_by_itself_to_the_same_bytes(tmp_path: Path, capsy
 
     monkeypatch.setattr(Trainer, "train_step", interrupt)
     code, _, err = run(capsys, *args, "--out", str(tmp_path / "cut"))
-    assert code == 130 and "lmscope: interrupted: rerun the same command to resume from" in err
-    assert "step-00000006.pt" in err
+    assert code == 130 and error_line(err) == "lmscope: interrupted: rerun the same command to resume from " \
+                                              f"{tmp_path / 'cut' / 'checkpoints' / 'step-00000006.pt'}"
     assert not (tmp_path / "cut" / "cfg.json").exists()
     monkeypatch.setattr(Trainer, "train_step", original)
     code, _, err = run(capsys, *args, "--out", str(tmp_path / "cut"))
@@ -305,7 +323,10 @@ def test_stopped_train_resumes_by_itself_to_the_same_bytes(tmp_path: Path, capsy
     run(capsys, *args, "--out", str(tmp_path / "other"))
     monkeypatch.setattr(Trainer, "train_step", original)
     code, _, err = run(capsys, *args[:-1], "4", "--out", str(tmp_path / "other"))
-    assert code == 2 and "other settings" in err and "--overwrite" in err and "Traceback" not in err
+    checkpoint = tmp_path / "other" / "checkpoints" / "step-00000006.pt"
+    assert code == 2 and "Traceback" not in err
+    assert error_line(err) == f"lmscope: error: {checkpoint}: a checkpoint of a run with other settings (k: 8 -> 4); " \
+                              "rerun with those settings to resume, or pass --overwrite to start over"
     code, _, err = run(capsys, *args[:-1], "4", "--out", str(tmp_path / "other"), "--overwrite")
     assert code == 0, err
 
@@ -328,10 +349,10 @@ def test_train_refuses_an_output_it_cannot_write_before_loading(tmp_path: Path,
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
     for out_arg, why in ((a_file, "is a file, expected a directory"),
-                         (a_file / "tc", "is a file, so no directory can be made under it")):
+                         (a_file / "tc", f"{a_file} is a file, so no directory can be made under it")):
         for extra in ([], ["--layers", "all"]):
             code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", *extra, "--out", str(out_arg))
-            assert code == 2 and why in err and "Traceback" not in err
+            assert code == 2 and err == f"lmscope: error: --out {out_arg}: {why}\n"
     assert a_file.read_text() == "mine"
 
 
@@ -348,7 +369,11 @@ def test_a_dictionary_is_refused_with_another_model_of_the_same_shape(trained: P
     other.tokenizer.save_pretrained(tmp_path / "other")
     code, _, err = run(capsys, "dict", "eval", str(trained), "--model", str(tmp_path / "other"), "--texts", "4",
                        "--corpus", "synthetic")
-    assert code == 2 and "zoo:gpt2-tiny" in err and str(tmp_path / "other") in err and "Traceback" not in err
+    assert code == 2 and "Traceback" not in err
+    assert re.fullmatch(re.escape(f"lmscope: error: dictionary {trained} was made with zoo:gpt2-tiny (weights ")
+                        + "[0-9a-f]{12}" + re.escape(f"), not with {tmp_path / 'other'} (weights ") + "[0-9a-f]{12}"
+                        + re.escape("): the weights differ; pass --allow-model-mismatch to use it anyway"),
+                        error_line(err))
     code, _, err = run(capsys, "dict", "eval", str(trained), "--model", str(tmp_path / "other"), "--texts", "4",
                        "--corpus", "synthetic", "--allow-model-mismatch", "--json")
     assert code == 0, err
