@@ -62,14 +62,12 @@ def _check_out(out_dir: str | None, overwrite: bool) -> None:
 
 
 def _write(out_dir: str, overwrite: bool, result: Any, section: Any, model: str) -> None:
-    from lmscope.fileio import atomic_write_text
+    """result.json and report.html through the one writer (both checked before either is written)."""
     from lmscope.report import Report
 
-    _check_out(out_dir, overwrite)  # again: refuse before writing anything
-    result.save(out_dir, overwrite=overwrite)
     report = Report(section.title, meta={"model": model})
     report.add(section)
-    atomic_write_text(Path(out_dir) / "report.html", report.render_html(), overwrite=overwrite)
+    result.save(out_dir, overwrite=overwrite, html=report.render_html())
 
 
 PATCH_METHODS = ("exact", "atp", "atp+verify")

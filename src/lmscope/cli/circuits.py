@@ -61,7 +61,7 @@ def circuit(model: ModelArg,
     from lmscope.dictionary.io import check_dictionary_model
     from lmscope.dictionary.stack import load_transcoders
     from lmscope.errors import InputError
-    from lmscope.fileio import atomic_write_text, check_output_dir, check_writable
+    from lmscope.fileio import check_output_dir, check_writable
     from lmscope.report import Report
     from lmscope.report.circuit_sections import circuit_section
 
@@ -90,10 +90,9 @@ def circuit(model: ModelArg,
                                heldout_skipped=skipped, progress=stage)
     data = result.to_dict()
     if out_dir is not None:
-        result.save(out_dir, overwrite=overwrite)
         report = Report("Feature circuit", meta={"model": model, "transcoders": transcoders})
         report.add(circuit_section(data, hooked.cfg.n_layers))
-        atomic_write_text(Path(out_dir) / "report.html", report.render_html(), overwrite=overwrite)
+        result.save(out_dir, overwrite=overwrite, html=report.render_html())
     if as_json:
         print_json(data)
         return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -103,9 +102,9 @@ def evaluate(store: StoreArg, labels: LabelsOpt, ranking: Annotated[str, typer.O
     Example: lmscope neurons evaluate store/ --labels pos.conllu --ranking rank/ --ks 10,50 --out eval/
     """
     from lmscope.activations import ActivationStore
-    from lmscope.fileio import atomic_write_json
     from lmscope.neurons.analysis import NeuronRanking, evaluate_ranking
     from lmscope.neurons.dataset import load_dataset
+    from lmscope.results import write_result
 
     k_values = _ks(ks)
     st = ActivationStore(store)
@@ -113,7 +112,7 @@ def evaluate(store: StoreArg, labels: LabelsOpt, ranking: Annotated[str, typer.O
     data = load_dataset(st, _corpus(st, labels, column), min_count=min_count, seed=seed, split=(0.2, seed))
     with progress_bars(not as_json) as stage:
         result = evaluate_ranking(data, found, k_values, seed=seed, progress=stage)
-    path = atomic_write_json(Path(out_dir) / "result.json", result, overwrite=overwrite)
+    path = write_result(out_dir, result, overwrite=overwrite)["json"]
     if as_json:
         print_json(result)
         return
