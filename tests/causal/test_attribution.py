@@ -212,23 +212,28 @@ def test_compare_estimates_known_answers() -> None:
     assert compare_estimates(torch.ones(3), torch.tensor([1.0, 2, 3]), ["a", "b", "c"], k=1)["pearson"] is None
     assert compare_estimates(torch.tensor([3.0, 1, 2]), torch.tensor([1.0, 2, 3]), ["a", "b", "c"],
                              k=1)["top_k_overlap"] == 0.0
-    with pytest.raises(InputError, match="one shape"):
+    with pytest.raises(InputError, match=r"^estimates: expected two tensors \[\.\., 3\] of one shape, "
+                                         r"got \(3,\) and \(4,\)$"):
         compare_estimates(torch.ones(3), torch.ones(4), ["a", "b", "c"])
 
 
 def test_attribution_refuses_what_it_cannot_differentiate_and_leaves_the_model_as_it_was() -> None:
     model = HookedModel(tiny_hf_model("gpt2"))
     base, source = _pair()
-    with pytest.raises(InputError, match="method: got 'atp'"):
+    with pytest.raises(InputError, match=r"^method: got 'atp', expected one of exact, attribution$"):
         patch_sweep(model, base, source, ["blocks.0.attn:1"], _metric, method="atp")
-    with pytest.raises(InputError, match="verify_top"):
+    with pytest.raises(InputError, match=r"^verify_top: expected 0, or a positive count with "
+                                         r"method='attribution' \(got 3\)$"):
         patch_sweep(model, base, source, ["blocks.0.attn:1"], _metric, verify_top=3)
-    with pytest.raises(InputError, match="not differentiable"):
+    with pytest.raises(InputError, match=r"^metric: a greedy continuation is not differentiable; use method='exact'$"):
         patch_sweep(model, base, source, ["blocks.0.attn:1"], Continuation(2, lambda t, i: t[:, 0].float()),
                     method="attribution")
-    with pytest.raises(InputError, match="no gradient"):
+    with pytest.raises(InputError, match=r"^metric: its value has no gradient \(argmax, thresholds, "
+                                         r"decoding\?\); use method='exact'$"):
         patch_sweep(model, base, source, ["blocks.0.attn:1"], lambda lg, i: lg.argmax(-1).float(),
                     method="attribution")
-    with pytest.raises(InputError, match="same length"):
+    with pytest.raises(InputError, match=r"^component blocks\.0\.hook_mlp_out: patching all positions needs base and "
+                                         r"source inputs of the same length \(got \(5, 7\) and \(5, 5\)\); patch at a "
+                                         r"position \(@P, or @-1 for the last token\)$"):
         patch_sweep(model, base, source[:, :5], ["blocks.0.hook_mlp_out"], _metric, method="attribution")
     assert all(p.requires_grad and p.grad is None for p in model.hf.parameters())

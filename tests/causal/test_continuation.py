@@ -79,7 +79,8 @@ def test_lexicon_rate_and_classifier_continuations(tmp_path) -> None:  # type: i
 
 def test_continuations_need_last_token_components() -> None:
     model = tiny_hooked_with_tokenizer(400)
-    with pytest.raises(InputError, match="last token"):
+    with pytest.raises(InputError, match=r"^outcome: a greedy continuation needs a HookedModel, skip_layers=True and "
+                                         r"every component at the last token \(@-1\)$"):
         patch_sweep(model, BASE, SOURCE, [Component.of("blocks.1.hook_mlp_out@1")], Continuation(2, _fingerprint))
-    with pytest.raises(InputError, match="at least 1"):
+    with pytest.raises(InputError, match=r"^continuation tokens: expected at least 1, got 0$"):
         Continuation(0, _fingerprint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -86,33 +87,40 @@ def test_reads_saelens_written_files(arch: str, tmp_path: Path) -> None:
 def test_errors_name_the_file(tmp_path: Path) -> None:
     m = _random(CFGS["sae-relu"])
     save_dictionary(m, tmp_path)
-    with pytest.raises(InputError, match="already exists"):
+    with pytest.raises(InputError, match="^" + re.escape(f"{tmp_path / 'cfg.json'}: already exists; pass --overwrite")):
         save_dictionary(m, tmp_path)
     save_dictionary(m, tmp_path, overwrite=True)
     cfg_path = tmp_path / "cfg.json"
+    weights = tmp_path / "sae_weights.safetensors"
     good = cfg_path.read_text()
     cfg_path.write_text("{not json")
-    with pytest.raises(InputError, match=r"cfg\.json"):
+    with pytest.raises(InputError, match="^" + re.escape(f"{cfg_path}: not valid JSON (Expecting property name")):
         load_dictionary(tmp_path)
     cfg_path.write_text(json.dumps({**json.loads(good), "architecture": "gated"}))
-    with pytest.raises(InputError, match=r"cfg\.json.*gated"):
+    with pytest.raises(InputError, match="^" + re.escape(f"{cfg_path}: architecture 'gated' is not supported; expected "
+                                                         "one of skip_transcoder, standard, topk, ")):
         load_dictionary(tmp_path)
     bad = json.loads(good)
     del bad["d_sae"]
     cfg_path.write_text(json.dumps(bad))
-    with pytest.raises(InputError, match=r"cfg\.json.*d_sae"):
+    with pytest.raises(InputError, match="^" + re.escape(f"{cfg_path}: missing key 'd_sae' (expected an integer >= 1)")
+                                         + "$"):
         load_dictionary(tmp_path)
     cfg_path.write_text(good)
     w = load_file(tmp_path / "sae_weights.safetensors")
     del w["W_dec"]
     save_file(w, tmp_path / "sae_weights.safetensors")
-    with pytest.raises(InputError, match=r"sae_weights\.safetensors: sha256 does not match cfg\.json"):
+    with pytest.raises(InputError, match="^" + re.escape(f"{weights}: sha256 does not match cfg.json (the weights were "
+                                                         "changed after saving)") + "$"):
         load_dictionary(tmp_path)  # lmscope's cfg.json records the weights file's hash
     cfg_path.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "weights_file_sha256"}))
-    with pytest.raises(InputError, match=r"sae_weights\.safetensors.*W_dec"):
+    with pytest.raises(InputError, match="^" + re.escape(f"{weights}: missing tensor 'W_dec' (has W_enc, b_dec, b_enc)")
+                                         + "$"):
         load_dictionary(tmp_path)  # without it (SAELens files), the tensors themselves are checked
     (tmp_path / "sae_weights.safetensors").write_bytes(b"garbage")
-    with pytest.raises(InputError, match=r"sae_weights\.safetensors"):
+    with pytest.raises(InputError, match="^" + re.escape(f"{weights}: not a readable safetensors file")):
         load_dictionary(tmp_path)
-    with pytest.raises(InputError, match="not found"):
+    nowhere = tmp_path / "nowhere" / "cfg.json"
+    with pytest.raises(InputError, match="^" + re.escape(f"{nowhere}: not found; a dictionary directory holds cfg.json "
+                                                         "and sae_weights.safetensors") + "$"):
         load_dictionary(tmp_path / "nowhere")
