@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_kept_and_scored_positions_by_hand() -> None:
     # a prediction at p counts when p is kept and p + 1 is real
     assert scored_positions(batch, prepend_bos=False, exclude_first=1).tolist() == [[False, True, True, True],
                                                                                     [False, True, False, False]]
-    with pytest.raises(InputError, match="--exclude-first"):
+    with pytest.raises(InputError, match=r"^--exclude-first: expected a non-negative number of positions, got -1$"):
         kept_positions(batch, prepend_bos=True, exclude_first=-1)
 
 
@@ -62,7 +63,7 @@ def test_position_rule_records_and_describes_itself(model: HookedModel) -> None:
     assert PositionRule(False).describe() == "no position left out (no BOS)"
     assert PositionRule.for_dictionary(model, _transcoder(model, 1)) == PositionRule(True, 1)  # recorded value
     assert PositionRule.for_dictionary(model, _transcoder(model, 1), exclude_first=0) == PositionRule(True, 0)
-    with pytest.raises(InputError, match="--exclude-first"):
+    with pytest.raises(InputError, match=r"^--exclude-first: expected a non-negative number of positions, got True$"):
         PositionRule(True, True)  # type: ignore[arg-type]
 
 
@@ -103,7 +104,9 @@ def test_fit_records_the_rule_and_a_text_with_nothing_left_is_refused(model: Hoo
     short = ActivationBuffer(model, ["the", "on"], [IN, OUT], exclude_first=1)  # BOS + one token each
     assert [len(model.to_tokens(t).input_ids[0]) for t in ("the", "on")] == [2, 2]
     short.configure(batch_size=4)
-    with pytest.raises(InputError, match="no token to train on"):
+    with pytest.raises(InputError, match=r"^texts: no token to train on: every text is at most 2 token\(s\) long, "
+                                         r"and those are left out \(left out: the BOS position and the first 1 text "
+                                         r"token\)$"):
         next(iter(short))
 
 
@@ -120,11 +123,12 @@ def test_cfg_json_records_the_rule_and_corpus_in_saelens_and_lmscope_keys(model:
     assert load_dictionary(tmp_path).cfg == d.cfg
     raw["exclude_first"] = -1
     (tmp_path / "cfg.json").write_text(json.dumps(raw))
-    with pytest.raises(InputError, match="exclude_first"):
+    cfg_json = re.escape(str(tmp_path / "cfg.json"))
+    with pytest.raises(InputError, match=f"^{cfg_json}: 'exclude_first' must be a non-negative integer, got -1$"):
         load_dictionary(tmp_path)
     raw.update(exclude_first=0, prepend_bos="yes")
     (tmp_path / "cfg.json").write_text(json.dumps(raw))
-    with pytest.raises(InputError, match="prepend_bos"):
+    with pytest.raises(InputError, match=f"^{cfg_json}: 'prepend_bos' must be true, false or null, got 'yes'$"):
         load_dictionary(tmp_path)
     unknown = Dictionary(DictConfig(kind="sae", d_in=4, d_sae=8, hook_name="blocks.0.hook_resid_post"))
     save_dictionary(unknown, tmp_path / "u")  # trained from tensors: nothing claimed about the data
@@ -144,7 +148,7 @@ def test_metrics_count_only_kept_rows_and_the_splice_leaves_leading_positions(mo
     assert torch.equal(spliced[OUT][:, :2], clean[OUT][:, :2])  # no dictionary at the sinks
     y_hat = d(model.run_with_cache(TEXTS, names=[IN])[1][IN])[0]
     torch.testing.assert_close(spliced[OUT][:, 2:], y_hat[:, 2:].detach(), atol=1e-5, rtol=1e-5)
-    with pytest.raises(InputError, match="keep_first"):
+    with pytest.raises(InputError, match=r"^keep_first: expected a non-negative number of positions, got -1$"):
         Splice(d, keep_first=-1)
 
 

@@ -303,21 +303,23 @@ def test_scored_positions() -> None:
 
 def test_refusals(model: HookedModel, texts: list[str]) -> None:
     tc = identity_transcoder(model)
-    with pytest.raises(InputError, match="non-negative"):
+    with pytest.raises(InputError, match=r"^ablate: expected non-negative integer latent indices, got -1$"):
         Splice(tc, ablate=[-1])
-    with pytest.raises(InputError, match="non-negative"):
+    with pytest.raises(InputError, match=r"^features: expected non-negative integer latent indices, got 1\.5$"):
         Splice(tc, features=[1.5])  # type: ignore[list-item]
-    with pytest.raises(InputError, match="out of range"):
+    with pytest.raises(InputError, match=f"^features/ablate: latent {model.cfg.d_mlp} out of range for a dictionary "
+                                         f"with d_sae={model.cfg.d_mlp}$"):
         model.run_with_hooks(texts[:2], hooks=Splice(tc, ablate=[model.cfg.d_mlp]).hooks())
     backwards = Affine(Cfg("blocks.1.ln2.hook_normalized", TC_OUT, "transcoder"), tc.W_enc.data, tc.b_enc.data,
                        tc.W_dec.data, tc.b_dec.data)
-    with pytest.raises(InputError, match="fired before"):
+    with pytest.raises(InputError, match=r"^splice: 'blocks\.0\.hook_mlp_out' fired before the dictionary's input "
+                                         r"'blocks\.1\.ln2\.hook_normalized'; the input hook must come earlier"):
         model.run_with_hooks(texts[:2], hooks=Splice(backwards).hooks())
-    with pytest.raises(InputError, match="non-empty list"):
+    with pytest.raises(InputError, match=r"^texts: expected a non-empty list of strings$"):
         spliced_metrics(model, tc, "one text")  # type: ignore[arg-type]
-    with pytest.raises(InputError, match="batch_size"):
+    with pytest.raises(InputError, match=r"^batch_size: expected a positive int, got 0$"):
         spliced_metrics(model, tc, texts, batch_size=0)
-    with pytest.raises(InputError, match="hook_name"):
+    with pytest.raises(InputError, match=r"^dictionary: expected an SAE or transcoder whose cfg names its hook_name$"):
         Splice(nn.Linear(2, 2))  # type: ignore[arg-type]
 
 

@@ -57,7 +57,7 @@ def test_thin_tasks_stay_out_of_the_headline(digit_split: HookedModel) -> None:
     assert torch.equal(none.scores, every.scores)
     d = none.to_dict()
     assert d["headline_is_thin"] is True and d["thin_tasks"] == list(SUCCESSION_TASKS)
-    with pytest.raises(InputError, match="min_pairs"):
+    with pytest.raises(InputError, match=r"^min_pairs: got 0, expected at least 1$"):
         succession_scores(digit_split, min_pairs=0)
 
 
