@@ -125,10 +125,15 @@ def test_recovery_keeps_features_per_position() -> None:
 
     _, cache = model.run_with_cache(PROMPT, names=["blocks.1.ln2.hook_normalized"],
                                     hooks=[("blocks.0.hook_mlp_out", drop_a_at_0)])
+    _, clean_cache = model.run_with_cache(PROMPT, names=["blocks.1.ln2.hook_normalized"])
     with torch.no_grad():
         expected = float(tcs[1].encode_pre(cache["blocks.1.ln2.hook_normalized"][0, 2])[0])
+        clean = float(tcs[1].encode_pre(clean_cache["blocks.1.ln2.hook_normalized"][0, 2])[0])
     assert partial.circuit == pytest.approx(expected, rel=1e-6)
-    assert 0 < partial.recovered < 1
+    assert partial.clean == pytest.approx(clean, rel=1e-6)
+    # (circuit - none) / (clean - none) with none = 0 (nothing reaches b without a): the share a at 2 alone gives
+    assert partial.recovered == pytest.approx(expected / clean, rel=1e-5)
+    assert abs(expected) > 1e-3 and abs(clean - expected) > 1e-3  # both positions of a carry some of b
     assert full.without == pytest.approx(full.none)  # keeping everything but the circuit keeps nothing here
 
     def drop_a_at_2(out: torch.Tensor, *, hook: object) -> torch.Tensor:
