@@ -74,7 +74,15 @@ def test_lexicon_rate_and_classifier_continuations(tmp_path) -> None:  # type: i
     model.tokenizer.save_pretrained(tmp_path / "clf")
     classifier = continuation_classifier(model, str(tmp_path / "clf"), n_tokens=3)
     scored = patch_sweep(model, BASE, SOURCE, ["blocks.0.attn:1@-1"], classifier)
-    assert bool(((scored.y_base > 0) & (scored.y_base < 1)).all())
+    for i, text in enumerate(BASE):  # by hand: 3 greedy tokens, decoded, then P(label 1) from the classifier
+        ids = model.to_tokens(text).input_ids
+        with torch.no_grad():
+            for _ in range(3):
+                ids = torch.cat([ids, model(ids)[0, -1].argmax().view(1, 1)], dim=1)
+            continuation = model.tokenizer.decode(ids[0, -3:].tolist())
+            enc = model.tokenizer(continuation, return_tensors="pt")
+            expected = clf(**enc).logits.softmax(-1)[0, 1]
+        assert float(scored.y_base[i]) == pytest.approx(float(expected), rel=1e-5), continuation
 
 
 def test_continuations_need_last_token_components() -> None:
