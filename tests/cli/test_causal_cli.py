@@ -86,7 +86,7 @@ def test_mediate_infers_topics_and_summarises(model_dir, rows_file, tmp_path, ca
     assert "stratified" in stdout and "top-1 share" in stdout
     assert ("topics (nmf)", 0, 1) in _stages(err) and ("topics (nmf)", 1, 1) in _stages(err)
     code, stdout, err = run(capsys, "mediate", str(model_dir), str(rows_file), "--treatment", "toxic_cue",
-                            "--confounder", "topic", "--components", "mlp", "--n-boot", "10", "--max-pairs", "40",
+                            "--confounder", "topic", "--components", "mlp", "--n-boot", "10", "--max-pairs", "1000",
                             "--outcome", "toxicity-continuation", "--continuation-tokens", "2", "--lexicon",
                             str(words), "--json")
     assert code == 0, err
@@ -94,7 +94,9 @@ def test_mediate_infers_topics_and_summarises(model_dir, rows_file, tmp_path, ca
     assert result["outcome"] == "toxicity-continuation"
     assert result["components"] == ["blocks.0.hook_mlp_out@-1", "blocks.1.hook_mlp_out@-1"]
     te = result["effects"]["unadjusted"]["te"]["estimate"][0]
-    assert -1 <= te <= 1 and 0 <= result["meta"]["mean_outcome_treated"] <= 1  # shares of 2 decoded tokens
+    meta = result["meta"]  # every treated x control pair kept: unadjusted TE is the difference of the means
+    assert meta["n_pairs"] == result["n_treated"] * result["n_control"]
+    assert te == pytest.approx(meta["mean_outcome_treated"] - meta["mean_outcome_control"], abs=1e-6)
     code, stdout, err = run(capsys, "mediate", str(model_dir), str(rows_file), "--treatment", "toxic_cue",
                             "--infer-topics", "kmeans", "--n-topics", "2", "--components", "neurons", "--neurons",
                             "blocks.1.mlp.hook_post:3@-1", "--n-boot", "10", "--outcome", "prob", "--target",

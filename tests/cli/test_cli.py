@@ -57,38 +57,6 @@ def test_bad_option_is_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "No such option" in err
 
 
-def test_demo_writes_report_and_refuses_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "demo", "--out", str(tmp_path), "--json")
-    summary = json.loads(out)
-    assert code == 0 and summary["parity_ok"]
-    html = (tmp_path / "report.html").read_text()
-    result = json.loads((tmp_path / "result.json").read_text())
-    assert set(result["sections"]) >= {"model_card", "hook_parity", "attention_pattern", "neuron_stats",
-                                       "pos_neurons", "transcoder"}
-    tc = result["sections"]["transcoder"]["data"]["result"]
-    assert tc["metrics"]["fvu"] < 0.1 and tc["spliced"]["loss_recovered"] > 0.5
-    pos = result["sections"]["pos_neurons"]["data"]
-    assert pos["evaluation"]["all_neurons"] > pos["evaluation"]["majority"] + 0.5
-    assert pos["noun_neuron"].startswith("blocks.") and len(pos["heatmap"]["sentences"]) == 6
-    assert result["sections"]["model_card"]["data"]["card"]["name"] == "gpt2-tiny"
-    heads = result["sections"]["successor-heads"]["data"]
-    assert heads["model"] == "zoo:crate-tiny"
-    best = max(max(row) for row in heads["succession"]["scores"])
-    assert best >= 0.5 > max(heads["succession"]["input_baseline"]["scores"])  # the bar, not a copy
-    contrast = heads["contrast"]  # gpt2-tiny: the paper's formula crowns a copying head that MLP0 feeds
-    assert contrast["score"] < 0.3 and contrast["paper_baseline"] > contrast["paper_score"] >= 0.5
-    assert "never reads MLP0" in html
-    assert len(heads["succession"]["scores"]) == 4 and len(heads["mod10"]["features"]) == 10
-    arith = heads["arithmetic"]
-    assert arith["rates"] == arith["by_k"][str(arith["k"])] and 0.0 <= arith["overall"] <= 1.0
-    assert all(r["ok"] for r in result["sections"]["hook_parity"]["data"]["models"].values())
-    assert "<script src=" not in html and "Model card" in html
-    before = (tmp_path / "result.json").read_bytes()
-    code, _, err = run(capsys, "demo", "--out", str(tmp_path))
-    assert code == 2 and "already exists" in err
-    assert (tmp_path / "result.json").read_bytes() == before
-
-
 def test_ctrl_c_is_one_line_and_exit_130(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from lmscope import HookedModel
 

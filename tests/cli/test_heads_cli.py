@@ -94,7 +94,11 @@ def test_mod10_and_edit(capsys, tmp_path: Path) -> None:  # type: ignore[no-unty
     assert code == 0, err
     d = json.loads((tmp_path / "m" / "result.json").read_text())
     assert d["head"] == {"layer": 0, "head": 3} and [f["residue"] for f in d["features"]] == list(range(10))
-    assert d["settings"]["d_sae"] == 64 and 0.0 <= d["probe"]["accuracy"] <= 1.0
+    from lmscope import HookedModel
+    from lmscope.heads.mod10 import mod10_features
+
+    direct = mod10_features(HookedModel.from_pretrained(MODEL), 0, 3, seeds=(1,), d_sae=64)
+    assert d["settings"]["d_sae"] == 64 and d["probe"]["accuracy"] == pytest.approx(direct.probe["accuracy"])
     code, out, err = run(capsys, "heads", "edit", MODEL, "--head", "0.3", "--from", "3", "--to", "7",
                          "--seeds", "1", "--json")
     assert code == 0, err
