@@ -6,6 +6,8 @@ directions, LayerNorm scales from their variance), not read back from the model.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from planted import (
@@ -106,7 +108,9 @@ def test_input_invariant_connections_are_decoder_dot_encoder() -> None:
         scores = de_embedding_scores(model, tcs[0], 0, fold=fold)
         assert scores[1] == pytest.approx(TRIG_SCALE * W_IN) and scores[OTHER] == 0  # only the trigger drives a
     assert connection(tcs[0], 0, tcs[1], 0, fold=False) == pytest.approx(W_OUT * W_RES)  # raw: no model needed
-    with pytest.raises(InputError, match="needs the model"):
+    needs = re.escape("model: blocks.1.ln2.hook_normalized is a norm's output; folding its gain into the encoder needs "
+                      "the model (pass model=..., or fold=False for the raw weights)")
+    with pytest.raises(InputError, match=f"^{needs}$"):
         connection(tcs[0], 0, tcs[1], 0)  # folding a norm's gain without the model that has the norm
 
 
@@ -180,5 +184,6 @@ def test_graph_nodes_are_units_that_interventions_take() -> None:
         del n["unit"]
     legacy = type(g).from_dict(old)  # a graph saved before nodes were units
     assert sorted(map(str, legacy.units(["head"]))) == ["blocks.1.attn:0@2"]
-    with pytest.raises(InputError, match=r"feature node L0\.f0@\d has no dictionary name for layer 0"):
+    with pytest.raises(InputError, match=r"^graph: feature node L0\.f0@\d has no dictionary name for layer 0; "
+                                         r"build the graph with dictionaries=\{layer: name\}"):
         legacy.units()

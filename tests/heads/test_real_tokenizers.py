@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -63,14 +65,18 @@ def test_thin_tasks_stay_out_of_the_headline(digit_split: HookedModel) -> None:
 
 def test_mod10_refuses_digit_split_numbers_before_any_work(digit_split: HookedModel, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     assert residue_support(digit_split).tolist() == [1] * 9 + [0]  # 0 -> 1 ... 8 -> 9; 10 is two tokens
-    with pytest.raises(InputError, match="it splits longer numbers into digits"):
+    short = re.escape("model: mod-10 features need every residue 0-9 on at least 2 single-token numbers whose "
+                      "successor is one token too; this tokenizer has 10 single-token numbers (0-9: it splits longer "
+                      "numbers into digits), which leaves every residue short (per residue: 1, 1, 1, 1, 1, 1, 1, 1, 1, "
+                      "0)")
+    with pytest.raises(InputError, match=f"^{short}$"):
         check_residues(digit_split)
 
     def no_fit(*args, **kwargs):  # type: ignore[no-untyped-def]
         raise AssertionError("an SAE was fitted before the tokenizer was checked")
 
     monkeypatch.setattr("lmscope.heads.mod10.fit_embedding_sae", no_fit)
-    with pytest.raises(InputError, match="every residue short"):
+    with pytest.raises(InputError, match=f"^{short}$"):
         mod10_features(digit_split, 1, 0)
 
 
@@ -79,7 +85,10 @@ def test_residue_support_of_a_tokenizer_with_every_number() -> None:
     # 0-199 are single tokens in both variants; 199 has no successor, so residue 9 has one fewer per variant
     assert residue_support(model).tolist() == [40] * 9 + [38]
     check_residues(model)
-    with pytest.raises(InputError, match=r"at least 39 single-token numbers.*leaves residue 9 short"):
+    short = re.escape("model: mod-10 features need every residue 0-9 on at least 39 single-token numbers whose "
+                      "successor is one token too; this tokenizer has 200 single-token numbers (0-199), which leaves "
+                      "residue 9 short (per residue: 40, 40, 40, 40, 40, 40, 40, 40, 40, 38)")
+    with pytest.raises(InputError, match=f"^{short}$"):
         check_residues(model, 39)
 
 
