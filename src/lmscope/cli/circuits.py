@@ -104,13 +104,14 @@ def circuit(model: ModelArg,
     missing = describe_missing(data["options"]["layers_without_transcoder"], hooked.cfg.n_layers)
     if missing is not None:
         out.print(missing, soft_wrap=True, markup=False, highlight=False)
+    if rec is not None and rec.recovered_frozen is not None:  # the headline: a share of the target
+        out.print(f"only the graph's {rec.n_features} features kept, norm scales and attention frozen: "
+                  f"{rec.circuit_frozen:.4f}; none: {rec.none_frozen:.4f}; recovered {_fmt(rec.recovered_frozen)} "
+                  "of the target", soft_wrap=True)
     if rec is not None and rec.recovered is not None:
-        out.print(f"only the graph's {rec.n_features} features kept: {rec.circuit:.4f}; none: {rec.none:.4f}; "
-                  f"all but the graph's: {rec.without:.4f}; recovered {_fmt(rec.recovered)} of the target",
+        out.print(f"live splice (the final LayerNorm rescales a thinned residual; can exceed 1): {rec.circuit:.4f}; "
+                  f"none: {rec.none:.4f}; all but the graph's: {rec.without:.4f}; recovered {_fmt(rec.recovered)}",
                   soft_wrap=True)
-    if rec is not None and rec.recovered_frozen is not None:
-        out.print(f"with norm scales and attention frozen: {rec.circuit_frozen:.4f}; none: {rec.none_frozen:.4f}; "
-                  f"recovered {_fmt(rec.recovered_frozen)}", soft_wrap=True)
     sc = result.scores
     if sc is not None:
         out.print(f"graph scores (circuit-tracer): replacement {_fmt(sc.replacement)}, completeness "
