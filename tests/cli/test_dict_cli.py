@@ -18,7 +18,7 @@ from lmscope import HookedModel
 from lmscope.cli import main
 from lmscope.dictionary import DictConfig, Dictionary, load_dictionary, save_dictionary
 from lmscope.dictionary.features import de_embedding
-from lmscope.dictionary.recipes import dictionary_hooks
+from lmscope.dictionary.recipes import dictionary_hooks, model_corpus, texts_sha256
 from lmscope.errors import InputError
 from lmscope.results import lmscope_version
 
@@ -52,7 +52,22 @@ def test_eval_and_features(trained: Path, capsys: pytest.CaptureFixture[str]) ->
     code, out, err = run(capsys, "dict", "eval", str(trained), "--texts", "60", "--json")
     assert code == 0, err
     result = json.loads(out)
-    assert 0 < result["metrics"]["fvu"] < 0.5 and result["metrics"]["l0"] > 0
+    # by hand: the first 60 synthetic texts one at a time (no padding), rows after BOS and the recorded exclude_first
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    d = load_dictionary(trained)
+    assert model.prepend_bos
+    lead = 1 + json.loads((trained / "cfg.json").read_text())["exclude_first"]
+    names = ["blocks.1.ln2.hook_normalized", "blocks.1.hook_mlp_out"]
+    rows = [model.run_with_cache(t, names=names)[1] for t in model_corpus(None, model, synthetic_texts=60).texts[:60]]
+    X = torch.cat([r[names[0]][0, lead:] for r in rows])
+    Y = torch.cat([r[names[1]][0, lead:] for r in rows]).double()
+    with torch.no_grad():
+        y_hat, z = d(X)
+    fvu = float(((Y - y_hat.double()) ** 2).sum() / ((Y - Y.mean(0)) ** 2).sum())
+    assert result["metrics"]["n_rows"] == X.shape[0]
+    assert result["metrics"]["fvu"] == pytest.approx(fvu, rel=1e-4)
+    assert result["metrics"]["l0"] == pytest.approx(float((z != 0).sum(-1).double().mean()), rel=1e-3)
+    assert fvu < 0.5  # and the dictionary learned something
     s = result["spliced"]
     assert s["clean_loss"] <= s["spliced_loss"] + 0.05 and s["loss_recovered"] > 0.3
     code, out, err = run(capsys, "dict", "features", str(trained), "--features", "0,5", "--top-examples", "2",
@@ -268,9 +283,27 @@ def test_train_stack_all_layers_table_and_circuit(tmp_path: Path, capsys: pytest
     result = json.loads((out / "result.json").read_text())
     assert result["kind"] == "dictionary_stack" and result["layers"] == [0, 1, 2, 3]
     assert [r["layer"] for r in result["table"]] == [0, 1, 2, 3]
-    assert all(0 < r["fvu"] < 1.5 and r["l0"] > 0 and r["loss_recovered"] is not None for r in result["table"])
     assert [c["step"] for c in result["curves"]["2"]] == list(range(8))  # 2048 / 256 steps, all kept
     assert result["eval"] == {"n_texts": 4, "held_out": True, "spliced": True}
+    # the table by hand on the 4 held-out texts: the last 4 of the synthetic corpus the run drew (the training
+    # texts' recorded hash says it is the same corpus), one text at a time, rows after the BOS
+    model = HookedModel.from_pretrained("zoo:gpt2-tiny")
+    texts = model_corpus(None, model, synthetic_texts=204, seed=100).texts  # max(200, --tokens // 10), seed + 100
+    trained_on = json.loads((out / "layer0" / "cfg.json").read_text())["corpus"]
+    assert trained_on["texts_sha256"] == texts_sha256(texts[:-4])
+    for r in result["table"]:
+        d = load_dictionary(out / f"layer{r['layer']}")
+        names = [d.cfg.hook_name, d.cfg.hook_name_out]
+        lead = 1 + d.cfg.exclude_first
+        caches = [model.run_with_cache(t, names=names)[1] for t in texts[-4:]]
+        X = torch.cat([c[names[0]][0, lead:] for c in caches])
+        Y = torch.cat([c[names[1]][0, lead:] for c in caches]).double()
+        with torch.no_grad():
+            y_hat, z = d(X)
+        assert r["fvu"] == pytest.approx(float(((Y - y_hat.double()) ** 2).sum() / ((Y - Y.mean(0)) ** 2).sum()),
+                                         rel=1e-4)
+        assert r["l0"] == pytest.approx(float((z != 0).sum(-1).double().mean()), rel=1e-3)
+        assert r["loss_recovered"] is not None
     cfg = json.loads((out / "layer3" / "cfg.json").read_text())
     assert cfg["metadata"]["hook_name"] == "blocks.3.ln2.hook_normalized"
     code, _, err = run(capsys, "circuit", "zoo:gpt2-tiny", "--transcoders", str(out), "--prompt",
