@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lmscope.errors import InputError
+from lmscope.errors import bad_argument
 from lmscope.model.hooked import HookedModel
 from lmscope.report import Report, Section
 from lmscope.report.blocks import KeyValues, Table, Text
@@ -52,13 +52,15 @@ def run_real_demo(model: str, corpus: str | None, out_dir: str | Path, *, max_te
 
     for name in (HTML_NAME, RESULT_NAME):  # refuse before any work, not after
         check_writable(Path(out_dir) / name, overwrite=overwrite)
-    if max_texts < 1 or context_tokens < 8:
-        raise InputError(f"--max-texts, --context-tokens: expected >= 1 and >= 8, got {max_texts}, {context_tokens}")
-    load_corpus(corpus, model_name=model)  # a real model with no --corpus, or a missing file: refused now
+    if max_texts < 1:
+        raise bad_argument("max_texts", "an integer >= 1", max_texts)
+    if context_tokens < 8:
+        raise bad_argument("context_tokens", "an integer >= 8", context_tokens)
+    load_corpus(corpus, model_name=model)  # a real model with no corpus, or a missing file: refused now
     report_stage = stage or (lambda s, i, n: None)
     start = time.perf_counter()
     verb = "training" if model.startswith("zoo:") else "loading"
-    report_stage(f"{verb} {model}", 0, 1)
+    # no "0/1" line first: a bad model path is then one line; training or converting reports its own steps
     m = HookedModel.from_pretrained(model, progress=lambda i, n: report_stage(f"{verb} {model}", i, n))
     load_s = time.perf_counter() - start
     report_stage(f"{verb} {model}", 1, 1)

@@ -37,33 +37,33 @@ def check_writable(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     return target
 
 
-def check_output_dir(path: str | os.PathLike[str], *, flag: str = "--out", need_bytes: int = 0) -> Path:
+def check_output_dir(path: str | os.PathLike[str], *, arg: str = "out_dir", need_bytes: int = 0) -> Path:
     """Refuse, before any work, an output directory lmscope could not write: an existing file, a path under
     a file, a parent that is missing and cannot be made or is not writable, or (with `need_bytes`) a disk
     with less free space than that. Nothing is left behind (a temporary file probes the nearest existing
-    directory)."""
+    directory). Messages name `arg`, the argument `path` came from (the CLI shows its flag)."""
     target = Path(path)
     if target.exists() and not target.is_dir():
-        raise InputError(f"{flag} {target}: is a file, expected a directory")
+        raise InputError(f"{arg}: {target} is a file, expected a directory", arg=arg)
     probe = target
     while not probe.exists():
         if probe.parent == probe:
             break
         probe = probe.parent
     if not probe.is_dir():
-        raise InputError(f"{flag} {target}: {probe} is a file, so no directory can be made under it")
+        raise InputError(f"{arg}: {target}: {probe} is a file, so no directory can be made under it", arg=arg)
     try:  # the one reliable test (root ignores permission bits; /proc and read-only mounts refuse anyway)
         with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as e:
-        raise InputError(f"{flag} {target}: {probe} is not writable ({e.strerror or e})") from None
+        raise InputError(f"{arg}: {target}: {probe} is not writable ({e.strerror or e})", arg=arg) from None
     if need_bytes > 0:
         import shutil
 
         free = shutil.disk_usage(probe).free
         if free < need_bytes:
-            raise InputError(f"{flag} {target}: needs about {need_bytes / 2**20:,.0f} MiB, but {probe} has "
-                             f"{free / 2**20:,.0f} MiB free")
+            raise InputError(f"{arg}: {target} needs about {need_bytes / 2**20:,.0f} MiB, but {probe} has "
+                             f"{free / 2**20:,.0f} MiB free", arg=arg)
     return target
 
 

@@ -86,11 +86,13 @@ SWEEP: dict[str, list[Row]] = {
         r("--model", M, "--corpus", "{empty}", says="empty.txt"),
         r("--out", "{afile}", says="is a file", out=False),
         r("--out", "{under_file}", says="afile", out=False),
+        r("--model", "{missing}", "--corpus", "{text}", says="missing.txt': no such directory", model=True),
     ],
     "info": [
         r("{missing}", says="missing.txt", model=True), r("zoo:nope", says="'nope': unknown", model=True),
         r("{adir}", says="adir", model=True), r("{afile}", says="afile", model=True),
         r("", says="model", model=True),
+        r("{junk_gguf}", says="junk.gguf': not a complete GGUF file", model=True),
     ],
     "patch": [
         *numbers(PATCH, "--verify-top", *COUNT_BAD), *numbers(PATCH, "--continuation-tokens", "0", "nan"),
@@ -192,6 +194,8 @@ SWEEP: dict[str, list[Row]] = {
         *numbers(DICT_TRAIN, "--d-sae", HUGE, "nan"), *numbers(DICT_TRAIN, "--eval-texts", "-1"),
         r(*DICT_TRAIN, "--activation", "topk", "--k", "0", says="--k"),
         r(M, "--layer", "1", "--corpus", "{missing}", says="missing.txt"),
+        r(M, "--layers", "x", says="--layers: expected 'all' or comma-separated layers"),
+        r(M, "--layers", "0-99", says="--layers: expected layers in 0..3, got '0-99'"),
         r(*DICT_TRAIN, "--out", "{afile}", says="is a file", out=False),
     ],
     "dict eval": [
@@ -217,7 +221,8 @@ SWEEP: dict[str, list[Row]] = {
     "heads edit": [
         *numbers((M, "--from", "1", "--to", "2"), "--seeds", "0"),
         r(M, "--from", "10", "--to", "2", says="--from"), r(M, "--from", "1", "--to", "-1", says="--to"),
-        r(M, "--from", "3", says="--from/--to"), r(M, "--from", "3", "--to", "3", says="--from/--to"),
+        r(M, "--from", "3", says="--to: expected a residue 0-9, got None; give both"),
+        r(M, "--from", "3", "--to", "3", says="--to: got 3, the residue the edit starts from"),
         r(M, "--head", "1", says="--head"),
     ],
     "heads detect": [*numbers((M,), "--seq-len", "1", "0", "nan", HUGE), r(M, "--out", "{under_file}", says="afile",

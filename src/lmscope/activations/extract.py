@@ -32,7 +32,7 @@ from lmscope.activations.collect import point_dim, word_activations
 from lmscope.activations.corpus import file_sha256
 from lmscope.activations.store import FORMAT, MANIFEST, ActivationStore, shard_name
 from lmscope.distributed import barrier, dist_info, on_rank0
-from lmscope.errors import InputError
+from lmscope.errors import InputError, bad_argument
 from lmscope.fileio import atomic_write_json, default_file_mode
 from lmscope.model.hooked import HookedModel
 from lmscope.model.provenance import provenance_record, weights_sha256
@@ -59,18 +59,19 @@ def _corpus_sha256(sentences: Sequence[Sequence[str]]) -> str:
 
 def _validate(model: HookedModel, cfg: ExtractConfig) -> dict[str, int]:
     if cfg.aggregate not in AGGREGATIONS:
-        raise InputError(f"--aggregate: expected one of {', '.join(AGGREGATIONS)}, got {cfg.aggregate!r}")
+        raise bad_argument("aggregate", f"one of {', '.join(AGGREGATIONS)}", cfg.aggregate)
     if cfg.dtype not in DTYPES:
-        raise InputError(f"--dtype: expected one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
-    if cfg.batch_tokens < 1 or cfg.shard_sentences < 1:
-        raise InputError("--batch-tokens and --shard-sentences must be positive")
+        raise bad_argument("dtype", f"one of {', '.join(DTYPES)}", cfg.dtype)
+    for name in ("batch_tokens", "shard_sentences"):
+        if getattr(cfg, name) < 1:
+            raise bad_argument(name, "a positive integer", getattr(cfg, name))
     if not cfg.points:
-        raise InputError("--points: expected at least one hook name")
+        raise InputError("points: expected at least one hook name", arg="points")
     model.check_names(cfg.points)
     dims = {}
     for p in cfg.points:
         if p.endswith("hook_pattern"):
-            raise InputError(f"--points: {p!r} is an attention pattern, not a per-token activation")
+            raise InputError(f"points: {p!r} is an attention pattern, not a per-token activation", arg="points")
         dims[p] = point_dim(model, p)
     return dims
 
@@ -100,7 +101,8 @@ def _check_resume(out: Path, header: dict[str, Any]) -> dict[str, Any] | None:
     if not manifest.exists():
         ours = re.compile(rf"^(\.shard-.*\.tmp|{re.escape(LOCK)})$")  # a killed run's leftovers and the lock
         if out.exists() and any(not ours.match(p.name) for p in out.iterdir()):
-            raise InputError(f"{out}: exists and is not an activation store; choose a new --out directory")
+            raise InputError(f"out_dir: {out} exists and is not an activation store; choose a new directory",
+                             arg="out_dir")
         return None
     existing = ActivationStore(out).manifest
     for path in _MUST_MATCH:
@@ -111,8 +113,8 @@ def _check_resume(out: Path, header: dict[str, Any]) -> dict[str, Any] | None:
             new = new.get(key) if isinstance(new, dict) else None
         if old != new:
             what = ".".join(path)
-            raise InputError(f"{out}: a store of a different extraction ({what} is {old!r}, this run's is "
-                             f"{new!r}); use a new --out directory")
+            raise InputError(f"out_dir: {out} is a store of a different extraction ({what} is {old!r}, this "
+                             f"run's is {new!r}); choose a new directory", arg="out_dir")
     return existing
 
 

@@ -64,11 +64,11 @@ class OpenAIClient:
         or plain http only to this machine (localhost, 127.0.0.1, ::1). Other schemes are refused outright."""
         parts = urllib.parse.urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InputError(f"--llm-url {self.base_url}: expected an http:// or https:// URL")
+            raise InputError(f"base_url: {self.base_url}: expected an http:// or https:// URL", arg="base_url")
         key = os.environ.get(self.api_key_env)
         if key and parts.scheme == "http" and parts.hostname not in ("localhost", "127.0.0.1", "::1"):
-            raise InputError(f"--llm-url {self.base_url}: refusing to send the API key in ${self.api_key_env} "
-                             "over plain http to another host; use https (or unset the variable)")
+            raise InputError(f"base_url: {self.base_url}: refusing to send the API key in ${self.api_key_env} "
+                             "over plain http to another host; use https (or unset the variable)", arg="base_url")
         return key
 
     def complete(self, prompt: str) -> str:
@@ -85,9 +85,10 @@ class OpenAIClient:
                 payload: dict[str, Any] = json.loads(response.read().decode())
             return str(payload["choices"][0]["message"]["content"])
         except (urllib.error.URLError, OSError) as err:
-            raise InputError(f"--llm-url {self.base_url}: request failed ({err})") from None
+            raise InputError(f"base_url: {self.base_url}: request failed ({err})", arg="base_url") from None
         except (KeyError, IndexError, TypeError, json.JSONDecodeError) as err:
-            raise InputError(f"--llm-url {self.base_url}: not an OpenAI-compatible chat answer ({err})") from None
+            raise InputError(f"base_url: {self.base_url}: not an OpenAI-compatible chat answer ({err})",
+                             arg="base_url") from None
 
 
 class HFClient:

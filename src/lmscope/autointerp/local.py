@@ -68,10 +68,11 @@ class LocalLM:
 
     def __init__(self, model: str | tuple[Any, Any], *, dtype: str = "bfloat16", trust_remote_code: bool = False,
                  batch_size: int = 8) -> None:
+        # no `arg` recorded: the CLI's flags for these are --llm-dtype and --llm-batch-size, not --dtype/--batch-size
         if dtype not in ("bfloat16", "float32"):
-            raise InputError(f"--llm-dtype: expected bfloat16 or float32, got {dtype!r}")
+            raise InputError(f"dtype: expected bfloat16 or float32, got {dtype!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
-            raise InputError(f"--llm-batch-size: expected a positive integer, got {batch_size!r}")
+            raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
         self.model = model
         self.dtype = dtype
         self.trust_remote_code = trust_remote_code
@@ -85,7 +86,7 @@ class LocalLM:
         return self.model if isinstance(self.model, str) else type(self.model[0]).__name__
 
     def load(self, progress: Progress | None = None) -> LocalLM:
-        """Load the model now (the CLI does so before any scoring, so a bad `--llm-model` fails first)."""
+        """Load the model now (the CLI does so before any scoring, so a bad model fails first)."""
         if self._hf is not None:
             return self
         if isinstance(self.model, str):
@@ -163,7 +164,7 @@ class LocalLM:
         """Rows of the unembedding (and bias) for the digit tokens 0-9, each of which must be one token."""
         ids = [self.piece(d) for d in DIGITS]
         if any(len(i) != 1 for i in ids):
-            raise InputError(f"--llm-model {self.name}: its tokenizer does not have one token per digit 0-9, which "
+            raise InputError(f"model {self.name}: its tokenizer does not have one token per digit 0-9, which "
                              "the all-at-once simulator reads")
         head = self.hf.get_output_embeddings()
         index = torch.as_tensor([i[0] for i in ids], device=head.weight.device)

@@ -15,7 +15,7 @@ from lmscope.autointerp.records import RecordConfig
 from lmscope.autointerp.scoring import BASELINE_METRICS, METRICS, score_activations
 from lmscope.autointerp.stats import bootstrap_mean
 from lmscope.autointerp.structural import RowLabels
-from lmscope.errors import InputError
+from lmscope.errors import InputError, bad_argument
 from lmscope.model.hooked import HookedModel
 from lmscope.results import ResultMixin, json_safe
 
@@ -98,7 +98,7 @@ def pick_units(n: int, k: int | None, seed: int, point: str) -> list[int]:
 
 def _check_units_per_point(units_per_point: int | None) -> None:
     if units_per_point is not None and units_per_point < 1:
-        raise InputError(f"--units-per-point: expected a positive integer, got {units_per_point}")
+        raise bad_argument("units_per_point", "a positive integer", units_per_point)
 
 
 def _score_point(acts: torch.Tensor, sentences: Sequence[Sequence[str]], units: list[str], point: str, *,
@@ -178,7 +178,8 @@ def score_texts(model: HookedModel, texts: Sequence[str], *, points: Sequence[st
         rule = PositionRule.for_dictionary(model, dictionary, exclude_first)
     else:
         if not points:
-            raise InputError("--points: name the hook points to score (e.g. blocks.3.mlp.hook_post), or pass --dict")
+            raise InputError("points: name the hook points to score (e.g. blocks.3.mlp.hook_post), or give a "
+                             "dictionary to score its features", arg="points")
         rule = PositionRule.for_model(model, exclude_first or 0)
     columns = choose_columns(model, list(points), units_per_point, cfg.seed, dictionary)
     data = text_activations(model, texts, columns, rule=rule, dictionary=dictionary, batch_size=batch_size,

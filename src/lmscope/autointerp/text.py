@@ -100,7 +100,7 @@ def text_activations(model: HookedModel, texts: Sequence[str], columns: dict[str
             progress(b + 1, len(batches))
     kept_texts = sorted(per_text)
     if not kept_texts:
-        raise InputError(f"--corpus: no token left to score after the rule ({rule.describe()}); the texts are "
+        raise InputError(f"texts: no token left to score after the rule ({rule.describe()}); the texts are "
                          "too short")
     acts = {p: torch.cat([per_text[i][1][p] for i in kept_texts]) for p in names}
     return TextActivations([per_text[i][0] for i in kept_texts], kept_texts, acts, rule, n_positions)
@@ -114,8 +114,8 @@ def choose_columns(model: HookedModel, points: Sequence[str], units_per_point: i
     model.check_names(list(points))
     bad = [p for p in points if p.endswith(("hook_pattern", "hook_attn_scores"))]
     if bad:
-        raise InputError(f"--points: {bad[0]} is an attention pattern [head, query, key], not one vector per token; "
-                         "expected residual, MLP or hook_z points")
+        raise InputError(f"points: {bad[0]} is an attention pattern [head, query, key], not one vector per token; "
+                         "expected residual, MLP or hook_z points", arg="points")
     out = {}
     for p in points:
         width = dictionary.cfg.d_sae if dictionary is not None else point_width(model, p)
@@ -123,12 +123,13 @@ def choose_columns(model: HookedModel, points: Sequence[str], units_per_point: i
     return out
 
 
-def check_dictionary(model: HookedModel, dictionary: Any, flag: str = "--dict") -> str:
-    """The dictionary's input hook point, after checking the model has it with the dictionary's width."""
+def check_dictionary(model: HookedModel, dictionary: Any, arg: str = "dictionary") -> str:
+    """The dictionary's input hook point, after checking the model has it with the dictionary's width (errors
+    name `arg`)."""
     hook = str(dictionary.cfg.hook_name)
     model.check_names([hook])
     width = point_width(model, hook)
     if int(dictionary.cfg.d_in) != width:
-        raise InputError(f"{flag}: the dictionary reads {dictionary.cfg.d_in} dimensions at {hook}, but this model "
-                         f"has {width} there (a dictionary of another model?)")
+        raise InputError(f"{arg}: the dictionary reads {dictionary.cfg.d_in} dimensions at {hook}, but this model "
+                         f"has {width} there (a dictionary of another model?)", arg=arg)
     return hook

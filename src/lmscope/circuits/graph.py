@@ -29,7 +29,7 @@ from typing import Any
 
 from lmscope.circuits.paths import PathSearch, Prefix
 from lmscope.circuits.trace import EXPANDABLE, Node, node_unit
-from lmscope.errors import InputError
+from lmscope.errors import InputError, bad_argument
 from lmscope.fileio import atomic_write_json
 from lmscope.model.units import UnitSet
 
@@ -115,7 +115,7 @@ def build_graph(search: PathSearch, tokens: Sequence[str], *, threshold: float =
     """The pruned graph of `search` (see the module docstring); `activations` adds `activation` to features;
     `dictionaries` names each layer's transcoder, so that feature nodes are `dict:<name>:<feature>@pos` units."""
     if threshold < 0:
-        raise InputError(f"--threshold: expected a non-negative fraction of the target, got {threshold}")
+        raise bad_argument("threshold", "a non-negative fraction of the target", threshold)
     scale = abs(search.root_value) or 1.0
     cut, tol = threshold * scale, ROUNDING * scale
     on_path: dict[Prefix, set[Node]] = defaultdict(set)

@@ -50,12 +50,12 @@ def read_cases(path: str | Path, model: HookedModel, default_target: str, *, pos
     try:
         lines = p.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
-        raise InputError(f"--heldout: cannot read {p} ({err.__class__.__name__}: {err})") from None
+        raise InputError(f"{p}: cannot read it ({err.__class__.__name__}: {err})") from None
     cases = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        where = f"--heldout: {p} line {number}"
+        where = f"{p} line {number}"
         if p.suffix == ".jsonl":
             try:
                 row = json.loads(line)
@@ -75,7 +75,7 @@ def read_cases(path: str | Path, model: HookedModel, default_target: str, *, pos
         if limit is not None and len(cases) >= limit:
             break
     if not cases:
-        raise InputError(f"--heldout: {p} holds no prompts")
+        raise InputError(f"{p}: holds no prompts")
     return cases
 
 
@@ -146,11 +146,11 @@ def builtin_cases(model: HookedModel, prompt: str, target: Target, task: str, n:
     """Up to `n` held-out cases of `task` made from `prompt` and `target` (see the module docstring), and the
     candidate prompts skipped with why."""
     if task not in TASKS:
-        raise InputError(f"--heldout: {task!r} is neither a file nor a built-in task ({', '.join(TASKS)})")
+        raise InputError(f"task: {task!r} is neither a file nor a built-in task ({', '.join(TASKS)})", arg="task")
     if n < 1:
-        raise InputError(f"--heldout-n: expected a positive number of prompts, got {n}")
+        raise InputError(f"n: expected a positive number of prompts, got {n}")  # the CLI checks --heldout-n first
     if model.tokenizer is None:
-        raise InputError("--heldout: built-in tasks need the model's tokenizer")
+        raise InputError("model: built-in held-out tasks need the model's tokenizer")
     rng = random.Random(seed)
     candidates: list[tuple[str, Callable[[], Target | None]]] = []
     if task == "greater-than":
@@ -166,7 +166,7 @@ def builtin_cases(model: HookedModel, prompt: str, target: Target, task: str, n:
         else:
             maps = _names(text, rng, 4 * n)
         if not maps:
-            raise InputError(f"--heldout: {task}: the prompt has no {task} to substitute ({prompt!r})")
+            raise InputError(f"task: {task}: the prompt has no {task} to substitute ({prompt!r})", arg="task")
         candidates = [(_substitute(prompt, m), partial(_map_target, model, target, m)) for m in maps]
     return _keep(model, prompt, candidates, n)
 
@@ -192,7 +192,7 @@ def _keep(model: HookedModel, prompt: str, candidates: list[tuple[str, Callable[
             continue
         cases.append(HeldoutCase(text, t))
     if not cases:
-        raise InputError("--heldout: no held-out prompt could be made from the traced one (" +
+        raise InputError("prompt: no held-out prompt could be made from it (" +
                          ("; ".join(skipped[:3]) or "nothing to substitute") + ")")
     return cases, skipped
 
@@ -214,10 +214,11 @@ def _rename(mapping: dict[str, str], word: str) -> str:
 def _greater_than(model: HookedModel, prompt: str, target: Target, rng: random.Random
                   ) -> list[tuple[str, Callable[[], Target | None]]]:
     if not target.label.startswith("greater-than:"):
-        raise InputError("--heldout: greater-than needs --target greater-than:YY (rebuilt for each held-out year)")
+        raise InputError("target: the greater-than task needs a greater-than:YY target (rebuilt for each held-out "
+                         "year)")
     years = YEAR.findall(prompt)
     if not years or not re.search(rf"\b{years[-1][0]}\s*$", prompt):
-        raise InputError(f"--heldout: greater-than: expected a year such as 1732 and the prompt ending with its "
+        raise InputError(f"prompt: greater-than: expected a year such as 1732 and the prompt ending with its "
                          f"century (\"... to the year 17\"), got {prompt!r}")
     century, yy = years[-1]
     pairs = [(c, y) for c in range(11, 20) for y in range(10, 90) if (c, y) != (int(century), int(yy))]

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lmscope.circuits.trace import EXPANDABLE, CircuitTrace, Node, Probe
-from lmscope.errors import InputError
+from lmscope.errors import bad_argument
 
 Prefix = tuple[Node, ...]
 
@@ -63,8 +63,9 @@ def find_paths(trace: CircuitTrace, root: Probe, *, n_iters: int = 3, branches: 
     `min_abs`: children with |value| <= min_abs are never followed (0 drops exact zeros only).
     `root_value`: the target's value as the model computed it (default: from the trace).
     """
-    if n_iters < 1 or branches < 1 or (beam is not None and beam < 1):
-        raise InputError(f"--iters, --branches, --beam: expected positive integers, got {n_iters}, {branches}, {beam}")
+    for name, v in (("n_iters", n_iters), ("branches", branches), ("beam", beam)):
+        if v is not None and v < 1:
+            raise bad_argument(name, "a positive integer", v)
     beam = beam or branches
     root_node = Node("target", pos=root.pos)
     value = trace.value(root) if root_value is None else root_value

@@ -48,7 +48,7 @@ class Target:
         """The position as an index into a prompt of `n_pos` tokens."""
         q = self.pos + n_pos if self.pos < 0 else self.pos
         if not 0 <= q < n_pos:
-            raise InputError(f"--position: {self.pos} is outside a prompt of {n_pos} tokens")
+            raise InputError(f"position: {self.pos} is outside a prompt of {n_pos} tokens", arg="position")
         return q
 
     def direction(self, model: HookedModel) -> Tensor:
@@ -69,7 +69,7 @@ def single_token(tokenizer: Any, text: str) -> int | None:
     return None
 
 
-def token_id(model: HookedModel, text: str, where: str = "--target") -> int:
+def token_id(model: HookedModel, text: str, where: str = "target") -> int:
     """The id of one token written as text ("40", " 17") or `#ID`."""
     if text.startswith("#") and text[1:].isdecimal():
         i = int(text[1:])
@@ -93,19 +93,19 @@ def parse_target(spec: str, model: HookedModel, *, pos: int = -1) -> Target:
         plus = tuple(token_id(model, t) for t in plus_s.split(",") if t)
         minus = tuple(token_id(model, t) for t in minus_s.split(",") if t) if sep else ()
         if not plus or (sep and not minus):
-            raise InputError(f"--target: {spec!r}: expected logit:A, logit:A-B or logit:A,B-C,D")
+            raise InputError(f"target: {spec!r}: expected logit:A, logit:A-B or logit:A,B-C,D")
         return Target("logit", plus, minus, pos=pos, label=spec)
     if kind == "feature":
         parts = rest.split(":")
         if len(parts) != 2 or not all(p.isdecimal() for p in parts):
-            raise InputError(f"--target: {spec!r}: expected feature:LAYER:FEATURE with two integers")
+            raise InputError(f"target: {spec!r}: expected feature:LAYER:FEATURE with two integers")
         layer, feature = int(parts[0]), int(parts[1])
         if not 0 <= layer < model.cfg.n_layers:
-            raise InputError(f"--target: layer {layer} is outside 0..{model.cfg.n_layers - 1}")
+            raise InputError(f"target: layer {layer} is outside 0..{model.cfg.n_layers - 1}")
         return Target("feature", layer=layer, feature=feature, pos=pos, label=spec)
     if kind == "greater-than" and rest.isdecimal():
         return greater_than_target(model, rest, pos=pos)
-    raise InputError(f"--target: {spec!r}: expected logit:A, logit:A-B, logit:A,B-C,D, feature:L:F or greater-than:YY")
+    raise InputError(f"target: {spec!r}: expected logit:A, logit:A-B, logit:A,B-C,D, feature:L:F or greater-than:YY")
 
 
 def greater_than_target(model: HookedModel, start_yy: int | str, *, pos: int = -1) -> Target:
@@ -113,14 +113,14 @@ def greater_than_target(model: HookedModel, start_yy: int | str, *, pos: int = -
     `start_yy` is YY (0..98) or a four-digit year. Single-digit number tokens: see the module docstring."""
     given = f"{start_yy:02d}" if isinstance(start_yy, int) else start_yy
     if not given.isdecimal() or len(given) not in (1, 2, 4):
-        raise InputError(f"--target: greater-than:{given}: expected YY (e.g. 32) or a year (e.g. 1732)")
+        raise InputError(f"target: greater-than:{given}: expected YY (e.g. 32) or a year (e.g. 1732)")
     yy = int(given[-2:])
     if not 0 <= yy < 99:
-        raise InputError(f"--target: greater-than:YY needs YY in 0..98, got {given}")
+        raise InputError(f"target: greater-than:YY needs YY in 0..98, got {given}")
     name = f"greater-than:{given}"
     tok = model.tokenizer
     if tok is None:
-        raise InputError(f"--target: {name} needs the model's tokenizer (or write the years' tokens as logit:#ID,...)")
+        raise InputError(f"target: {name} needs the model's tokenizer (or write the years' tokens as logit:#ID,...)")
     two = [single_token(tok, f"{n:02d}") for n in range(100)]
     if all(i is not None for i in two):
         return Target("logit", tuple(two[yy + 1 :]), tuple(two[: yy + 1]), pos=pos,  # type: ignore[arg-type]
@@ -128,11 +128,11 @@ def greater_than_target(model: HookedModel, start_yy: int | str, *, pos: int = -
     digits = [single_token(tok, str(d)) for d in range(10)]
     if any(i is None for i in digits):
         missing = next(f"{n:02d}" for n, i in enumerate(two) if i is None)
-        raise InputError(f"--target: {name} needs the years 00-99 as single tokens, or the digits 0-9 (this "
+        raise InputError(f"target: {name} needs the years 00-99 as single tokens, or the digits 0-9 (this "
                          f"tokenizer splits {missing!r} and has no token for every digit)")
     tens = yy // 10
     if not 1 <= tens <= 8:
-        raise InputError(f"--target: {name}: this tokenizer splits years into digits, so the target is the next "
+        raise InputError(f"target: {name}: this tokenizer splits years into digits, so the target is the next "
                          f"digit (the tens) above {tens} against below it, and one side is empty: use YY 10..89")
     return Target("logit", tuple(digits[tens + 1 :]), tuple(digits[:tens]), pos=pos,  # type: ignore[arg-type]
                   label=f"{name}: years split into digits: mean logit(next digit {tens + 1}..9) - "
@@ -148,7 +148,7 @@ def logit_metric(logits: Tensor, target: Target, pos: int) -> Tensor:
 
 def check_feature(target: Target, d_sae: int | None) -> None:
     if d_sae is None:
-        raise InputError(f"--target: no transcoder for layer {target.layer}")
+        raise InputError(f"target: no transcoder for layer {target.layer}")
     if not 0 <= target.feature < d_sae:
-        raise InputError(f"--target: feature {target.feature} is outside 0..{d_sae - 1}")
+        raise InputError(f"target: feature {target.feature} is outside 0..{d_sae - 1}")
 

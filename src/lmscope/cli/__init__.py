@@ -46,7 +46,9 @@ for _name, _group in GROUPS.items():
     app.add_typer(_group, name=_name)
 
 FLAGS = {"l1_coefficient": "--l1", "n_iters": "--iters", "dictionary": "--dict", "n_samples": "--samples",
-         "units": "--neurons"}
+         "units": "--neurons", "unit": "--neuron", "from_residue": "--from", "to_residue": "--to",
+         "out_dir": "--out", "directory": "--transcoders", "every": "--checkpoint-every", "base_url": "--llm-url",
+         "task": "--heldout"}
 """Library argument names whose flag is neither the command's parameter of that name nor `--` + the name."""
 __all__ = ["COMMANDS", "FLAGS", "GROUPS", "app", "command_flags", "flag_message", "main"]
 _NAME = re.compile(r"[a-z][a-z0-9_]*")

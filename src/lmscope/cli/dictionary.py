@@ -271,6 +271,7 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
         raise InputError("--k: a TopK dictionary needs k")
     PositionRule(False, exclude_first)
     load_corpus(corpus, model_name=model, synthetic_texts=1)
+    parse_layers(layers, _config_layers(model))  # syntax, and the bound where config.json says it: before loading
     with progress_bars(True) as stage:
         stage("loading model", 0, 1)
         hooked, record = _load_streaming(model, prepend_bos, dtype)
@@ -301,6 +302,34 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
         print_json(json.loads((path / "result.json").read_text()))
         return
     _print_stack(path, run, table, held_out)
+
+
+def _config_layers(model: str) -> int | None:
+    """The model's layer count read from its config.json without loading weights (a zoo model on disk or a saved
+    HF directory); None where that would need a download or a conversion (checked after loading then)."""
+    import json
+
+    if model.startswith("real:"):
+        return None
+    if model.startswith("zoo:"):
+        from lmscope.model.zoo import locate
+
+        try:
+            found = locate(model[len("zoo:"):])
+        except InputError:
+            return None  # an unknown name: refused, in one line, by the load itself
+        path = None if found is None else Path(found) / "config.json"
+    else:
+        path = Path(model).expanduser() / "config.json"
+    try:
+        cfg = json.loads(path.read_text()) if path is not None and path.is_file() else {}
+    except (OSError, ValueError):
+        return None
+    cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
+    for key in ("num_hidden_layers", "n_layer", "n_layers", "num_layers"):
+        if isinstance(cfg.get(key), int) and not isinstance(cfg.get(key), bool) and cfg[key] > 0:
+            return int(cfg[key])
+    return None
 
 
 def _load_streaming(model: str, prepend_bos: bool | None, dtype: Any) -> tuple[Any, dict[str, Any]]:

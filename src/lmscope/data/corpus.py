@@ -100,17 +100,18 @@ def window_documents(docs: list[str], tokenizer: Any, max_tokens: int, stride: i
 
 def load_corpus(corpus: str | None, *, model_name: str, tokenizer: Any = None, max_tokens: int | None = None,
                 stride: int | None = None, synthetic_texts: int = 300, seed: int = 999,
-                flag: str = "--corpus") -> Corpus:
-    """Resolve a `--corpus` value to texts (see the module docstring for the rules and the default).
+                arg: str = "corpus") -> Corpus:
+    """Resolve a `--corpus` value to texts (see the module docstring for the rules and the default); errors
+    name `arg`, the argument `corpus` came from (the CLI shows its flag).
 
     `synthetic_texts` and `seed` pick the synthetic corpus's held-out texts; `max_tokens` (e.g. the model's
     context) windows long documents when a tokenizer is given.
     """
     if corpus is None:
         if not model_name.startswith("zoo:"):
-            raise InputError(f"{flag}: {model_name} is not a zoo model, so give it your own text ({flag} FILE: "
-                             f"plain text or JSONL, one document per line), or '{flag} synthetic' to use "
-                             "lmscope's synthetic corpus anyway")
+            raise InputError(f"{arg}: {model_name} is not a zoo model, so give it your own text (a file: plain "
+                             f"text or JSONL, one document per line), or '{SYNTHETIC}' to use lmscope's synthetic "
+                             "corpus anyway", arg=arg)
         corpus = SYNTHETIC
     if corpus == SYNTHETIC:
         from lmscope.data.synthetic import generate_corpus
@@ -118,7 +119,7 @@ def load_corpus(corpus: str | None, *, model_name: str, tokenizer: Any = None, m
         texts = [s.text for s in generate_corpus(synthetic_texts, seed=seed, split="heldout")]
         return Corpus(texts, SYNTHETIC, len(texts))
     if not Path(corpus).expanduser().is_file():
-        raise InputError(f"{flag} {corpus}: no such file (expected a text or JSONL file, or 'synthetic')")
+        raise InputError(f"{arg}: {corpus}: no such file (expected a text or JSONL file, or '{SYNTHETIC}')", arg=arg)
     docs = read_documents(Path(corpus).expanduser())
     if max_tokens is None or tokenizer is None:
         return Corpus(docs, corpus, len(docs))

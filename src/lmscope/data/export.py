@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lmscope.data.samples import Sample, write_jsonl
 from lmscope.data.topics import TOXIC_WORDS
-from lmscope.errors import InputError
+from lmscope.errors import InputError, bad_argument
 from lmscope.fileio import atomic_write_text, check_writable
 
 FILES: tuple[str, ...] = ("corpus.txt", "labels.conllu", "samples.jsonl")
@@ -62,12 +62,12 @@ def export_synthetic(out_dir: str | os.PathLike[str], *, n_samples: int = DEFAUL
     from lmscope.data.synthetic import generate_corpus
 
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
-        raise InputError(f"--samples: expected a positive number of samples, got {n_samples!r}")
+        raise bad_argument("n_samples", "a positive number of samples", n_samples)
     if split not in ("train", "heldout"):
-        raise InputError(f"--split: expected train or heldout, got {split!r}")
+        raise bad_argument("split", "train or heldout", split)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: is a file, expected a directory")
+        raise InputError(f"out_dir: {out} is a file, expected a directory", arg="out_dir")
     paths = {name: check_writable(out / name, overwrite=overwrite) for name in FILES}
     samples = generate_corpus(n_samples, seed=seed, split=split)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from lmscope.dictionary.positions import PositionRule
-from lmscope.errors import InputError
+from lmscope.errors import InputError, bad_argument
 
 _DONE = object()
 
@@ -44,7 +44,7 @@ class ActivationBuffer:
         if not hook_names:
             raise InputError("hook_names: expected at least one hook name")
         if isinstance(reuse, bool) or not isinstance(reuse, int) or reuse < 1:
-            raise InputError(f"--reuse: expected a positive number of times to serve each row, got {reuse!r}")
+            raise bad_argument("reuse", "a positive number of times to serve each row", reuse)
         self.reuse = reuse
         self.model = model
         self.positions = PositionRule.for_model(model, exclude_first)

@@ -64,7 +64,7 @@ def feature_reports(model: HookedModel, dictionary: Dictionary, texts: Sequence[
     d_sae = dictionary.cfg.d_sae
     bad = [f for f in (features or []) if not 0 <= f < d_sae]
     if bad:
-        raise InputError(f"--features: {bad[0]} is out of range (the dictionary has {d_sae} features)")
+        raise InputError(f"features: {bad[0]} is out of range (the dictionary has {d_sae} features)", arg="features")
     rule = PositionRule.for_dictionary(model, dictionary, exclude_first)
     report = progress or (lambda stage, i, n: None)
     fires = torch.zeros(d_sae, dtype=torch.float64)

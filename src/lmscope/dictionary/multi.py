@@ -46,7 +46,7 @@ from lmscope.dictionary.buffer import _bucketed
 from lmscope.dictionary.positions import PositionRule
 from lmscope.dictionary.train import RunConfig, Trainer, latest_checkpoint, read_checkpoint, save_checkpoint
 from lmscope.distributed import all_gather, barrier, dist_info
-from lmscope.errors import InputError
+from lmscope.errors import InputError, bad_argument
 from lmscope.model.hooked import HookedModel
 
 log = logging.getLogger(__name__)
@@ -55,28 +55,41 @@ Stage = Callable[[str, int, int], None]
 MEMORY_LIMIT = 2 << 30  # bytes of fill pools when buffer_tokens is not given
 
 
-def parse_layers(spec: str | Sequence[int], n_layers: int, flag: str = "--layers") -> list[int]:
-    """`"all"`, `"0,3,5"`, `"2-5"` or a list of ints -> sorted distinct layers in 0..n_layers-1."""
+def parse_layers(spec: str | Sequence[int], n_layers: int | None, arg: str = "layers") -> list[int]:
+    """`"all"`, `"0,3,5"`, `"2-5"` or a list of ints -> sorted distinct layers in 0..n_layers-1.
+
+    `n_layers=None` checks the syntax only (before the model, and so its layer count, is known) and returns [];
+    `arg` is the argument the message names."""
     if isinstance(spec, str):
         out: set[int] = set()
         if spec.strip().lower() == "all":
-            return list(range(n_layers))
+            return [] if n_layers is None else list(range(n_layers))
         for part in spec.split(","):
             a, _, b = part.strip().partition("-")
             try:
                 lo, hi = int(a), int(b) if b else int(a)
             except ValueError:
-                raise InputError(f"{flag}: expected 'all' or comma-separated layers such as 0,3,5 or 2-5, "
-                                 f"got {spec!r}") from None
+                raise InputError(f"{arg}: expected 'all' or comma-separated layers such as 0,3,5 or 2-5, "
+                                 f"got {spec!r}", arg=arg) from None
+            if n_layers is None:
+                if not 0 <= lo <= hi:
+                    raise InputError(f"{arg}: expected ascending ranges of layers >= 0, got {spec!r}", arg=arg)
+                continue
             if not 0 <= lo <= hi < n_layers:  # checked before any range is built: "0-10**12" is one line
-                raise InputError(f"{flag}: expected layers in 0..{n_layers - 1}, got {spec!r}")
+                raise InputError(f"{arg}: expected layers in 0..{n_layers - 1}, got {spec!r}", arg=arg)
             out.update(range(lo, hi + 1))
+        if n_layers is None:
+            return []
         layers = sorted(out)
     else:
         layers = sorted(set(int(v) for v in spec))
+        if n_layers is None:
+            if not layers or min(layers) < 0:
+                raise InputError(f"{arg}: expected layers >= 0, got {spec!r}", arg=arg)
+            return []
     bad = [v for v in layers if not 0 <= v < n_layers]
     if not layers or bad:
-        raise InputError(f"{flag}: expected layers in 0..{n_layers - 1}, got {spec!r}")
+        raise InputError(f"{arg}: expected layers in 0..{n_layers - 1}, got {spec!r}", arg=arg)
     return layers
 
 
@@ -87,8 +100,8 @@ def stack_hooks(model: HookedModel, kind: str, layers: Sequence[int],
     from lmscope.dictionary.recipes import dictionary_hooks
 
     if hook is not None and kind == "sae" and len(layers) > 1 and "{layer}" not in hook:
-        raise InputError(f"--hook: with several layers, give a template with {{layer}}, such as "
-                         f"blocks.{{layer}}.hook_resid_mid; got {hook!r}")
+        raise InputError(f"hook: with several layers, give a template with {{layer}}, such as "
+                         f"blocks.{{layer}}.hook_resid_mid; got {hook!r}", arg="hook")
     return {la: dictionary_hooks(model, kind, la, hook.replace("{layer}", str(la)) if hook else None)
             for la in layers}
 
@@ -104,9 +117,10 @@ class StackStream:
         if not texts:
             raise InputError("texts: stack training needs at least one text")
         if batch_size % world:
-            raise InputError(f"--batch-size: {batch_size} is not divisible by the {world} torchrun processes")
+            raise InputError(f"batch_size: {batch_size} is not divisible by the {world} torchrun processes",
+                             arg="batch_size")
         if isinstance(reuse, bool) or not isinstance(reuse, int) or reuse < 1:
-            raise InputError(f"--reuse: expected a positive number of times to serve each row, got {reuse!r}")
+            raise bad_argument("reuse", "a positive number of times to serve each row", reuse)
         self.model, self.names = model, list(model.check_names(list(names)))
         self.positions = PositionRule.for_model(model, exclude_first)
         self.texts = list(texts)[rank::world] or list(texts)

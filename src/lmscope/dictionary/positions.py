@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor
 
-from lmscope.errors import InputError
+from lmscope.errors import bad_argument
 from lmscope.model.inputs import TokenBatch
 
 
@@ -55,7 +55,7 @@ def scored_positions(batch: TokenBatch, *, prepend_bos: bool, exclude_first: int
 
 def _check_exclude_first(n: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise InputError(f"--exclude-first: expected a non-negative number of positions, got {n!r}")
+        raise bad_argument("exclude_first", "a non-negative number of positions", n)
     return n
 
 

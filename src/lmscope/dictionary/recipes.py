@@ -16,7 +16,7 @@ from typing import Any
 from lmscope.data.corpus import SYNTHETIC, Corpus, load_corpus
 from lmscope.dictionary.estimators import SAE, Transcoder
 from lmscope.dictionary.train import RunConfig
-from lmscope.errors import InputError
+from lmscope.errors import InputError, bad_argument
 from lmscope.model.hooked import HookedModel
 
 KINDS = ("sae", "transcoder")
@@ -26,12 +26,12 @@ def dictionary_hooks(model: HookedModel, kind: str, layer: int, hook: str | None
     """(input hook, target hook): a transcoder maps `ln2.hook_normalized` to `hook_mlp_out` of `layer`;
     an SAE reconstructs `hook` (default `blocks.{layer}.hook_resid_post`)."""
     if kind not in KINDS:
-        raise InputError(f"--kind: expected sae or transcoder, got {kind!r}")
+        raise bad_argument("kind", "sae or transcoder", kind)
     if not 0 <= layer < model.cfg.n_layers:
-        raise InputError(f"--layer: expected 0..{model.cfg.n_layers - 1}, got {layer}")
+        raise bad_argument("layer", f"0..{model.cfg.n_layers - 1}", layer)
     if kind == "transcoder":
         if hook is not None:
-            raise InputError("--hook: a transcoder always reads ln2.hook_normalized and writes hook_mlp_out")
+            raise InputError("hook: a transcoder always reads ln2.hook_normalized and writes hook_mlp_out", arg="hook")
         pair = (f"blocks.{layer}.ln2.hook_normalized", f"blocks.{layer}.hook_mlp_out")
     else:
         name = hook or f"blocks.{layer}.hook_resid_post"
@@ -47,13 +47,13 @@ def corpus_texts(n: int, seed: int = 0) -> list[str]:
 
 
 def model_corpus(corpus: str | None, model: HookedModel, *, synthetic_texts: int = 300, seed: int = 999,
-                 flag: str = "--corpus") -> Corpus:
+                 arg: str = "corpus") -> Corpus:
     """`load_corpus` for `model`: documents cut into windows of the model's context (less one position where
     it prepends a BOS), a new window every context length (no overlap; the stride is in `Corpus.describe`).
-    `corpus=None` is the synthetic corpus for zoo models and an InputError for any other."""
+    `corpus=None` is the synthetic corpus for zoo models and an InputError for any other (naming `arg`)."""
     window = max(1, model.cfg.n_ctx - int(model.prepend_bos))
     return load_corpus(corpus, model_name=model.name, tokenizer=model.tokenizer, max_tokens=window, stride=window,
-                       synthetic_texts=synthetic_texts, seed=seed, flag=flag)
+                       synthetic_texts=synthetic_texts, seed=seed, arg=arg)
 
 
 def texts_sha256(texts: Sequence[str]) -> str:
@@ -93,7 +93,7 @@ def recipe_estimator(model: HookedModel, kind: str, hook_in: str, hook_out: str,
     `ceil(tokens / batch_size)`, LR warm-up over min(50, steps/10) steps, L1 warm-up over a fifth of them,
     a latent dead after `max(50 batches, tokens / 4)` rows without firing."""
     if activation == "topk" and k is None:
-        raise InputError("--k: a TopK dictionary needs k")
+        raise InputError("k: a TopK dictionary needs k", arg="k")
     n_steps = max(1, math.ceil(tokens / batch_size))
     params: dict[str, Any] = dict(
         d_sae=d_sae, activation=activation, l1_coefficient=l1_coefficient, k=k, lr=lr, batch_size=batch_size,
@@ -107,7 +107,7 @@ def recipe_estimator(model: HookedModel, kind: str, hook_in: str, hook_out: str,
 def training_texts(model: HookedModel, texts: Sequence[str] | None, corpus: Any, *, tokens: int, seed: int,
                    exclude_first: int, reuse: int) -> tuple[list[str], dict[str, Any]]:
     """The texts a dictionary trains on and the corpus record for its cfg.json: `texts` as given, else `corpus`
-    (a `Corpus`, a `--corpus` value, or None: the synthetic default for zoo models)."""
+    (a `Corpus`, a `load_corpus` value, or None: the synthetic default for zoo models)."""
     if texts is not None:
         record: dict[str, Any] = {"source": "texts", "n_texts": len(texts), "texts_sha256": texts_sha256(texts)}
     else:

@@ -29,10 +29,11 @@ def load_transcoders(directory: str | Path, *, model: HookedModel | None = None,
     `model`, each one's recorded model is checked against it (`load_dictionary`'s provenance check)."""
     root = Path(directory)
     if not root.is_dir():
-        raise InputError(f"--transcoders: {root} is not a directory")
+        raise InputError(f"directory: {root} is not a directory", arg="directory")
     dirs = [root] if (root / CFG_FILE).exists() else sorted(p for p in root.iterdir() if (p / CFG_FILE).exists())
     if not dirs:
-        raise InputError(f"--transcoders: {root} holds no {CFG_FILE} (expected one transcoder directory per layer)")
+        raise InputError(f"directory: {root} holds no {CFG_FILE} (expected one transcoder directory per layer)",
+                         arg="directory")
     out: dict[int, Dictionary] = {}
     for d in dirs:
         tc = load_dictionary(d, model=model, allow_mismatch=allow_mismatch)

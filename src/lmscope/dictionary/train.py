@@ -51,7 +51,7 @@ from lmscope.distributed import all_gather as _all_gather
 from lmscope.distributed import all_reduce as _all_reduce
 from lmscope.distributed import barrier as _barrier
 from lmscope.distributed import dist_info
-from lmscope.errors import InputError
+from lmscope.errors import InputError, bad_argument
 from lmscope.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def plan_checkpoints(out_dir: str | Path, n_steps: int, every: int | None, *, ov
     and starts over.
     """
     if every is not None and every < 0:
-        raise InputError(f"--checkpoint-every: expected 0 (none) or a positive number of steps, got {every}")
+        raise bad_argument("every", "0 (none) or a positive number of steps", every)
     d = checkpoint_dir(out_dir)
     if overwrite and d.is_dir():
         for p in d.glob("step-*.pt"):

@@ -64,14 +64,17 @@ class ArithmeticResult(ResultMixin):
 
 def residue_pairs(from_residue: int | None, to_residue: int | None) -> list[tuple[int, int]]:
     """The (i, j) residue edits asked for: the one pair `from -> to`, or all 90 when neither is given."""
-    for name, r in (("from", from_residue), ("to", to_residue)):
+    for name, r in (("from_residue", from_residue), ("to_residue", to_residue)):
         if r is not None and not (0 <= r < N_RESIDUES):
-            raise InputError(f"--{name}: got {r}, expected a residue 0-9")
+            raise InputError(f"{name}: got {r}, expected a residue 0-9", arg=name)
     if (from_residue is None) != (to_residue is None):
-        raise InputError("--from/--to: give both residues, or neither for every pair")
+        missing = "to_residue" if to_residue is None else "from_residue"
+        raise InputError(f"{missing}: expected a residue 0-9, got None; give both residues, or neither for every "
+                         "pair", arg=missing)
     if from_residue is not None and to_residue is not None:
         if from_residue == to_residue:
-            raise InputError(f"--from/--to: both are {from_residue}; an edit needs two different residues")
+            raise InputError(f"to_residue: got {to_residue}, the residue the edit starts from; an edit needs two "
+                             "different residues", arg="to_residue")
         return [(from_residue, to_residue)]
     return [(i, j) for i in range(N_RESIDUES) for j in range(N_RESIDUES) if i != j]
 

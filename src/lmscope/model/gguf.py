@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,6 +124,18 @@ def ensure_converted(path: str | os.PathLike[str], *, sha256: str | None = None,
     return convert(source, cache_root() / sha, sha256=sha, what=what, progress=progress)
 
 
+def check_readable(source: Path, *, what: str) -> None:
+    """Refuse, in one line naming the file, a GGUF whose header or tensor table is cut short or corrupt: read
+    by gguf's own reader (memory-mapped, no tensor is dequantized), before any conversion starts."""
+    import gguf as gguf_format
+
+    try:
+        gguf_format.GGUFReader(str(source))
+    except (struct.error, EOFError, IndexError, OverflowError, ValueError, KeyError, UnicodeDecodeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{what}: not a complete GGUF file (truncated or corrupt: {first})") from None
+
+
 def load_gguf(source: Path, *, what: str) -> tuple[torch.nn.Module, Any]:
     """transformers' own load of a GGUF, every weight dequantized to float32: `(hf_model, tokenizer)`.
 
@@ -139,6 +152,9 @@ def load_gguf(source: Path, *, what: str) -> tuple[torch.nn.Module, Any]:
                 quantization_config=GgufConfig(gguf_file=name, dequantize=True))
             model, info = loaded
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    except (struct.error, EOFError, IndexError, OverflowError) as err:  # the header or a tensor cut short
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{what}: not a complete GGUF file (truncated or corrupt: {first})") from None
     except (ValueError, KeyError, OSError, NotImplementedError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(f"{what}: transformers could not load this GGUF ({first})") from err
@@ -211,6 +227,7 @@ def convert(source: Path, target: Path, *, sha256: str, what: str, progress: Pro
 
     from lmscope.version import __version__
 
+    check_readable(source, what=what)  # a cut-short file: one line, before the stage is reported
     if progress:
         progress(0, 2)
     model, tokenizer = load_gguf(source, what=what)

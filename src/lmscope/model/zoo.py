@@ -206,7 +206,7 @@ def train(name: str, *, out_dir: str | os.PathLike[str] | None = None, progress:
     s = spec(name)
     target = Path(out_dir) if out_dir is not None else cached_dir(name)
     if target.exists() and any(target.iterdir()) and not overwrite:
-        raise InputError(f"{target}: already exists; pass --overwrite to train {name} again")
+        raise InputError(f"{target}: already exists; pass --overwrite (overwrite=True) to train {name} again")
     tokenizer = zoo_tokenizer(n_samples)
     train_stream, held_stream = corpus_streams(tokenizer, n_samples)
     model = build(s, len(tokenizer), tokenizer.bos_token_id)

@@ -17,7 +17,7 @@ import torch
 from lmscope.activations import ActivationStore
 from lmscope.activations.collect import word_activations
 from lmscope.data.labels import LabeledCorpus
-from lmscope.errors import InputError
+from lmscope.errors import bad_argument
 from lmscope.model.hooked import HookedModel
 from lmscope.model.interventions import Intervention, MeanAblation, ZeroAblation
 from lmscope.model.stats import lm_loss
@@ -58,7 +58,7 @@ def _intervention(units: Sequence[str], mode: str, means: dict[str, torch.Tensor
         return ZeroAblation(list(units))
     if mode == "mean":
         return MeanAblation(list(units), means)
-    raise InputError(f"--mode: expected zero or mean, got {mode!r}")
+    raise bad_argument("mode", "zero or mean", mode)
 
 
 def ablate_neurons(model: HookedModel, store: ActivationStore, corpus: LabeledCorpus, ranking: NeuronRanking,
@@ -72,7 +72,7 @@ def ablate_neurons(model: HookedModel, store: ActivationStore, corpus: LabeledCo
     n_runs = 2 + random_draws
     data = load_dataset(store, corpus, control=False, seed=seed, split=(0.2, seed))  # train rows: a view
     if not 1 <= k <= len(data.units):
-        raise InputError(f"--k: expected 1..{len(data.units)}, got {k}")
+        raise bad_argument("k", f"1..{len(data.units)}", k)
     train, test = data.split(seed=seed)
     X_train = data.part(train)
     probe = LinearProbe(l1=1e-5, l2=1e-4, max_iter=200).fit(X_train, data.y[train])

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lmscope.activations import ActivationStore
-from lmscope.errors import InputError
+from lmscope.errors import InputError, bad_argument
 from lmscope.model.units import Unit
 from lmscope.neurons.dataset import NeuronDataset
 from lmscope.neurons.evaluation import accuracy_at_k, selectivity
@@ -28,11 +28,11 @@ METHODS: dict[str, type[Ranker]] = {"lca": LinearProbe, "probeless": Probeless, 
 
 def make_ranker(method: str, **params: Any) -> Ranker:
     if method not in METHODS:
-        raise InputError(f"--method: expected one of {', '.join(METHODS)}, got {method!r}")
+        raise bad_argument("method", f"one of {', '.join(METHODS)}", method)
     try:
         return METHODS[method](**params)
     except TypeError as err:
-        raise InputError(f"--method {method}: bad parameter ({err})") from None
+        raise InputError(f"method: {method}: bad parameter ({err})", arg="method") from None
 
 
 def _entries(units: Sequence[str], order: np.ndarray, scores: np.ndarray, top: int | None) -> list[dict[str, Any]]:
@@ -166,12 +166,13 @@ def top_examples(store: ActivationStore, unit: str, k: int = 10) -> list[TopExam
     """The k words (with their sentences) where a neuron fires most, reading one column shard by shard."""
     u = Unit.parse(unit)
     if u.kind != "neuron" or u.hook not in store.dims:
-        raise InputError(f"--neuron {unit!r}: expected <point>:<index> with a point of this store "
-                         f"({', '.join(store.points)})")
+        raise InputError(f"unit: {unit!r}: expected <point>:<index> with a point of this store "
+                         f"({', '.join(store.points)})", arg="unit")
     if not 0 <= u.index < store.dims[u.hook]:  # type: ignore[operator]
-        raise InputError(f"--neuron {unit!r}: index out of range (the point has {store.dims[u.hook]} neurons)")
+        raise InputError(f"unit: {unit!r}: index out of range (the point has {store.dims[u.hook]} neurons)",
+                         arg="unit")
     if k < 1:
-        raise InputError(f"--k: expected a positive integer, got {k}")
+        raise bad_argument("k", "a positive integer", k)
     best: list[tuple[float, int, int, list[str], int]] = []
     for shard in store.iter_shards([u.hook], neurons=[u.index]):  # type: ignore[list-item]
         col = shard.activations[u.hook][:, 0].float()

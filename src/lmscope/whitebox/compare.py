@@ -149,7 +149,7 @@ def compare_models(models: Sequence[str | HookedModel], cfg: CompareConfig | Non
 
     cfg = cfg or CompareConfig()
     if len(models) < 2:
-        raise InputError(f"--models: expected at least two models to compare, got {len(models)}")
+        raise InputError(f"models: expected at least two models to compare, got {len(models)}", arg="models")
     labels_of = [str(m) if isinstance(m, str) else m.name for m in models] if names is None else list(names)
     if corpus is None:
         for name in labels_of:

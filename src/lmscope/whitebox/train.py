@@ -23,16 +23,17 @@ Progress = Callable[[int, int], None]
 
 
 def read_documents(path: str | os.PathLike[str]) -> list[str]:
-    """Non-empty lines of a UTF-8 text file (one document per line)."""
+    """Non-empty lines of a UTF-8 text file (one document per line); errors name it as the `corpus` argument."""
     source = Path(path)
     if not source.is_file():
-        raise InputError(f"--corpus {source}: no such file")
+        raise InputError(f"corpus: {source}: no such file", arg="corpus")
     try:
         docs = [line.strip() for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError as err:
-        raise InputError(f"--corpus {source}: not valid UTF-8 ({err.reason})") from None
+        raise InputError(f"corpus: {source}: not valid UTF-8 ({err.reason})", arg="corpus") from None
     if len(docs) < 2:
-        raise InputError(f"--corpus {source}: {len(docs)} non-empty line(s); expected at least 2 documents")
+        raise InputError(f"corpus: {source}: {len(docs)} non-empty line(s); expected at least 2 documents",
+                         arg="corpus")
     return docs
 
 
@@ -48,7 +49,7 @@ def train_crate(out_dir: str | os.PathLike[str], *, corpus: str | os.PathLike[st
 
     target = Path(out_dir)
     if target.exists() and any(target.iterdir()) and not overwrite:
-        raise InputError(f"{target}: already exists; pass --overwrite to replace it")
+        raise InputError(f"{target}: already exists; pass --overwrite (overwrite=True) to replace it")
     if not 0.0 < heldout_fraction < 1.0:
         raise InputError(f"heldout_fraction: expected a fraction in (0, 1), got {heldout_fraction!r}")
     docs = read_documents(corpus) if corpus is not None else [s.text for s in generate_corpus(n_samples)]
@@ -63,8 +64,8 @@ def train_crate(out_dir: str | os.PathLike[str], *, corpus: str | os.PathLike[st
 
     train_stream, held_stream = stream(train_docs), stream(held_docs)
     if min(train_stream.numel(), held_stream.numel()) <= recipe.seq_len + 1:
-        raise InputError(f"--corpus: too little text for windows of {recipe.seq_len} tokens "
-                         f"({train_stream.numel()} training, {held_stream.numel()} held-out tokens)")
+        raise InputError(f"corpus: too little text for windows of {recipe.seq_len} tokens "
+                         f"({train_stream.numel()} training, {held_stream.numel()} held-out tokens)", arg="corpus")
     torch.manual_seed(recipe.seed)
     try:
         model = build_crate(arch, len(tokenizer), tokenizer.bos_token_id)
