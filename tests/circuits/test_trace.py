@@ -100,7 +100,7 @@ def test_search_beam_and_branches() -> None:
     lengths = [len(p.nodes) for p in search.paths]
     assert lengths == sorted(lengths) and max(lengths) <= 4 and lengths.count(2) == 2  # 1 root × 2 branches
     assert all(lengths.count(n) <= 3 for n in (3, 4))
-    with pytest.raises(InputError, match=r"^--iters, --branches, --beam: expected positive integers, got 0, 5, None$"):
+    with pytest.raises(InputError, match=r"^n_iters: expected a positive integer, got 0$"):
         find_paths(trace, probe, n_iters=0)
 
 
@@ -115,12 +115,12 @@ def test_targets_parse_and_refuse() -> None:
     assert gt.minus[-1] == model.tokenizer("32", add_special_tokens=False)["input_ids"][0]
     vocab = model.cfg.d_vocab
     kinds = "expected logit:A, logit:A-B, logit:A,B-C,D, feature:L:F or greater-than:YY"
-    for bad, msg in [("logit:", f"--target: 'logit:': {kinds}"), ("feature:9:1", "--target: layer 9 is outside 0..1"),
-                     ("feature:x", "--target: 'feature:x': expected feature:LAYER:FEATURE with two integers"),
-                     ("neuron:1", f"--target: 'neuron:1': {kinds}"),
-                     ("logit:#99999", f"--target: token id 99999 is outside the vocabulary (0..{vocab - 1})"),
-                     ("logit:the year", "--target: 'the year' is not a single known token"),
-                     ("greater-than:99", "--target: greater-than:YY needs YY in 0..98, got 99")]:
+    for bad, msg in [("logit:", f"target: 'logit:': {kinds}"), ("feature:9:1", "target: layer 9 is outside 0..1"),
+                     ("feature:x", "target: 'feature:x': expected feature:LAYER:FEATURE with two integers"),
+                     ("neuron:1", f"target: 'neuron:1': {kinds}"),
+                     ("logit:#99999", f"target: token id 99999 is outside the vocabulary (0..{vocab - 1})"),
+                     ("logit:the year", "target: 'the year' is not a single known token"),
+                     ("greater-than:99", "target: greater-than:YY needs YY in 0..98, got 99")]:
         with pytest.raises(InputError, match="^" + re.escape(msg)):
             parse_target(bad, model)
 
@@ -162,7 +162,7 @@ def test_trace_circuit_end_to_end(tmp_path: Path) -> None:
     assert saved["paths"][0]["label"].startswith("target") and saved["seconds"]["build"] > 0
     with pytest.raises(InputError, match=r"result\.json: already exists; pass --overwrite"):
         result.save(tmp_path)
-    with pytest.raises(InputError, match=r"^--target: no transcoder for layer 1$"):
+    with pytest.raises(InputError, match=r"^target: no transcoder for layer 1$"):
         trace_circuit(model, {0: tcs[0]}, "the year", Target("feature", layer=1, feature=0))
 
 

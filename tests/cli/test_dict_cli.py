@@ -95,7 +95,7 @@ def test_train_refusals(trained: Path, capsys: pytest.CaptureFixture[str]) -> No
 def test_hooks_and_de_embedding_by_hand(trained: Path) -> None:
     model = HookedModel.from_pretrained("zoo:gpt2-tiny")
     assert dictionary_hooks(model, "sae", 2) == ("blocks.2.hook_resid_post", "blocks.2.hook_resid_post")
-    with pytest.raises(InputError, match=r"^--kind: expected sae or transcoder, got 'crosscoder'$"):
+    with pytest.raises(InputError, match=r"^kind: expected sae or transcoder, got 'crosscoder'$"):
         dictionary_hooks(model, "crosscoder", 0)
     d = load_dictionary(trained)
     raw = model.W_E @ d.W_enc[:, 3].detach()
@@ -199,17 +199,17 @@ def test_eval_and_features_on_held_out_text(user_trained: dict[str, Any], capsys
 def test_a_real_model_without_corpus_gets_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model_dir = _saved_model(tmp_path)
     code, _, err = run(capsys, "dict", "train", str(model_dir), "--out", str(tmp_path / "tc"))
-    no_corpus = (f"lmscope: error: --corpus: {model_dir} is not a zoo model, so give it your own text (--corpus FILE: "
-                 "plain text or JSONL, one document per line), or '--corpus synthetic' to use lmscope's synthetic "
-                 "corpus anyway\n")
+    no_corpus = (f"lmscope: error: --corpus: {model_dir} is not a zoo model, so give it your own text (a file: "
+                 "plain text or JSONL, one document per line), or 'synthetic' to use lmscope's synthetic corpus "
+                 "anyway\n")
     assert code == 2 and err == no_corpus
     d = _saved_dictionary(model_dir, tmp_path / "d")
     for command in ("eval", "features"):
         code, _, err = run(capsys, "dict", command, str(d))
         assert code == 2 and err == no_corpus, command
     code, _, err = run(capsys, "dict", "eval", str(d), "--corpus", str(tmp_path / "missing.txt"))
-    assert code == 2 and err == f"lmscope: error: --corpus {tmp_path / 'missing.txt'}: no such file (expected a text " \
-                                "or JSONL file, or 'synthetic')\n"
+    assert code == 2 and err == f"lmscope: error: --corpus: {tmp_path / 'missing.txt'}: no such file (expected a " \
+                                "text or JSONL file, or 'synthetic')\n"
 
 
 def test_eval_says_undefined_where_ablation_helps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -381,11 +381,11 @@ def test_train_refuses_an_output_it_cannot_write_before_loading(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     a_file = tmp_path / "notes.txt"
     a_file.write_text("mine")
-    for out_arg, why in ((a_file, "is a file, expected a directory"),
-                         (a_file / "tc", f"{a_file} is a file, so no directory can be made under it")):
+    for out_arg, why in ((a_file, f"{a_file} is a file, expected a directory"),
+                         (a_file / "tc", f"{a_file / 'tc'}: {a_file} is a file, so no directory can be made under it")):
         for extra in ([], ["--layers", "all"]):
             code, _, err = run(capsys, "dict", "train", "zoo:gpt2-tiny", *extra, "--out", str(out_arg))
-            assert code == 2 and err == f"lmscope: error: --out {out_arg}: {why}\n"
+            assert code == 2 and err == f"lmscope: error: --out: {why}\n"
     assert a_file.read_text() == "mine"
 
 

@@ -39,18 +39,18 @@ def _equal(a, b) -> bool:  # type: ignore[no-untyped-def]
 def test_parse_layers_and_hooks(model) -> None:  # type: ignore[no-untyped-def]
     assert parse_layers("all", 3) == [0, 1, 2] and parse_layers("2,0", 3) == [0, 2] and parse_layers("1-2", 3) == [1, 2]
     assert parse_layers([2, 2, 1], 3) == [1, 2]
-    form = "--layers: expected 'all' or comma-separated layers such as 0,3,5 or 2-5, got "
-    for bad, message in (("x", form + "'x'"), ("0,7", "--layers: expected layers in 0..2, got '0,7'"),
+    form = "layers: expected 'all' or comma-separated layers such as 0,3,5 or 2-5, got "
+    for bad, message in (("x", form + "'x'"), ("0,7", "layers: expected layers in 0..2, got '0,7'"),
                          ("", form + "''"), ("-1", form + "'-1'")):
         with pytest.raises(InputError, match="^" + re.escape(message) + "$"):
             parse_layers(bad, 3)
     assert stack_hooks(model, "transcoder", [0, 2])[2] == ("blocks.2.ln2.hook_normalized", "blocks.2.hook_mlp_out")
     assert stack_hooks(model, "sae", [0, 1], "blocks.{layer}.hook_resid_mid")[1] == ("blocks.1.hook_resid_mid",) * 2
     assert stack_hooks(model, "sae", [1])[1] == ("blocks.1.hook_resid_post",) * 2
-    with pytest.raises(InputError, match=r"^--hook: with several layers, give a template with \{layer\}, such as "
+    with pytest.raises(InputError, match=r"^hook: with several layers, give a template with \{layer\}, such as "
                                          r"blocks\.\{layer\}\.hook_resid_mid; got 'blocks\.0\.hook_resid_mid'$"):
         stack_hooks(model, "sae", [0, 1], "blocks.0.hook_resid_mid")
-    with pytest.raises(InputError, match=r"^--layers: expected layers in 0\.\.3, got '0-1000000000000'$"):
+    with pytest.raises(InputError, match=r"^layers: expected layers in 0\.\.3, got '0-1000000000000'$"):
         parse_layers("0-1000000000000", 4)  # refused before any range is built
 
 
