@@ -78,11 +78,11 @@ def test_real_demo_on_a_model_directory_and_a_user_file(model_dir: Path, tmp_pat
 
 
 def test_a_model_that_is_not_a_zoo_model_needs_a_corpus(model_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(InputError, match=r"--corpus: .* is not a zoo model"):
+    with pytest.raises(InputError, match=r"^corpus: .* is not a zoo model"):
         run_real_demo(str(model_dir), None, tmp_path)
     with pytest.raises(InputError, match="no such file"):
         run_real_demo(str(model_dir), str(tmp_path / "missing.txt"), tmp_path)
-    with pytest.raises(InputError, match="--max-texts"):
+    with pytest.raises(InputError, match=r"^max_texts: expected an integer >= 1, got 0$"):
         run_real_demo(str(model_dir), "synthetic", tmp_path, max_texts=0)
     assert not any(tmp_path.iterdir())  # nothing written
 

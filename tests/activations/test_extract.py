@@ -91,8 +91,9 @@ def test_resume_refusals_and_completed_store(model, tmp_path: Path) -> None:  # 
     before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
     again = extract(model, SENTENCES, tmp_path / "s", cfg)  # complete: nothing recomputed
     assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before and again.complete
-    with pytest.raises(InputError, match=r"a store of a different extraction \(points is \['blocks\.0\.mlp\.hook_post"
-                                          r"'\], this run's is \['blocks\.1\.mlp\.hook_post'\]\); use a new --out"):
+    with pytest.raises(InputError, match=r"^out_dir: .* is a store of a different extraction \(points is "
+                                          r"\['blocks\.0\.mlp\.hook_post'\], this run's is "
+                                          r"\['blocks\.1\.mlp\.hook_post'\]\); choose a new directory$"):
         extract(model, SENTENCES, tmp_path / "s", ExtractConfig(("blocks.1.mlp.hook_post",), shard_sentences=2,
                                                                 dtype="float16"))
     other = _with_bos(tiny_hooked_with_tokenizer())
@@ -122,11 +123,14 @@ def test_resume_refusals_and_completed_store(model, tmp_path: Path) -> None:  # 
 
 @pytest.mark.parametrize(
     ("config", "message"),
-    [(ExtractConfig(("blocks.0.attn.hook_pattern",)), "attention pattern"),
+    [(ExtractConfig(("blocks.0.attn.hook_pattern",)), "^points: 'blocks.0.attn.hook_pattern' is an attention pattern"),
      (ExtractConfig(("blocks.0.mlp.hook_pots",)), "closest"),
-     (ExtractConfig(("blocks.0.mlp.hook_post",), aggregate="max"), "--aggregate"),
-     (ExtractConfig(("blocks.0.mlp.hook_post",), dtype="int8"), "--dtype"),
-     (ExtractConfig(()), "--points")],
+     (ExtractConfig(("blocks.0.mlp.hook_post",), aggregate="max"), "^aggregate: expected one of .*, got 'max'$"),
+     (ExtractConfig(("blocks.0.mlp.hook_post",), dtype="int8"), "^dtype: expected one of .*, got 'int8'$"),
+     (ExtractConfig(()), "^points: expected at least one hook name$"),
+     (ExtractConfig(("blocks.0.mlp.hook_post",), batch_tokens=0), "^batch_tokens: expected a positive integer, got 0$"),
+     (ExtractConfig(("blocks.0.mlp.hook_post",), shard_sentences=0),
+      "^shard_sentences: expected a positive integer, got 0$")],
 )
 def test_bad_configs(model, tmp_path: Path, config: ExtractConfig, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InputError, match=message):

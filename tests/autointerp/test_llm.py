@@ -72,7 +72,7 @@ def test_llm_pair_through_an_openai_compatible_endpoint(endpoint, monkeypatch: p
 
 
 def test_unreachable_endpoint_is_an_input_error() -> None:
-    with pytest.raises(InputError, match=r"--llm-url http://127\.0\.0\.1:9"):
+    with pytest.raises(InputError, match=r"^base_url: http://127\.0\.0\.1:9"):
         OpenAIClient("http://127.0.0.1:9/v1", "m", timeout=2).complete("hi")
 
 
@@ -98,11 +98,11 @@ def test_api_key_only_over_https_or_to_this_machine(monkeypatch: pytest.MonkeyPa
     monkeypatch.delenv("LMSCOPE_TEST_KEY", raising=False)
     OpenAIClient("http://llm.example.com/v1", "m", api_key_env="LMSCOPE_TEST_KEY")  # no key: nothing to leak
     monkeypatch.setenv("LMSCOPE_TEST_KEY", "sk-test")
-    with pytest.raises(InputError, match=r"^--llm-url http://llm\.example\.com/v1: refusing to send the API key in "
+    with pytest.raises(InputError, match=r"^base_url: http://llm\.example\.com/v1: refusing to send the API key in "
                                          r"\$LMSCOPE_TEST_KEY over plain http to another host; use https"):
         OpenAIClient("http://llm.example.com/v1", "m", api_key_env="LMSCOPE_TEST_KEY")  # refused before any request
     for ok in ("https://llm.example.com/v1", "http://localhost:8000/v1", "http://127.0.0.1:8000/v1",
                "http://[::1]:8000/v1"):
         assert OpenAIClient(ok, "m", api_key_env="LMSCOPE_TEST_KEY")._api_key() == "sk-test"
-    with pytest.raises(InputError, match=r"^--llm-url file:///etc/passwd: expected an http:// or https:// URL"):
+    with pytest.raises(InputError, match=r"^base_url: file:///etc/passwd: expected an http:// or https:// URL"):
         OpenAIClient("file:///etc/passwd", "m")

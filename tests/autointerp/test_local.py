@@ -154,9 +154,9 @@ def test_scoring_with_the_hf_pair_keeps_the_offline_baseline_and_reports_progres
 
 
 def test_bad_settings_are_input_errors() -> None:
-    with pytest.raises(InputError, match=r"^--llm-dtype: expected bfloat16 or float32, got 'float16'"):
+    with pytest.raises(InputError, match=r"^dtype: expected bfloat16 or float32, got 'float16'"):
         LocalLM("x", dtype="float16")
-    with pytest.raises(InputError, match=r"^--llm-batch-size: expected a positive integer, got 0"):
+    with pytest.raises(InputError, match=r"^batch_size: expected a positive integer, got 0"):
         LocalLM("x", batch_size=0)
     with pytest.raises(InputError, match="filler must not contain a tab"):
         HFSimulator(LocalLM("x"), filler="\t")

@@ -111,17 +111,18 @@ def test_bad_inputs_are_refused() -> None:
     from lmscope.dictionary import DictConfig, Dictionary
 
     m = planted(False)
-    with pytest.raises(InputError, match=r"--points: name the hook points to score \(e\.g\. "
-                                          r"blocks\.3\.mlp\.hook_post\), or pass --dict"):
+    with pytest.raises(InputError, match=r"^points: name the hook points to score \(e\.g\. "
+                                          r"blocks\.3\.mlp\.hook_post\), or give a dictionary to score its "
+                                          r"features$"):
         score_texts(m, TEXTS)
-    with pytest.raises(InputError, match="hook_pattern"):
+    with pytest.raises(InputError, match=r"^points: blocks\.0\.attn\.hook_pattern is an attention pattern"):
         score_texts(m, TEXTS, points=["blocks.0.attn.hook_pattern"])
-    with pytest.raises(InputError, match="--units-per-point"):
+    with pytest.raises(InputError, match=r"^units_per_point: expected a positive integer, got 0$"):
         score_texts(m, TEXTS, points=[POINT], units_per_point=0)
-    with pytest.raises(InputError, match="no token left"):
+    with pytest.raises(InputError, match=r"^texts: no token left"):
         score_texts(m, ["ok"], points=[POINT], exclude_first=3)
     wide = Dictionary(DictConfig(kind="sae", d_in=64, d_sae=8, hook_name=POINT))
-    with pytest.raises(InputError, match="reads 64 dimensions"):
+    with pytest.raises(InputError, match=r"^dictionary: the dictionary reads 64 dimensions"):
         score_texts(m, TEXTS, dictionary=wide)
 
 

@@ -82,7 +82,7 @@ def test_greater_than_rebuilds_the_target_for_each_year(model: HookedModel) -> N
         assert m is not None and m.group(1) == m.group(3) and 10 <= int(m.group(2)) <= 89
         assert (c.target.plus, c.target.minus) == (lambda t: (t.plus, t.minus))(
             greater_than_target(model, int(m.group(2))))
-    with pytest.raises(InputError, match="needs --target greater-than:YY"):
+    with pytest.raises(InputError, match=r"^target: the greater-than task needs a greater-than:YY target"):
         builtin_cases(model, prompt, parse_target("logit:4-1", model), "greater-than", 5)
     with pytest.raises(InputError, match="ending with its century"):
         builtin_cases(model, "from the year 1732 to the", parse_target("greater-than:32", model), "greater-than", 5)
@@ -90,11 +90,11 @@ def test_greater_than_rebuilds_the_target_for_each_year(model: HookedModel) -> N
 
 def test_builtin_refusals(model: HookedModel) -> None:
     target = parse_target("logit:Monday", model)
-    with pytest.raises(InputError, match=r"--heldout: 'weeks' is neither a file nor a built-in task \(days"):
+    with pytest.raises(InputError, match=r"^task: 'weeks' is neither a file nor a built-in task \(days"):
         builtin_cases(model, "Monday,", target, "weeks", 5)
-    with pytest.raises(InputError, match="--heldout-n: expected a positive number of prompts, got 0"):
+    with pytest.raises(InputError, match=r"^n: expected a positive number of prompts, got 0$"):
         builtin_cases(model, "Monday,", target, "days", 0)
-    with pytest.raises(InputError, match="--heldout: ioi: the prompt has no ioi to substitute"):
+    with pytest.raises(InputError, match=r"^task: ioi: the prompt has no ioi to substitute"):
         builtin_cases(model, "the store", target, "ioi", 5)
 
 
@@ -120,11 +120,11 @@ def test_read_cases_from_jsonl_and_lines(model: HookedModel, tmp_path: Path) -> 
     assert [c.target.plus for c in read_cases(lines, model, "logit:Monday", limit=2)] == [
         (_id(model, "Thursday"),), (_id(model, "Monday"),)]
     for text, message in [('{"prompt": 1}', "line 1: expected"), ("{nope", "line 1: not JSON"),
-                          ('{"prompt": "a"}\n{"prompt": "b", "target": "logit:nothere"}', "line 2: --target:"),
+                          ('{"prompt": "a"}\n{"prompt": "b", "target": "logit:nothere"}', "line 2: target:"),
                           ("", "holds no prompts")]:
         jsonl.write_text(text)
-        with pytest.raises(InputError, match=f"--heldout: {re.escape(str(jsonl))} {message}" if "line" in message
+        with pytest.raises(InputError, match=f"^{re.escape(str(jsonl))} {message}" if "line" in message
                            else message):
             read_cases(jsonl, model, "logit:Monday")
-    with pytest.raises(InputError, match="--heldout: cannot read"):
+    with pytest.raises(InputError, match=f"^{re.escape(str(tmp_path))}: cannot read it"):
         read_cases(tmp_path, model, "logit:Monday")

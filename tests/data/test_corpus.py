@@ -68,7 +68,8 @@ def test_synthetic_is_the_default_only_for_zoo_models() -> None:
     corpus = load_corpus(None, model_name="zoo:gpt2-tiny", synthetic_texts=7, seed=3)
     assert corpus.is_synthetic and len(corpus.texts) == 7
     assert corpus.texts == load_corpus(SYNTHETIC, model_name="/any/model", synthetic_texts=7, seed=3).texts
-    with pytest.raises(InputError, match=r"--corpus: real:smollm2-135m is not a zoo model, so give it your own"):
+    with pytest.raises(InputError, match=r"^corpus: real:smollm2-135m is not a zoo model, so give it your own"):
         load_corpus(None, model_name="real:smollm2-135m")
-    with pytest.raises(InputError, match=r"--text missing\.txt: no such file"):
-        load_corpus("missing.txt", model_name="zoo:gpt2-tiny", flag="--text")
+    with pytest.raises(InputError, match=r"^text: missing\.txt: no such file") as caught:
+        load_corpus("missing.txt", model_name="zoo:gpt2-tiny", arg="text")
+    assert caught.value.arg == "text"

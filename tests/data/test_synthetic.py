@@ -342,6 +342,7 @@ def test_export_refuses_to_overwrite_before_writing_anything(tmp_path: Path) -> 
     assert (tmp_path / "labels.conllu").read_text() == "mine\n"
     export_synthetic(tmp_path, n_samples=5, overwrite=True)
     assert len((tmp_path / "corpus.txt").read_text().splitlines()) == 5
-    for kwargs, message in (({"n_samples": 0}, "--samples"), ({"split": "test"}, "--split")):
+    for kwargs, message in (({"n_samples": 0}, "^n_samples: expected a positive number of samples, got 0$"),
+                            ({"split": "test"}, "^split: expected train or heldout, got 'test'$")):
         with pytest.raises(InputError, match=message):
             export_synthetic(tmp_path / "x", **kwargs)

@@ -80,5 +80,5 @@ def test_reuse_serves_each_computed_row_several_times(model, monkeypatch) -> Non
     served = torch.bincount(group[d.argmin(1)], minlength=n)
     assert bool((served <= 3 * in_corpus).all())  # never more copies than reuse x occurrences
     assert bool(((in_corpus == 1) & (served >= 2)).any())  # and a row that occurs once was served twice
-    with pytest.raises(InputError, match="--reuse: expected a positive number of times to serve each row, got 0"):
+    with pytest.raises(InputError, match=r"^reuse: expected a positive number of times to serve each row, got 0$"):
         ActivationBuffer(model, TEXTS, [IN], reuse=0)

@@ -51,7 +51,7 @@ def test_kept_and_scored_positions_by_hand() -> None:
     # a prediction at p counts when p is kept and p + 1 is real
     assert scored_positions(batch, prepend_bos=False, exclude_first=1).tolist() == [[False, True, True, True],
                                                                                     [False, True, False, False]]
-    with pytest.raises(InputError, match=r"^--exclude-first: expected a non-negative number of positions, got -1$"):
+    with pytest.raises(InputError, match=r"^exclude_first: expected a non-negative number of positions, got -1$"):
         kept_positions(batch, prepend_bos=True, exclude_first=-1)
 
 
@@ -63,7 +63,7 @@ def test_position_rule_records_and_describes_itself(model: HookedModel) -> None:
     assert PositionRule(False).describe() == "no position left out (no BOS)"
     assert PositionRule.for_dictionary(model, _transcoder(model, 1)) == PositionRule(True, 1)  # recorded value
     assert PositionRule.for_dictionary(model, _transcoder(model, 1), exclude_first=0) == PositionRule(True, 0)
-    with pytest.raises(InputError, match=r"^--exclude-first: expected a non-negative number of positions, got True$"):
+    with pytest.raises(InputError, match=r"^exclude_first: expected a non-negative number of positions, got True$"):
         PositionRule(True, True)  # type: ignore[arg-type]
 
 

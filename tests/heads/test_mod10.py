@@ -84,10 +84,14 @@ def test_vector_arithmetic_matches_the_closed_form(tens_units, features) -> None
 
 
 def test_bad_residues() -> None:
-    with pytest.raises(InputError, match="--from: got 10, expected a residue 0-9"):
+    with pytest.raises(InputError, match=r"^from_residue: got 10, expected a residue 0-9$"):
         residue_pairs(10, 2)
-    with pytest.raises(InputError, match="give both"):
+    with pytest.raises(InputError, match=r"^to_residue: expected a residue 0-9, got None; give both residues, or "
+                                          r"neither for every pair$"):
         residue_pairs(3, None)
-    with pytest.raises(InputError, match="two different"):
+    with pytest.raises(InputError, match=r"^from_residue: expected a residue 0-9, got None; give both"):
+        residue_pairs(None, 3)
+    with pytest.raises(InputError, match=r"^to_residue: got 4, the residue the edit starts from; an edit needs two "
+                                          r"different residues$"):
         residue_pairs(4, 4)
     assert len(residue_pairs(None, None)) == 90

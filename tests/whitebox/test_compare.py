@@ -147,7 +147,7 @@ PROSE = ("The committee met on a grey Tuesday morning to review the budget, and 
 
 def test_models_that_are_not_zoo_models_need_a_corpus() -> None:
     crate, gpt = tiny_pair()
-    with pytest.raises(InputError, match=r"--corpus: .* is not a zoo model, so give it your own text"):
+    with pytest.raises(InputError, match=r"^corpus: .* is not a zoo model, so give it your own text"):
         compare_models([crate, gpt], SMALL, names=["crate", "gpt"])
     with pytest.raises(InputError, match="no such file"):
         compare_models([crate, gpt], SMALL, names=["crate", "gpt"], corpus="/nowhere/docs.txt")

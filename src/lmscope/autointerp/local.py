@@ -34,7 +34,7 @@ import torch
 
 from lmscope.autointerp.explain import Explanation, normalized
 from lmscope.autointerp.records import Record
-from lmscope.errors import InputError
+from lmscope.errors import InputError, bad_argument
 
 DIGITS = tuple(str(d) for d in range(10))
 EXPLAIN_SYSTEM = (
@@ -68,10 +68,9 @@ class LocalLM:
 
     def __init__(self, model: str | tuple[Any, Any], *, dtype: str = "bfloat16", trust_remote_code: bool = False,
                  batch_size: int = 8) -> None:
-        # no `arg` recorded: the CLI's flags for these are --llm-dtype and --llm-batch-size, not --dtype/--batch-size
-        if dtype not in ("bfloat16", "float32"):
-            raise InputError(f"dtype: expected bfloat16 or float32, got {dtype!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if dtype not in ("bfloat16", "float32"):  # the CLI names it --llm-dtype (its FLAGS table)
+            raise bad_argument("dtype", "bfloat16 or float32", dtype)
+        if not isinstance(batch_size, int) or batch_size < 1:  # no `arg`: the CLI checks --llm-batch-size itself
             raise InputError(f"batch_size: expected a positive integer, got {batch_size!r}")
         self.model = model
         self.dtype = dtype

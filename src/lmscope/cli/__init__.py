@@ -48,7 +48,7 @@ for _name, _group in GROUPS.items():
 FLAGS = {"l1_coefficient": "--l1", "n_iters": "--iters", "dictionary": "--dict", "n_samples": "--samples",
          "units": "--neurons", "unit": "--neuron", "from_residue": "--from", "to_residue": "--to",
          "out_dir": "--out", "directory": "--transcoders", "every": "--checkpoint-every", "base_url": "--llm-url",
-         "task": "--heldout"}
+         "task": "--heldout", "dtype": "--llm-dtype"}
 """Library argument names whose flag is neither the command's parameter of that name nor `--` + the name."""
 __all__ = ["COMMANDS", "FLAGS", "GROUPS", "app", "command_flags", "flag_message", "main"]
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
