@@ -399,3 +399,45 @@ def test_library_errors_name_arguments_and_the_cli_names_flags() -> None:
     assert flag_message(InputError("mode: got 'x'"), command_flags(["heads", "succession"])).startswith("--mode: ")
     assert flag_message(InputError("mode: got 'x'"), {}) == "mode: got 'x'"  # not an argument of this command
     assert flag_message(InputError("store.json: line 3 is bad"), flags) == "store.json: line 3 is bad"
+
+
+def test_library_refusals_name_python_arguments_and_each_command_shows_its_flag(tmp_path: Path) -> None:
+    """Real library refusals (no flag in their text) through `flag_message` with the command that reaches them."""
+    from lmscope.autointerp import LocalLM, OpenAIClient
+    from lmscope.circuits.paths import find_paths
+    from lmscope.data.corpus import load_corpus
+    from lmscope.data.export import export_synthetic
+    from lmscope.dictionary.multi import parse_layers
+    from lmscope.dictionary.stack import load_transcoders
+    from lmscope.dictionary.train import plan_checkpoints
+    from lmscope.fileio import check_output_dir
+    from lmscope.heads.arithmetic import residue_pairs
+
+    (tmp_path / "afile").write_text("x")
+    cases: list[tuple[Any, list[str], str, str]] = [
+        (lambda: residue_pairs(3, None), ["heads", "edit"], "to_residue: expected a residue 0-9, got None",
+         "--to: expected a residue 0-9, got None"),
+        (lambda: residue_pairs(None, 3), ["heads", "edit"], "from_residue: ", "--from: "),
+        (lambda: load_transcoders(tmp_path / "nope"), ["circuit"], "directory: ", "--transcoders: "),
+        (lambda: find_paths(None, None, n_iters=0), ["circuit"], "n_iters: expected a positive integer, got 0",  # type: ignore[arg-type]
+         "--iters: expected a positive integer, got 0"),
+        (lambda: find_paths(None, None, beam=0), ["circuit"], "beam: ", "--beam: "),  # type: ignore[arg-type]
+        (lambda: plan_checkpoints(tmp_path / "o", 10, -1, overwrite=False), ["dict", "train"], "every: ",
+         "--checkpoint-every: expected 0 (none) or a positive number of steps, got -1"),
+        (lambda: parse_layers("x", None), ["dict", "train"], "layers: expected 'all'", "--layers: expected 'all'"),
+        (lambda: OpenAIClient("file:///x", "m"), ["autointerp", "score"], "base_url: file:///x: ",
+         "--llm-url: file:///x: expected an http:// or https:// URL"),
+        (lambda: LocalLM("m", dtype="float16"), ["autointerp", "score"], "dtype: expected bfloat16 or float32",
+         "--llm-dtype: expected bfloat16 or float32, got 'float16'"),
+        (lambda: export_synthetic(tmp_path / "d", n_samples=0), ["data", "synthetic"], "n_samples: ",
+         "--samples: expected a positive number of samples, got 0"),
+        (lambda: check_output_dir(tmp_path / "afile"), ["extract"], "out_dir: ", "--out: "),
+        (lambda: check_output_dir(tmp_path / "afile"), ["zoo", "train"], "out_dir: ", "--out: "),
+        (lambda: load_corpus(str(tmp_path / "missing.txt"), model_name="zoo:gpt2-tiny"), ["dict", "eval"],
+         "corpus: ", f"--corpus: {tmp_path / 'missing.txt'}: no such file"),
+    ]
+    for call, command, library, cli in cases:
+        with pytest.raises(InputError) as caught:
+            call()
+        assert str(caught.value).startswith(library) and "--" not in str(caught.value), command
+        assert flag_message(caught.value, command_flags(command)).startswith(cli), (command, str(caught.value))
