@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -125,6 +126,16 @@ def test_gguf_errors_are_one_line_input_errors(tmp_path: Path, home: Path, monke
     with pytest.raises(InputError, match=r"no tensor for 1 parameter.*layers\.1\.mlp\.up_proj"):
         HookedModel.from_pretrained(str(holed))
     assert not (home / "gguf" / gguf.file_sha256(holed)).exists()  # nothing half-converted is cached
+    whole = write_tiny_gguf(tmp_path / "whole.gguf").read_bytes()
+    stages: list[tuple[int, int]] = []
+    for size in (6, 24, 3000, len(whole) // 2):  # cut in the magic's version, the counts, the metadata, the tensors
+        cut = tmp_path / f"cut{size}.gguf"
+        cut.write_bytes(whole[:size])
+        with pytest.raises(InputError, match=rf"^model '{re.escape(str(cut))}': not a complete GGUF file "
+                                             r"\(truncated or corrupt: [^\n]+\)$"):
+            HookedModel.from_pretrained(str(cut), progress=lambda i, n: stages.append((i, n)))
+        assert not (home / "gguf" / gguf.file_sha256(cut)).exists()
+    assert stages == []  # each refused before the conversion reports a step
 
     real_find_spec = importlib.util.find_spec
 
