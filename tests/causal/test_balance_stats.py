@@ -41,7 +41,7 @@ def test_entropy_balance_zero_base_weights_and_unreachable_targets() -> None:
                                                             dtype=torch.float64), atol=1e-7, rtol=0)
     far = entropy_balance(x, torch.tensor([2.0, 0.0]))  # outside the convex hull
     assert far.imbalance[0] > 0.5
-    with pytest.raises(InputError, match="base weights"):
+    with pytest.raises(InputError, match=r"^base weights: expected shape \(1, 6\), got \(1, 5\)$"):
         entropy_balance(x, torch.tensor([0.5, 0.25]), torch.ones(1, 5))
 
 

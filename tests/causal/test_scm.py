@@ -65,17 +65,17 @@ def test_mediate_refuses_bad_inputs() -> None:
 
     x, t, c = scm_data(20)
     model, outcome = scm_model(), lambda out, idx: out
-    with pytest.raises(InputError, match="both treated"):
+    with pytest.raises(InputError, match=r"^treatment: needs both treated \(1\) and control \(0\) rows$"):
         mediate(model, x, [0] * 20, c, ["m"], outcome)
-    with pytest.raises(InputError, match="expected 20 values"):
+    with pytest.raises(InputError, match=r"^treatment: expected 20 values \(one per input\), got 5$"):
         mediate(model, x, t[:5], c, ["m"], outcome)
-    with pytest.raises(InputError, match="expected 0/1"):
+    with pytest.raises(InputError, match=r"^treatment: expected 0/1 or true/false values, got 2$"):
         mediate(model, x, [2] * 20, c, ["m"], outcome)
-    with pytest.raises(InputError, match="expected 20 labels"):
+    with pytest.raises(InputError, match=r"^confounder: expected 20 labels \(one per input\), got 3$"):
         mediate(model, x, t, c[:3], ["m"], outcome)
-    with pytest.raises(InputError, match="expected 20 rows"):
+    with pytest.raises(InputError, match=r"^features: expected 20 rows \(one per input\), got 3$"):
         mediate(model, x, t, c, ["m"], outcome, features=torch.zeros(3, 2))
-    with pytest.raises(InputError, match="not a hook point"):
+    with pytest.raises(InputError, match=r"^hook name 'h': not a hook point of this model; valid names look like m"):
         mediate(model, x, t, c, ["h"], outcome)
 
 

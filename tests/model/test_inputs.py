@@ -98,12 +98,13 @@ def test_batches_pad_right_like_single_strings(hf: torch.nn.Module) -> None:
 
 
 def test_bos_errors(hf: torch.nn.Module) -> None:
-    with pytest.raises(InputError, match="prepend_bos=True: the tokenizer has no bos_token"):
+    with pytest.raises(InputError, match=r"^prepend_bos=True: the tokenizer has no bos_token to prepend$"):
         HookedModel(hf, smol_tokenizer(bos=None), prepend_bos=True)
-    with pytest.raises(InputError, match="prepend_bos=True: the tokenizer has no bos_token"):
+    with pytest.raises(InputError, match=r"^prepend_bos=True: the tokenizer has no bos_token to prepend$"):
         to_token_batch("a", smol_tokenizer(bos=None), prepend_bos=True, device=torch.device("cpu"))
     m = HookedModel(hf, smol_tokenizer())
-    with pytest.raises(InputError, match="empty string"):
+    with pytest.raises(InputError, match=r"^inputs: an empty string gives no tokens; pass prepend_bos=True or a "
+                                         r"non-empty text$"):
         m("")
     assert m.to_tokens("", prepend_bos=True).input_ids.tolist() == [[1]]
 
@@ -112,7 +113,7 @@ def test_add_bos_template_makes_the_tokenizer_add_it() -> None:
     tok = smol_tokenizer()
     assert add_bos_template(tok) is tok and tok("a b")["input_ids"] == [1, 8, 9]
     assert tok("a b", add_special_tokens=False)["input_ids"] == [8, 9]
-    with pytest.raises(InputError, match="has no bos_token"):
+    with pytest.raises(InputError, match=r"^tokenizer: has no bos_token, so it cannot add one$"):
         add_bos_template(smol_tokenizer(bos=None))
 
 

@@ -61,7 +61,10 @@ def test_classifier_scorer_refuses_pickle_weights(tmp_path: Path) -> None:
         f.unlink()
     torch.save(clf.state_dict(), tmp_path / "pickled" / "pytorch_model.bin")
     probs = HFClassifierScorer(str(tmp_path / "safe"))(["the senator voted"])
-    assert probs.shape == (1,) and 0 < float(probs[0]) < 1
+    with torch.no_grad():  # by hand: P(label 1) of the classifier on the tokenized text
+        expected = clf.eval()(**tok(["the senator voted"], return_tensors="pt")).logits.softmax(-1)[:, 1]
+    assert probs.shape == (1,)
+    torch.testing.assert_close(probs.float(), expected, atol=1e-6, rtol=1e-5)
     with pytest.raises(InputError, match=r"pickled: classifier weights only in pickle format, which can run "
                                          r"arbitrary code when loaded"):
         HFClassifierScorer(str(tmp_path / "pickled"))(["the senator voted"])
