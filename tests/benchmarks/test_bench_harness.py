@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -124,7 +125,8 @@ def test_update_readme_replaces_only_the_marked_section(tmp_path: Path) -> None:
     assert readme.read_text() == f"# title\n\nbefore\n{run_all.START}\nnew table\n{run_all.END}\nafter\n"
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
-    with pytest.raises(SystemExit, match=r"no .* markers"):
+    with pytest.raises(SystemExit, match="^" + re.escape(f"{plain}: no '{run_all.START}' ... '{run_all.END}' markers "
+                                                         "around the benchmark table") + "$"):
         run_all.update_readme(plain, "t")
     assert plain.read_text() == "no markers\n"
 
@@ -139,9 +141,10 @@ def test_merge_keeps_plan_order_and_newest_run() -> None:
 def test_run_all_refuses_to_overwrite_and_unknown_names(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     out.write_text("{}")
-    with pytest.raises(SystemExit, match="exists; pass --overwrite"):
+    with pytest.raises(SystemExit, match="^" + re.escape(f"{out}: exists; pass --overwrite to replace it (or --update)")
+                                         + "$"):
         run_all.main(["--only", "heads", "--out", str(out)])
-    with pytest.raises(SystemExit, match="--only: unknown"):
+    with pytest.raises(SystemExit, match=r"^--only: unknown \['nope'\]; expected some of \['capture-zoo-tl', "):
         run_all.main(["--only", "nope", "--out", str(tmp_path / "n.json")])
     assert out.read_text() == "{}"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,13 +48,16 @@ def test_stack_trains_caches_and_reloads(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_load_transcoders_refuses(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="not a directory"):
+    missing = tmp_path / "missing"
+    with pytest.raises(InputError, match="^" + re.escape(f"directory: {missing} is not a directory") + "$"):
         load_transcoders(tmp_path / "missing")
-    with pytest.raises(InputError, match=r"holds no cfg\.json"):
+    with pytest.raises(InputError, match="^" + re.escape(f"directory: {tmp_path} holds no cfg.json (expected one "
+                                                         "transcoder directory per layer)") + "$"):
         load_transcoders(tmp_path)
     sae = Dictionary(DictConfig(kind="sae", d_in=8, d_sae=4, hook_name="blocks.0.hook_resid_post"))
     save_dictionary(sae, tmp_path / "sae")
-    with pytest.raises(InputError, match="not an MLP transcoder"):
+    with pytest.raises(InputError, match="^" + re.escape(f"{tmp_path / 'sae'}: not an MLP transcoder (kind 'sae', hook "
+                                                         "'blocks.0.hook_resid_post')") + "$"):
         load_transcoders(tmp_path)
     tc = Dictionary(DictConfig(kind="transcoder", d_in=8, d_sae=4, hook_name="blocks.0.ln2.hook_normalized",
                                hook_name_out="blocks.0.hook_mlp_out"))

@@ -8,6 +8,8 @@ queries and keys large enough that Gemma 2's attention softcap changes the patte
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -279,8 +281,11 @@ def test_weight_views_shapes_and_qkv(n_kv: int, ids: Tensor) -> None:
 
 def test_names_gemma_lacks_are_refused(ids: Tensor) -> None:
     model = HookedModel(tiny_gemma())
-    for name in ("hook_pos_embed", "blocks.0.attn.hook_q", "blocks.3.hook_resid_pre", "blocks.0.ln1.hook_scale"):
-        with pytest.raises(InputError, match="not a hook point"):
+    for name, closest in (("hook_pos_embed", "hook_embed"), ("blocks.0.attn.hook_q", "blocks.0.attn.hook_z, "),
+                          ("blocks.3.hook_resid_pre", "blocks.2.hook_resid_pre, "),  # 3 layers: 0..2
+                          ("blocks.0.ln1.hook_scale", "blocks.0.ln2.hook_normalized, ")):
+        with pytest.raises(InputError, match="^" + re.escape(f"hook name '{name}': not a hook point of this model; "
+                                                             f"closest: {closest}")):
             model.run_with_cache(ids, names=[name])
 
 
