@@ -87,10 +87,8 @@ def test_localization_scores_before_and_after(planted_result):  # type: ignore[n
         loc = result.localization[scheme]
         assert loc["top_k"] == 3
         top, gini = closed_form_localization(result.nie(scheme), 3)
-        # rel 1e-6: mediate() scores localization from the float64 NIE list cast to float32
-        # (causal/mediation.py, `torch.tensor(e["nie"]["estimate"])`), so only float32 precision holds
-        assert loc["top_k_share"] == pytest.approx(top, rel=1e-6)
-        assert loc["gini"] == pytest.approx(gini, rel=1e-6)
+        assert loc["top_k_share"] == pytest.approx(top, rel=1e-12)  # scored in float64, as the NIE are
+        assert loc["gini"] == pytest.approx(gini, rel=1e-12)
     # the planted topic unit carries exactly nothing once adjusted, so the other three of the four units hold
     # all of |NIE|: the top-3 share is 1; before adjustment the topic unit holds the most, so it is below 1
     assert result.localization["stratified"]["top_k_share"] == pytest.approx(1.0, abs=1e-8)

@@ -75,7 +75,7 @@ def test_mediate_refuses_bad_inputs() -> None:
         mediate(model, x, t, c[:3], ["m"], outcome)
     with pytest.raises(InputError, match=r"^features: expected 20 rows \(one per input\), got 3$"):
         mediate(model, x, t, c, ["m"], outcome, features=torch.zeros(3, 2))
-    with pytest.raises(InputError, match=r"^hook name 'h': not a hook point of this model; valid names look like m"):
+    with pytest.raises(InputError, match=r"^hook name 'h': not a hook point of this model; valid names look like m$"):
         mediate(model, x, t, c, ["h"], outcome)
 
 

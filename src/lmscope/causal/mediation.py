@@ -103,7 +103,8 @@ def mediate(model: Runnable, inputs: Any, treatment: Sequence[Any], confounder: 
     return MediationResult(
         components=[c.label for c in comps], outcome=outcome_name, n_treated=len(i1), n_control=len(i0),
         strata=_strata_table(codes, t, levels), effects=effects,
-        localization={s: localization(torch.tensor(e["nie"]["estimate"]), top_k) for s, e in effects.items()},
+        localization={s: localization(torch.tensor(e["nie"]["estimate"], dtype=torch.float64), top_k)
+                      for s, e in effects.items()},
         by_stratum=_by_stratum(nie, design, codes[i1], codes[i0], levels),
         meta={"n_pairs": len(ii), "n_boot": n_boot, "level": level, "seed": seed, "max_pairs": max_pairs,
               "diagnostics": diagnostics, "mean_outcome_treated": float(y[i1].mean()),

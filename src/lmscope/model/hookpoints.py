@@ -64,5 +64,6 @@ def refuse_unknown(name: object, valid: list[str]) -> InputError:
     if not isinstance(name, str):
         return InputError(f"hook name: expected a string, got {type(name).__name__}")
     close = difflib.get_close_matches(name, valid, n=3, cutoff=0.5)
-    hint = f"; closest: {', '.join(close)}" if close else f"; valid names look like {valid[0]}, {valid[-1]}"
+    examples = ", ".join(dict.fromkeys([valid[0], valid[-1]])) if valid else "none"
+    hint = f"; closest: {', '.join(close)}" if close else f"; valid names look like {examples}"
     return InputError(f"hook name {name!r}: not a hook point of this model{hint}")
