@@ -441,3 +441,19 @@ def test_library_refusals_name_python_arguments_and_each_command_shows_its_flag(
             call()
         assert str(caught.value).startswith(library) and "--" not in str(caught.value), command
         assert flag_message(caught.value, command_flags(command)).startswith(cli), (command, str(caught.value))
+
+
+def test_dict_train_layers_are_refused_before_any_progress_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--layers` out of range: from config.json before loading; where the config cannot be read without loading
+    (a hub id, real:NAME), on the loaded model, still before the first progress line."""
+    from lmscope.cli import dictionary as cli_dictionary
+    from lmscope.model.zoo import locate
+
+    assert cli_dictionary._config_layers(M) == 4 and cli_dictionary._config_layers(str(locate("gpt2-tiny"))) == 4
+    assert cli_dictionary._config_layers("someone/some-model") is None
+    assert cli_dictionary._config_layers("real:smollm2-135m") is None
+    monkeypatch.setattr(cli_dictionary, "_config_layers", lambda model: None)
+    code, out, err = run(capsys, "dict", "train", M, "--layers", "0-99", "--out", str(tmp_path / "o"))
+    assert code == 2 and out == "" and err == "lmscope: error: --layers: expected layers in 0..3, got '0-99'\n", err
+    assert not (tmp_path / "o").exists()

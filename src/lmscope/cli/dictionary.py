@@ -271,12 +271,14 @@ def _train_stack(model: str, target: Path, *, corpus: str | None, kind: str, lay
         raise InputError("--k: a TopK dictionary needs k")
     PositionRule(False, exclude_first)
     load_corpus(corpus, model_name=model, synthetic_texts=1)
-    parse_layers(layers, _config_layers(model))  # syntax, and the bound where config.json says it: before loading
+    known = _config_layers(model)
+    parse_layers(layers, known)  # the syntax, and the bound where config.json gives the layer count: before loading
     with progress_bars(True) as stage:
-        stage("loading model", 0, 1)
+        if known is not None:  # else the bound is checked on the loaded model, before any progress line
+            stage("loading model", 0, 1)
         hooked, record = _load_streaming(model, prepend_bos, dtype)
-        stage("loading model", 1, 1)
         chosen = parse_layers(layers, hooked.cfg.n_layers)
+        stage("loading model", 1, 1)
         # weights (encoder + decoder) per layer, and two kept checkpoints with Adam's two moments each
         check_output_dir(target, need_bytes=len(chosen) * 2 * hooked.cfg.d_model * d_sae * 4 * (
             1 + (6 if plan.checkpoint_every else 0)))
