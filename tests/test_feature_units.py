@@ -104,7 +104,8 @@ def test_attach_by_unit_and_refusals(planted: Planted) -> None:
     with pytest.raises(InputError, match=r"not attached.*attach_dictionaries"):
         fresh.run_with_hooks("the year", hooks=ZeroAblation(planted.unit).hooks())
     other = HookedModel(tiny_hf_model("gpt2"))
-    with pytest.raises(InputError, match="dictionary"):
+    with pytest.raises(InputError, match=r"^dictionary .*tc was made with zoo:gpt2-tiny \(n_layers 4\), not with "
+                                         r"gpt2 \(n_layers 2\); its shapes do not fit this model$"):
         attach_dictionaries(other, [planted.unit])  # made with zoo:gpt2-tiny: provenance refuses it
     assert other.dictionaries == {}
 

@@ -85,7 +85,8 @@ def test_last_token_patching_with_padded_texts() -> None:
 def test_patching_refuses_bad_requests() -> None:
     model = HookedModel(tiny_hf_model("gpt2"))
     base, _ = _pair()
-    with pytest.raises(InputError, match="same length"):
+    with pytest.raises(InputError, match=r"^component blocks\.0\.hook_mlp_out: patching all positions needs base "
+                                         r"and source inputs of the same length \(got \(5, 7\) and \(5, 5\)\); "):
         patch_sweep(model, base, base[:, :5], ["blocks.0.hook_mlp_out"], _metric)
     with pytest.raises(InputError, match="out of range"):
         patch_sweep(model, base, base, ["blocks.0.attn:9"], _metric)

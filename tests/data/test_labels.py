@@ -161,7 +161,13 @@ def test_train_test_split_sentences(pos: LabeledCorpus) -> None:
     assert len(train_test_split_sentences(pos, test_size=7)[1]) == 7
 
 
-@pytest.mark.parametrize("test_size", [0.0, 1.0, 150, 0, "0.2"])
-def test_split_bad_test_size(pos: LabeledCorpus, test_size: object) -> None:
-    with pytest.raises(InputError, match="test_size"):
+@pytest.mark.parametrize(("test_size", "words"), [
+    (0.0, r"got 0\.0, expected a fraction strictly between 0 and 1"),
+    (1.0, r"got 1\.0, expected a fraction strictly between 0 and 1"),
+    (150, "got 150 sentences, expected 1 to 149 for 150 sentences"),
+    (0, "got 0 sentences, expected 1 to 149 for 150 sentences"),
+    ("0.2", r"got '0\.2', expected a fraction in \(0, 1\) or a sentence count"),
+])
+def test_split_bad_test_size(pos: LabeledCorpus, test_size: object, words: str) -> None:
+    with pytest.raises(InputError, match=f"^test_size: {words}$"):
         train_test_split_sentences(pos, test_size=test_size)  # type: ignore[arg-type]

@@ -92,9 +92,10 @@ def test_training_is_deterministic(tok, corpus: list[Sample]) -> None:
 
 
 def test_too_small_vocab_is_refused() -> None:
-    with pytest.raises(InputError, match="vocab_size"):
+    with pytest.raises(InputError, match=r"^vocab_size: 600 is too small for the synthetic tasks \(\d+ problems, "
+                                         r"e\.g\. .*\); expected a larger vocab_size such as 2048$"):
         train_tokenizer(generate_corpus(300), vocab_size=600)
-    with pytest.raises(InputError, match="vocab_size"):
+    with pytest.raises(InputError, match=r"^vocab_size: got 10, expected an integer >= 300$"):
         train_tokenizer(["a b"], vocab_size=10)
 
 
@@ -130,7 +131,7 @@ def test_word_token_spans_cover_multi_token_words(tok) -> None:
     word_ids = token_word_ids(tok, words)
     assert len(word_ids) == len(ids) and word_ids[spans[3][0]] == word_ids[spans[3][0] + 1] == 3
     assert word_token_spans(tok.backend_tokenizer, words) == spans
-    with pytest.raises(InputError, match=r"words\[1\]"):
+    with pytest.raises(InputError, match=r"^words\[1\]: 'b c'; expected a non-empty word without spaces$"):
         word_token_spans(tok, ["a", "b c"])
 
 
