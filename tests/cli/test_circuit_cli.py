@@ -38,6 +38,26 @@ def test_circuit_writes_result_graph_and_report(setup: tuple[Path, Path], tmp_pa
     assert max(len(p["nodes"]) for p in result["paths"]) == 3  # two iterations: target plus two steps
     target_node = next(n for n in result["graph"]["nodes"] if n["kind"] == "target")
     assert target_node["value"] == pytest.approx(result["target_value"])
+    features = [n for n in result["graph"]["nodes"] if n["kind"] == "feature"]
+    dirs = {n["layer"]: tcs / ("layer" + str(n["layer"])) for n in features}
+    assert features and all(n["unit"] == f"dict:{dirs[n['layer']]}:{n['index']}@{n['pos']}"
+                            for n in features)  # units naming each layer's transcoder directory
+    from lmscope import HookedModel
+    from lmscope.circuits.graph import CircuitGraph
+    from lmscope.dictionary import attach_dictionaries
+    from lmscope.model.interventions import ZeroAblation
+
+    graph = CircuitGraph.from_dict(json.loads((tmp_path / "graph.json").read_text()))
+    hooked = HookedModel.from_pretrained(str(model))
+    units = graph.units(["feature"])
+    attach_dictionaries(hooked, units)
+    first = next(iter(units))
+    hook = f"{first.dictionary}.hook_sae_acts_post"
+    _, clean = hooked.run_with_cache(PROMPT, names=[hook])
+    node = next(n for n in features if n["unit"] == str(first))
+    assert float(clean[hook][0, first.position, first.index]) == pytest.approx(node["activation"], rel=1e-5)
+    _, ablated = hooked.run_with_cache(PROMPT, names=[hook], hooks=ZeroAblation(units).hooks())
+    assert float(ablated[hook][0, first.position, first.index]) == 0.0  # the graph's units act on the model
     html = (tmp_path / "report.html").read_text()
     assert "Attribution graph" in html and "Top paths" in html and "largest features" in html
     code, _, err = run(capsys, *args)

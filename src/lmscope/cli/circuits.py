@@ -59,7 +59,7 @@ def circuit(model: ModelArg,
     from lmscope.circuits.faithfulness import HeldoutCase
     from lmscope.circuits.heldout import TASKS, builtin_cases, read_cases
     from lmscope.dictionary.io import check_dictionary_model
-    from lmscope.dictionary.stack import load_transcoders
+    from lmscope.dictionary.stack import load_transcoders_by_path
     from lmscope.errors import InputError
     from lmscope.fileio import check_output_dir, check_writable
     from lmscope.report import Report
@@ -71,7 +71,7 @@ def circuit(model: ModelArg,
             check_writable(Path(out_dir) / name, overwrite=overwrite)
     if heldout is not None and not Path(heldout).exists() and heldout not in TASKS:  # before loading anything
         raise InputError(f"--heldout: {heldout!r} is neither a file nor a built-in task ({', '.join(TASKS)})")
-    tcs = load_transcoders(transcoders)  # a bad directory is one line before the model loads
+    tcs, names = load_transcoders_by_path(transcoders)  # a bad directory: one line before the model loads
     hooked = HookedModel.from_pretrained(model)
     check_dictionary_model(tcs, hooked, what=f"--transcoders {transcoders}", allow_mismatch=allow_mismatch)
     spec = parse_target(target, hooked, pos=position)
@@ -87,7 +87,7 @@ def circuit(model: ModelArg,
     with progress_bars(not as_json) as stage:
         result = trace_circuit(hooked, tcs, prompt, spec, n_iters=iters, branches=branches, beam=beam,
                                threshold=threshold, check=check, heldout=cases, heldout_source=source,
-                               heldout_skipped=skipped, progress=stage)
+                               heldout_skipped=skipped, dictionaries=names, progress=stage)
     data = result.to_dict()
     if out_dir is not None:
         report = Report("Feature circuit", meta={"model": model, "transcoders": transcoders})

@@ -27,6 +27,19 @@ def load_transcoders(directory: str | Path, *, model: HookedModel | None = None,
                      allow_mismatch: bool = False) -> dict[int, Dictionary]:
     """`{layer: transcoder}` from `directory` (one transcoder) or its subdirectories (one per layer); with
     `model`, each one's recorded model is checked against it (`load_dictionary`'s provenance check)."""
+    return {layer: tc for layer, (_, tc) in _load(directory, model, allow_mismatch).items()}
+
+
+def load_transcoders_by_path(directory: str | Path, *, model: HookedModel | None = None,
+                             allow_mismatch: bool = False) -> tuple[dict[int, Dictionary], dict[int, str]]:
+    """`load_transcoders`, and each layer's transcoder directory: the name `attach_dictionaries` attaches it under
+    (`dict:<directory>:f`), which `trace_circuit(dictionaries=...)` gives the graph's feature nodes."""
+    loaded = _load(directory, model, allow_mismatch)
+    return {layer: tc for layer, (_, tc) in loaded.items()}, {layer: str(d) for layer, (d, _) in loaded.items()}
+
+
+def _load(directory: str | Path, model: HookedModel | None, allow_mismatch: bool
+          ) -> dict[int, tuple[Path, Dictionary]]:
     root = Path(directory)
     if not root.is_dir():
         raise InputError(f"directory: {root} is not a directory", arg="directory")
@@ -34,7 +47,7 @@ def load_transcoders(directory: str | Path, *, model: HookedModel | None = None,
     if not dirs:
         raise InputError(f"directory: {root} holds no {CFG_FILE} (expected one transcoder directory per layer)",
                          arg="directory")
-    out: dict[int, Dictionary] = {}
+    out: dict[int, tuple[Path, Dictionary]] = {}
     for d in dirs:
         tc = load_dictionary(d, model=model, allow_mismatch=allow_mismatch)
         m = _LAYER.match(tc.cfg.hook_name)
@@ -43,7 +56,7 @@ def load_transcoders(directory: str | Path, *, model: HookedModel | None = None,
         layer = int(m.group(1))
         if layer in out:
             raise InputError(f"{d}: a second transcoder for layer {layer}")
-        out[layer] = tc
+        out[layer] = (d, tc)
     return out
 
 
