@@ -1,0 +1,170 @@
+"""CLI options no other test passed on a command line (--overwrite, --json, --allow-model-mismatch, --column,
+--mode, --fold-ln, --title, --text/--foil, --balance, --exclude-first, --model), each with its effect, and the
+CLI's own one-line refusals. In-process (`cli_runner.run`) on zoo:gpt2-tiny and tiny saved models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from cli_runner import run
+
+MODEL = "zoo:gpt2-tiny"
+Capsys = pytest.CaptureFixture[str]
+
+
+def _refused(capsys: Capsys, *argv: str) -> str:
+    code, _, err = run(capsys, *argv)
+    assert code == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("lmscope: error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err  # above it: progress lines only
+    return errors[0]
+
+
+def _overwrite(capsys: Capsys, argv: list[str], out: Path, *extra: str) -> tuple[dict[str, Any], str]:
+    """`argv --out OUT` is refused on OUT's stale result.json and accepted with --overwrite, which replaces it."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "result.json").write_text("{}")
+    err = _refused(capsys, *argv, "--out", str(out), *extra)
+    assert "already exists" in err and "--overwrite" in err, err
+    code, stdout, err = run(capsys, *argv, "--out", str(out), *extra, "--overwrite")
+    assert code == 0, err
+    result = json.loads((out / "result.json").read_text())
+    assert result and "kind" in result, result
+    return result, stdout
+
+
+def _other_zoo() -> Any:
+    """zoo:gpt2-tiny with one weight changed: the same shapes, another model as far as provenance goes."""
+    from lmscope import HookedModel
+
+    model = HookedModel.from_pretrained(MODEL)
+    with torch.no_grad():
+        model.hf.transformer.h[0].mlp.c_fc.weight[0, 0] += 1.0
+    return model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """texts.txt (a few synthetic sentences), an SAE of the zoo model's blocks.1.hook_resid_post saved with no
+    model (`anon`) and one saved from another model of the same shape (`other`)."""
+    from lmscope.data.synthetic import generate_corpus
+    from lmscope.dictionary import DictConfig, Dictionary, save_dictionary
+
+    root = tmp_path_factory.mktemp("cli-options")
+    (root / "texts.txt").write_text("".join(s.text + "\n" for s in generate_corpus(24, seed=5)))
+    cfg = DictConfig(kind="sae", d_in=128, d_sae=16, hook_name="blocks.1.hook_resid_post")
+    torch.manual_seed(0)
+    save_dictionary(Dictionary(cfg), root / "anon")
+    save_dictionary(Dictionary(cfg), root / "other", model=_other_zoo())
+    return root
+
+
+# ---------------------------------------------------------------- heads
+
+def test_heads_mod10_and_edit_mode_fold_ln_overwrite_json(capsys: Capsys, tmp_path: Path) -> None:
+    mod10 = ["heads", "mod10", MODEL, "--head", "0.3", "--seeds", "1", "--d-sae", "64", "--mode", "raw",
+             "--fold-ln"]
+    result, out = _overwrite(capsys, mod10, tmp_path / "m", "--json")
+    assert result["settings"]["mode"] == "raw" and result["settings"]["fold_ln"] is True
+    assert json.loads(out)["settings"] == result["settings"] and json.loads(out)["head"] == {"layer": 0, "head": 3}
+    edit = ["heads", "edit", MODEL, "--head", "1.0", "--from", "3", "--to", "7", "--seeds", "1", "--mode", "mlp0",
+            "--fold-ln"]
+    result, _ = _overwrite(capsys, edit, tmp_path / "e")
+    assert result["kind"] == "vector_arithmetic" and result["pairs"] == [[3, 7]]
+    assert result["head"] == {"layer": 1, "head": 0} and result["n_edits"]["numbers"] == 40
+
+
+@pytest.mark.parametrize("argv", [
+    ["heads", "detect", MODEL, "--seq-len", "10"],
+    ["heads", "succession", MODEL],
+], ids=["detect", "succession"])
+def test_heads_overwrite(capsys: Capsys, tmp_path: Path, argv: list[str]) -> None:
+    result, _ = _overwrite(capsys, argv, tmp_path / "r")
+    assert result["kind"] in ("head_detectors", "succession")
+
+
+def test_heads_wild_overwrite(capsys: Capsys, tmp_path: Path) -> None:
+    (tmp_path / "c.txt").write_text("after Monday comes Tuesday .\nthe list reads 3 4 5 6 .\n")
+    result, _ = _overwrite(capsys, ["heads", "wild", MODEL, "--corpus", str(tmp_path / "c.txt")], tmp_path / "w")
+    assert result["corpus"]["n_documents"] == 2
+
+
+def test_report_title_and_overwrite(capsys: Capsys, tmp_path: Path) -> None:
+    code, _, err = run(capsys, "heads", "detect", MODEL, "--seq-len", "10", "--out", str(tmp_path / "d"))
+    assert code == 0, err
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "report.html").write_text("stale")
+    err = _refused(capsys, "report", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--title", "Heads of zoo")
+    assert "report.html" in err and "already exists" in err
+    code, _, err = run(capsys, "report", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--title", "Heads of zoo",
+                       "--overwrite")
+    assert code == 0, err
+    assert "<title>Heads of zoo" in (tmp_path / "r" / "report.html").read_text()
+
+
+# ---------------------------------------------------------------- CLI refusals of its own
+
+def test_cli_refusals(capsys: Capsys, files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    err = _refused(capsys, "dict", "train", MODEL, "--layer", "1", "--d-sae", "4", "--activation", "topk", "--k", "9",
+                   "--out", str(tmp_path / "a"))
+    assert "--k: expected 1..4 (--d-sae) active features, got 9" in err
+    err = _refused(capsys, "dict", "train", MODEL, "--layers", "0,1", "--d-sae", "4", "--activation", "topk",
+                   "--out", str(tmp_path / "b"))
+    assert "--k: a TopK dictionary needs k" in err
+    err = _refused(capsys, "dict", "train", MODEL, "--layer", "1", "--model-dtype", "float8", "--out",
+                   str(tmp_path / "c"))
+    assert "--model-dtype: expected float32 or bfloat16, got 'float8'" in err
+    monkeypatch.setenv("LMSCOPE_HOME", str(tmp_path / "home"))  # a cold cache, shipped weights ignored
+    monkeypatch.setenv("LMSCOPE_ZOO_PACKAGED", "0")
+    err = _refused(capsys, "zoo", "path", "gpt2-tiny")
+    assert "zoo model 'gpt2-tiny' is not trained yet; run: lmscope zoo train gpt2-tiny" in err
+    monkeypatch.undo()
+    err = _refused(capsys, "dict", "features", str(files / "anon"), "--corpus", str(files / "texts.txt"))
+    assert "cfg.json names no model; pass --model" in err
+    err = _refused(capsys, "autointerp", "score", "--model", MODEL, "--corpus", str(files / "texts.txt"),
+                   "--explainer", "openai", "--out", str(tmp_path / "d"))
+    assert "--explainer openai: pass --llm-model" in err
+
+
+# ---------------------------------------------------------------- dict
+
+def test_dict_features_model_exclude_first_and_mismatch(capsys: Capsys, files: Path) -> None:
+    args = ["dict", "features", str(files / "anon"), "--corpus", str(files / "texts.txt"), "--texts", "8",
+            "--features", "0,1", "--top-examples", "2", "--json"]
+    code, out, err = run(capsys, *args, "--model", MODEL, "--exclude-first", "3")
+    assert code == 0, err
+    late = json.loads(out)
+    code, out, err = run(capsys, *args, "--model", MODEL)
+    assert code == 0, err
+    every = json.loads(out)
+    assert [f["feature"] for f in late] == [f["feature"] for f in every] == [0, 1]
+    assert [f["density"] for f in late] != [f["density"] for f in every]  # fewer positions read
+    other = ["dict", "features", str(files / "other"), "--model", MODEL, "--corpus", str(files / "texts.txt"),
+             "--texts", "8", "--features", "0", "--top-examples", "1"]
+    err = _refused(capsys, *other)
+    assert "--allow-model-mismatch" in err
+    code, _, err = run(capsys, *other, "--allow-model-mismatch")
+    assert code == 0, err
+
+
+def test_dict_eval_exclude_first_and_overwrite(capsys: Capsys, files: Path, tmp_path: Path) -> None:
+    args = ["dict", "eval", str(files / "anon"), "--model", MODEL, "--corpus", str(files / "texts.txt"), "--texts",
+            "8", "--exclude-first", "2"]
+    result, _ = _overwrite(capsys, args, tmp_path / "e")
+    assert result["positions"]["exclude_first"] == 2, result
+
+
+def test_extract_allow_model_mismatch(capsys: Capsys, files: Path, tmp_path: Path) -> None:
+    (tmp_path / "s.txt").write_text("the cat sat\nafter Monday comes Tuesday\n")
+    args = ["extract", MODEL, "--corpus", str(tmp_path / "s.txt"), "--points",
+            f"{files / 'other'}.hook_sae_acts_post"]
+    err = _refused(capsys, *args, "--out", str(tmp_path / "refused"))
+    assert "--allow-model-mismatch" in err and not (tmp_path / "refused").exists()
+    code, out, err = run(capsys, *args, "--out", str(tmp_path / "store"), "--allow-model-mismatch", "--json")
+    assert code == 0, err
+    assert json.loads(out)["n_rows"] == 7
