@@ -71,3 +71,17 @@ def save_with_random_transcoders(model, root, d_sae: int):  # type: ignore[no-un
         tcs[layer] = tc
     save_transcoders(tcs, root / "tcs")
     return root / "model", root / "tcs"
+
+
+def save_identity_sae(d: int, hook: str, path: object, shift: float = -1000.0) -> None:
+    """An SAE whose feature i is coordinate i of `hook` minus `shift` (W_enc = W_dec = I, b_dec = shift, so a
+    ReLU never clips for |activations| < |shift|): patching feature i is patching coordinate i of the hook."""
+    from lmscope.dictionary import DictConfig, Dictionary, save_dictionary
+
+    sae = Dictionary(DictConfig(kind="sae", d_in=d, d_sae=d, hook_name=hook))
+    with torch.no_grad():
+        sae.W_enc.copy_(torch.eye(d))
+        sae.W_dec.copy_(torch.eye(d))
+        sae.b_enc.zero_()
+        sae.b_dec.fill_(shift)
+    save_dictionary(sae, path)  # type: ignore[arg-type]

@@ -284,16 +284,10 @@ def test_py_plugin_leaves_sys_path_as_it_was_and_help_says_it_runs_code(
 def test_patch_a_dictionary_feature_unit(model_dir, tmp_path, capsys) -> None:  # type: ignore
     """An identity SAE at blocks.1.hook_mlp_out (W_enc = W_dec = I, b_dec = -1000, so every code is x + 1000 and
     never clipped): patching its feature 5 is patching coordinate 5 of that hook, so the two effects agree."""
-    from lmscope.dictionary import DictConfig, Dictionary, save_dictionary
+    from tiny_models import save_identity_sae
 
     d_model = HookedModel.from_pretrained(str(model_dir)).cfg.d_model
-    sae = Dictionary(DictConfig(kind="sae", d_in=d_model, d_sae=d_model, hook_name="blocks.1.hook_mlp_out"))
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.eye(d_model))
-        sae.W_dec.copy_(torch.eye(d_model))
-        sae.b_enc.zero_()
-        sae.b_dec.fill_(-1000.0)
-    save_dictionary(sae, tmp_path / "sae")
+    save_identity_sae(d_model, "blocks.1.hook_mlp_out", tmp_path / "sae")
     base, source = tmp_path / "base.txt", tmp_path / "source.txt"
     base.write_text("the senator voted\nthe soup was hot\n")
     source.write_text("the chef baked\nthe player scored twice\n")

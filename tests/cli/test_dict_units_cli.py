@@ -11,8 +11,7 @@ import torch
 
 from cli_runner import run
 from lmscope.activations import ActivationStore
-from lmscope.dictionary import DictConfig, Dictionary, save_dictionary
-from tiny_models import tiny_hooked_with_tokenizer
+from tiny_models import save_identity_sae, tiny_hooked_with_tokenizer
 
 
 def test_extract_stores_a_dictionarys_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -21,13 +20,7 @@ def test_extract_stores_a_dictionarys_codes(tmp_path: Path, capsys: pytest.Captu
     model.hf.save_pretrained(tmp_path / "m")
     model.tokenizer.save_pretrained(tmp_path / "m")
     d = model.cfg.d_model
-    sae = Dictionary(DictConfig(kind="sae", d_in=d, d_sae=d, hook_name="blocks.1.hook_mlp_out"))
-    with torch.no_grad():
-        sae.W_enc.copy_(torch.eye(d))
-        sae.W_dec.copy_(torch.eye(d))
-        sae.b_enc.zero_()
-        sae.b_dec.fill_(-1000.0)
-    save_dictionary(sae, tmp_path / "sae")
+    save_identity_sae(d, "blocks.1.hook_mlp_out", tmp_path / "sae")
     (tmp_path / "corpus.txt").write_text("the senator voted\nthe chef baked a cake\n")
     feature = f"{tmp_path / 'sae'}.hook_sae_acts_post"
     code, out, err = run(capsys, "extract", str(tmp_path / "m"), "--corpus", str(tmp_path / "corpus.txt"),
