@@ -168,3 +168,84 @@ def test_extract_allow_model_mismatch(capsys: Capsys, files: Path, tmp_path: Pat
     code, out, err = run(capsys, *args, "--out", str(tmp_path / "store"), "--allow-model-mismatch", "--json")
     assert code == 0, err
     assert json.loads(out)["n_rows"] == 7
+
+
+# ---------------------------------------------------------------- patch, mediate, circuit
+
+def test_patch_overwrite_and_allow_model_mismatch(capsys: Capsys, files: Path, tmp_path: Path) -> None:
+    (tmp_path / "base.txt").write_text("when the senator and the chef went out , the chef gave a book to the\n")
+    (tmp_path / "source.txt").write_text("when the senator and the chef went out , the senator gave a book to the\n")
+    args = ["patch", MODEL, "--base", str(tmp_path / "base.txt"), "--source", str(tmp_path / "source.txt"),
+            "--target", " senator", "--foil", " chef", "--components", "neurons", "--neurons",
+            f"dict:{files / 'other'}:0"]
+    err = _refused(capsys, *args, "--out", str(tmp_path / "refused"))
+    assert "--allow-model-mismatch" in err and not (tmp_path / "refused").exists()
+    result, _ = _overwrite(capsys, [*args, "--allow-model-mismatch"], tmp_path / "p")
+    assert result["kind"] == "activation_patching" and result["components"] == [f"dict:{files / 'other'}:0"], result
+
+
+def test_mediate_text_foil_overwrite_and_allow_model_mismatch(capsys: Capsys, files: Path, tmp_path: Path) -> None:
+    from lmscope.causal.data import topic_mediation_rows
+
+    rows = [{"sentence": r["text"], "cue": r["toxic_cue"], "topic": r["topic"]}
+            for r in topic_mediation_rows(40, seed=0, max_per_cell=4)]
+    (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["mediate", MODEL, str(tmp_path / "rows.jsonl"), "--text", "sentence", "--treatment", "cue",
+            "--confounder", "topic", "--outcome", "logit-diff", "--target", " senator", "--foil", " chef",
+            "--components", "mlp,neurons", "--neurons", f"dict:{files / 'other'}:0", "--n-boot", "10"]
+    err = _refused(capsys, *args, "--out", str(tmp_path / "refused"))
+    assert "--allow-model-mismatch" in err and not (tmp_path / "refused").exists()
+    result, _ = _overwrite(capsys, [*args, "--allow-model-mismatch"], tmp_path / "m")
+    assert result["components"][-1] == f"dict:{files / 'other'}:0" and result["outcome"] == "logit-diff", result
+    assert result["n_treated"] + result["n_control"] == len(rows)  # every row's text read from "sentence"
+
+
+def test_circuit_overwrite(capsys: Capsys, tmp_path: Path) -> None:
+    from tiny_models import save_with_random_transcoders, tiny_hooked_with_tokenizer
+
+    model, tcs = save_with_random_transcoders(tiny_hooked_with_tokenizer(300), tmp_path, d_sae=32)
+    args = ["circuit", str(model), "--transcoders", str(tcs), "--prompt", "after Monday comes", "--target",
+            "logit:#40-#20", "--iters", "1", "--branches", "2", "--beam", "4", "--no-check"]
+    result, _ = _overwrite(capsys, args, tmp_path / "c")
+    assert result["kind"] == "circuit" and result["options"]["n_iters"] == 1, result
+    assert (tmp_path / "c" / "report.html").exists()
+
+
+# ---------------------------------------------------------------- neurons
+
+@pytest.fixture(scope="module")
+def neuron_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A store of zoo:gpt2-tiny's blocks.0.mlp.hook_post on 40 synthetic samples, and their samples.jsonl (whose
+    labels are pos, topic, toxic and task: --column picks one; task labels every word: its succession task or O)."""
+    from lmscope import HookedModel
+    from lmscope.activations import ExtractConfig, extract
+    from lmscope.data.samples import write_jsonl
+    from lmscope.data.synthetic import generate_corpus
+
+    root = tmp_path_factory.mktemp("neurons")
+    samples = generate_corpus(40, seed=4)
+    write_jsonl(samples, root / "samples.jsonl")
+    extract(HookedModel.from_pretrained(MODEL), [list(s.words) for s in samples], root / "store",
+            ExtractConfig(("blocks.0.mlp.hook_post",)))
+    return root / "store", root / "samples.jsonl"
+
+
+def test_neurons_rank_evaluate_ablate_options(capsys: Capsys, neuron_store: tuple[Path, Path],
+                                              tmp_path: Path) -> None:
+    store, labels = map(str, neuron_store)
+    rank = ["neurons", "rank", store, "--labels", labels, "--column", "task", "--method", "probeless"]
+    plain, _ = _overwrite(capsys, rank, tmp_path / "rank")
+    assert "O" in plain["per_class"] and "numbers" in plain["per_class"], plain["per_class"].keys()
+    code, _, err = run(capsys, *rank, "--balance", "--out", str(tmp_path / "balanced"))
+    assert code == 0, err
+    balanced = json.loads((tmp_path / "balanced" / "result.json").read_text())
+    assert balanced["n_rows"] < plain["n_rows"]  # every class cut to the smallest
+    evaluate = ["neurons", "evaluate", store, "--labels", labels, "--column", "task", "--ranking",
+                str(tmp_path / "rank"), "--ks", "5"]
+    result, out = _overwrite(capsys, evaluate, tmp_path / "eval", "--json")
+    shown = json.loads(out)
+    assert isinstance(shown, dict) and result["kind"] and set(result["selectivity"]) == {"5", "512"}, result
+    ablate = ["neurons", "ablate", MODEL, store, "--labels", labels, "--column", "task", "--ranking",
+              str(tmp_path / "rank"), "--k", "5"]
+    result, _ = _overwrite(capsys, ablate, tmp_path / "abl")
+    assert result["k"] == 5, result
