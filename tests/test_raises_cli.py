@@ -249,3 +249,58 @@ def test_neurons_rank_evaluate_ablate_options(capsys: Capsys, neuron_store: tupl
               str(tmp_path / "rank"), "--k", "5"]
     result, _ = _overwrite(capsys, ablate, tmp_path / "abl")
     assert result["k"] == 5, result
+
+
+# ---------------------------------------------------------------- whitebox
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from lmscope.data.synthetic import generate_corpus
+
+    path = tmp_path_factory.mktemp("whitebox") / "docs.txt"
+    path.write_text("\n".join(s.text for s in generate_corpus(80, seed=5)) + "\n")
+    return path
+
+
+def test_whitebox_train_overwrite_and_refusals(capsys: Capsys, docs: Path, tmp_path: Path) -> None:
+    args = ["whitebox", "train", "--corpus", str(docs), "--layers", "1", "--d-model", "16", "--heads", "2",
+            "--expansion", "1", "--steps", "1", "--batch-size", "2", "--seq-len", "8", "--out", str(tmp_path / "m")]
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "old.txt").write_text("an earlier run")
+    err = _refused(capsys, *args)
+    assert "already exists" in err and "--overwrite" in err
+    code, out, err = run(capsys, *args, "--overwrite", "--json")
+    assert code == 0, err
+    card = json.loads((tmp_path / "m" / "zoo_card.json").read_text())
+    assert card["train"]["steps"] == 1 and card["heldout_loss"] == json.loads(out)["heldout_loss"]
+    (tmp_path / "short.txt").write_text("one two three\nfour five\n")
+    err = _refused(capsys, *args[:2], "--corpus", str(tmp_path / "short.txt"), "--out", str(tmp_path / "s"))
+    assert "--corpus: too little text for windows of 64 tokens" in err
+
+
+def test_whitebox_train_refuses_an_impossible_model_size(docs: Path, tmp_path: Path) -> None:
+    from lmscope.errors import InputError
+    from lmscope.whitebox.train import train_crate
+
+    with pytest.raises(InputError, match=r"^model size: n_embd \(30\) must be divisible by n_head \(4\)") as err:
+        train_crate(tmp_path / "m", corpus=docs, arch={"n_embd": 30, "n_head": 4}, heldout_fraction=0.5)
+    assert "\n" not in str(err.value)
+
+
+def test_whitebox_compare_overwrite(capsys: Capsys, tmp_path: Path) -> None:
+    from lmscope.data.tokenizer import save_tokenizer
+    from lmscope.whitebox import CrateConfig, CrateForCausalLM
+    from tiny_models import tiny_hooked_with_tokenizer
+
+    gpt = tiny_hooked_with_tokenizer(300)
+    torch.manual_seed(0)
+    crate = CrateForCausalLM(CrateConfig(vocab_size=gpt.cfg.d_vocab, n_positions=128, n_embd=32, n_layer=1,
+                                         n_head=4, ista_expansion=1))
+    for name, hf in (("crate", crate), ("gpt", gpt.hf)):
+        hf.save_pretrained(tmp_path / name)
+        save_tokenizer(gpt.tokenizer, tmp_path / name)
+    models = f"{tmp_path / 'crate'},{tmp_path / 'gpt'}"
+    args = ["whitebox", "compare", "--models", models, "--corpus", "synthetic", "--sentences", "20",
+            "--units-per-layer", "2", "--heldout-samples", "40"]
+    result, _ = _overwrite(capsys, args, tmp_path / "cmp")
+    assert result["models"] == models.split(",") and len(result["units"][str(tmp_path / "crate")]) == 2, result
