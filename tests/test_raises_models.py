@@ -1,0 +1,87 @@
+"""More reached refusals (see test_raises.py): plain calls, and those that need a model of a particular kind
+(a soft-capped Gemma 2, a word-level tokenizer without the task words). One `InputError` line each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lmscope.errors import InputError
+
+
+def _refused(call: Callable[[], Any], words: str) -> str:
+    with pytest.raises(InputError, match=words) as err:
+        call()
+    message = str(err.value)
+    assert "\n" not in message, message
+    return message
+
+
+def _word_level() -> Any:
+    """A word-level tokenizer that splits on whitespace: a word of spaces gets no token."""
+    from heads.tiny_tokenizers import word_level
+
+    return word_level()
+
+
+def _tensor_source() -> Any:
+    from lmscope.dictionary.train import TensorSource
+
+    x = torch.zeros(6, 4)
+    return TensorSource(x, x, 3, 0, 0, 2)
+
+
+def _zoo_build() -> Any:
+    from lmscope.model.zoo import ZooSpec, build
+
+    return build(ZooSpec("nothing", "abacus", {}), 61, 0)
+
+
+PLAIN = [
+    ("parse-layers-list-out-of-range", lambda: __import__("lmscope.dictionary.multi", fromlist=["x"]).parse_layers(
+        [0, 7], 2), r"^layers: expected layers in 0\.\.1, got \[0, 7\]"),
+    ("transcoder-score-no-Y", lambda: __import__("lmscope.dictionary.estimators", fromlist=["x"]).Transcoder(
+        8).score(torch.zeros(4, 3)), r"^Y: a Transcoder is scored against targets Y"),
+    ("tensor-source-world", _tensor_source, r"^batch_size:? 3 is not divisible by the 2 torchrun processes"),
+    ("encode-words-no-token", lambda: __import__("lmscope.activations.align", fromlist=["x"]).encode_words(
+        _word_level(), [["Monday", " ", "Tuesday"]]), r"^sentence 'Monday   Tuesday': some word got no token"),
+    ("read-lines-name-too-long", lambda: __import__("lmscope.data.lines", fromlist=["x"]).read_lines("x" * 5000),
+     r"^x+: cannot read \(File name too long\)"),
+    ("zoo-family", _zoo_build, r"^zoo family 'abacus': not buildable"),
+]
+
+
+@pytest.mark.parametrize(("call", "words"), [pytest.param(f, w, id=i) for i, f, w in PLAIN])
+def test_plain_refusals(call: Callable[[], Any], words: str) -> None:
+    _refused(call, words)
+
+
+def test_succession_refuses_a_tokenizer_without_the_task_words() -> None:
+    from heads.tiny_tokenizers import tiny_llama, word_level
+    from lmscope import HookedModel
+    from lmscope.data.synthetic import SUCCESSION_TASKS
+    from lmscope.heads import succession_scores
+
+    tok = word_level(missing=tuple(SUCCESSION_TASKS["days"]))
+    model = HookedModel(tiny_llama(len(tok)), tok)
+    _refused(lambda: succession_scores(model, tasks=["days"]),
+             r"^tasks: no item of days is a single token of this tokenizer \(\d+ map to its unknown token\)")
+
+
+def test_heads_in_the_wild_refuses_soft_capped_logits(tmp_path: Path) -> None:
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    from lmscope import HookedModel
+    from lmscope.heads.wild import heads_in_the_wild
+
+    torch.manual_seed(0)
+    cfg = Gemma2Config(vocab_size=61, hidden_size=32, intermediate_size=48, num_attention_heads=4,
+                       num_key_value_heads=2, head_dim=8, max_position_embeddings=64, num_hidden_layers=2,
+                       final_logit_softcapping=3.0, bos_token_id=2, eos_token_id=1, pad_token_id=0)
+    model = HookedModel(Gemma2ForCausalLM(cfg).eval(), None, name="tiny-gemma2")
+    _refused(lambda: heads_in_the_wild(model, ["a b"]),
+             r"^model: tiny-gemma2 soft-caps its logits, so a head's direct effect is not linear")
