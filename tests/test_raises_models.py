@@ -85,3 +85,56 @@ def test_heads_in_the_wild_refuses_soft_capped_logits(tmp_path: Path) -> None:
     model = HookedModel(Gemma2ForCausalLM(cfg).eval(), None, name="tiny-gemma2")
     _refused(lambda: heads_in_the_wild(model, ["a b"]),
              r"^model: tiny-gemma2 soft-caps its logits, so a head's direct effect is not linear")
+
+
+@pytest.fixture(scope="module")
+def hooked() -> Any:
+    from tiny_models import tiny_hooked_with_tokenizer
+
+    return tiny_hooked_with_tokenizer(300)
+
+
+def test_vector_arithmetic_refuses_when_no_item_can_be_edited(hooked: Any) -> None:
+    from types import SimpleNamespace
+
+    from lmscope.heads.arithmetic import vector_arithmetic
+
+    mod10 = SimpleNamespace(settings={}, directions=torch.zeros(10, 32), scales=torch.ones(10))
+    _refused(lambda: vector_arithmetic(hooked, mod10, layer=0, head=0, tasks=["days"], from_residue=8,  # type: ignore[arg-type]
+                                       to_residue=9),
+             r"^tasks: no valid edit \(no task item has the residue to edit and a successor after it\)")
+
+
+def test_circuit_expand_refuses_a_leaf(hooked: Any) -> None:
+    from lmscope.circuits.trace import CircuitTrace, Node
+    from lmscope.dictionary import DictConfig, Dictionary
+
+    tc = Dictionary(DictConfig(kind="transcoder", d_in=32, d_sae=8, d_out=32, hook_name="blocks.0.ln2.hook_normalized",
+                               hook_name_out="blocks.0.hook_mlp_out"))
+    trace = CircuitTrace(hooked, {0: tc}, "after Monday comes")
+    _refused(lambda: trace.expand(Node("embed", pos=1), None),  # type: ignore[arg-type]
+             r"^node \S+: only features and heads have inputs to trace")
+
+
+def test_add_bos_template_refuses_a_tokenizer_that_ignores_it() -> None:
+    from lmscope.model.inputs import add_bos_template
+
+    class Plain:
+        """Has a BOS token but never adds it, whatever add_bos_token says (a slow tokenizer's shape)."""
+
+        bos_token_id, eos_token_id, all_special_ids = 1, 2, [1, 2]
+
+        def __call__(self, text: Any, **kwargs: Any) -> dict[str, Any]:
+            return {"input_ids": [5] if isinstance(text, str) else [[5] for _ in text]}
+
+    _refused(lambda: add_bos_template(Plain()), r"^tokenizer: Plain did not take a BOS template")
+
+
+def test_dictionary_cfg_that_cannot_be_read(tmp_path: Path) -> None:
+    from lmscope.dictionary import DictConfig, Dictionary, load_dictionary, save_dictionary
+
+    out = save_dictionary(Dictionary(DictConfig(kind="sae", d_in=8, d_sae=4, hook_name="blocks.0.hook_resid_post")),
+                          tmp_path / "sae")
+    (out / "cfg.json").unlink()
+    (out / "cfg.json").symlink_to("/proc/self/mem")  # a regular file whose read fails (EIO)
+    _refused(lambda: load_dictionary(out), r"cfg\.json: cannot read \(")
