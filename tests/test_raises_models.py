@@ -130,11 +130,27 @@ def test_add_bos_template_refuses_a_tokenizer_that_ignores_it() -> None:
     _refused(lambda: add_bos_template(Plain()), r"^tokenizer: Plain did not take a BOS template")
 
 
-def test_dictionary_cfg_that_cannot_be_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ["cfg.json", "sae_weights.safetensors"])
+def test_dictionary_file_that_cannot_be_read(tmp_path: Path, name: str) -> None:
     from lmscope.dictionary import DictConfig, Dictionary, load_dictionary, save_dictionary
 
     out = save_dictionary(Dictionary(DictConfig(kind="sae", d_in=8, d_sae=4, hook_name="blocks.0.hook_resid_post")),
                           tmp_path / "sae")
-    (out / "cfg.json").unlink()
-    (out / "cfg.json").symlink_to("/proc/self/mem")  # a regular file whose read fails (EIO)
-    _refused(lambda: load_dictionary(out), r"cfg\.json: cannot read \(")
+    (out / name).unlink()
+    (out / name).symlink_to("/proc/self/mem")  # a regular file whose read fails (EIO)
+    _refused(lambda: load_dictionary(out), rf"{name.replace('.', chr(92) + '.')}: cannot read \(")
+
+
+def test_greedy_continuation_needs_a_key_value_cache(hooked: Any) -> None:
+    from lmscope import HookedModel
+    from lmscope.causal import patch_sweep
+    from lmscope.causal.continuation import Continuation
+    from lmscope.whitebox import CrateConfig, CrateForCausalLM
+
+    torch.manual_seed(0)
+    crate = CrateForCausalLM(CrateConfig(vocab_size=hooked.cfg.d_vocab, n_positions=128, n_embd=32, n_layer=1,
+                                         n_head=4, ista_expansion=1))  # returns no key/value cache
+    model = HookedModel(crate, hooked.tokenizer)
+    _refused(lambda: patch_sweep(model, ["after Monday comes"], ["after Friday comes"], ["blocks.0.hook_resid_post@-1"],
+                                 Continuation(2, lambda tokens, index: tokens[:, 0].float())),
+             r"^outcome: a greedy continuation needs a model that returns its key/value cache")
