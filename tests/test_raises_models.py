@@ -154,3 +154,25 @@ def test_greedy_continuation_needs_a_key_value_cache(hooked: Any) -> None:
     _refused(lambda: patch_sweep(model, ["after Monday comes"], ["after Friday comes"], ["blocks.0.hook_resid_post@-1"],
                                  Continuation(2, lambda tokens, index: tokens[:, 0].float())),
              r"^outcome: a greedy continuation needs a model that returns its key/value cache")
+
+
+def test_site_mean_refuses_when_no_position_is_kept(hooked: Any) -> None:
+    from lmscope.dictionary.splice import site_mean
+
+    _refused(lambda: site_mean(hooked, "blocks.0.hook_resid_post", ["a b"], exclude_first=40),
+             r"^texts: no kept token to average")
+
+
+def test_attached_transcoder_of_the_wrong_width_refuses_an_edit(hooked: Any) -> None:
+    from lmscope.dictionary import DictConfig, Dictionary
+    from lmscope.model.dictionaries import feature_hook
+
+    tc = Dictionary(DictConfig(kind="transcoder", d_in=32, d_sae=8, d_out=16, hook_name="blocks.0.ln2.hook_normalized",
+                               hook_name_out="blocks.0.hook_mlp_out"))  # writes 16 dims into a 32-wide point
+    hooked.attach_dictionary("narrow", tc)
+    try:
+        _refused(lambda: hooked.run_with_hooks("a b", [(feature_hook("narrow"), lambda z, hook: z * 2)]),
+                 r"^dictionary edit: its decoder writes shape \(1, \d+, 16\) but 'blocks\.0\.hook_mlp_out' has "
+                 r"\(1, \d+, 32\); the dictionary does not fit this hook point")
+    finally:
+        hooked.detach_dictionary("narrow")
