@@ -304,3 +304,23 @@ def test_whitebox_compare_overwrite(capsys: Capsys, tmp_path: Path) -> None:
             "--units-per-layer", "2", "--heldout-samples", "40"]
     result, _ = _overwrite(capsys, args, tmp_path / "cmp")
     assert result["models"] == models.split(",") and len(result["units"][str(tmp_path / "crate")]) == 2, result
+
+
+def test_zoo_train_overwrite_and_json(capsys: Capsys, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The command end to end, on the recipe shrunk with zoo.train's own smoke-test knobs (steps, n_samples)."""
+    from functools import partial
+
+    from lmscope.model import zoo
+
+    monkeypatch.setattr(zoo, "train", partial(zoo.train, steps=1, n_samples=600))
+    out = tmp_path / "z"
+    out.mkdir()
+    (out / "old.txt").write_text("an earlier model")
+    err = _refused(capsys, "zoo", "train", "gpt2-tiny", "--out", str(out), "--json")
+    assert "already exists" in err and "--overwrite" in err
+    code, stdout, err = run(capsys, "zoo", "train", "gpt2-tiny", "--out", str(out), "--overwrite", "--json")
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["name"] == "gpt2-tiny" and summary["path"] == str(out) and not (out / "old.txt").exists()
+    card = json.loads((out / "zoo_card.json").read_text())
+    assert card["train"]["steps"] == 1 and summary["heldout_loss"] == card["heldout_loss"]
