@@ -109,3 +109,15 @@ def test_usage_errors_are_one_line_and_a_bare_group_shows_its_commands(capsys: p
     assert code == 2 and err == "" and all(c in out for c in ("rank", "evaluate", "top-examples", "ablate"))
     code, out, _ = run(capsys, "--help")
     assert code == 0 and all(c in out for c in ("extract", "patch", "report", "autointerp"))
+
+
+def test_summaries_and_errors_are_never_wrapped_at_the_terminal_width(capsys: pytest.CaptureFixture[str]) -> None:
+    """A long summary or error stays one line (rich would hard-wrap it at the terminal width: a path in the line
+    then split 'top-20 ablated' across two lines and broke greps)."""
+    from lmscope.cli.common import err, out
+
+    line = "x" * 300 + " top-20 ablated " + "y" * 300
+    out.print(line, markup=False)
+    err.print(line, markup=False)
+    captured = capsys.readouterr()
+    assert captured.out == line + "\n" and captured.err == line + "\n"

@@ -201,7 +201,8 @@ def test_out_is_checked_before_any_result_is_read(tmp_path: Path) -> None:
     app.command()(report_command)
     (tmp_path / "file").write_text("")
     res = CliRunner().invoke(app, [str(tmp_path / "missing"), "--out", str(tmp_path / "file")])
-    assert isinstance(res.exception, InputError) and "--out" in str(res.exception) and "is a file" in str(res.exception)
+    assert isinstance(res.exception, InputError) and res.exception.arg == "out_dir"  # the CLI's main names --out
+    assert str(res.exception) == f"out_dir: {tmp_path / 'file'} is a file, expected a directory"
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "report.html").write_text("mine")
     res = CliRunner().invoke(app, [str(tmp_path / "missing"), "--out", str(tmp_path / "out")])

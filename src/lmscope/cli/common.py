@@ -25,8 +25,8 @@ app = typer.Typer(help="Neuron-, feature- and circuit-level interpretability for
                   "Long commands report progress on stderr (plain lines when it is not a terminal); add --quiet "
                   "anywhere on the command line to silence it.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)  # summaries stay one line per line (rich would wrap them at the terminal width)
+err = Console(stderr=True, soft_wrap=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of a summary.")]
 ModelArg = Annotated[str, typer.Argument(help="zoo:NAME, a local HF model directory, or a Hugging Face hub id.")]
