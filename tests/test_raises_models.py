@@ -176,3 +176,18 @@ def test_attached_transcoder_of_the_wrong_width_refuses_an_edit(hooked: Any) -> 
                  r"\(1, \d+, 32\); the dictionary does not fit this hook point")
     finally:
         hooked.detach_dictionary("narrow")
+
+
+def test_simulator_refuses_a_tokenizer_without_digit_tokens() -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from lmscope.autointerp.local import LocalLM
+    from tiny_models import tiny_hf_model
+
+    letters = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz")}, merges=[]))
+    letters.pre_tokenizer = pre_tokenizers.Whitespace()  # no unknown token: a digit is dropped
+    tok = PreTrainedTokenizerFast(tokenizer_object=letters, eos_token="a", pad_token="a")
+    lm = LocalLM((tiny_hf_model("gpt2"), tok), dtype="float32").load()
+    _refused(lambda: lm.digit_expectations([1, 2], [([1], [0])]),
+             r"^model GPT2LMHeadModel: its tokenizer does not have one token per digit 0-9")
