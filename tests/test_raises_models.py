@@ -178,16 +178,31 @@ def test_attached_transcoder_of_the_wrong_width_refuses_an_edit(hooked: Any) -> 
         hooked.detach_dictionary("narrow")
 
 
-def test_simulator_refuses_a_tokenizer_without_digit_tokens() -> None:
+def _letters() -> Any:
+    """A tokenizer of the 26 letters and no unknown token: it drops every digit."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    letters = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz")}, merges=[]))
+    letters.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=letters, eos_token="a", pad_token="a")
+
+
+def test_simulator_refuses_a_tokenizer_without_digit_tokens() -> None:
     from lmscope.autointerp.local import LocalLM
     from tiny_models import tiny_hf_model
 
-    letters = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz")}, merges=[]))
-    letters.pre_tokenizer = pre_tokenizers.Whitespace()  # no unknown token: a digit is dropped
-    tok = PreTrainedTokenizerFast(tokenizer_object=letters, eos_token="a", pad_token="a")
-    lm = LocalLM((tiny_hf_model("gpt2"), tok), dtype="float32").load()
+    lm = LocalLM((tiny_hf_model("gpt2"), _letters()), dtype="float32").load()
     _refused(lambda: lm.digit_expectations([1, 2], [([1], [0])]),
              r"^model GPT2LMHeadModel: its tokenizer does not have one token per digit 0-9")
+
+
+def test_words_the_tokenizer_drops() -> None:
+    from lmscope import HookedModel
+    from lmscope.causal.scorers import word_token_ids
+    from lmscope.data.tokenizer import word_token_spans
+    from tiny_models import tiny_hf_model
+
+    _refused(lambda: word_token_ids(HookedModel(tiny_hf_model("gpt2"), _letters()), ["7", "42"]),
+             r"^word list: no word gave a token")
+    _refused(lambda: word_token_spans(_letters(), ["ab", "7"]), r"^words: some word got no token")
