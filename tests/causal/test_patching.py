@@ -198,3 +198,27 @@ def test_feature_components_start_at_the_block_their_dictionary_reads() -> None:
     torch.testing.assert_close(fast.effects, whole.effects, atol=1e-5, rtol=0)
     assert skipped == 2  # the base run and the source run
     assert len(calls) > skipped
+
+
+@pytest.mark.parametrize("method", ["exact", "attribution"])
+def test_a_component_the_forward_never_reaches_is_one_line(method: str) -> None:
+    """A toy module's submodule that its forward never calls is a hook point that never fires: one InputError
+    naming it (was a KeyError traceback from the engine and from attribution patching)."""
+    from torch import nn
+
+    from lmscope.model.toy import HookedModule
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.h, self.unused = nn.Linear(2, 2), nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.h(x)
+
+    net = Net()
+    model = HookedModule(net, {"h": net.h, "unused": net.unused})
+    x = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(InputError, match=r"^(component unused: hook 'unused'|component hook 'unused'): the forward "
+                                         r"pass never reached it$"):
+        patch_sweep(model, x, x + 1, ["unused"], lambda y, index: y[:, 0], method=method)

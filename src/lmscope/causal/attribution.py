@@ -152,6 +152,9 @@ def _offset(outcome: Outcome, lo: int) -> Outcome:
 
 def _concat(caches: list[dict[str, Tensor]], names: list[str]) -> dict[str, Tensor]:
     """Chunks' activations joined on the row dimension (chunks are row slices of one padded tensor)."""
+    missing = [n for n in names if any(n not in c for c in caches)]
+    if missing:
+        raise InputError(f"component hook {missing[0]!r}: the forward pass never reached it")
     return {n: torch.cat([c[n] for c in caches]) for n in names}
 
 

@@ -300,7 +300,9 @@ def _check_shapes(components: Sequence[Component], base: Prepared, source: Prepa
                                  "patch at a position (@P, or @-1 for the last token)")
             elif u.position is not None and u.position >= min(base.x.shape[1], source.x.shape[1]):
                 raise InputError(f"component {c.label}: position {u.position} is past the inputs' length")
-            act = cache[u.hook]
+            act = cache.get(u.hook)
+            if act is None:
+                raise InputError(f"component {c.label}: hook {u.hook!r}: the forward pass never reached it")
             if act.shape[0] != len(source):
                 raise InputError(f"component {c.label}: {u.hook} is shared by every row (batch size "
                                  f"{act.shape[0]}); patch hook_embed or a residual stream instead")
