@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmscope.errors import InputError
+from refusals import refused
 from tiny_models import tiny_hooked_with_tokenizer
 
 
@@ -28,14 +28,6 @@ def model() -> Any:
 @pytest.fixture
 def ctx(model: Any, tmp_path: Path) -> SimpleNamespace:
     return SimpleNamespace(model=model, tmp=tmp_path)
-
-
-def _refused(call: Callable[[], Any], words: str) -> str:
-    with pytest.raises(InputError, match=words) as err:
-        call()
-    message = str(err.value)
-    assert "\n" not in message, message
-    return message
 
 
 def _dictionary(**cfg: Any) -> Any:
@@ -455,9 +447,9 @@ CASES = DICTIONARY + MODEL + CAUSAL + CIRCUITS + HEADS + NEURONS + DATA + ACTIVA
 
 @pytest.mark.parametrize(("call", "words"), [pytest.param(f, w, id=i) for i, f, w in CASES])
 def test_refused(ctx: SimpleNamespace, call: Callable[[SimpleNamespace], Any], words: str) -> None:
-    _refused(lambda: call(ctx), words)
+    refused(lambda: call(ctx), words)
 
 
 def test_patch_source_of_another_length(model: Any) -> None:
-    _refused(lambda: _patch_mismatch(model), r"^patch blocks\.0\.hook_resid_post: source shape .* differs from the "
+    refused(lambda: _patch_mismatch(model), r"^patch blocks\.0\.hook_resid_post: source shape .* differs from the "
                                              r"base run's .*; use inputs of the same length")

@@ -288,18 +288,9 @@ def test_whitebox_train_refuses_an_impossible_model_size(docs: Path, tmp_path: P
 
 
 def test_whitebox_compare_overwrite(capsys: Capsys, tmp_path: Path) -> None:
-    from lmscope.data.tokenizer import save_tokenizer
-    from lmscope.whitebox import CrateConfig, CrateForCausalLM
-    from tiny_models import tiny_hooked_with_tokenizer
+    from tiny_models import save_crate_and_gpt
 
-    gpt = tiny_hooked_with_tokenizer(300)
-    torch.manual_seed(0)
-    crate = CrateForCausalLM(CrateConfig(vocab_size=gpt.cfg.d_vocab, n_positions=128, n_embd=32, n_layer=1,
-                                         n_head=4, ista_expansion=1))
-    for name, hf in (("crate", crate), ("gpt", gpt.hf)):
-        hf.save_pretrained(tmp_path / name)
-        save_tokenizer(gpt.tokenizer, tmp_path / name)
-    models = f"{tmp_path / 'crate'},{tmp_path / 'gpt'}"
+    models = save_crate_and_gpt(tmp_path, n_layer=1, ista_expansion=1, n_samples=300)
     args = ["whitebox", "compare", "--models", models, "--corpus", "synthetic", "--sentences", "20",
             "--units-per-layer", "2", "--heldout-samples", "40"]
     result, _ = _overwrite(capsys, args, tmp_path / "cmp")

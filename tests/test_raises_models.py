@@ -10,15 +10,7 @@ from typing import Any
 import pytest
 import torch
 
-from lmscope.errors import InputError
-
-
-def _refused(call: Callable[[], Any], words: str) -> str:
-    with pytest.raises(InputError, match=words) as err:
-        call()
-    message = str(err.value)
-    assert "\n" not in message, message
-    return message
+from refusals import refused
 
 
 def _word_level() -> Any:
@@ -57,7 +49,7 @@ PLAIN = [
 
 @pytest.mark.parametrize(("call", "words"), [pytest.param(f, w, id=i) for i, f, w in PLAIN])
 def test_plain_refusals(call: Callable[[], Any], words: str) -> None:
-    _refused(call, words)
+    refused(call, words)
 
 
 def test_succession_refuses_a_tokenizer_without_the_task_words() -> None:
@@ -68,7 +60,7 @@ def test_succession_refuses_a_tokenizer_without_the_task_words() -> None:
 
     tok = word_level(missing=tuple(SUCCESSION_TASKS["days"]))
     model = HookedModel(tiny_llama(len(tok)), tok)
-    _refused(lambda: succession_scores(model, tasks=["days"]),
+    refused(lambda: succession_scores(model, tasks=["days"]),
              r"^tasks: no item of days is a single token of this tokenizer \(\d+ map to its unknown token\)")
 
 
@@ -83,7 +75,7 @@ def test_heads_in_the_wild_refuses_soft_capped_logits(tmp_path: Path) -> None:
                        num_key_value_heads=2, head_dim=8, max_position_embeddings=64, num_hidden_layers=2,
                        final_logit_softcapping=3.0, bos_token_id=2, eos_token_id=1, pad_token_id=0)
     model = HookedModel(Gemma2ForCausalLM(cfg).eval(), None, name="tiny-gemma2")
-    _refused(lambda: heads_in_the_wild(model, ["a b"]),
+    refused(lambda: heads_in_the_wild(model, ["a b"]),
              r"^model: tiny-gemma2 soft-caps its logits, so a head's direct effect is not linear")
 
 
@@ -100,7 +92,7 @@ def test_vector_arithmetic_refuses_when_no_item_can_be_edited(hooked: Any) -> No
     from lmscope.heads.arithmetic import vector_arithmetic
 
     mod10 = SimpleNamespace(settings={}, directions=torch.zeros(10, 32), scales=torch.ones(10))
-    _refused(lambda: vector_arithmetic(hooked, mod10, layer=0, head=0, tasks=["days"], from_residue=8,  # type: ignore[arg-type]
+    refused(lambda: vector_arithmetic(hooked, mod10, layer=0, head=0, tasks=["days"], from_residue=8,  # type: ignore[arg-type]
                                        to_residue=9),
              r"^tasks: no valid edit \(no task item has the residue to edit and a successor after it\)")
 
@@ -112,7 +104,7 @@ def test_circuit_expand_refuses_a_leaf(hooked: Any) -> None:
     tc = Dictionary(DictConfig(kind="transcoder", d_in=32, d_sae=8, d_out=32, hook_name="blocks.0.ln2.hook_normalized",
                                hook_name_out="blocks.0.hook_mlp_out"))
     trace = CircuitTrace(hooked, {0: tc}, "after Monday comes")
-    _refused(lambda: trace.expand(Node("embed", pos=1), None),  # type: ignore[arg-type]
+    refused(lambda: trace.expand(Node("embed", pos=1), None),  # type: ignore[arg-type]
              r"^node \S+: only features and heads have inputs to trace")
 
 
@@ -127,7 +119,7 @@ def test_add_bos_template_refuses_a_tokenizer_that_ignores_it() -> None:
         def __call__(self, text: Any, **kwargs: Any) -> dict[str, Any]:
             return {"input_ids": [5] if isinstance(text, str) else [[5] for _ in text]}
 
-    _refused(lambda: add_bos_template(Plain()), r"^tokenizer: Plain did not take a BOS template")
+    refused(lambda: add_bos_template(Plain()), r"^tokenizer: Plain did not take a BOS template")
 
 
 @pytest.mark.parametrize("name", ["cfg.json", "sae_weights.safetensors"])
@@ -138,7 +130,7 @@ def test_dictionary_file_that_cannot_be_read(tmp_path: Path, name: str) -> None:
                           tmp_path / "sae")
     (out / name).unlink()
     (out / name).symlink_to("/proc/self/mem")  # a regular file whose read fails (EIO)
-    _refused(lambda: load_dictionary(out), rf"{name.replace('.', chr(92) + '.')}: cannot read \(")
+    refused(lambda: load_dictionary(out), rf"{name.replace('.', chr(92) + '.')}: cannot read \(")
 
 
 def test_greedy_continuation_needs_a_key_value_cache(hooked: Any) -> None:
@@ -151,7 +143,7 @@ def test_greedy_continuation_needs_a_key_value_cache(hooked: Any) -> None:
     crate = CrateForCausalLM(CrateConfig(vocab_size=hooked.cfg.d_vocab, n_positions=128, n_embd=32, n_layer=1,
                                          n_head=4, ista_expansion=1))  # returns no key/value cache
     model = HookedModel(crate, hooked.tokenizer)
-    _refused(lambda: patch_sweep(model, ["after Monday comes"], ["after Friday comes"], ["blocks.0.hook_resid_post@-1"],
+    refused(lambda: patch_sweep(model, ["after Monday comes"], ["after Friday comes"], ["blocks.0.hook_resid_post@-1"],
                                  Continuation(2, lambda tokens, index: tokens[:, 0].float())),
              r"^outcome: a greedy continuation needs a model that returns its key/value cache")
 
@@ -159,7 +151,7 @@ def test_greedy_continuation_needs_a_key_value_cache(hooked: Any) -> None:
 def test_site_mean_refuses_when_no_position_is_kept(hooked: Any) -> None:
     from lmscope.dictionary.splice import site_mean
 
-    _refused(lambda: site_mean(hooked, "blocks.0.hook_resid_post", ["a b"], exclude_first=40),
+    refused(lambda: site_mean(hooked, "blocks.0.hook_resid_post", ["a b"], exclude_first=40),
              r"^texts: no kept token to average")
 
 
@@ -171,7 +163,7 @@ def test_attached_transcoder_of_the_wrong_width_refuses_an_edit(hooked: Any) -> 
                                hook_name_out="blocks.0.hook_mlp_out"))  # writes 16 dims into a 32-wide point
     hooked.attach_dictionary("narrow", tc)
     try:
-        _refused(lambda: hooked.run_with_hooks("a b", [(feature_hook("narrow"), lambda z, hook: z * 2)]),
+        refused(lambda: hooked.run_with_hooks("a b", [(feature_hook("narrow"), lambda z, hook: z * 2)]),
                  r"^dictionary edit: its decoder writes shape \(1, \d+, 16\) but 'blocks\.0\.hook_mlp_out' has "
                  r"\(1, \d+, 32\); the dictionary does not fit this hook point")
     finally:
@@ -193,7 +185,7 @@ def test_simulator_refuses_a_tokenizer_without_digit_tokens() -> None:
     from tiny_models import tiny_hf_model
 
     lm = LocalLM((tiny_hf_model("gpt2"), _letters()), dtype="float32").load()
-    _refused(lambda: lm.digit_expectations([1, 2], [([1], [0])]),
+    refused(lambda: lm.digit_expectations([1, 2], [([1], [0])]),
              r"^model GPT2LMHeadModel: its tokenizer does not have one token per digit 0-9")
 
 
@@ -203,6 +195,6 @@ def test_words_the_tokenizer_drops() -> None:
     from lmscope.data.tokenizer import word_token_spans
     from tiny_models import tiny_hf_model
 
-    _refused(lambda: word_token_ids(HookedModel(tiny_hf_model("gpt2"), _letters()), ["7", "42"]),
+    refused(lambda: word_token_ids(HookedModel(tiny_hf_model("gpt2"), _letters()), ["7", "42"]),
              r"^word list: no word gave a token")
-    _refused(lambda: word_token_spans(_letters(), ["ab", "7"]), r"^words: some word got no token")
+    refused(lambda: word_token_spans(_letters(), ["ab", "7"]), r"^words: some word got no token")

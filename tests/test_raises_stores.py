@@ -16,16 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from lmscope.errors import InputError
+from refusals import refused
 from tiny_models import tiny_hooked_with_tokenizer
-
-
-def _refused(call: Callable[[], Any], words: str) -> str:
-    with pytest.raises(InputError, match=words) as err:
-        call()
-    message = str(err.value)
-    assert "\n" not in message, message
-    return message
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +103,7 @@ STORE_CASES = [
 
 @pytest.mark.parametrize(("call", "words"), [pytest.param(f, w, id=i) for i, f, w in STORE_CASES])
 def test_store_refusals(ctx: SimpleNamespace, call: Callable[[SimpleNamespace], Any], words: str) -> None:
-    _refused(lambda: call(ctx), words)
+    refused(lambda: call(ctx), words)
 
 
 # ---------------------------------------------------------------- causal/ on a hand-built module
@@ -163,7 +155,7 @@ CAUSAL_CASES = [
 
 @pytest.mark.parametrize(("call", "words"), [pytest.param(f, w, id=i) for i, f, w in CAUSAL_CASES])
 def test_causal_refusals(call: Callable[[], Any], words: str) -> None:
-    _refused(call, words)
+    refused(call, words)
 
 
 # ---------------------------------------------------------------- autointerp/ against a local endpoint
@@ -196,5 +188,5 @@ def endpoint() -> Iterator[str]:
 def test_openai_answer_without_choices_is_refused(endpoint: str) -> None:
     from lmscope.autointerp.llm import OpenAIClient
 
-    _refused(lambda: OpenAIClient(endpoint, "m").complete("hi"),
+    refused(lambda: OpenAIClient(endpoint, "m").complete("hi"),
              rf"^base_url: {endpoint}: not an OpenAI-compatible chat answer")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 
@@ -85,3 +87,20 @@ def save_identity_sae(d: int, hook: str, path: object, shift: float = -1000.0) -
         sae.b_enc.zero_()
         sae.b_dec.fill_(shift)
     save_dictionary(sae, path)  # type: ignore[arg-type]
+
+
+def save_crate_and_gpt(root: Path, *, n_layer: int = 2, ista_expansion: int = 2, n_samples: int = 1500) -> str:
+    """A tiny CRATE and a tiny GPT-2 sharing one tokenizer, saved as plain HF directories under `root` (not zoo
+    models); returns their `--models` value."""
+    from lmscope.data.tokenizer import save_tokenizer
+    from lmscope.model.crate import CrateForCausalLM
+    from lmscope.model.crate_config import CrateConfig
+
+    gpt = tiny_hooked_with_tokenizer(n_samples)
+    torch.manual_seed(0)
+    crate = CrateForCausalLM(CrateConfig(vocab_size=gpt.cfg.d_vocab, n_positions=128, n_embd=32, n_layer=n_layer,
+                                         n_head=4, ista_expansion=ista_expansion))
+    for name, hf in (("crate", crate), ("gpt", gpt.hf)):
+        hf.save_pretrained(root / name)
+        save_tokenizer(gpt.tokenizer, root / name)
+    return f"{root / 'crate'},{root / 'gpt'}"

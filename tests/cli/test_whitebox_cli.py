@@ -6,14 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from cli_runner import run
 from lmscope import HookedModel
 from lmscope.data.synthetic import generate_corpus
-from lmscope.data.tokenizer import save_tokenizer
-from lmscope.whitebox import CrateConfig, CrateForCausalLM
-from tiny_models import tiny_hooked_with_tokenizer
+from tiny_models import save_crate_and_gpt
 
 
 def test_train_a_small_crate(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -36,20 +33,8 @@ def test_train_a_small_crate(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert code == 2 and "no such file" in err
 
 
-def saved_pair(root: Path) -> str:
-    """A tiny CRATE and a tiny GPT-2 saved as plain HF directories (not zoo models); their --models value."""
-    gpt = tiny_hooked_with_tokenizer()
-    torch.manual_seed(0)
-    crate = CrateForCausalLM(CrateConfig(vocab_size=gpt.cfg.d_vocab, n_positions=128, n_embd=32, n_layer=2,
-                                         n_head=4, ista_expansion=2))
-    for name, hf in (("crate", crate), ("gpt", gpt.hf)):
-        hf.save_pretrained(root / name)
-        save_tokenizer(gpt.tokenizer, root / name)
-    return f"{root / 'crate'},{root / 'gpt'}"
-
-
 def test_compare_two_saved_models(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    models = saved_pair(tmp_path)
+    models = save_crate_and_gpt(tmp_path)
     code, _, err = run(capsys, "whitebox", "compare", "--models", models, "--out", str(tmp_path / "x"))
     assert code == 2 and "--corpus" in err and "is not a zoo model" in err  # refused before any work
     args = ["whitebox", "compare", "--models", models, "--corpus", "synthetic", "--sentences", "40",
@@ -70,7 +55,7 @@ def test_compare_two_saved_models(capsys: pytest.CaptureFixture[str], tmp_path: 
 
 
 def test_compare_on_the_users_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    models = saved_pair(tmp_path)
+    models = save_crate_and_gpt(tmp_path)
     docs = ["The river rose all night and by morning the bridge was closed to every car and cart in the valley.",
             "She read the letter twice, folded it, and put it back in the drawer without a word."] * 6
     (tmp_path / "prose.txt").write_text("\n".join(docs) + "\n")
