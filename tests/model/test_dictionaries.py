@@ -165,3 +165,24 @@ def test_a_feature_sits_in_the_block_its_dictionary_reads() -> None:
     assert both.first_layer(model) == 1
     with pytest.raises(InputError, match="not attached"):
         model.hook_layer("other.hook_sae_acts_post")
+
+
+def test_a_dictionary_of_another_width_is_refused_when_attached() -> None:
+    """A dictionary whose cfg records d_in/d_out other than the model's widths at its hooks (one made for another
+    model, e.g. SmolLM2's 576 on Gemma 3's 640) is one InputError line at attach time, not a shape error in the
+    middle of a forward; the hook widths are the model's own (d_mlp at the neurons, d_model elsewhere)."""
+    model = HookedModel(tiny_hf_model("gpt2"))
+    d, d_mlp = model.cfg.d_model, model.cfg.d_mlp
+    assert model.hook_width("blocks.0.mlp.hook_post") == d_mlp and model.hook_width("blocks.0.hook_mlp_out") == d
+    assert model.hook_width("blocks.0.attn.hook_z") == model.cfg.n_heads * model.cfg.d_head
+    wide = transcoder(model)
+    wide.cfg.d_in, wide.cfg.d_out = d + 8, d
+    with pytest.raises(InputError, match=rf"^dictionary 'tc': its d_in is {d + 8}, but blocks\.0\.ln2\.hook_normalized "
+                                         rf"of this model is {d} wide; it was made for another model$"):
+        model.attach_dictionary("tc", wide)
+    wide.cfg.d_in, wide.cfg.d_out = d, d_mlp
+    with pytest.raises(InputError, match=rf"^dictionary 'tc': its d_out is {d_mlp}, but blocks\.0\.hook_mlp_out "):
+        model.attach_dictionary("tc", wide)
+    assert model.dictionaries == {}
+    wide.cfg.d_out = d
+    assert model.attach_dictionary("tc", wide) == FEAT and model.hook_width(FEAT) == 12

@@ -20,18 +20,9 @@ from lmscope.model.hooked import HookedModel, HookFn
 
 
 def point_dim(model: HookedModel, point: str) -> int:
-    """Width of one token's activation at a hook point (`hook_z` flattened over heads; an attached dictionary's
-    feature point `<name>.hook_sae_acts_post` is its number of features)."""
-    from lmscope.model.dictionaries import n_features
-
-    at = getattr(model, "dictionary_at", None)
-    attached = at(point) if callable(at) else None
-    if attached is not None:
-        return n_features(attached)
-    c = model.cfg
-    if point.endswith(("mlp.hook_pre", "mlp.hook_post")):
-        return c.d_mlp
-    return c.n_heads * c.d_head if point.endswith("attn.hook_z") else c.d_model
+    """Width of one token's activation at a hook point (`HookedModel.hook_width`: `hook_z` flattened over heads,
+    an attached dictionary's feature point its number of features)."""
+    return model.hook_width(point)
 
 
 MAX_PADDING = 0.1

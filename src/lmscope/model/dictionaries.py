@@ -70,8 +70,10 @@ class AttachedDictionary:
     points: list[str] = field(default_factory=list)
 
     @classmethod
-    def make(cls, name: str, dictionary: object, valid: Sequence[str]) -> AttachedDictionary:
-        """Validate `name` and `dictionary` against the model's hook names `valid` (one InputError line each)."""
+    def make(cls, name: str, dictionary: object, valid: Sequence[str],
+             width: Callable[[str], int] | None = None) -> AttachedDictionary:
+        """Validate `name` and `dictionary` against the model's hook names `valid` and, where the dictionary's cfg
+        records `d_in`/`d_out`, against the model's widths there (`width(hook)`); one InputError line each."""
         if not isinstance(name, str) or not name or name.strip() != name:
             raise InputError(f"name: expected a non-empty dictionary name without surrounding spaces, got {name!r}")
         if name in valid or any(p.startswith(name + ".") for p in valid):
@@ -86,6 +88,11 @@ class AttachedDictionary:
         for role, hook in (("hook_name", hook_in), ("hook_name_out", hook_out)):
             if hook not in valid:
                 raise InputError(f"dictionary {name!r}: its {role} {hook!r} is not a hook point of this model")
+        for role, hook, size in (("d_in", hook_in, getattr(cfg, "d_in", None)),
+                                 ("d_out", hook_out, getattr(cfg, "d_out", None))):
+            if width is not None and isinstance(size, int) and size != width(hook):
+                raise InputError(f"dictionary {name!r}: its {role} is {size}, but {hook} of this model is "
+                                 f"{width(hook)} wide; it was made for another model")
         if valid.index(hook_out) < valid.index(hook_in):
             raise InputError(f"dictionary {name!r}: its output {hook_out!r} comes before its input {hook_in!r}")
         return cls(name, dictionary, hook_in, hook_out, [feature_hook(name)])  # type: ignore[arg-type]

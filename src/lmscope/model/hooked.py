@@ -19,7 +19,7 @@ from lmscope.errors import InputError
 from lmscope.model.adapters import Adapter, adapter_for
 from lmscope.model.attention import PatternHook, pattern_hooks
 from lmscope.model.config import ModelConfig
-from lmscope.model.dictionaries import AttachedDictionary, dictionary_name, feature_hook
+from lmscope.model.dictionaries import AttachedDictionary, dictionary_name, feature_hook, n_features
 from lmscope.model.hookpoints import HookPoint, Site, layer_of, refuse_unknown
 from lmscope.model.inputs import Inputs, TokenBatch, check_fits, to_token_batch, tokenizer_adds_bos
 
@@ -105,7 +105,7 @@ class HookedModel:
                 return feature_hook(name)
             raise InputError(f"name {name!r}: another dictionary is attached under this name; "
                              "detach_dictionary it first")
-        attached = AttachedDictionary.make(name, dictionary, list(self._sites))
+        attached = AttachedDictionary.make(name, dictionary, list(self._sites), self.hook_width)
         self._dicts[name] = attached
         self._points.update(dict.fromkeys(attached.points, attached))
         return feature_hook(name)
@@ -129,6 +129,18 @@ class HookedModel:
         self.check_names([hook_name])
         attached = self._points.get(hook_name)
         return layer_of(hook_name if attached is None else attached.hook_in)
+
+    def hook_width(self, hook_name: str) -> int:
+        """Width of one token's activation at a hook point: `d_mlp` for the MLP's neurons, `n_heads * d_head` for
+        `hook_z` (flattened over heads), an attached dictionary's number of features for its feature point, and
+        `d_model` for the rest (residual stream, sub-layer outputs, normalized inputs, embeddings)."""
+        attached = self._points.get(hook_name)
+        if attached is not None:
+            return n_features(attached.dictionary)
+        c = self.cfg
+        if hook_name.endswith(("mlp.hook_pre", "mlp.hook_post")):
+            return c.d_mlp
+        return c.n_heads * c.d_head if hook_name.endswith("attn.hook_z") else c.d_model
 
     def dictionary_at(self, hook_name: str) -> Any:
         """The attached dictionary whose feature hook point is `hook_name`, or None for any other name."""
