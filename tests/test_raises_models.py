@@ -161,7 +161,16 @@ def test_attached_transcoder_of_the_wrong_width_refuses_an_edit(hooked: Any) -> 
 
     tc = Dictionary(DictConfig(kind="transcoder", d_in=32, d_sae=8, d_out=16, hook_name="blocks.0.ln2.hook_normalized",
                                hook_name_out="blocks.0.hook_mlp_out"))  # writes 16 dims into a 32-wide point
-    hooked.attach_dictionary("narrow", tc)
+    refused(lambda: hooked.attach_dictionary("narrow", tc),  # its cfg records d_out: refused when attached
+            r"^dictionary 'narrow': its d_out is 16, but blocks\.0\.hook_mlp_out of this model is 32 wide; it was "
+            r"made for another model$")
+    from types import SimpleNamespace
+
+    # a stand-in whose cfg records no widths is attached, and refused when an edit would write the wrong width
+    bare = SimpleNamespace(cfg=SimpleNamespace(hook_name=tc.cfg.hook_name, hook_name_out=tc.cfg.hook_name_out,
+                                               kind="transcoder", d_sae=8),
+                           encode=tc.encode, decode=tc.decode, W_dec=tc.W_dec)
+    hooked.attach_dictionary("narrow", bare)
     try:
         refused(lambda: hooked.run_with_hooks("a b", [(feature_hook("narrow"), lambda z, hook: z * 2)]),
                  r"^dictionary edit: its decoder writes shape \(1, \d+, 16\) but 'blocks\.0\.hook_mlp_out' has "
